@@ -1,0 +1,26 @@
+# Two commands on a fresh machine (see README.md):
+#   make run    set up .venv, then train WAGE 2-8-8-8 on the embedded digits data set
+#   make test   set up .venv, then run the whole test suite (unit and parity tests)
+PY := .venv/bin/python
+export TORCH_EXTENSIONS_DIR := $(CURDIR)/.venv/torch_extensions
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+
+.PHONY: setup run test lint bench parity-report
+
+setup: .venv/.setup-done
+
+.venv/.setup-done: pyproject.toml scripts/setup.sh
+	bash scripts/setup.sh
+	touch $@
+
+run: setup
+	$(PY) -m examples.demo
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(PY) -m ruff check .
+
+parity-report: setup
+	$(PY) -m parity_tests.report

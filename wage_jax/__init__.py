@@ -1,0 +1,20 @@
+"""WAGE (Wu et al., ICLR 2018) in JAX: integer weights, activations, gradients and errors.
+
+Bit for bit the arithmetic of QPyTorch's WAGE example on qtorch's CPU kernel (``shared/SPEC.md``),
+jit-compiled on CPU, GPU and TPU.
+"""
+
+from wage_jax.fixed_point import fixed_point_quantize, fixed_point_quantize_with_mask
+from wage_jax.functional import QG, QW, C, shift, straight_through
+from wage_jax.wage_quantizer import wage_quantize
+
+__all__ = [
+    "C",
+    "QG",
+    "QW",
+    "fixed_point_quantize",
+    "fixed_point_quantize_with_mask",
+    "shift",
+    "straight_through",
+    "wage_quantize",
+]

@@ -1,0 +1,93 @@
+"""WAGE's ``shift``: scale by the power of two that brings ``max|x|`` into ``(1/2, 1]`` (SPEC §2).
+
+Computed on the float32 bit patterns with integer operations only. Two reasons:
+
+* the exponent ``k = ceil(log2(max|x|))`` must be exact (a float32 ``log2`` rounds down just above
+  a power of two, and differs between torch and XLA there);
+* XLA's CPU backend flushes subnormal inputs and outputs to zero, while the reference (torch on the
+  CPU) keeps them: ``x / 2^k`` of a subnormal, or a result that falls below ``2^-126``, must still be
+  the correctly rounded (half to even) float32. Integer arithmetic is immune to the float mode.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+__all__ = ["max_abs_exponent", "scale_by_pow2", "shift_f32"]
+
+_SIGN = np.int32(-(2**31))  # 0x80000000
+_ABS = np.int32(0x7FFFFFFF)
+_MANT = np.int32(0x7FFFFF)
+_HIDDEN = np.int32(0x800000)
+
+
+def _bits(x: jax.Array) -> jax.Array:
+    return lax.bitcast_convert_type(x, jnp.int32)
+
+
+def max_abs_exponent(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """For float32 ``x``: ``(k, all_zero, finite)`` with ``k = ceil(log2(max|x|))`` exactly (int32).
+
+    The max is taken over ``|x|``'s bit patterns, which order non-negative floats as their values do
+    (and put NaN above Inf), so one integer reduction gives the max, NaN/Inf detection included.
+    """
+    m = jnp.max(_bits(x) & _ABS, initial=np.int32(0))
+    exp, mant = m >> 23, m & _MANT
+    # normal: (1 + mant/2^23) * 2^(exp-127); its ceil(log2) is exp - 127, plus 1 unless a power of two.
+    k_normal = exp - 127 + (mant != 0).astype(jnp.int32)
+    # subnormal: mant * 2^-149, ceil(log2 mant) = bit length of (mant - 1).
+    k_sub = (32 - lax.clz(jnp.maximum(mant - 1, 0))) - 149
+    k = jnp.where(exp > 0, k_normal, k_sub)
+    return k, m == 0, exp < 255
+
+
+def scale_by_pow2(x: jax.Array, k: jax.Array) -> jax.Array:
+    """``x * 2^-k`` for finite float32 ``x`` and int32 ``k``, correctly rounded (half to even) also
+    when the result is subnormal; a result beyond float32's range becomes Inf."""
+    b = _bits(x)
+    sign, mag = b & _SIGN, b & _ABS
+    exp, mant = mag >> 23, mag & _MANT
+    # Normalize subnormal inputs: bring the leading 1 to bit 23 and lower the exponent to match.
+    lz = lax.clz(mant) - 8
+    sig = jnp.where(exp > 0, mant | _HIDDEN, mant << jnp.clip(lz, 0, 23))
+    e = jnp.where(exp > 0, exp, 1 - lz) - k
+    normal = sign | (e << 23) | (sig & _MANT)
+    # Subnormal result: sig * 2^(e-1) in units of 2^-149, i.e. sig >> n with n = 1 - e, rounded half to even.
+    n = jnp.clip(1 - e, 1, 25)
+    q = sig >> n
+    rem = sig & ((np.int32(1) << n) - 1)
+    half = np.int32(1) << (n - 1)
+    q = q + ((rem > half) | ((rem == half) & ((q & 1) == 1))).astype(jnp.int32)
+    out = jnp.where(e >= 1, normal, sign | q)
+    out = jnp.where(e >= 255, sign | np.int32(0x7F800000), out)  # overflow (only for tangents) -> Inf
+    # Zeros keep their bits (and sign).
+    out = jnp.where(mag == 0, b, out)
+    return lax.bitcast_convert_type(out, jnp.float32)
+
+
+@jax.custom_jvp
+def shift_f32(x: jax.Array) -> jax.Array:
+    """``x / 2^ceil(log2(max|x|))`` for float32 ``x``, exactly (SPEC §2).
+
+    An all-zero ``x`` is returned unchanged. NaN or Inf anywhere in ``x`` gives all-NaN (under ``jit``
+    nothing can raise; the eager public ``shift`` raises instead, and ``wage_jax.checked`` reports it).
+    """
+    if x.size == 0:
+        return x
+    k, all_zero, finite = max_abs_exponent(x)
+    y = jnp.where(all_zero, x, scale_by_pow2(x, k))
+    return jnp.where(finite, y, np.float32(np.nan))
+
+
+@shift_f32.defjvp
+def _shift_jvp(primals, tangents):
+    # The exponent is piecewise constant: d shift(x) = dx / 2^k.
+    (x,), (dx,) = primals, tangents
+    y = shift_f32(x)
+    if x.size == 0:
+        return y, dx
+    k, all_zero, _ = max_abs_exponent(x)
+    return y, jnp.where(all_zero, dx, scale_by_pow2(dx, k))

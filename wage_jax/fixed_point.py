@@ -1,0 +1,176 @@
+"""Fixed-point quantization with qtorch's CPU-kernel semantics, bit for bit (SPEC §1).
+
+qtorch (``quant_cpu/sim_helper.cpp``) rounds one float32 ``a`` to ``fl`` fractional bits as
+``a = ldexp(a, fl); a = nearbyint(a + r - 0.5); a = ldexp(a, -fl)``: the sum ``a + r`` is float32,
+the ``- 0.5`` and ``nearbyint`` (round half to even) happen in double. Here the same result is computed
+with float32 operations only, so it runs on any XLA backend without float64:
+
+with ``s = float32(y + r)``, ``nearbyint(double(s) - 0.5)`` is
+
+* ``floor(s)`` when ``s`` is not an integer;
+* ``s`` when ``s`` is an even integer and ``s - 1`` when it is odd (the tie ``s - 1/2`` goes to even);
+* ``-0.0`` for ``s`` in ``[-2^-54, 1/2)``: there ``double(s) - 0.5`` lies in ``[-1/2, 0)`` (for
+  ``s >= -2^-54`` the double subtraction itself rounds to ``-1/2``), and ``nearbyint`` keeps the sign.
+
+None of these steps rounds, so XLA's simplifier has nothing to reorder, and flushing subnormals to
+zero (XLA's CPU backend does) changes no result: a subnormal ``y`` lands in the same case as zero.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from wage_jax._arrays import as_float32
+from wage_spec import MAX_BITS, check_mode
+
+__all__ = ["fixed_point_quantize", "fixed_point_quantize_with_mask", "fixed_point_range"]
+
+# Below -2^-54 in magnitude, double(s) - 0.5 rounds to exactly -0.5 (ties to even).
+_NEG_TINY = np.float32(-(2.0**-54))
+
+
+def _check_word(wl: object, fl: object) -> tuple[int, int]:
+    for value, name in ((wl, "wl"), (fl, "fl")):
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+            raise TypeError(f"{name} must be an int, got {value!r} of type {type(value).__name__}")
+    wl, fl = int(wl), int(fl)
+    if not 2 <= wl <= MAX_BITS:
+        raise ValueError(f"wl must be an int in [2, {MAX_BITS}], got {wl}")
+    if not -64 <= fl <= 64:
+        raise ValueError(f"fl must be an int in [-64, 64], got {fl}")
+    return wl, fl
+
+
+def fixed_point_range(wl: int, fl: int, symmetric: bool) -> tuple[np.float32, np.float32]:
+    """``(t_min, t_max)`` as qtorch's ``fixed_min_max`` computes them (double, stored as float32)."""
+    t_min = np.float32(-(2.0 ** (wl - fl - 1)))
+    t_max = np.float32(-float(t_min) - 2.0**-fl)
+    if symmetric:
+        t_min = np.float32(float(t_min) + 2.0**-fl)
+    return t_min, t_max
+
+
+def _round_to_integer(s: jax.Array) -> jax.Array:
+    """``float32(nearbyint(double(s) - 0.5))`` for float32 ``s``, in float32 arithmetic (see module doc).
+
+    Every expression below is written on ``f = floor(s)`` rather than on ``s``: XLA's algebraic
+    simplifier folds ``(y + 0.5) - 1`` into ``y - 0.5``, which is not the same float32 value.
+    """
+    f = jnp.floor(s)
+    even = jnp.floor(f * np.float32(0.5)) * np.float32(2.0) == f
+    q = jnp.where((s == f) & ~even, f - np.float32(1.0), f)
+    return jnp.where((s >= _NEG_TINY) & (s < np.float32(0.5)), np.float32(-0.0), q)
+
+
+def _noise(x: jax.Array, rounding: str, key: jax.Array | None, noise: jax.Array | None) -> jax.Array:
+    if rounding == "nearest":
+        if key is not None or noise is not None:
+            raise ValueError("key and noise are only used with rounding='stochastic'")
+        # An opaque 0.5: as a literal, XLA would fold it into constants around the rounding.
+        return lax.optimization_barrier(jnp.float32(0.5))
+    if key is not None and noise is not None:
+        raise ValueError("pass either key or noise for stochastic rounding, not both")
+    if noise is not None:
+        noise, _ = as_float32(noise, "noise")
+        if noise.shape != x.shape:
+            raise ValueError(f"noise must have x's shape {x.shape}, got {noise.shape}")
+        return noise
+    if key is None:
+        raise ValueError(
+            "stochastic rounding needs randomness: pass key (a jax.random key) or noise (uniform draws in [0, 1))"
+        )
+    return jax.random.uniform(key, x.shape, jnp.float32)
+
+
+def _quantize_f32(x: jax.Array, wl: int, fl: int, clamp: bool, symmetric: bool, r) -> tuple[jax.Array, jax.Array]:
+    # Scaling by a power of two is exact (an FMA contraction with "+ r" changes nothing).
+    s = x * np.float32(2.0**fl) + r
+    out = _round_to_integer(s) * np.float32(2.0**-fl)
+    if not clamp:
+        return out, jnp.zeros(out.shape, jnp.bool_)
+    t_min, t_max = fixed_point_range(wl, fl, symmetric)
+    above, below = out > t_max, out < t_min
+    # where/where rather than clip: NaN passes through unmasked, as in qtorch's clamp_mask_helper.
+    out = jnp.where(above, t_max, jnp.where(below, t_min, out))
+    return out, above | below
+
+
+def fixed_point_quantize_with_mask(
+    x: jax.Array,
+    wl: int,
+    fl: int,
+    *,
+    symmetric: bool = False,
+    rounding: str = "nearest",
+    key: jax.Array | None = None,
+    noise: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    """Clamped fixed-point quantization and its clamp mask (qtorch's ``fixed_point_quantize_*_mask``).
+
+    Args:
+        x: a floating-point array of any shape; computed in float32.
+        wl: word length, an int in [2, 24]. fl: fractional bits, an int in [-64, 64].
+        symmetric: raise ``t_min`` by ``2^-fl`` so the range is symmetric.
+        rounding: ``"nearest"`` or ``"stochastic"``.
+        key: a PRNG key for stochastic rounding's uniform draws.
+        noise: explicit uniform draws in ``[0, 1)`` of ``x``'s shape (float32), instead of ``key``.
+
+    Returns:
+        ``(out, mask)``: ``out`` in ``x``'s dtype; ``mask`` (bool, ``x``'s shape) is True where the
+        rounded value lay outside ``[t_min, t_max]`` and was clamped.
+    """
+    wl, fl = _check_word(wl, fl)
+    rounding = check_mode(rounding, "rounding")
+    x32, dtype = as_float32(x)
+    r = _noise(x32, rounding, key, noise)
+    out, mask = _quantize_f32(x32, wl, fl, True, bool(symmetric), r)
+    return out.astype(dtype), mask
+
+
+def fixed_point_quantize(
+    x: jax.Array,
+    wl: int,
+    fl: int,
+    *,
+    clamp: bool = True,
+    symmetric: bool = False,
+    rounding: str = "nearest",
+    key: jax.Array | None = None,
+    noise: jax.Array | None = None,
+) -> jax.Array:
+    """Quantize ``x`` to a fixed-point number of ``wl`` bits with ``fl`` fractional bits (SPEC §1).
+
+    ``q = nearbyint(float32(x * 2^fl + r) - 0.5) * 2^-fl``, then clamped to
+    ``[-2^(wl-fl-1) (+2^-fl if symmetric), 2^(wl-fl-1) - 2^-fl]`` when ``clamp``; ``r = 1/2`` for
+    ``"nearest"`` and ``r ~ U[0, 1)`` for ``"stochastic"``. Bit for bit qtorch's CPU kernel, the sign of
+    zero included, eagerly and under ``jit``.
+
+    Args:
+        x: a floating-point array of any shape; computed in float32, returned in ``x``'s dtype.
+        wl: word length, an int in [2, 24]. fl: fractional bits, an int in [-64, 64].
+        clamp: clamp to the representable range.
+        symmetric: raise ``t_min`` by ``2^-fl``.
+        rounding: ``"nearest"`` or ``"stochastic"``.
+        key: a PRNG key for stochastic rounding's uniform draws.
+        noise: explicit uniform draws in ``[0, 1)`` of ``x``'s shape (float32), instead of ``key``
+            (reproduces qtorch exactly given ``torch.rand_like``'s draws).
+    """
+    wl, fl = _check_word(wl, fl)
+    rounding = check_mode(rounding, "rounding")
+    x32, dtype = as_float32(x)
+    r = _noise(x32, rounding, key, noise)
+    out, _ = _quantize_f32(x32, wl, fl, bool(clamp), bool(symmetric), r)
+    return out.astype(dtype)
+
+
+def wage_fixed_point(
+    x32: jax.Array, bits: int, *, clamp: bool, rounding: str, key=None, noise=None
+) -> tuple[jax.Array, jax.Array]:
+    """WAGE's format ``FP(x; bits, bits-1, clamp, symmetric=True)`` on float32 input (validated args)."""
+    return _quantize_f32(x32, bits, bits - 1, clamp, True, _noise(x32, rounding, key, noise))
+

@@ -1,0 +1,35 @@
+"""Framework-free pieces of the WAGE contract (``shared/SPEC.md``) that both packages use.
+
+``wage_torch`` and ``wage_jax`` mirror each other's API; what they must agree on and that involves
+no tensor arithmetic lives here once: argument validation (SPEC §4), the initializer's limit and
+per-layer scale (SPEC §3), and the paper's learning-rate schedule.
+"""
+
+from wage_spec.init_math import fan_in, wage_init_limits
+from wage_spec.schedule import paper_lr
+from wage_spec.validation import (
+    FULL_PRECISION,
+    MAX_BITS,
+    MIN_BITS,
+    ROUNDING_MODES,
+    check_bits,
+    check_clip_bits,
+    check_lr,
+    check_mode,
+    check_scale,
+)
+
+__all__ = [
+    "FULL_PRECISION",
+    "MAX_BITS",
+    "MIN_BITS",
+    "ROUNDING_MODES",
+    "check_bits",
+    "check_clip_bits",
+    "check_lr",
+    "check_mode",
+    "check_scale",
+    "fan_in",
+    "paper_lr",
+    "wage_init_limits",
+]

@@ -1,0 +1,196 @@
+"""The WAGE quantizers on qtorch, with the documented API of ``xbtorch.quant.wage_qtorch``.
+
+Wu, Li, Chen and Shi, "Training and Inference with Integers in Deep Neural Networks", ICLR 2018.
+Names, parameter order, defaults and behaviour follow the documented module (QPyTorch's
+``examples/WAGE/wage_qtorch.py``), with the two fixes that ``shared/SPEC.md`` §2 makes the contract:
+
+* ``shift`` takes its exponent exactly from the bits of ``max|x|`` (the reference's float32
+  ``log2`` rounds down just above a power of two) and returns an all-zero tensor unchanged (the
+  reference returns ``0/0 = NaN``);
+* NaN or Inf reaching ``shift`` or ``QG`` raises ``ValueError`` (the reference silently turns the
+  weights into NaN).
+
+Every function takes a floating-point tensor of any shape. qtorch computes in float32 only: float16,
+bfloat16 and float64 inputs are converted to float32, computed, and returned in their own dtype.
+"""
+
+from __future__ import annotations
+
+import torch
+from qtorch import FixedPoint
+from qtorch.quant import fixed_point_quantize, quantizer
+from torch import nn
+
+from wage_spec import check_bits, check_clip_bits, check_lr, check_mode, check_scale
+
+__all__ = ["C", "QG", "QW", "WAGEQuantizer", "shift"]
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _as_float32(x: object, name: str = "x") -> torch.Tensor:
+    """Validate ``x`` and return it as a contiguous float32 tensor (qtorch's only dtype)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dtype not in _FLOAT_DTYPES:
+        raise TypeError(
+            f"{name} must be a floating-point tensor (float16, bfloat16, float32 or float64), got {x.dtype}"
+        )
+    return x.to(torch.float32).contiguous()
+
+
+def _pow2(k: torch.Tensor) -> torch.Tensor:
+    """``2**k`` as float32 for an int32 ``k`` in [-126, 127], built from its bits: exact by construction."""
+    return ((k + 127) << 23).to(torch.int32).view(torch.float32)
+
+
+def _shift_f32(x: torch.Tensor, name: str) -> torch.Tensor:
+    if x.numel() == 0:
+        return x
+    m = x.abs().max()
+    if not torch.isfinite(m):
+        raise ValueError(f"{name} contains NaN or Inf: WAGE's shift needs finite values")
+    if m == 0:
+        # SPEC §2 fix: the reference divides 0 by 2^-inf and returns NaN.
+        return x
+    # k = ceil(log2 m), exactly: m = f * 2^e with f in [0.5, 1), and log2 m is an integer iff f == 0.5.
+    f, e = torch.frexp(m)
+    k = e.to(torch.int32) - (f == 0.5).to(torch.int32)
+    # k lies in [-148, 128]; 2^k is a normal float32 only in [-126, 127]. Divide in two exact steps:
+    # first by the small remainder (exact scaling for finite x), then by the normal power of two.
+    k1 = k.clamp(-126, 127)
+    return (x / _pow2(k - k1)) / _pow2(k1)
+
+
+def shift(x: torch.Tensor) -> torch.Tensor:
+    """Scale ``x`` by the power of two that brings ``max|x|`` into ``(1/2, 1]``.
+
+    ``shift(x) = x / 2^k``, ``k = ceil(log2(max|x|))`` computed exactly (WAGE Eq. 9's ``Shift``).
+
+    Args:
+        x: a floating-point tensor of any shape, finite.
+
+    Returns:
+        a tensor of ``x``'s shape and dtype; an all-zero or empty ``x`` is returned unchanged.
+
+    Raises:
+        ValueError: ``x`` holds NaN or Inf.
+    """
+    x32 = _as_float32(x)
+    return _shift_f32(x32, "x").to(x.dtype)
+
+
+def C(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Clip ``x`` to ``[-1 + d, 1 - d]``, ``d = 2^-(bits-1)`` (WAGE Eq. 4's ``Clip``).
+
+    ``d = 0`` when ``bits > 15`` or ``bits == 1``, as the reference has it.
+
+    Args:
+        x: a floating-point tensor of any shape.
+        bits: an int ``>= 1``.
+    """
+    bits = check_clip_bits(bits, "bits")
+    x32 = _as_float32(x)
+    delta = 0.0 if bits > 15 or bits == 1 else 1.0 / 2.0 ** (bits - 1)
+    return torch.clamp(x32, -1.0 + delta, 1.0 - delta).to(x.dtype)
+
+
+def QW(x: torch.Tensor, bits: int, scale: float = 1.0, mode: str = "nearest") -> torch.Tensor:
+    """Quantize weights to ``bits``-bit fixed point in ``[-1 + d, 1 - d]`` (WAGE Eq. 5-7).
+
+    ``FP(x; wl=bits, fl=bits-1, clamp=True, symmetric=True, rounding=mode)``, then divided by the
+    layer's ``scale`` when ``scale > 1.8`` (the initializer's power of two, ``alpha`` in Eq. 7).
+
+    Args:
+        x: a floating-point tensor of any shape (the weight accumulator).
+        bits: an int in [2, 24].
+        scale: a positive finite number.
+        mode: ``"nearest"`` or ``"stochastic"`` (draws from torch's default generator).
+    """
+    bits = check_bits(bits, "bits")
+    scale = check_scale(scale, "scale")
+    mode = check_mode(mode, "mode")
+    x32 = _as_float32(x)
+    y = fixed_point_quantize(x32, wl=bits, fl=bits - 1, clamp=True, symmetric=True, rounding=mode)
+    if scale > 1.8:
+        y = y / scale
+    return y.to(x.dtype)
+
+
+def QG(x: torch.Tensor, bits_G: int, lr: float, mode: str = "nearest") -> torch.Tensor:
+    """Quantize a gradient into a ``bits_G``-bit weight update (WAGE Eq. 11-12).
+
+    ``FP((lr / 2^(bits_G-1)) * shift(x); wl=bits_G, fl=bits_G-1, clamp=False, symmetric=True)``;
+    ``lr / 2^(bits_G-1)`` is formed in double, the product in float32.
+
+    Args:
+        x: a floating-point tensor of any shape (a gradient), finite.
+        bits_G: an int in [2, 24].
+        lr: a finite number.
+        mode: ``"nearest"`` or ``"stochastic"`` (draws from torch's default generator).
+
+    Returns:
+        the update to subtract from the weight accumulator, in ``x``'s shape and dtype. An all-zero
+        gradient gives zeros.
+
+    Raises:
+        ValueError: ``x`` holds NaN or Inf.
+    """
+    bits_G = check_bits(bits_G, "bits_G")
+    lr = check_lr(lr, "lr")
+    mode = check_mode(mode, "mode")
+    x32 = _as_float32(x)
+    norm = lr / 2.0 ** (bits_G - 1)
+    y = norm * _shift_f32(x32, "x")
+    y = fixed_point_quantize(y.contiguous(), wl=bits_G, fl=bits_G - 1, clamp=False, symmetric=True, rounding=mode)
+    return y.to(x.dtype)
+
+
+def _shift_error(grad: torch.Tensor) -> torch.Tensor:
+    return _shift_f32(grad, "the incoming gradient")
+
+
+class WAGEQuantizer(nn.Module):
+    """Quantize activations in the forward pass and errors in the backward pass (WAGE Eq. 8-10).
+
+    forward: ``FP(x; bits_A, bits_A-1, clamp=True, symmetric=True, A_mode)`` (identity when
+    ``bits_A == -1``), remembering which elements were clamped.
+    backward: ``FP(shift(g); bits_E, bits_E-1, clamp=True, symmetric=True, E_mode)``, zeroed where the
+    forward clamped; ``bits_E == -1`` passes ``g`` unchanged.
+
+    Args:
+        bits_A: activation bits, an int in [2, 24] or -1 (full precision).
+        bits_E: error bits, an int in [2, 24] or -1 (full precision).
+        A_mode: ``"nearest"`` or ``"stochastic"``.
+        E_mode: ``"nearest"`` or ``"stochastic"``.
+
+    Shape: any; the output has the input's shape and dtype.
+    """
+
+    def __init__(self, bits_A: int, bits_E: int, A_mode: str = "nearest", E_mode: str = "nearest") -> None:
+        super().__init__()
+        self.bits_A = check_bits(bits_A, "bits_A", allow_full_precision=True)
+        self.bits_E = check_bits(bits_E, "bits_E", allow_full_precision=True)
+        self.A_mode = check_mode(A_mode, "A_mode")
+        self.E_mode = check_mode(E_mode, "E_mode")
+        self.activate_number = (
+            FixedPoint(wl=self.bits_A, fl=self.bits_A - 1, clamp=True, symmetric=True) if self.bits_A != -1 else None
+        )
+        self.error_number = (
+            FixedPoint(wl=self.bits_E, fl=self.bits_E - 1, clamp=True, symmetric=True) if self.bits_E != -1 else None
+        )
+        self.quantizer = quantizer(
+            forward_number=self.activate_number,
+            forward_rounding=self.A_mode,
+            backward_number=self.error_number,
+            backward_rounding=self.E_mode,
+            clamping_grad_zero=True,
+            backward_hooks=[_shift_error],
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = _as_float32(x)
+        return self.quantizer(x32).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"bits_A={self.bits_A}, bits_E={self.bits_E}, A_mode={self.A_mode!r}, E_mode={self.E_mode!r}"
