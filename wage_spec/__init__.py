@@ -5,6 +5,7 @@ no tensor arithmetic lives here once: argument validation (SPEC §4), the initia
 per-layer scale (SPEC §3), and the paper's learning-rate schedule.
 """
 
+from wage_spec.config import WAGEConfig
 from wage_spec.init_math import fan_in, wage_init_limits
 from wage_spec.schedule import paper_lr
 from wage_spec.validation import (
@@ -24,6 +25,7 @@ __all__ = [
     "MAX_BITS",
     "MIN_BITS",
     "ROUNDING_MODES",
+    "WAGEConfig",
     "check_bits",
     "check_clip_bits",
     "check_lr",

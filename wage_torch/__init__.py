@@ -1,10 +1,14 @@
 """WAGE on torch and qtorch, with the documented API of ``xbtorch.quant.wage_qtorch``.
 
 ``from wage_torch import shift, C, QW, QG, WAGEQuantizer`` or
-``from wage_torch.wage_qtorch import ...`` (the documented module's name).
+``from wage_torch.wage_qtorch import ...`` (the documented module's name). Models and the reference
+training loop: ``wage_torch.models``, ``wage_torch.training``.
 """
 
-from wage_torch import _qtorch_env  # noqa: F401  (must precede the first qtorch import)
+# isort: off
+from wage_torch import _qtorch_env  # noqa: F401  (sets the build cache before qtorch's first import)
+
+# isort: on
 from wage_torch.initializer import wage_init_
 from wage_torch.wage_qtorch import QG, QW, C, WAGEQuantizer, shift
 

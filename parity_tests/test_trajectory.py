@@ -1,0 +1,137 @@
+"""Whole training runs, JAX (Flax modules + optax transform) against the torch reference, bit for bit.
+
+From the same initial accumulators and the same batches, with every rounding mode "nearest", the
+weight accumulators and the predictions agree at every step. Why this can hold: every operand of every
+matmul/convolution is on a fixed-point grid, so each product is exact and each sum is exact in float32
+in any order as long as it fits 24 bits of that grid. The bound each test relies on is stated beside it
+and asserted. Accumulators are compared as JAX == C(torch) (see ``wage_jax.optax``: JAX keeps them
+clipped, the reference clips before subtracting), and the forward weights QW(.) equal exactly.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+import wage_torch
+from parity_tests.interop import flax_params_to_torch_weights, torch_weights_to_flax_params
+from wage_jax.models import MLP as JaxMLP
+from wage_jax.models import VGG7 as JaxVGG7
+from wage_jax.optax import wage_sgd
+from wage_jax.train import make_train_step
+from wage_spec import WAGEConfig
+from wage_torch.models import MLP as TorchMLP
+from wage_torch.models import VGG7 as TorchVGG7
+from wage_torch.training import WAGETrainer
+
+
+def _bits(a) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(a, np.float32)).view(np.int32)
+
+
+def _digits(n_batches: int, batch: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    data = load_digits()
+    x = (data.images.astype(np.float32) / 16.0) * 2.0 - 1.0  # [0, 1] -> [-1, 1] (SPEC §3)
+    y = data.target.astype(np.int64)
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < n_batches:
+        order = rng.permutation(len(x))
+        for i in range(0, len(x) - batch + 1, batch):
+            idx = order[i : i + batch]
+            out.append((x[idx], y[idx]))
+    return out[:n_batches]
+
+
+def _compare_step(step: int, trainer: WAGETrainer, params, logits_t, logits_j, bits_W: int) -> None:
+    assert np.array_equal(_bits(logits_t), _bits(logits_j)), f"step {step}: predictions differ"
+    torch_acc = [wage_torch.C(a, bits_W) for a in trainer.accumulators.values()]
+    jax_acc = flax_params_to_torch_weights(jax.device_get(params))
+    for i, (a, b) in enumerate(zip(torch_acc, jax_acc, strict=True)):
+        differ = int((_bits(a.numpy()) != _bits(b)).sum())
+        assert differ == 0, f"step {step}: layer {i} accumulators differ in {differ} elements"
+
+
+def test_mlp_trajectory_is_bit_identical_for_200_steps():
+    cfg = WAGEConfig.nearest()
+    hidden, batch, steps = 128, 64, 200
+    # Exactness bounds (8-bit A and E on a 2^-7 grid, 2-bit W on 2^-1/scale):
+    # forward sums <= fan_in * 1 * max|W| on a 2^-7 * 2^-1/scale grid; weight-gradient sums <= batch on 2^-14.
+    assert batch * 2**14 < 2**24 and 64 * 2**7 * 2 * 16 < 2**24
+    torch.manual_seed(0)
+    torch_model = TorchMLP(64, hidden=(hidden,), config=cfg)
+    trainer = WAGETrainer(torch_model, cfg)
+    jax_model = JaxMLP(hidden=(hidden,), config=cfg)
+    template = jax_model.init(jax.random.key(0), jnp.zeros((1, 8, 8)))["params"]
+    params = torch_weights_to_flax_params(list(trainer.accumulators.values()), template)
+    lr = 8.0
+    opt = wage_sgd(cfg.bits_W, cfg.bits_G, lr, mode="nearest")
+    params, opt_state = opt.init(params)
+    train_step = make_train_step(lambda p, x, key: jax_model.apply({"params": p}, x), opt)
+    for step, (x, y) in enumerate(_digits(steps, batch)):
+        _, logits_t = trainer.step(torch.from_numpy(x), torch.from_numpy(y), lr)
+        params, opt_state, _, logits_j = train_step(params, opt_state, jnp.asarray(x), jnp.asarray(y))
+        _compare_step(step, trainer, params, logits_t.numpy(), logits_j, cfg.bits_W)
+    # The run learned something (not a trajectory of zeros).
+    x, y = _digits(1, 512, seed=1)[0]
+    acc = float((np.asarray(jax_model.apply({"params": params}, jnp.asarray(x))).argmax(-1) == y).mean())
+    assert acc > 0.5
+
+
+@pytest.mark.parametrize("lr", [8.0, 1.0])
+def test_lr_schedule_trajectory_matches(lr):
+    """A traced lr (optax schedule) gives the same bits as the Python float the reference uses."""
+    cfg = WAGEConfig.nearest()
+    torch.manual_seed(1)
+    trainer = WAGETrainer(TorchMLP(64, hidden=(32,), config=cfg), cfg)
+    jax_model = JaxMLP(hidden=(32,), config=cfg)
+    template = jax_model.init(jax.random.key(0), jnp.zeros((1, 8, 8)))["params"]
+    params = torch_weights_to_flax_params(list(trainer.accumulators.values()), template)
+    opt = wage_sgd(cfg.bits_W, cfg.bits_G, lambda count: jnp.float32(lr), mode="nearest")
+    params, opt_state = opt.init(params)
+    train_step = make_train_step(lambda p, x, key: jax_model.apply({"params": p}, x), opt)
+    for step, (x, y) in enumerate(_digits(10, 32, seed=2)):
+        _, logits_t = trainer.step(torch.from_numpy(x), torch.from_numpy(y), lr)
+        params, opt_state, _, logits_j = train_step(params, opt_state, jnp.asarray(x), jnp.asarray(y))
+        _compare_step(step, trainer, params, logits_t.numpy(), logits_j, cfg.bits_W)
+
+
+
+def test_conv_net_trajectory_is_bit_identical_for_20_steps():
+    """A small VGG7 (conv, max-pool, dense) on 8x8 digits: 6 convolutions, 3 max-pools, 2 dense layers.
+
+    Max-pool ties are frequent (quantized activations), so this also checks that ``max_pool_2x2``
+    routes gradients to the first maximum as torch does. Convolution sums: fan_in <= 9 * 8 on a
+    2^-7 * 2^-1/scale grid with |W| <= 1/2, well inside 24 bits.
+    """
+    cfg = WAGEConfig.nearest()
+    widths, hidden, batch, steps, lr = (4, 8), 16, 32, 20, 8.0
+    torch.manual_seed(2)
+    trainer = WAGETrainer(
+        TorchVGG7(in_channels=1, widths=widths, hidden=hidden, image_size=8, config=cfg), cfg
+    )
+    jax_model = JaxVGG7(widths=widths, hidden=hidden, config=cfg)
+    template = jax_model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))["params"]
+    params = torch_weights_to_flax_params(list(trainer.accumulators.values()), template)
+    opt = wage_sgd(cfg.bits_W, cfg.bits_G, lr, mode="nearest")
+    params, opt_state = opt.init(params)
+    train_step = make_train_step(lambda p, x, key: jax_model.apply({"params": p}, x), opt)
+    pool_inputs: list[np.ndarray] = []
+    for module in trainer.model.modules():
+        if isinstance(module, torch.nn.MaxPool2d):
+            module.register_forward_hook(lambda m, args, out: pool_inputs.append(args[0].detach().numpy()))
+    for step, (x, y) in enumerate(_digits(steps, batch, seed=3)):
+        _, logits_t = trainer.step(torch.from_numpy(x[:, None]), torch.from_numpy(y), lr)
+        params, opt_state, _, logits_j = train_step(params, opt_state, jnp.asarray(x[..., None]), jnp.asarray(y))
+        _compare_step(step, trainer, params, logits_t.numpy(), logits_j, cfg.bits_W)
+    # The test's premise: pooling windows with a tied maximum occurred (so tie routing was exercised).
+    ties = 0
+    for a in pool_inputs:
+        n, c, h, w = a.shape
+        win = a.reshape(n, c, h // 2, 2, w // 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(-1, 4)
+        ties += int(((win == win.max(-1, keepdims=True)).sum(-1) > 1).sum())
+    assert ties > 0, "no max-pool ties occurred: the test would not exercise tie routing"

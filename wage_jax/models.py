@@ -1,0 +1,93 @@
+"""WAGE models in Flax linen: a small MLP and the paper's VGG7 (SPEC §3).
+
+``quantized=False`` gives the float baseline with the same architecture and parameter names: plain
+dense/conv layers (fan-in uniform init), no quantizers; train it with plain SGD on the same loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+from flax import linen as nn
+
+from wage_jax.linen import WAGEConv, WAGEDense, WAGEQuantizer
+from wage_jax.ops import max_pool_2x2
+from wage_spec import FULL_PRECISION, WAGEConfig
+
+__all__ = ["MLP", "VGG7"]
+
+
+class _WAGEBlocks(nn.Module):
+    """Layer factories shared by the models: WAGE layers, or their float counterparts."""
+
+    config: WAGEConfig = WAGEConfig()
+    quantized: bool = True
+
+    def dense(self, features: int, name: str) -> nn.Module:
+        c = self.config
+        if self.quantized:
+            return WAGEDense(features, c.bits_W, c.factor, c.W_mode, name=name)
+        init = nn.initializers.variance_scaling(c.factor, "fan_in", "uniform")
+        return nn.Dense(features, use_bias=False, kernel_init=init, name=name)
+
+    def conv(self, features: int, name: str) -> nn.Module:
+        c = self.config
+        if self.quantized:
+            return WAGEConv(features, c.bits_W, factor=c.factor, W_mode=c.W_mode, name=name)
+        init = nn.initializers.variance_scaling(c.factor, "fan_in", "uniform")
+        return nn.Conv(features, (3, 3), padding="SAME", use_bias=False, kernel_init=init, name=name)
+
+    def quant(self, x: jax.Array, bits_A: int, bits_E: int) -> jax.Array:
+        if not self.quantized:
+            return x
+        c = self.config
+        return WAGEQuantizer(bits_A, bits_E, c.A_mode, c.E_mode)(x)
+
+
+class MLP(_WAGEBlocks):
+    """``Q_A(x) -> [dense, ReLU, Q]*len(hidden) -> dense -> Q_E``; input ``(N, ...)`` flattened, output ``(N, K)``."""
+
+    hidden: Sequence[int] = (1024,)
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = self.config
+        x = x.reshape(x.shape[0], -1)
+        x = self.quant(x, c.bits_A, FULL_PRECISION)
+        for i, h in enumerate(self.hidden):
+            x = nn.relu(self.dense(h, f"dense{i}")(x))
+            x = self.quant(x, c.bits_A, c.bits_E)
+        x = self.dense(self.num_classes, f"dense{len(self.hidden)}")(x)
+        return self.quant(x, FULL_PRECISION, c.bits_E)
+
+
+class VGG7(_WAGEBlocks):
+    """The paper's VGG7 for 32x32 NHWC images (SPEC §3); ``widths``/``hidden`` shrink it for tests.
+
+    conv w0, ReLU, Q; conv w0, pool, ReLU, Q; conv w1, ReLU, Q; conv w1, pool, ReLU, Q; conv w2, ReLU, Q;
+    conv w2, pool, ReLU, Q; dense ``hidden``, ReLU, Q; dense ``num_classes``. The features are flattened
+    in NCHW order, as torch flattens them, so weights transfer between the frameworks by transposition.
+    """
+
+    widths: Sequence[int] = (128, 256, 512)
+    hidden: int = 1024
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = self.config
+        x = self.quant(x, c.bits_A, FULL_PRECISION)
+        i = 0
+        for width in self.widths:
+            for pool in (False, True):
+                x = self.conv(width, f"conv{i}")(x)
+                if pool:
+                    x = max_pool_2x2(x)
+                x = self.quant(nn.relu(x), c.bits_A, c.bits_E)
+                i += 1
+        x = x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)
+        x = self.quant(nn.relu(self.dense(self.hidden, "dense0")(x)), c.bits_A, c.bits_E)
+        x = self.dense(self.num_classes, "dense1")(x)
+        return self.quant(x, FULL_PRECISION, c.bits_E)

@@ -1,0 +1,46 @@
+"""The WAGE bit widths and rounding modes of a run, shared by both frameworks' models and training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from wage_spec.validation import check_bits, check_mode
+
+
+@dataclass(frozen=True)
+class WAGEConfig:
+    """Bits and rounding modes for Weights, Activations, Gradients and Errors.
+
+    The default is the paper's 2-8-8-8 with weights and activations rounded to nearest and gradients
+    and errors stochastically (SPEC §3). ``factor`` is the initializer's variance factor (1.0 in the
+    paper's VGG).
+    """
+
+    bits_W: int = 2
+    bits_A: int = 8
+    bits_G: int = 8
+    bits_E: int = 8
+    W_mode: str = "nearest"
+    A_mode: str = "nearest"
+    G_mode: str = "stochastic"
+    E_mode: str = "stochastic"
+    factor: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_bits(self.bits_W, "bits_W")
+        check_bits(self.bits_G, "bits_G")
+        check_bits(self.bits_A, "bits_A", allow_full_precision=True)
+        check_bits(self.bits_E, "bits_E", allow_full_precision=True)
+        for name in ("W_mode", "A_mode", "G_mode", "E_mode"):
+            check_mode(getattr(self, name), name)
+
+    @classmethod
+    def nearest(cls, **overrides) -> WAGEConfig:
+        """Every rounding mode "nearest" (deterministic: the setting of the trajectory parity tests)."""
+        modes = dict(W_mode="nearest", A_mode="nearest", G_mode="nearest", E_mode="nearest")
+        return cls(**{**modes, **overrides})
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether any quantizer draws random numbers."""
+        return "stochastic" in (self.W_mode, self.A_mode, self.G_mode, self.E_mode)

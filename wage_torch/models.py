@@ -1,0 +1,105 @@
+"""WAGE models in torch, built from the documented API: a small MLP and the paper's VGG7 (SPEC §3).
+
+Weights are drawn by ``wage_init_`` (which records each layer's ``weight_scale``); training with the
+reference update loop is ``wage_torch.training.WAGETrainer``. ``quantized=False`` gives the float
+baseline: same layers, no quantizers, float-style fan-in init.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from wage_spec import FULL_PRECISION, WAGEConfig
+from wage_torch.initializer import wage_init_
+from wage_torch.wage_qtorch import WAGEQuantizer
+
+__all__ = ["MLP", "VGG7", "init_weights"]
+
+
+def init_weights(model: nn.Module, config: WAGEConfig, quantized: bool = True) -> None:
+    """WAGE-initialize every Linear/Conv2d weight (or, for the float baseline, ``U(+-sqrt(3 factor/fan_in))``)."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            if quantized:
+                wage_init_(module.weight, config.bits_W, config.factor)
+            else:
+                fan = module.weight[0].numel()
+                limit = math.sqrt(3.0 * config.factor / fan)
+                with torch.no_grad():
+                    module.weight.uniform_(-limit, limit)
+
+
+def _quant(config: WAGEConfig, quantized: bool, bits_A: int, bits_E: int) -> nn.Module:
+    if not quantized:
+        return nn.Identity()
+    return WAGEQuantizer(bits_A, bits_E, config.A_mode, config.E_mode)
+
+
+class MLP(nn.Module):
+    """``Q_A(x) -> [Linear, ReLU, Q]*len(hidden) -> Linear -> Q_E``; input ``(N, ...)``, output ``(N, K)``."""
+
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int] = (1024,),
+        num_classes: int = 10,
+        config: WAGEConfig = WAGEConfig(),
+        quantized: bool = True,
+    ) -> None:
+        super().__init__()
+        c = config
+        layers: list[nn.Module] = [nn.Flatten(), _quant(c, quantized, c.bits_A, FULL_PRECISION)]
+        width = in_features
+        for h in hidden:
+            layers += [nn.Linear(width, h, bias=False), nn.ReLU(), _quant(c, quantized, c.bits_A, c.bits_E)]
+            width = h
+        layers += [nn.Linear(width, num_classes, bias=False), _quant(c, quantized, FULL_PRECISION, c.bits_E)]
+        self.layers = nn.Sequential(*layers)
+        init_weights(self, c, quantized)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class VGG7(nn.Module):
+    """The paper's VGG7 for ``(N, C, 32, 32)`` images (SPEC §3); ``widths``/``hidden`` shrink it for tests."""
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        widths: Sequence[int] = (128, 256, 512),
+        hidden: int = 1024,
+        num_classes: int = 10,
+        image_size: int = 32,
+        config: WAGEConfig = WAGEConfig(),
+        quantized: bool = True,
+    ) -> None:
+        super().__init__()
+        c = config
+        layers: list[nn.Module] = [_quant(c, quantized, c.bits_A, FULL_PRECISION)]
+        channels = in_channels
+        for width in widths:
+            for pool in (False, True):
+                layers.append(nn.Conv2d(channels, width, 3, padding=1, bias=False))
+                if pool:
+                    layers.append(nn.MaxPool2d(2))
+                layers += [nn.ReLU(), _quant(c, quantized, c.bits_A, c.bits_E)]
+                channels = width
+        side = image_size // 2 ** len(widths)
+        layers += [
+            nn.Flatten(),
+            nn.Linear(channels * side * side, hidden, bias=False),
+            nn.ReLU(),
+            _quant(c, quantized, c.bits_A, c.bits_E),
+            nn.Linear(hidden, num_classes, bias=False),
+            _quant(c, quantized, FULL_PRECISION, c.bits_E),
+        ]
+        self.layers = nn.Sequential(*layers)
+        init_weights(self, c, quantized)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)

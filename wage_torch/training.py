@@ -1,0 +1,56 @@
+"""The reference WAGE training loop in torch (SPEC §3), as QPyTorch's WAGE example runs it.
+
+Each step: forward weights ``param.data = QW(w_acc, bits_W, scale)``; sum-of-squares loss against
+one-hot targets; backward; then for every layer ``w_acc <- C(w_acc, bits_W) - QG(grad, bits_G, lr)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from wage_spec import WAGEConfig
+from wage_torch.wage_qtorch import QG, QW, C
+
+__all__ = ["WAGETrainer", "sse_loss"]
+
+
+def sse_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``0.5 * sum((logits - onehot(labels))^2)`` over the batch; logits ``(N, K)``, labels ``(N,)`` int64."""
+    onehot = torch.nn.functional.one_hot(labels, logits.shape[-1]).to(logits.dtype)
+    return 0.5 * ((logits - onehot) ** 2).sum()
+
+
+class WAGETrainer:
+    """Holds the weight accumulators of ``model`` and applies the reference WAGE update.
+
+    ``model``'s weights must come from ``wage_init_`` (each carries ``weight_scale``). ``accumulators``
+    maps parameter names to float32 tensors (the ``w_acc`` of the reference).
+    """
+
+    def __init__(self, model: nn.Module, config: WAGEConfig) -> None:
+        self.model = model
+        self.config = config
+        self.params = dict(model.named_parameters())
+        self.accumulators = {name: p.detach().clone() for name, p in self.params.items()}
+        self.scales = {name: float(getattr(p, "weight_scale", 1.0)) for name, p in self.params.items()}
+
+    def load_quantized_weights(self) -> None:
+        """``param.data = QW(w_acc, bits_W, scale)`` for every layer."""
+        c = self.config
+        for name, p in self.params.items():
+            p.data = QW(self.accumulators[name], c.bits_W, self.scales[name], c.W_mode)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One reference step on a batch; returns ``(loss, logits)`` (detached)."""
+        c = self.config
+        self.load_quantized_weights()
+        self.model.zero_grad(set_to_none=True)
+        logits = self.model(x)
+        loss = sse_loss(logits, y)
+        loss.backward()
+        with torch.no_grad():
+            for name, p in self.params.items():
+                grad = p.grad if p.grad is not None else torch.zeros_like(p)
+                self.accumulators[name] = C(self.accumulators[name], c.bits_W) - QG(grad, c.bits_G, lr, c.G_mode)
+        return loss.detach(), logits.detach()
