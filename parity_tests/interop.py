@@ -44,7 +44,8 @@ def torch_weights_to_flax_params(weights: list[torch.Tensor], template: dict[str
     for name, w in zip(names, weights, strict=True):
         kernel = torch_to_flax(w)
         if kernel.shape != tuple(template[name]["kernel"].shape):
-            raise ValueError(f"{name}: torch weight gives {kernel.shape}, Flax expects {template[name]['kernel'].shape}")
+            expected = tuple(template[name]["kernel"].shape)
+            raise ValueError(f"{name}: the torch weight gives {kernel.shape}, Flax expects {expected}")
         out[name] = {"kernel": jnp.asarray(kernel)}
     return out
 
