@@ -1,0 +1,223 @@
+"""wage_jax's Flax modules (linen and nnx), initializer, optax transform and train step (issue 4)."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+from flax import linen as nn
+from flax import nnx as fnnx
+from sklearn.datasets import load_digits
+
+import wage_jax
+import wage_jax.linen as wl
+import wage_jax.nnx as wn
+from wage_jax.initializers import kernel_scale, wage_init
+from wage_jax.models import MLP
+from wage_jax.optax import clip_params, scale_by_qg, wage_sgd
+from wage_jax.train import make_train_step
+from wage_spec import WAGEConfig
+from wage_torch import wage_init_
+
+
+def _bits(a) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(a, np.float32)).view(np.int32)
+
+
+def _expected_limit_and_scale(fan_in: int, bits_W: int, factor: float) -> tuple[float, float]:
+    # SPEC §3, written out independently of wage_spec.
+    float_limit = math.sqrt(3 * factor / fan_in)
+    wm = 1.5 / 2 ** (bits_W - 1)
+    return max(wm, float_limit), max(2.0 ** np.round(np.log2(wm / float_limit)), 1.0)
+
+
+# ---------------------------------------------------------------- initializer
+
+
+@pytest.mark.parametrize("bits_W", [2, 4, 8])
+@pytest.mark.parametrize("shape", [(64, 32), (784, 1024), (3, 3, 16, 8), (3, 3, 512, 512)])
+def test_wage_init_limit_and_scale(bits_W, shape):
+    fan = math.prod(shape[:-1])
+    limit, scale = _expected_limit_and_scale(fan, bits_W, 1.0)
+    kernel, got_scale = wage_init(jax.random.key(0), shape, bits_W, 1.0)
+    assert got_scale == scale == kernel_scale(shape, bits_W, 1.0)
+    k = np.asarray(kernel)
+    assert k.shape == shape and k.dtype == np.float32
+    assert np.abs(k).max() <= limit and np.abs(k).max() > 0.9 * limit
+
+
+@pytest.mark.parametrize("bits_W", [2, 3, 8])
+def test_jax_and_torch_initializers_agree_on_scale(bits_W):
+    """The same layer gets the same scale from wage_init_ (torch layout) and kernel_scale (Flax layout)."""
+    for torch_shape, flax_shape in [((10, 64), (64, 10)), ((8, 4, 3, 3), (3, 3, 4, 8))]:
+        t = torch.empty(torch_shape)
+        assert wage_init_(t, bits_W, factor=2.0) == kernel_scale(flax_shape, bits_W, 2.0)
+
+
+# ---------------------------------------------------------------- layers
+
+
+def test_linen_and_nnx_dense_match_the_functional_core():
+    x = jax.random.uniform(jax.random.key(1), (5, 12), minval=-1, maxval=1)
+    lin = wl.WAGEDense(7, bits_W=2, factor=1.0)
+    params = lin.init(jax.random.key(2), x)["params"]
+    kernel = params["kernel"]
+    expected = x @ wage_jax.QW(kernel, 2, kernel_scale((12, 7), 2, 1.0))
+    assert np.array_equal(_bits(lin.apply({"params": params}, x)), _bits(expected))
+    mod = wn.WAGEDense(12, 7, bits_W=2, factor=1.0, rngs=fnnx.Rngs(params=0))
+    mod.kernel[...] = kernel
+    assert np.array_equal(_bits(mod(x)), _bits(expected))
+    assert mod.scale == kernel_scale((12, 7), 2, 1.0)
+
+
+def test_linen_and_nnx_conv_match_each_other_and_lax():
+    x = jax.random.uniform(jax.random.key(3), (2, 6, 6, 3), minval=-1, maxval=1)
+    lin = wl.WAGEConv(4, bits_W=3)
+    params = lin.init(jax.random.key(4), x)["params"]
+    mod = wn.WAGEConv(3, 4, bits_W=3, rngs=fnnx.Rngs(params=0))
+    mod.kernel[...] = params["kernel"]
+    w = wage_jax.QW(params["kernel"], 3, kernel_scale((3, 3, 3, 4), 3, 2.0))
+    expected = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    out_lin, out_nnx = lin.apply({"params": params}, x), mod(x)
+    assert out_lin.shape == (2, 6, 6, 4)
+    assert np.array_equal(_bits(out_lin), _bits(out_nnx))
+    np.testing.assert_allclose(out_lin, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_dense_gradient_reaches_the_accumulator_straight_through():
+    x = jnp.ones((1, 3))
+    lin = wl.WAGEDense(2, bits_W=2, factor=1.0)
+    params = lin.init(jax.random.key(0), x)["params"]
+    g = jax.grad(lambda p: lin.apply({"params": p}, x).sum())(params)
+    assert np.array_equal(np.asarray(g["kernel"]), np.ones((3, 2), np.float32))
+
+
+@pytest.mark.parametrize("bits_A,bits_E", [(8, 8), (-1, 8), (8, -1), (4, 6)])
+def test_quantizer_modules_equal_wage_quantize(bits_A, bits_E):
+    x = jax.random.normal(jax.random.key(5), (4, 9)) * 2
+    g = jax.random.normal(jax.random.key(6), (4, 9))
+    expected, vjp = jax.vjp(lambda v: wage_jax.wage_quantize(v, bits_A, bits_E), x)
+    for module, call in [
+        (wl.WAGEQuantizer(bits_A, bits_E), lambda m, v: m.apply({}, v)),
+        (wn.WAGEQuantizer(bits_A, bits_E), lambda m, v: m(v)),
+    ]:
+        out, vjp_m = jax.vjp(lambda v, m=module, c=call: c(m, v), x)
+        assert np.array_equal(_bits(out), _bits(expected))
+        assert np.array_equal(_bits(vjp_m(g)[0]), _bits(vjp(g)[0]))
+
+
+def test_stochastic_quantizer_draws_from_the_wage_stream():
+    x = jax.random.normal(jax.random.key(7), (64,))
+    lin = wl.WAGEQuantizer(4, 8, A_mode="stochastic")
+    a = lin.apply({}, x, rngs={"wage": jax.random.key(1)})
+    b = lin.apply({}, x, rngs={"wage": jax.random.key(1)})
+    c = lin.apply({}, x, rngs={"wage": jax.random.key(2)})
+    assert np.array_equal(_bits(a), _bits(b)) and not np.array_equal(_bits(a), _bits(c))
+    with pytest.raises(Exception, match="wage"):
+        lin.apply({}, x)
+    mod = wn.WAGEQuantizer(4, 8, A_mode="stochastic")
+    with pytest.raises(ValueError, match="wage"):
+        mod(x)
+    mod = wn.WAGEQuantizer(4, 8, A_mode="stochastic", rngs=fnnx.Rngs(wage=3))
+    assert not np.array_equal(_bits(mod(x)), _bits(mod(x)))  # the stream advances
+
+
+def test_modules_validate_their_arguments():
+    with pytest.raises(ValueError, match="bits_A"):
+        wn.WAGEQuantizer(1, 8)
+    with pytest.raises(ValueError, match="E_mode"):
+        wn.WAGEQuantizer(8, 8, E_mode="up")
+    with pytest.raises(ValueError, match="bits_W"):
+        wl.WAGEDense(3, bits_W=30).init(jax.random.key(0), jnp.ones((1, 2)))
+
+
+# ---------------------------------------------------------------- optax
+
+
+def test_scale_by_qg_maps_every_leaf_to_minus_QG_and_zero_stays_zero():
+    grads = {"a": jax.random.normal(jax.random.key(0), (5, 4)), "b": jnp.zeros((3,))}
+    tx = optax.chain(scale_by_qg(8, 8.0, mode="nearest"), optax.identity())
+    updates, _ = tx.update(grads, tx.init(grads))
+    assert np.array_equal(_bits(updates["a"]), _bits(-wage_jax.QG(grads["a"], 8, 8.0)))
+    assert not np.any(np.asarray(updates["b"]))
+
+
+def test_scale_by_qg_schedule_and_key_state():
+    grads = {"w": jax.random.normal(jax.random.key(0), (200,))}
+    sched = optax.piecewise_constant_schedule(8.0, {2: 0.125})
+    tx = scale_by_qg(8, sched, mode="nearest")
+    state = tx.init(grads)
+    for lr in (8.0, 8.0, 1.0, 1.0):  # the schedule (boundaries scale: 8 * 0.125) at count 0..3
+        u, state = tx.update(grads, state)
+        assert np.array_equal(_bits(u["w"]), _bits(-wage_jax.QG(grads["w"], 8, lr)))
+    assert int(state.count) == 4
+    stoch = scale_by_qg(8, 1.0, mode="stochastic", key=jax.random.key(4))
+    s0 = stoch.init(grads)
+    u1, s1 = stoch.update(grads, s0)
+    u1b, _ = stoch.update(grads, s0)
+    u2, _ = stoch.update(grads, s1)
+    assert np.array_equal(_bits(u1["w"]), _bits(u1b["w"]))
+    assert not np.array_equal(_bits(u1["w"]), _bits(u2["w"]))
+    with pytest.raises(ValueError, match="key"):
+        scale_by_qg(8, 1.0, mode="stochastic")
+
+
+def test_clipped_update_is_the_reference_clip_then_subtract():
+    """With clipped accumulators, C(w + (-q)) == C(C(w) - q) and w + (-q) == C(w) - q, bit for bit."""
+    rng = np.random.default_rng(0)
+    w_ref = rng.uniform(-0.75, 0.75, 10_000).astype(np.float32)  # the reference's unclipped accumulators
+    q = np.asarray(wage_jax.QG(jnp.asarray(rng.standard_normal(10_000), jnp.float32), 8, 8.0))
+    w = np.asarray(clip_params(jnp.asarray(w_ref), 2))  # ours: clipped once at init
+    ours = np.asarray(optax.apply_updates(jnp.asarray(w), jnp.asarray(-q)))
+    reference = np.asarray(wage_jax.C(jnp.asarray(w_ref), 2)) - q
+    assert np.array_equal(_bits(ours), _bits(reference))
+    assert np.array_equal(_bits(clip_params(jnp.asarray(ours), 2)), _bits(wage_jax.C(jnp.asarray(reference), 2)))
+
+
+# ---------------------------------------------------------------- training
+
+
+def _digits():
+    d = load_digits()
+    x = (d.images.astype(np.float32) / 16.0) * 2 - 1
+    return x, d.target.astype(np.int32)
+
+
+def _train(cfg: WAGEConfig, seed: int, steps: int, batch: int = 64):
+    x, y = _digits()
+    model = MLP(hidden=(128,), config=cfg)
+    key = jax.random.key(seed)
+    params = model.init(key, jnp.zeros((1, 8, 8)))["params"]
+    opt = wage_sgd(cfg.bits_W, cfg.bits_G, 8.0, cfg.G_mode, key=jax.random.fold_in(key, 1))
+    params, state = opt.init(params)
+    step = make_train_step(lambda p, xb, k: model.apply({"params": p}, xb, rngs={"wage": k}), opt)
+    order = np.random.default_rng(seed).permutation(1400)
+    for i in range(steps):
+        idx = order[(i * batch) % 1344 : (i * batch) % 1344 + batch]
+        params, state, _, _ = step(params, state, x[idx], y[idx], jax.random.fold_in(key, 100 + i))
+    acc = float((np.asarray(model.apply({"params": params}, x[1400:], rngs={"wage": key})).argmax(-1) == y[1400:]).mean())
+    return params, acc
+
+
+def test_stochastic_training_is_reproducible_and_learns():
+    cfg = WAGEConfig()  # the paper's setting: G and E stochastic
+    assert cfg.stochastic
+    p1, acc1 = _train(cfg, seed=0, steps=120)
+    p2, acc2 = _train(cfg, seed=0, steps=120)
+    for a, b in zip(jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(p2), strict=True):
+        assert np.array_equal(_bits(a), _bits(b))
+    assert acc1 == acc2
+    assert acc1 > 0.8, f"WAGE 2-8-8-8 with stochastic G/E should learn digits, got {acc1:.3f}"
+
+
+def test_float_baseline_model_has_the_same_parameter_names():
+    x = jnp.zeros((1, 8, 8))
+    wage = MLP(hidden=(16,)).init(jax.random.key(0), x)["params"]
+    flt = MLP(hidden=(16,), quantized=False).init(jax.random.key(0), x)["params"]
+    assert jax.tree_util.tree_structure(wage) == jax.tree_util.tree_structure(flt)
+    assert isinstance(MLP(hidden=(16,), quantized=False), nn.Module)
