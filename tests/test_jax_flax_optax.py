@@ -200,7 +200,8 @@ def _train(cfg: WAGEConfig, seed: int, steps: int, batch: int = 64):
     for i in range(steps):
         idx = order[(i * batch) % 1344 : (i * batch) % 1344 + batch]
         params, state, _, _ = step(params, state, x[idx], y[idx], jax.random.fold_in(key, 100 + i))
-    acc = float((np.asarray(model.apply({"params": params}, x[1400:], rngs={"wage": key})).argmax(-1) == y[1400:]).mean())
+    logits = model.apply({"params": params}, x[1400:], rngs={"wage": key})
+    acc = float((np.asarray(logits).argmax(-1) == y[1400:]).mean())
     return params, acc
 
 
