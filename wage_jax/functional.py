@@ -61,7 +61,22 @@ def C(x: jax.Array, bits: int) -> jax.Array:
     bits = check_clip_bits(bits, "bits")
     x32, dtype = as_float32(x)
     delta = 0.0 if bits > 15 or bits == 1 else 1.0 / 2.0 ** (bits - 1)
-    return jnp.clip(x32, np.float32(-1.0 + delta), np.float32(1.0 - delta)).astype(dtype)
+    return _clamp_symmetric(x32, np.float32(1.0 - delta)).astype(dtype)
+
+
+def _clamp_symmetric(x: jax.Array, bound: np.float32) -> jax.Array:
+    """``clamp(x, -bound, bound)`` for float32 ``x`` and ``0 < bound``, NaN passed through, on the bits.
+
+    A float clamp under ``jit`` compiles to min/max instructions that flush subnormals to zero on
+    XLA's CPU backend; torch keeps them. Comparing and selecting the int32 patterns keeps every input
+    bit: for ``x >= 0`` the pattern orders like the value, for ``x < 0`` its magnitude bits do.
+    """
+    b = jax.lax.bitcast_convert_type(x, jnp.int32)
+    mag = b & np.int32(0x7FFFFFFF)
+    bound_bits = np.float32(bound).view(np.int32)
+    beyond = (mag > bound_bits) & (mag <= np.int32(0x7F800000))  # NaN patterns lie above Inf's
+    clamped = jnp.where(b < 0, np.float32(-bound).view(np.int32), bound_bits)
+    return jax.lax.bitcast_convert_type(jnp.where(beyond, clamped, b), jnp.float32)
 
 
 def QW(
