@@ -121,7 +121,7 @@ def _divide_by_scale(y: jax.Array, scale: float) -> jax.Array:
 
 def _qg_norm(lr, bits_G: int) -> jax.Array:
     """``lr / 2^(bits_G-1)`` as the float32 factor of QG: formed in double, rounded once to float32."""
-    if is_concrete(lr) and not isinstance(lr, jax.Array):
+    if not isinstance(lr, (jax.Array, np.ndarray)):
         return np.float32(check_lr(lr, "lr") / 2.0 ** (bits_G - 1))
     lr = jnp.asarray(lr)
     if lr.shape != () or not jnp.issubdtype(lr.dtype, jnp.floating):

@@ -42,6 +42,15 @@ class WAGEQuantizer(nn.Module):
         return wage_quantize(x, self.bits_A, self.bits_E, self.A_mode, self.E_mode, key=key)
 
 
+def _wage_kernel(module: nn.Module, shape: tuple[int, ...]) -> tuple[jax.Array, float, jax.Array | None]:
+    """Declare the layer's kernel (the accumulator) and return it with its static scale and W's rng key."""
+    check_bits(module.bits_W, "bits_W")
+    check_mode(module.W_mode, "W_mode")
+    kernel = module.param("kernel", wage_kernel_init(module.bits_W, module.factor), shape, jnp.float32)
+    key = module.make_rng(RNG_STREAM) if module.W_mode == "stochastic" else None
+    return kernel, kernel_scale(shape, module.bits_W, module.factor), key
+
+
 class WAGEDense(nn.Module):
     """Dense layer without bias whose forward uses ``QW(kernel, bits_W, scale)`` (WAGE Eq. 5-7).
 
@@ -56,12 +65,8 @@ class WAGEDense(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        check_bits(self.bits_W, "bits_W")
-        check_mode(self.W_mode, "W_mode")
-        shape = (x.shape[-1], self.features)
-        kernel = self.param("kernel", wage_kernel_init(self.bits_W, self.factor), shape, jnp.float32)
-        key = self.make_rng(RNG_STREAM) if self.W_mode == "stochastic" else None
-        return wage_dense(x, kernel, self.bits_W, kernel_scale(shape, self.bits_W, self.factor), self.W_mode, key=key)
+        kernel, scale, key = _wage_kernel(self, (x.shape[-1], self.features))
+        return wage_dense(x, kernel, self.bits_W, scale, self.W_mode, key=key)
 
 
 class WAGEConv(nn.Module):
@@ -77,12 +82,7 @@ class WAGEConv(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        check_bits(self.bits_W, "bits_W")
-        check_mode(self.W_mode, "W_mode")
-        shape = (*self.kernel_size, x.shape[-1], self.features)
-        kernel = self.param("kernel", wage_kernel_init(self.bits_W, self.factor), shape, jnp.float32)
-        key = self.make_rng(RNG_STREAM) if self.W_mode == "stochastic" else None
-        scale = kernel_scale(shape, self.bits_W, self.factor)
+        kernel, scale, key = _wage_kernel(self, (*self.kernel_size, x.shape[-1], self.features))
         return wage_conv(
             x, kernel, self.bits_W, scale, self.W_mode, strides=self.strides, padding=self.padding, key=key
         )

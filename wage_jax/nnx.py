@@ -62,7 +62,21 @@ class WAGEQuantizer(nnx.Module):
         return wage_quantize(x, self.bits_A, self.bits_E, self.A_mode, self.E_mode, key=key)
 
 
-class WAGEDense(nnx.Module):
+class _WAGEKernelLayer(nnx.Module):
+    """Shared by the layers: the kernel (the accumulator), its scale, and W's rng stream."""
+
+    def _init_kernel(self, shape: tuple[int, ...], bits_W: int, factor: float, W_mode: str, rngs: nnx.Rngs) -> None:
+        self.bits_W = check_bits(bits_W, "bits_W")
+        self.W_mode = check_mode(W_mode, "W_mode")
+        kernel, self.scale = wage_init(rngs.params(), shape, bits_W, factor)
+        self.kernel = nnx.Param(kernel)
+        self.rngs = _fork_stream(rngs, W_mode == "stochastic")
+
+    def _key(self, rngs) -> jax.Array | None:
+        return _draw(self.rngs, rngs, type(self).__name__) if self.W_mode == "stochastic" else None
+
+
+class WAGEDense(_WAGEKernelLayer):
     """Dense layer without bias whose forward uses ``QW(kernel, bits_W, scale)`` (WAGE Eq. 5-7).
 
     ``kernel`` ``(in_features, out_features)`` is the weight accumulator, drawn by the WAGE initializer
@@ -79,18 +93,13 @@ class WAGEDense(nnx.Module):
         *,
         rngs: nnx.Rngs,
     ) -> None:
-        self.bits_W = check_bits(bits_W, "bits_W")
-        self.W_mode = check_mode(W_mode, "W_mode")
-        kernel, self.scale = wage_init(rngs.params(), (in_features, out_features), bits_W, factor)
-        self.kernel = nnx.Param(kernel)
-        self.rngs = _fork_stream(rngs, W_mode == "stochastic")
+        self._init_kernel((in_features, out_features), bits_W, factor, W_mode, rngs)
 
     def __call__(self, x: jax.Array, *, rngs=None) -> jax.Array:
-        key = _draw(self.rngs, rngs, "WAGEDense") if self.W_mode == "stochastic" else None
-        return wage_dense(x, self.kernel[...], self.bits_W, self.scale, self.W_mode, key=key)
+        return wage_dense(x, self.kernel[...], self.bits_W, self.scale, self.W_mode, key=self._key(rngs))
 
 
-class WAGEConv(nnx.Module):
+class WAGEConv(_WAGEKernelLayer):
     """2-D convolution without bias (NHWC, kernel HWIO) whose forward uses ``QW(kernel, bits_W, scale)``."""
 
     def __init__(
@@ -106,18 +115,12 @@ class WAGEConv(nnx.Module):
         *,
         rngs: nnx.Rngs,
     ) -> None:
-        self.bits_W = check_bits(bits_W, "bits_W")
-        self.W_mode = check_mode(W_mode, "W_mode")
+        self._init_kernel((*kernel_size, in_features, out_features), bits_W, factor, W_mode, rngs)
         self.strides = tuple(strides)
         self.padding = padding
-        shape = (*kernel_size, in_features, out_features)
-        kernel, self.scale = wage_init(rngs.params(), shape, bits_W, factor)
-        self.kernel = nnx.Param(kernel)
-        self.rngs = _fork_stream(rngs, W_mode == "stochastic")
 
     def __call__(self, x: jax.Array, *, rngs=None) -> jax.Array:
-        key = _draw(self.rngs, rngs, "WAGEConv") if self.W_mode == "stochastic" else None
+        w = self.kernel[...]
         return wage_conv(
-            x, self.kernel[...], self.bits_W, self.scale, self.W_mode, strides=self.strides, padding=self.padding,
-            key=key,
+            x, w, self.bits_W, self.scale, self.W_mode, strides=self.strides, padding=self.padding, key=self._key(rngs)
         )
