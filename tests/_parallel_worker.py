@@ -1,0 +1,281 @@
+"""Run by ``tests/test_parallel.py`` in a subprocess with 8 virtual CPU devices (not a test module).
+
+``python tests/_parallel_worker.py OUT_DIR`` trains the same MLP on the same digits batches
+
+* on one device with ``wage_jax.train.make_train_step`` (the reference),
+* data-parallel with ``wage_jax.parallel`` on 1, 2, 4 and 8 devices,
+* naively data-parallel on 8 devices (per-device gradients summed with ``psum``: each device shifts
+  its errors by its own shard's max), the control that shows the comparison can fail,
+
+in nearest mode and in stochastic mode (G and E stochastic, fixed keys), and writes the final
+accumulators, per-step losses and logits, and the compiled HLO of the 1- and 8-device steps (and of
+the naive 8-device step) to ``OUT_DIR``. ``XLA_FLAGS`` must hold
+``--xla_force_host_platform_device_count=8`` before jax is imported.
+
+``python tests/_parallel_worker.py --multihost OUT_DIR PROCESS_ID N_PROCESSES PORT`` (with a device
+count of 2) is one process of a multi-process run (``jax.distributed``, CPU collectives over gloo on
+localhost): the same training over the devices of all processes, each process loading only its share
+of every batch; it writes ``OUT_DIR/multihost_<PROCESS_ID>.npz`` (its logits rows only).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec
+from sklearn.datasets import load_digits
+
+from wage_jax import parallel
+from wage_jax.models import MLP
+from wage_jax.optax import wage_sgd
+from wage_jax.train import make_train_step, sse_loss
+from wage_spec import WAGEConfig
+
+HIDDEN, BATCH, STEPS, LR = 96, 64, 50, 8.0
+SHORT = 10  # steps of the jax_threefry_partitionable=False check
+MULTIHOST_STEPS = 20  # steps of the multi-process run (compared with the reference's accumulators then)
+DEVICE_COUNTS = (1, 2, 4, 8)
+CONFIGS = {
+    "nearest": WAGEConfig.nearest(),
+    "stochastic": WAGEConfig.nearest(G_mode="stochastic", E_mode="stochastic"),
+}
+
+
+def digits_batches(n_batches: int, batch: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    data = load_digits()
+    x = (data.images.astype(np.float32) / 16.0) * 2.0 - 1.0  # [0, 1] -> [-1, 1] (SPEC §3)
+    y = data.target.astype(np.int32)
+    rng = np.random.default_rng(seed)
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    while len(out) < n_batches:
+        order = rng.permutation(len(x))
+        for i in range(0, len(x) - batch + 1, batch):
+            out.append((x[order[i : i + batch]], y[order[i : i + batch]]))
+    return out[:n_batches]
+
+
+@functools.cache
+def _initial_params(cfg: WAGEConfig):
+    """The MLP's initial accumulators as host arrays (one jitted init: eager init compiles every op)."""
+    variables = jax.jit(MLP(hidden=(HIDDEN,), config=cfg).init)(jax.random.key(0), jnp.zeros((1, 8, 8)))
+    return jax.tree_util.tree_map(np.asarray, variables["params"])
+
+
+def setup(cfg: WAGEConfig):
+    """Initial accumulators (host arrays), the WAGE optimizer and ``apply_fn(params, x, key)``."""
+    model = MLP(hidden=(HIDDEN,), config=cfg)
+    params = _initial_params(cfg)
+    opt = wage_sgd(cfg.bits_W, cfg.bits_G, LR, mode=cfg.G_mode, key=jax.random.key(1) if cfg.stochastic else None)
+
+    def apply_fn(p, x, key):
+        return model.apply({"params": p}, x, rngs=None if key is None else {"wage": key})
+
+    return params, opt, apply_fn
+
+
+def model_key(cfg: WAGEConfig, step: int):
+    return jax.random.fold_in(jax.random.key(2), step) if cfg.stochastic else None
+
+
+def run(cfg: WAGEConfig, batches, step_fn, prepare, snapshot: int | None = None):
+    """Train; ``prepare`` places state, batches and keys.
+
+    Returns the final accumulators (a list of arrays), per-step losses and logits (this process's rows),
+    and the accumulators after ``snapshot`` steps (or None).
+    """
+    params0, opt, _ = setup(cfg)
+    params, opt_state = opt.init(params0)
+    params, opt_state = prepare.state(params, opt_state)
+    losses, logits, snap = [], [], None
+    for i, (x, y) in enumerate(batches):
+        if i == snapshot:
+            snap = [np.asarray(a) for a in jax.tree_util.tree_leaves(params)]
+        x, y = prepare.batch(x, y)
+        key = model_key(cfg, i)
+        params, opt_state, loss, out = step_fn(params, opt_state, x, y, key if key is None else prepare.key(key))
+        losses.append(np.asarray(loss))
+        logits.append(_local_rows(out))
+    leaves = [np.asarray(a) for a in jax.tree_util.tree_leaves(params)]
+    return leaves, np.stack(losses), np.stack(logits), snap
+
+
+def _local_rows(a: jax.Array) -> np.ndarray:
+    """The rows of a batch-sharded array that this process holds (all of them with one process)."""
+    if a.is_fully_addressable:
+        return np.asarray(a)
+    shards = sorted(a.addressable_shards, key=lambda s: s.index[0].start)
+    return np.concatenate([np.asarray(s.data) for s in shards])
+
+
+class Local:
+    @staticmethod
+    def state(p, s):
+        return p, s
+
+    @staticmethod
+    def batch(x, y):
+        return jnp.asarray(x), jnp.asarray(y)
+
+    @staticmethod
+    def key(k):
+        return k
+
+
+class Sharded:
+    def __init__(self, mesh):
+        self.mesh = mesh
+
+    def state(self, p, s):
+        return parallel.replicate((p, s), self.mesh)
+
+    def batch(self, x, y):
+        return parallel.shard_batch((x, y), self.mesh)
+
+    def key(self, k):
+        return parallel.replicate(k, self.mesh)
+
+
+class ProcessLocal(Sharded):
+    """Multi-process: this process passes only its share of each global batch to ``shard_batch``."""
+
+    def batch(self, x, y):
+        share = len(x) // jax.process_count()
+        rows = slice(jax.process_index() * share, (jax.process_index() + 1) * share)
+        return parallel.shard_batch((x[rows], y[rows]), self.mesh)
+
+
+def naive_step(apply_fn, opt, mesh):
+    """Per-device loss and gradients on the local shard, summed over devices: the error shifts are per shard."""
+    P = PartitionSpec
+
+    def local_grads(params, x, y):
+        def loss_fn(p):
+            logits = apply_fn(p, x, None)
+            return sse_loss(logits, y), logits
+
+        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        return jax.lax.psum(grads, "data"), jax.lax.psum(loss, "data"), logits
+
+    sharded = jax.shard_map(
+        local_grads, mesh=mesh, in_specs=(P(), P("data"), P("data")), out_specs=(P(), P(), P("data"))
+    )
+
+    @jax.jit
+    def step(params, opt_state, x, y, key=None):
+        grads, loss, logits = sharded(params, x, y)
+        params, opt_state = opt.step(grads, opt_state, params)
+        return params, opt_state, loss, logits
+
+    return step
+
+
+def main(out_dir: Path) -> None:
+    assert len(jax.devices()) == 8, f"needs 8 devices, got {jax.devices()}"
+    batches = digits_batches(STEPS, BATCH)
+    arrays: dict[str, np.ndarray] = {}
+    meta = {"threefry_partitionable": bool(jax.config.jax_threefry_partitionable), "seconds": {}}
+
+    def store(tag, result):
+        leaves, losses, logits, snap = result
+        for i, leaf in enumerate(leaves):
+            arrays[f"{tag}/leaf{i}"] = leaf
+        for i, leaf in enumerate(snap or []):
+            arrays[f"{tag}@{MULTIHOST_STEPS}/leaf{i}"] = leaf
+        arrays[f"{tag}/loss"], arrays[f"{tag}/logits"] = losses, logits
+
+    for mode, cfg in CONFIGS.items():
+        _, opt, apply_fn = setup(cfg)
+        t = time.perf_counter()
+        store(f"{mode}/ref", run(cfg, batches, make_train_step(apply_fn, opt), Local, snapshot=MULTIHOST_STEPS))
+        meta["seconds"][f"{mode}/ref"] = time.perf_counter() - t
+        for n in DEVICE_COUNTS:
+            _, opt, apply_fn = setup(cfg)
+            mesh = parallel.data_mesh(n)
+            t = time.perf_counter()
+            store(f"{mode}/{n}", run(cfg, batches, parallel.make_data_parallel_train_step(apply_fn, opt, mesh),
+                                     Sharded(mesh)))
+            meta["seconds"][f"{mode}/{n}"] = time.perf_counter() - t
+        if mode == "nearest":
+            mesh = parallel.data_mesh(8)
+            store("nearest/naive8", run(cfg, batches, naive_step(apply_fn, opt, mesh), Sharded(mesh)))
+
+    # The same stochastic run with the legacy, non-partitionable threefry: still the same on 1 and 8
+    # devices, but other random values than the default's (so runs compare only under one setting).
+    jax.config.update("jax_threefry_partitionable", False)
+    cfg = CONFIGS["stochastic"]
+    for n in (1, 8):
+        _, opt, apply_fn = setup(cfg)
+        mesh = parallel.data_mesh(n)
+        step = parallel.make_data_parallel_train_step(apply_fn, opt, mesh)
+        store(f"legacy_rng/{n}", run(cfg, batches[:SHORT], step, Sharded(mesh)))
+    jax.config.update("jax_threefry_partitionable", meta["threefry_partitionable"])
+
+    # Argument checks that need several devices.
+    mesh = parallel.data_mesh(8)
+    _, opt, apply_fn = setup(CONFIGS["nearest"])
+    step = parallel.make_data_parallel_train_step(apply_fn, opt, mesh)
+    x, y = batches[0]
+    meta["errors"] = {}
+    for name, call in {
+        "shard_batch(63 rows)": lambda: parallel.shard_batch(x[:63], mesh),
+        "step(60 rows)": lambda: step(*opt.init(setup(CONFIGS["nearest"])[0]), x[:60], y[:60]),
+    }.items():
+        try:
+            call()
+            meta["errors"][name] = None
+        except ValueError as e:
+            meta["errors"][name] = str(e)
+    placed = parallel.shard_batch(x, mesh)
+    meta["shard_rows"] = [int(s.data.shape[0]) for s in placed.addressable_shards]
+    meta["shard_rows_match"] = all(
+        np.array_equal(np.asarray(s.data), x[s.index]) for s in placed.addressable_shards
+    )
+
+    # The compiled (partitioned) HLO of one nearest-mode step, for 1 and 8 devices.
+    cfg = CONFIGS["nearest"]
+    for n in (1, 8):
+        params0, opt, apply_fn = setup(cfg)
+        mesh = parallel.data_mesh(n)
+        step = parallel.make_data_parallel_train_step(apply_fn, opt, mesh, donate=False)
+        p, s = parallel.replicate(opt.init(params0), mesh)
+        x, y = parallel.shard_batch(batches[0], mesh)
+        (out_dir / f"hlo_{n}.txt").write_text(step.lower(p, s, x, y, None).compile().as_text())
+    naive = naive_step(apply_fn, opt, mesh)  # mesh: the 8-device one
+    (out_dir / "hlo_naive8.txt").write_text(naive.lower(p, s, x, y, None).compile().as_text())
+
+    np.savez(out_dir / "results.npz", **arrays)
+    (out_dir / "meta.json").write_text(json.dumps(meta))
+
+
+def multihost(out_dir: Path, process_id: int, n_processes: int, port: int) -> None:
+    """One of ``n_processes`` processes (2 local CPU devices each): the same runs over all their devices."""
+    jax.distributed.initialize(f"localhost:{port}", num_processes=n_processes, process_id=process_id)
+    mesh = parallel.data_mesh()
+    assert mesh.size == 2 * n_processes and len(jax.local_devices()) == 2, jax.devices()
+    batches = digits_batches(STEPS, BATCH)[:MULTIHOST_STEPS]
+    arrays: dict[str, np.ndarray] = {}
+    for mode, cfg in CONFIGS.items():
+        _, opt, apply_fn = setup(cfg)
+        step = parallel.make_data_parallel_train_step(apply_fn, opt, mesh)
+        t = time.perf_counter()
+        leaves, losses, logits, _ = run(cfg, batches, step, ProcessLocal(mesh))
+        arrays[f"{mode}/seconds"] = np.float64(time.perf_counter() - t)
+        for i, leaf in enumerate(leaves):
+            arrays[f"{mode}/leaf{i}"] = leaf
+        arrays[f"{mode}/loss"], arrays[f"{mode}/logits"] = losses, logits
+    np.savez(out_dir / f"multihost_{process_id}.npz", **arrays)
+    jax.distributed.shutdown()
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "--multihost":
+        multihost(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
+    else:
+        main(Path(sys.argv[1]))

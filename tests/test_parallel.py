@@ -1,0 +1,270 @@
+"""Data-parallel WAGE (``wage_jax.parallel``): 1, 2, 4 and 8 devices train bit-identically to one device.
+
+The multi-device runs happen in one subprocess (``tests/_parallel_worker.py``) with 8 virtual CPU
+devices (``XLA_FLAGS=--xla_force_host_platform_device_count=8``), so this pytest process keeps its single
+device. The worker trains an MLP (64 -> 96 -> 10) for 50 steps on sklearn digits, batch 64, with the
+single-device ``make_train_step`` and with the data-parallel step on 1, 2, 4 and 8 devices; here the
+final accumulators and the per-step logits are compared bit for bit. Two more subprocesses form a
+2-process ``jax.distributed`` job (2 devices each, gloo collectives over localhost) to check the
+multi-host path (``make_array_from_process_local_data``) the same way for 20 steps.
+
+Why bit-identity is possible at all (the bound the comparison rests on): the weight gradient ``x^T e``
+sums over the batch, which the 8-device step splits into per-device partial sums and an all-reduce,
+i.e. a different order of additions. With 8-bit activations and errors both operands are multiples of
+``2^-7`` with magnitude ``< 1``, so each product is a multiple of ``2^-14`` of magnitude ``< 1`` and
+every partial sum is a multiple of ``2^-14`` of magnitude ``< BATCH``: exact in float32 (24-bit
+significand) in any order while ``BATCH * 2^14 <= 2^24`` (here 64 * 2^14 = 2^20). The maxima (error
+``shift``, QG's shift) are integer maxima, exact in any order. The loss is a float sum that nothing
+downstream uses; it may differ in its last bits between device counts and is compared with a tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from wage_jax import parallel
+
+ROOT = Path(__file__).resolve().parents[1]
+DEVICE_COUNTS = (1, 2, 4, 8)
+BATCH, BITS_A, BITS_E, BITS_W = 64, 8, 8, 2  # must match tests/_parallel_worker.py (checked below)
+N_LEAVES = 2  # the MLP's two dense kernels
+
+
+@pytest.fixture(scope="module")
+def worker(tmp_path_factory):
+    out = tmp_path_factory.mktemp("parallel")
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "_parallel_worker.py"), str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, f"worker failed:\n{proc.stdout}\n{proc.stderr}"
+    results = dict(np.load(out / "results.npz"))
+    meta = json.loads((out / "meta.json").read_text())
+    hlo = {n: (out / f"hlo_{n}.txt").read_text() for n in (1, 8, "naive8")}
+    return results, meta, hlo
+
+
+@pytest.fixture(scope="module")
+def multihost(tmp_path_factory):
+    """Two processes (``jax.distributed`` on localhost, gloo CPU collectives) with 2 devices each."""
+    out = tmp_path_factory.mktemp("multihost")
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    env["JAX_PLATFORMS"] = "cpu"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "_parallel_worker.py"), "--multihost", str(out), str(i), "2",
+             str(port)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for i in range(2)
+    ]
+    logs = []
+    try:
+        for proc in procs:
+            logs.append(proc.communicate(timeout=300)[0])
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for i, proc in enumerate(procs):
+        assert proc.returncode == 0, f"process {i} failed:\n{logs[i]}"
+    return [dict(np.load(out / f"multihost_{i}.npz")) for i in range(2)]
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, np.float32).view(np.int32)
+
+
+def _differing(results, tag_a: str, tag_b: str) -> list[int]:
+    """Differing elements per accumulator (by bit pattern) between two runs."""
+    return [
+        int((_bits(results[f"{tag_a}/leaf{i}"]) != _bits(results[f"{tag_b}/leaf{i}"])).sum())
+        for i in range(N_LEAVES)
+    ]
+
+
+def test_worker_settings_keep_the_sums_exact():
+    from tests import _parallel_worker as w
+
+    assert w.BATCH == BATCH and w.STEPS >= 50 and 64 <= w.HIDDEN <= 128
+    for cfg in w.CONFIGS.values():
+        assert (cfg.bits_A, cfg.bits_E, cfg.bits_W) == (BITS_A, BITS_E, BITS_W)
+    assert BATCH % 8 == 0
+    # Weight-gradient sums: BATCH terms on the 2^-(A-1) * 2^-(E-1) grid, each of magnitude <= 1.
+    assert BATCH * 2 ** (BITS_A - 1) * 2 ** (BITS_E - 1) <= 2**24
+
+
+@pytest.mark.parametrize("mode", ["nearest", "stochastic"])
+@pytest.mark.parametrize("n", DEVICE_COUNTS)
+def test_device_count_gives_the_single_device_result_bit_for_bit(worker, mode, n):
+    """``make_data_parallel_train_step`` on ``n`` devices == ``make_train_step`` on one, every bit."""
+    results, _, _ = worker
+    differ = _differing(results, f"{mode}/{n}", f"{mode}/ref")
+    assert differ == [0] * N_LEAVES, f"{mode}, {n} devices: accumulators differ in {differ} elements"
+    logits_differ = int((_bits(results[f"{mode}/{n}/logits"]) != _bits(results[f"{mode}/ref/logits"])).sum())
+    assert logits_differ == 0, f"{mode}, {n} devices: logits differ in {logits_differ} elements"
+    # The loss is a float sum reduced in a device-count-dependent order: equal up to rounding.
+    np.testing.assert_allclose(results[f"{mode}/{n}/loss"], results[f"{mode}/ref/loss"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "stochastic"])
+def test_device_counts_agree_with_each_other(worker, mode):
+    results, _, _ = worker
+    for n in DEVICE_COUNTS[1:]:
+        differ = _differing(results, f"{mode}/{n}", f"{mode}/1")
+        assert differ == [0] * N_LEAVES, f"{mode}: {n} vs 1 device differ in {differ} elements"
+
+
+def test_runs_trained_and_stochastic_mode_used_its_randomness(worker):
+    results, _, _ = worker
+    for mode in ("nearest", "stochastic"):
+        loss = results[f"{mode}/ref/loss"]
+        assert loss[-10:].mean() < 0.5 * loss[:5].mean(), f"{mode}: loss did not fall: {loss}"
+    # Stochastic G and E rounding changed the trajectory (else the stochastic comparison proves nothing new).
+    assert sum(_differing(results, "stochastic/ref", "nearest/ref")) > 100
+
+
+def test_naive_data_parallelism_diverges(worker):
+    """The control: per-device error shifts (``shard_map`` + ``psum`` of the gradients) change the result.
+
+    This shows the comparison above can fail, and that the global ``max|e|`` matters.
+    """
+    results, _, _ = worker
+    differ = _differing(results, "nearest/naive8", "nearest/ref")
+    assert sum(differ) > 100, f"naive 8-device training differs in only {differ} elements"
+
+
+def test_random_values_do_not_depend_on_sharding_under_either_threefry_setting(worker):
+    """With ``jax_threefry_partitionable`` off, 1 and 8 devices still agree, but the draws are other ones."""
+    results, meta, _ = worker
+    assert meta["threefry_partitionable"] is True  # jax >= 0.5's default, which the package relies on not at all
+    assert _differing(results, "legacy_rng/8", "legacy_rng/1") == [0] * N_LEAVES
+    logits_differ = (_bits(results["legacy_rng/8/logits"]) != _bits(results["legacy_rng/1/logits"])).sum()
+    assert logits_differ == 0
+    steps = len(results["legacy_rng/1/loss"])
+    # Step 0's logits use no randomness (W and A nearest); afterwards the QG/E draws have differed.
+    later = slice(1, steps)
+    changed = (_bits(results["legacy_rng/1/logits"][later]) != _bits(results["stochastic/1/logits"][later])).mean()
+    assert changed > 0.5
+
+
+def _all_reduces(hlo: str) -> list[dict]:
+    """Each all-reduce of the compiled HLO: its result types, and the combiner's root op and op_name metadata."""
+    computations = {}
+    for block in re.split(r"\n(?=\S)", hlo):
+        m = re.match(r"%?([\w.\-]+)\s", block)
+        if m:
+            computations[m.group(1)] = block
+    found = []
+    for line in hlo.splitlines():
+        m = re.search(r"=\s*(\(.*?\)|\S+)\s+all-reduce(?:-start)?\(.*to_apply=%?([\w.\-]+)", line)
+        if not m:
+            continue
+        body = computations[m.group(2)]
+        root = re.search(r"ROOT\s+\S+\s*=\s*\S+\s+([\w\-]+)\(", body).group(1)
+        names = set(re.findall(r'op_name="([^"]+)"', body))
+        types = re.findall(r"([a-z]\d+)\[([\d,]*)\]", m.group(1))
+        found.append({"root": root, "types": types, "names": names})
+    return found
+
+
+def _all_reduced_shift_maxima(reduces: list[dict]) -> set[str]:
+    """Quantizers whose error-shift max|e| is an all-reduce(max) of a scalar (float32, or its int32 bit
+    pattern, as ``wage_jax.exact_shift`` may compute it); named by the reduction's op_name metadata."""
+    shifted = set()
+    for r in reduces:
+        if r["root"] == "maximum" and r["types"] in ([("s32", "")], [("f32", "")]):
+            for name in r["names"]:
+                q = re.search(r"(WAGEQuantizer_\d+)/(.*/)?reduce_max", name)
+                if q:
+                    shifted.add(q.group(1))
+    return shifted
+
+
+def test_compiled_hlo_reduces_over_all_devices(worker):
+    """8 devices: each error shift's max and the weight-gradient sums are all-reduces over the 8 devices.
+
+    The MLP has two quantizers whose backward shifts the error (``WAGEQuantizer_1``: hidden, bits_E;
+    ``WAGEQuantizer_2``: output, bits_E); the input quantizer's bits_E is -1 (no shift).
+    """
+    _, _, hlo = worker
+    assert "all-reduce" not in hlo[1]
+    reduces = _all_reduces(hlo[8])
+    assert reduces, "no all-reduce in the 8-device HLO"
+    assert re.search(r"replica_groups=(\[1,8\]|\{\{0,1,2,3,4,5,6,7\}\}|mesh\['axis_0'=8)", hlo[8])
+    shifted = _all_reduced_shift_maxima(reduces)
+    assert shifted == {"WAGEQuantizer_1", "WAGEQuantizer_2"}, f"error-shift maxima all-reduced: {shifted}"
+    summed = {
+        int(np.prod([int(d) for d in dims.split(",")])) if dims else 1
+        for r in reduces if r["root"] == "add" for t, dims in r["types"] if t == "f32"
+    }
+    from tests._parallel_worker import HIDDEN
+
+    assert {64 * HIDDEN, HIDDEN * 10} <= summed, f"weight gradients not all-reduced (sizes {summed})"
+    # The batch is never gathered onto one device.
+    assert "all-gather" not in hlo[8]
+    # The check can fail: the naive step's shifts reduce per shard (no all-reduce of any max).
+    assert _all_reduced_shift_maxima(_all_reduces(hlo["naive8"])) == set()
+
+
+def test_sharding_checks(worker):
+    _, meta, _ = worker
+    assert meta["shard_rows"] == [BATCH // 8] * 8 and meta["shard_rows_match"]
+    for name, message in meta["errors"].items():
+        assert message is not None and "divisible" in message, name
+
+
+def test_data_mesh_and_argument_checks_on_one_device():
+    mesh = parallel.data_mesh()
+    assert mesh.axis_names == ("data",) and mesh.size == len(jax.devices())
+    for bad in (0, len(jax.devices()) + 1, 1.5, True):
+        with pytest.raises(ValueError, match="n_devices"):
+            parallel.data_mesh(bad)
+    with pytest.raises(ValueError, match="scalar"):
+        parallel.shard_batch(np.float32(1.0), mesh)
+    tree = parallel.replicate({"w": jnp.ones((3, 2)), "k": jax.random.key(0), "none": None}, mesh)
+    assert tree["w"].sharding.is_fully_replicated and tree["none"] is None
+    bad_mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("batch",))
+    from wage_jax.optax import wage_sgd
+
+    with pytest.raises(ValueError, match="'data'"):
+        parallel.make_data_parallel_train_step(lambda p, x, k: x, wage_sgd(2, 8, 1.0, "nearest"), bad_mesh)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "stochastic"])
+def test_two_processes_give_the_single_device_result(worker, multihost, mode):
+    """Multi-controller: 2 processes x 2 devices, each loading half of every batch, == one device."""
+    from tests._parallel_worker import MULTIHOST_STEPS
+
+    results, _, _ = worker
+    half = BATCH // 2
+    for pid, got in enumerate(multihost):
+        differ = [
+            int((_bits(got[f"{mode}/leaf{i}"]) != _bits(results[f"{mode}/ref@{MULTIHOST_STEPS}/leaf{i}"])).sum())
+            for i in range(N_LEAVES)
+        ]
+        assert differ == [0] * N_LEAVES, f"{mode}, process {pid}: accumulators differ in {differ} elements"
+        ref_rows = results[f"{mode}/ref/logits"][:MULTIHOST_STEPS, pid * half : (pid + 1) * half]
+        assert got[f"{mode}/logits"].shape == ref_rows.shape
+        assert np.array_equal(_bits(got[f"{mode}/logits"]), _bits(ref_rows)), f"{mode}, process {pid}: logits"
+        np.testing.assert_allclose(got[f"{mode}/loss"], results[f"{mode}/ref/loss"][:MULTIHOST_STEPS], rtol=1e-5)
