@@ -8,7 +8,7 @@ then inserts the collectives, and every reduction in WAGE keeps its meaning over
 
 * the error ``shift`` of every ``WAGEQuantizer`` backward (WAGE Eq. 9, ``wage_jax.exact_shift``) takes
   ``max|e|`` over the whole error tensor, batch included: it becomes an ``all-reduce(max)`` of the
-  per-device maxima (an integer max over the float32 bit patterns, exact in any order);
+  per-device maxima (a max picks one element: exact in any order);
 * the weight gradient ``x^T e`` sums over the batch: each device sums its shard, then an
   ``all-reduce(add)`` adds the partial sums. This is exact in float32, so the order of the
   all-reduce cannot change a bit: both operands lie on fixed-point grids (8-bit A and E: multiples of
@@ -23,13 +23,15 @@ then inserts the collectives, and every reduction in WAGE keeps its meaning over
 * ``QG`` (WAGE Eq. 11-12) shifts the summed gradient by *its* max, computed on the replicated gradient
   after the all-reduce, so each device computes the same update.
 
-A naive data-parallel step (per-device gradients averaged with ``pmean``, e.g. ``shard_map`` over
-``make_train_step``) gets the first point wrong: each device would scale its errors by its own
+A naive data-parallel step (per-device gradients combined with ``psum``/``pmean``, e.g. ``shard_map``
+over the loss and gradient) gets the first point wrong: each device scales its errors by its own
 shard's max. ``tests/test_parallel.py`` shows that such a step diverges from one device, that this
-one does not (1, 2, 4 and 8 devices, bit for bit), and checks the all-reduces in the compiled HLO.
+one does not (1, 2, 4 and 8 devices, and 2 processes x 2 devices, bit for bit), and checks the
+all-reduces in the compiled HLO.
 
-Random numbers (``"stochastic"`` modes): every draw is ``jax.random.uniform(key, global_shape)`` inside
-``jit``, and JAX's random functions under ``jit`` give the same values whatever the sharding. With
+Random numbers (``"stochastic"`` modes): every draw is a ``jax.random.uniform(key, global_shape)``
+inside ``jit`` (the model's ``"wage"`` stream and the optimizer's ``QG`` key), and JAX's random
+functions under ``jit`` give the same values whatever the sharding. With
 ``jax_threefry_partitionable=True`` (the default since JAX 0.5; this package leaves it alone) each
 device generates only its own shard of the bits, without communication; with ``False`` the values
 are still sharding-invariant, but each device may generate the whole array, and the values differ
