@@ -14,7 +14,7 @@ setup: .venv/.setup-done
 	touch $@
 
 run: setup
-	$(PY) -m examples.demo
+	$(PY) -m examples.train
 
 test: setup
 	$(PY) -m pytest -q

@@ -1,0 +1,246 @@
+"""Data sets for the WAGE training example, as NumPy arrays in memory.
+
+Every loader returns a :class:`Dataset` holding raw ``uint8`` pixels in NHWC layout; :func:`to_inputs`
+turns a batch into the network's float32 inputs, scaled from ``[0, 1]`` to ``[-1, 1]`` as the WAGE
+reference does (SPEC §3). Keeping ``uint8`` keeps CIFAR-10 at 150 MB instead of 600 MB.
+
+* ``digits``: scikit-learn's 8x8 digits (embedded in scikit-learn, offline), pixel values 0..16; a fixed
+  split: the first 1437 images of a seed-0 permutation for training, the last 360 for testing.
+* ``mnist``: the four idx files (``train-images-idx3-ubyte`` etc., optionally ``.gz``).
+* ``cifar10``: the python pickle batches ``data_batch_1..5`` and ``test_batch`` of ``cifar-10-batches-py``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = [
+    "DATASETS",
+    "DataError",
+    "Dataset",
+    "augment_crop_flip",
+    "load_cifar10",
+    "load_dataset",
+    "load_digits_split",
+    "load_mnist",
+    "pad_images",
+    "read_idx",
+    "to_inputs",
+]
+
+DATASETS = ("digits", "mnist", "cifar10")
+
+MNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
+
+# idx type codes (the third byte of the magic number) -> big-endian NumPy dtype.
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+class DataError(Exception):
+    """A data set is missing or malformed; the message names the files expected."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A classification data set held in memory.
+
+    ``x_train`` ``(N, H, W, C)`` and ``x_test`` ``(M, H, W, C)`` are ``uint8`` pixels in ``[0, max_value]``;
+    ``y_train`` ``(N,)`` and ``y_test`` ``(M,)`` are ``int64`` labels in ``[0, num_classes)``.
+    """
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    max_value: float
+    num_classes: int = 10
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(H, W, C)`` of one image."""
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+
+def to_inputs(x: np.ndarray, max_value: float) -> np.ndarray:
+    """Raw pixels ``(N, ...)`` in ``[0, max_value]`` -> float32 ``(x / max_value) * 2 - 1`` in ``[-1, 1]`` (SPEC §3)."""
+    return (x.astype(np.float32) / np.float32(max_value)) * np.float32(2.0) - np.float32(1.0)
+
+
+# ------------------------------------------------------------------------------------------- digits
+
+
+def load_digits_split(n_train: int = 1437, split_seed: int = 0) -> Dataset:
+    """scikit-learn's 1797 8x8 digits, split by a fixed permutation: ``n_train`` train, the rest test.
+
+    Returns images ``(N, 8, 8, 1)`` uint8 in ``[0, 16]``. The split does not depend on the run's seed.
+    """
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = data.images.astype(np.uint8)[..., None]
+    y = data.target.astype(np.int64)
+    order = np.random.default_rng(split_seed).permutation(len(x))
+    x, y = x[order], y[order]
+    return Dataset("digits", x[:n_train], y[:n_train], x[n_train:], y[n_train:], max_value=16.0)
+
+
+# -------------------------------------------------------------------------------------------- MNIST
+
+
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an idx file (plain or ``.gz``): magic ``0x0000TTDD`` (T: type code, D: dims), sizes, data.
+
+    Returns the array with its native dtype (``uint8`` for MNIST) and shape. Raises :class:`DataError`
+    for a bad magic number or a size that disagrees with the header.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (OSError, EOFError) as e:
+        raise DataError(f"cannot read idx file {path}: {e}") from e
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise DataError(f"{path} is not an idx file (bad magic number {raw[:4].hex() or 'empty'})")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise DataError(f"{path}: truncated idx header")
+    shape = struct.unpack(f">{ndim}I", raw[4:header])
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    count = int(np.prod(shape, dtype=np.int64))
+    if len(raw) - header != count * dtype.itemsize:
+        raise DataError(f"{path}: header says {shape} ({count * dtype.itemsize} bytes), file has {len(raw) - header}")
+    return np.frombuffer(raw, dtype, offset=header).astype(dtype.newbyteorder("=")).reshape(shape)
+
+
+def _find_file(directory: Path, stem: str) -> Path | None:
+    for candidate in (directory / stem, directory / f"{stem}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _missing(kind: str, root: Path, searched: list[Path], expected: str) -> DataError:
+    where = ", ".join(str(p) for p in searched)
+    return DataError(f"{kind} not found under --data-dir {root} (looked in {where}): expected {expected}")
+
+
+def load_mnist(data_dir: str | Path) -> Dataset:
+    """MNIST from its four idx files in ``data_dir`` (or ``data_dir/mnist``, ``data_dir/MNIST/raw``).
+
+    Returns images ``(N, 28, 28, 1)`` uint8 in ``[0, 255]``, labels int64. Raises :class:`DataError`
+    naming the four files when they are not all found.
+    """
+    root = Path(data_dir)
+    searched = [root, root / "mnist", root / "MNIST" / "raw"]
+    for directory in searched:
+        found = [_find_file(directory, stem) for stem in MNIST_FILES]
+        if all(found):
+            break
+    else:
+        names = ", ".join(f"{stem}[.gz]" for stem in MNIST_FILES)
+        raise _missing("MNIST", root, searched, names)
+    x_train, y_train, x_test, y_test = (read_idx(p) for p in found)
+    for images, labels, split in ((x_train, y_train, "train"), (x_test, y_test, "t10k")):
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise DataError(f"MNIST {split}: images {images.shape} and labels {labels.shape} do not match")
+    return Dataset(
+        "mnist",
+        x_train.astype(np.uint8)[..., None],
+        y_train.astype(np.int64),
+        x_test.astype(np.uint8)[..., None],
+        y_test.astype(np.int64),
+        max_value=255.0,
+    )
+
+
+# ----------------------------------------------------------------------------------------- CIFAR-10
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        data, labels = batch[b"data"], batch[b"labels"]
+    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError) as e:
+        raise DataError(f"{path} is not a CIFAR-10 python batch (a pickled dict with b'data', b'labels'): {e}") from e
+    data = np.asarray(data, np.uint8)
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
+        raise DataError(f"{path}: data {data.shape} with {len(labels)} labels; expected (N, 3072) and N labels")
+    # Each row is the red plane, then green, then blue, each 32x32 row-major: CHW -> HWC.
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.asarray(labels, np.int64)
+
+
+def load_cifar10(data_dir: str | Path) -> Dataset:
+    """CIFAR-10 from ``data_dir/cifar-10-batches-py`` (or ``data_dir`` itself).
+
+    Returns images ``(N, 32, 32, 3)`` uint8 in ``[0, 255]`` (NHWC), labels int64. Raises
+    :class:`DataError` naming the six batch files when they are not all found.
+    """
+    root = Path(data_dir)
+    searched = [root / "cifar-10-batches-py", root]
+    for directory in searched:
+        if all((directory / name).is_file() for name in CIFAR10_FILES):
+            break
+    else:
+        raise _missing("CIFAR-10", root, searched, ", ".join(CIFAR10_FILES) + " (the python version)")
+    train = [_read_cifar_batch(directory / name) for name in CIFAR10_FILES[:-1]]
+    x_test, y_test = _read_cifar_batch(directory / CIFAR10_FILES[-1])
+    x_train = np.concatenate([x for x, _ in train])
+    y_train = np.concatenate([y for _, y in train])
+    return Dataset("cifar10", x_train, y_train, x_test, y_test, max_value=255.0)
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
+    """``"digits"`` (embedded), or ``"mnist"`` / ``"cifar10"`` read from ``data_dir``."""
+    if name == "digits":
+        return load_digits_split()
+    if name not in DATASETS:
+        raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+    if data_dir is None:
+        raise DataError(f"--dataset {name} needs --data-dir (the directory holding its files)")
+    return load_mnist(data_dir) if name == "mnist" else load_cifar10(data_dir)
+
+
+# ------------------------------------------------------------------------------------ preprocessing
+
+
+def pad_images(x: np.ndarray, size: int) -> np.ndarray:
+    """Zero-pad (black, i.e. -1 after :func:`to_inputs`) NHWC images centrally to ``size x size``."""
+    n, h, w, c = x.shape
+    top, left = (size - h) // 2, (size - w) // 2
+    out = np.zeros((n, size, size, c), x.dtype)
+    out[:, top : top + h, left : left + w] = x
+    return out
+
+
+def augment_crop_flip(x: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
+    """The paper's CIFAR-10 augmentation on a batch of NHWC images: pad ``pad`` (zeros), random crop, random flip.
+
+    As ``RandomCrop(32, padding=4)`` and ``RandomHorizontalFlip()`` on ``[0, 1]`` images: the padding is
+    black (0, which :func:`to_inputs` maps to -1). Draws the offsets ``(N, 2)`` and flips ``(N,)`` from ``rng``.
+    """
+    n, h, w, _ = x.shape
+    padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    offsets = rng.integers(0, 2 * pad + 1, size=(n, 2))
+    flips = rng.random(n) < 0.5
+    out = np.empty_like(x)
+    for i in range(n):
+        dy, dx = offsets[i]
+        crop = padded[i, dy : dy + h, dx : dx + w]
+        out[i] = crop[:, ::-1] if flips[i] else crop
+    return out

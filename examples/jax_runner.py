@@ -1,0 +1,229 @@
+"""The JAX side of the training example: a Flax model, the jitted WAGE step, Orbax checkpoints.
+
+WAGE runs use ``wage_jax.optax.wage_sgd`` (``w <- C(w - QG(g, bits_G, lr))``, WAGE Eq. 11-12) through
+``wage_jax.train.make_train_step``; the float baseline (``quantized=False``) uses ``optax.sgd`` on the
+same sum-of-squares loss through the same step builder. The learning rate follows a per-epoch table,
+looked up from the optimizer's step count inside the jitted step.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from examples.runspec import ModelSpec
+from wage_jax.functional import QW
+from wage_jax.initializers import kernel_scale
+from wage_jax.models import MLP, VGG7
+from wage_jax.optax import wage_sgd
+from wage_jax.train import make_train_step
+from wage_spec import WAGEConfig
+
+__all__ = ["FloatSGD", "JaxRunner", "build_model", "layer_order"]
+
+
+class FloatSGD(NamedTuple):
+    """Plain SGD (``optax.sgd``) with the ``init``/``step`` interface of ``WAGEOptimizer``, for the float baseline."""
+
+    tx: optax.GradientTransformation
+
+    def init(self, params: Any) -> tuple[Any, Any]:
+        """``(params, opt_state)``; the parameters are returned unchanged."""
+        return params, self.tx.init(params)
+
+    def step(self, grads: Any, opt_state: Any, params: Any) -> tuple[Any, Any]:
+        """``params <- params - lr * grads``."""
+        updates, opt_state = self.tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+
+def build_model(spec: ModelSpec, config: WAGEConfig, quantized: bool) -> Any:
+    """The Flax linen model for ``spec`` (MLP on any input, VGG7 on NHWC images)."""
+    if spec.kind == "mlp":
+        return MLP(hidden=spec.hidden, num_classes=spec.num_classes, config=config, quantized=quantized)
+    if spec.kind == "vgg7":
+        return VGG7(
+            widths=spec.widths, hidden=spec.vgg_hidden, num_classes=spec.num_classes, config=config, quantized=quantized
+        )
+    raise ValueError(f"unknown model kind {spec.kind!r}")
+
+
+def layer_order(params: dict[str, Any]) -> list[str]:
+    """Layer names in forward order (``conv0, conv1, ..., dense0, dense1, ...``), torch's parameter order."""
+
+    def key(name: str) -> tuple[int, int]:
+        kind, index = re.fullmatch(r"(conv|dense)(\d+)", name).groups()
+        return (0 if kind == "conv" else 1, int(index))
+
+    return sorted(params, key=key)
+
+
+def _is_key(x: Any) -> bool:
+    return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _plain(x: Any) -> jax.Array:
+    """A typed PRNG key as its raw ``uint32`` data (what Orbax can store); any other array unchanged."""
+    return jax.random.key_data(x) if _is_key(x) else jnp.asarray(x)
+
+
+class JaxRunner:
+    """Trains one model in JAX; the same interface as ``examples.torch_runner.TorchRunner``.
+
+    Args:
+        spec: the architecture.
+        config: WAGE bits and rounding modes (ignored apart from ``factor`` when ``quantized=False``).
+        quantized: WAGE (True) or the float baseline (False).
+        lrs: per-epoch learning rates; ``steps_per_epoch`` maps the step count to the epoch.
+        seed: draws the initial weights and the PRNG keys of stochastic rounding.
+        init_weights: optional initial weights in torch order and layout (``--compare`` starts both
+            frameworks from torch's draw).
+        eval_batch_size: batch of :meth:`predict` (the last batch is padded, so one compilation).
+    """
+
+    framework = "jax"
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        config: WAGEConfig,
+        quantized: bool,
+        lrs: Sequence[float],
+        steps_per_epoch: int,
+        seed: int,
+        init_weights: Sequence[np.ndarray] | None = None,
+        eval_batch_size: int = 500,
+    ) -> None:
+        self.spec, self.config, self.quantized = spec, config, quantized
+        self.eval_batch_size = eval_batch_size
+        self.model = build_model(spec, config, quantized)
+        k_param, k_opt, k_fwd, k_eval = jax.random.split(jax.random.key(seed), 4)
+        dummy = jnp.zeros((1, *spec.image_shape), jnp.float32)
+        # Jitted: eager Flax init would compile every primitive on its own (seconds on CPU).
+        params = jax.jit(self.model.init)({"params": k_param, "wage": k_param}, dummy)["params"]
+        if init_weights is not None:
+            from parity_tests.interop import torch_weights_to_flax_params
+
+            params = torch_weights_to_flax_params(list(init_weights), params)
+        table = jnp.asarray(lrs, jnp.float32)
+        n_epochs, spe = len(lrs), int(steps_per_epoch)
+
+        def schedule(count: jax.Array) -> jax.Array:
+            return table[jnp.minimum(count // spe, n_epochs - 1)]
+
+        if quantized:
+            optimizer = wage_sgd(config.bits_W, config.bits_G, schedule, mode=config.G_mode, key=k_opt)
+        else:
+            optimizer = FloatSGD(optax.sgd(schedule))
+        self.params, self.opt_state = jax.jit(optimizer.init)(params)
+        # The forward pass draws random numbers only for stochastic W, A or E rounding.
+        modes = (config.W_mode, config.A_mode, config.E_mode)
+        self.needs_key = quantized and "stochastic" in modes
+        self.fwd_key = k_fwd
+        self.eval_key = k_eval
+        model = self.model
+
+        def apply_fn(p: Any, x: jax.Array, key: jax.Array | None) -> jax.Array:
+            if key is None:
+                return model.apply({"params": p}, x)
+            return model.apply({"params": p}, x, rngs={"wage": key})
+
+        self._step = make_train_step(apply_fn, optimizer)
+        self._apply = jax.jit(apply_fn)
+
+    # ------------------------------------------------------------------ training and evaluation
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """One update on inputs ``x`` ``(B, H, W, C)`` float32 and labels ``y`` ``(B,)``; returns ``(loss, logits)``.
+
+        ``loss`` is the batch's ``0.5 * sum((logits - onehot)^2)`` (SPEC §3) and ``logits`` ``(B, K)``
+        float32 are those of the forward pass that the update used.
+        """
+        key = None
+        if self.needs_key:
+            self.fwd_key, key = jax.random.split(self.fwd_key)
+        self.params, self.opt_state, loss, logits = self._step(
+            self.params, self.opt_state, jnp.asarray(x), jnp.asarray(y, jnp.int32), key
+        )
+        return float(loss), np.asarray(logits)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Logits ``(N, K)`` float32 of inputs ``x`` ``(N, H, W, C)`` float32, in padded batches."""
+        b = self.eval_batch_size
+        key = self.eval_key if self.needs_key else None
+        out = []
+        for i in range(0, len(x), b):
+            chunk = x[i : i + b]
+            n = len(chunk)
+            if n < b:
+                chunk = np.concatenate([chunk, np.zeros((b - n, *chunk.shape[1:]), chunk.dtype)])
+            out.append(np.asarray(self._apply(self.params, jnp.asarray(chunk), key))[:n])
+        return np.concatenate(out)
+
+    # ------------------------------------------------------------------ weights
+
+    def layer_names(self) -> list[str]:
+        """Layer names in forward order."""
+        return layer_order(self.params)
+
+    def accumulators(self) -> list[np.ndarray]:
+        """The weight accumulators (WAGE) or weights (float) in torch order and layout."""
+        from parity_tests.interop import flax_params_to_torch_weights
+
+        return flax_params_to_torch_weights(jax.device_get(self.params))
+
+    def raw_weights(self) -> dict[str, np.ndarray]:
+        """The stored weights by layer name: accumulators (WAGE) or float weights, Flax layout."""
+        return {name: np.asarray(self.params[name]["kernel"]) for name in self.layer_names()}
+
+    def forward_weights(self) -> list[tuple[str, np.ndarray]]:
+        """``(name, weights)`` per layer as the forward pass uses them: ``QW(w_acc, bits_W, scale)`` for WAGE
+        (nearest rounding, SPEC §2), the raw float weights for the baseline."""
+        out = []
+        for name in self.layer_names():
+            kernel = self.params[name]["kernel"]
+            if self.quantized:
+                c = self.config
+                scale = kernel_scale(kernel.shape, c.bits_W, c.factor)
+                kernel = jax.jit(QW, static_argnums=(1, 2, 3))(kernel, c.bits_W, scale, "nearest")
+            out.append((name, np.asarray(kernel)))
+        return out
+
+    # ------------------------------------------------------------------ checkpoints (Orbax)
+
+    def _state(self) -> tuple[Any, Any, Any, Any]:
+        return (self.params, self.opt_state, self.fwd_key, self.eval_key)
+
+    def save(self, directory: str | Path) -> None:
+        """Save params (accumulators), optimizer state (step count, PRNG key) and forward keys with Orbax."""
+        import orbax.checkpoint as ocp
+
+        logging.getLogger("absl").setLevel(logging.ERROR)
+        leaves = jax.tree_util.tree_leaves(self._state())
+        tree = {f"{i:04d}": _plain(v) for i, v in enumerate(leaves)}
+        with ocp.StandardCheckpointer() as ckpt:
+            ckpt.save(Path(directory).resolve() / "jax", tree)
+            ckpt.wait_until_finished()
+
+    def restore(self, directory: str | Path) -> None:
+        """Load what :meth:`save` wrote into this runner (built with the same arguments)."""
+        import orbax.checkpoint as ocp
+
+        logging.getLogger("absl").setLevel(logging.ERROR)
+        leaves, treedef = jax.tree_util.tree_flatten(self._state())
+        target = {f"{i:04d}": jax.ShapeDtypeStruct(_plain(v).shape, _plain(v).dtype) for i, v in enumerate(leaves)}
+        with ocp.StandardCheckpointer() as ckpt:
+            tree = ckpt.restore(Path(directory).resolve() / "jax", target)
+        restored = [
+            jax.random.wrap_key_data(tree[f"{i:04d}"], impl=jax.random.key_impl(v)) if _is_key(v) else tree[f"{i:04d}"]
+            for i, v in enumerate(leaves)
+        ]
+        self.params, self.opt_state, self.fwd_key, self.eval_key = jax.tree_util.tree_unflatten(treedef, restored)

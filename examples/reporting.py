@@ -1,0 +1,179 @@
+"""Per-epoch table, metrics files, plots and the multi-run results table of the training example.
+
+``python -m examples.reporting RUN_DIR...`` prints a markdown table (test accuracy mean ± std over
+seeds, run time) of finished runs, grouped by data set, model, WAGE/float and framework.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "format_compare",
+    "format_header",
+    "format_row",
+    "plot_run",
+    "results_table",
+    "write_csv",
+    "write_json",
+]
+
+METRIC_FIELDS = ("epoch", "framework", "loss", "train_acc", "test_acc", "lr", "time_s", "images_per_s")
+
+
+def format_header() -> str:
+    """The header line of the per-epoch table."""
+    return (
+        f"{'epoch':>5}  {'framework':<9} {'loss':>8} {'train acc':>9} {'test acc':>9} {'lr':>7} {'time s':>7} "
+        f"{'img/s':>8}"
+    )
+
+
+def format_row(m: dict[str, Any]) -> str:
+    """One per-epoch row: ``m`` has the keys of ``METRIC_FIELDS`` (accuracies as fractions)."""
+    return (
+        f"{m['epoch']:>5}  {m['framework']:<9} {m['loss']:>8.4f} {100 * m['train_acc']:>8.2f}% "
+        f"{100 * m['test_acc']:>8.2f}% {m['lr']:>7.4g} {m['time_s']:>7.2f} {m['images_per_s']:>8.0f}"
+    )
+
+
+def format_compare(c: dict[str, Any]) -> str:
+    """The ``--compare`` line of one epoch: how many logits, accumulator elements and predictions differ."""
+    verdict = "identical" if c["identical"] else "DIFFERENT"
+    return (
+        f"{'':>5}  jax==torch {verdict}: train logits differ in {c['steps_logits_differ']}/{c['steps']} steps; "
+        f"accumulators differ in {c['accumulator_elements_differ']}/{c['accumulator_elements']} elements; "
+        f"test predictions differ in {c['test_predictions_differ']}/{c['test_examples']} "
+        f"(test logits in {c['test_logits_differ']})"
+    )
+
+
+def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], fields: Sequence[str] | None = None) -> None:
+    """Write ``rows`` (dicts) as CSV with the columns ``fields`` (default: the first row's keys)."""
+    fields = list(fields or (rows[0].keys() if rows else METRIC_FIELDS))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically (write then rename)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _weight_histogram(ax: Any, name: str, w: np.ndarray) -> None:
+    values, counts = np.unique(w.ravel(), return_counts=True)
+    if len(values) <= 32:
+        # Quantized weights take a handful of values: one bar per value.
+        step = np.min(np.diff(values)) if len(values) > 1 else 1.0
+        ax.bar(values, counts, width=0.8 * step)
+        ax.set_xticks(values)
+        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+    else:
+        ax.hist(w.ravel(), bins=60)
+    ax.set_title(f"{name} {tuple(w.shape)}: {len(values)} distinct values", fontsize=9)
+
+
+def plot_run(
+    path: str | Path,
+    history: Sequence[dict[str, Any]],
+    weights: Sequence[tuple[str, np.ndarray]],
+    title: str,
+    weights_label: str = "QW(accumulator)",
+) -> None:
+    """A PNG: loss and accuracy per epoch (one line per framework), then a histogram of each layer's weights.
+
+    ``weights``: ``(layer name, array)`` pairs, the weights the forward pass uses.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(max(len(weights), 2), 4)
+    hist_rows = -(-len(weights) // cols)
+    fig = plt.figure(figsize=(4.5 * cols, 4 * (1 + hist_rows)), constrained_layout=True)
+    grid = fig.add_gridspec(1 + hist_rows, cols)
+    ax_loss = fig.add_subplot(grid[0, : cols // 2])
+    ax_acc = fig.add_subplot(grid[0, cols // 2 :])
+    for fw in sorted({m["framework"] for m in history}):
+        rows = [m for m in history if m["framework"] == fw]
+        epochs = [m["epoch"] for m in rows]
+        ax_loss.plot(epochs, [m["loss"] for m in rows], marker=".", label=fw)
+        ax_acc.plot(epochs, [100 * m["train_acc"] for m in rows], marker=".", linestyle="--", label=f"{fw} train")
+        ax_acc.plot(epochs, [100 * m["test_acc"] for m in rows], marker=".", label=f"{fw} test")
+    ax_loss.set(xlabel="epoch", ylabel="loss per example (0.5 sum sq. err.)", title="loss")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy %", title="accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for i, (name, w) in enumerate(weights):
+        ax = fig.add_subplot(grid[1 + i // cols, i % cols])
+        _weight_histogram(ax, name, w)
+        if i % cols == 0:
+            ax.set_ylabel(f"count ({weights_label})")
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    a = np.asarray(values, np.float64)
+    return float(a.mean()), float(a.std(ddof=1)) if len(a) > 1 else 0.0
+
+
+def results_table(run_dirs: Iterable[str | Path]) -> str:
+    """Markdown table of finished runs (each directory holds ``metrics.json``), grouped over seeds.
+
+    Columns: data set, model, method (WAGE bits or float), framework, seeds, final test accuracy
+    mean ± sample std, best-epoch test accuracy mean, and mean training time per run.
+    """
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for d in run_dirs:
+        path = Path(d) / "metrics.json"
+        if not path.is_file():
+            continue
+        run = json.loads(path.read_text())
+        cfg = run["config"]
+        method = "float" if cfg["float"] else "WAGE " + "-".join(str(b) for b in cfg["bits"])
+        for fw, summary in run["summary"]["frameworks"].items():
+            key = (cfg["dataset"], run["summary"]["model"], method, fw, cfg["epochs"])
+            groups.setdefault(key, []).append({"seed": cfg["seed"], **summary})
+    lines = [
+        "| data set | model | method | framework | epochs | seeds | test accuracy (final) | best epoch | time / run |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (dataset, model, method, fw, epochs), runs in sorted(groups.items()):
+        mean, std = _mean_std([100 * r["final_test_acc"] for r in runs])
+        best, _ = _mean_std([100 * r["best_test_acc"] for r in runs])
+        t, _ = _mean_std([r["train_time_s"] + r["eval_time_s"] for r in runs])
+        seeds = ",".join(str(r["seed"]) for r in sorted(runs, key=lambda r: r["seed"]))
+        lines.append(
+            f"| {dataset} | {model} | {method} | {fw} | {epochs} | {seeds} | {mean:.2f}% ± {std:.2f} "
+            f"| {best:.2f}% | {t:.1f} s |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Print :func:`results_table` of the run directories given on the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dirs", nargs="+", help="run directories (each with metrics.json)")
+    args = parser.parse_args(argv)
+    print(results_table(args.run_dirs))
+
+
+if __name__ == "__main__":
+    main()
+

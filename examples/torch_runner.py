@@ -1,0 +1,148 @@
+"""The torch side of the training example: ``wage_torch`` models, the reference update, ``torch.save`` checkpoints.
+
+WAGE runs use ``wage_torch.training.WAGETrainer`` (forward with ``QW(w_acc)``, then
+``w_acc <- C(w_acc, bits_W) - QG(grad, bits_G, lr)``, WAGE Eq. 11-12); the float baseline uses
+``torch.optim.SGD`` on the same sum-of-squares loss. Stochastic rounding draws from torch's default
+generator (qtorch's ``rand_like``), whose state is part of the checkpoint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from examples.runspec import ModelSpec, schedule_index
+from wage_spec import WAGEConfig
+from wage_torch.models import MLP, VGG7
+from wage_torch.training import WAGETrainer, sse_loss
+from wage_torch.wage_qtorch import QW
+
+__all__ = ["TorchRunner", "build_model"]
+
+
+def build_model(spec: ModelSpec, config: WAGEConfig, quantized: bool) -> torch.nn.Module:
+    """The torch model for ``spec``: MLP (flattens its input) or VGG7 (NCHW images)."""
+    if spec.kind == "mlp":
+        return MLP(spec.in_features, spec.hidden, spec.num_classes, config=config, quantized=quantized)
+    if spec.kind == "vgg7":
+        h, w, c = spec.image_shape
+        if h != w:
+            raise ValueError(f"VGG7 needs square images, got {h}x{w}")
+        return VGG7(c, spec.widths, spec.vgg_hidden, spec.num_classes, image_size=h, config=config, quantized=quantized)
+    raise ValueError(f"unknown model kind {spec.kind!r}")
+
+
+class TorchRunner:
+    """Trains one model in torch; the same interface as ``examples.jax_runner.JaxRunner``.
+
+    Inputs arrive NHWC (as the JAX side takes them): the MLP flattens them in that order (so weights
+    transfer between frameworks), VGG7 gets them permuted to NCHW.
+    """
+
+    framework = "torch"
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        config: WAGEConfig,
+        quantized: bool,
+        lrs: Sequence[float],
+        steps_per_epoch: int,
+        seed: int,
+        eval_batch_size: int = 500,
+    ) -> None:
+        self.spec, self.config, self.quantized = spec, config, quantized
+        self.lrs, self.steps_per_epoch = list(lrs), int(steps_per_epoch)
+        self.eval_batch_size = eval_batch_size
+        torch.manual_seed(seed)
+        self.model = build_model(spec, config, quantized)
+        self.names = [name for name, _ in self.model.named_parameters()]
+        if quantized:
+            self.trainer = WAGETrainer(self.model, config)
+        else:
+            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.lrs[0])
+        self.step_count = 0
+
+    def _inputs(self, x: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(x, np.float32))
+        return t.permute(0, 3, 1, 2).contiguous() if self.spec.kind == "vgg7" else t
+
+    def current_lr(self) -> float:
+        """The learning rate of the next step (per-epoch table, indexed by the step count)."""
+        return self.lrs[schedule_index(self.step_count, self.steps_per_epoch, len(self.lrs))]
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+        """One update on ``x`` ``(B, H, W, C)`` float32 and ``y`` ``(B,)``; returns ``(loss, logits (B, K))``."""
+        xt, yt = self._inputs(x), torch.from_numpy(np.asarray(y, np.int64))
+        lr = self.current_lr()
+        if self.quantized:
+            loss, logits = self.trainer.step(xt, yt, lr)
+        else:
+            self.model.zero_grad(set_to_none=True)
+            logits = self.model(xt)
+            loss = sse_loss(logits, yt)
+            loss.backward()
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.step()
+            loss, logits = loss.detach(), logits.detach()
+        self.step_count += 1
+        return float(loss), logits.numpy()
+
+    @torch.no_grad()
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Logits ``(N, K)`` float32 of ``x`` ``(N, H, W, C)`` float32 (forward weights ``QW(w_acc)`` for WAGE)."""
+        if self.quantized:
+            self.trainer.load_quantized_weights()
+        b = self.eval_batch_size
+        return np.concatenate([self.model(self._inputs(x[i : i + b])).numpy() for i in range(0, len(x), b)])
+
+    # ------------------------------------------------------------------ weights
+
+    def layer_names(self) -> list[str]:
+        """Parameter names in forward order."""
+        return list(self.names)
+
+    def accumulators(self) -> list[np.ndarray]:
+        """The weight accumulators (WAGE, as the reference keeps them: not yet clipped) or weights (float)."""
+        if self.quantized:
+            return [self.trainer.accumulators[n].numpy().copy() for n in self.names]
+        params = dict(self.model.named_parameters())
+        return [params[n].detach().numpy().copy() for n in self.names]
+
+    def raw_weights(self) -> dict[str, np.ndarray]:
+        """The stored weights by parameter name: accumulators (WAGE, not yet clipped) or float weights."""
+        return dict(zip(self.names, self.accumulators(), strict=True))
+
+    def forward_weights(self) -> list[tuple[str, np.ndarray]]:
+        """``(name, weights)`` per layer as the forward pass uses them (``QW(w_acc, bits_W, scale)``, nearest)."""
+        if not self.quantized:
+            return list(zip(self.names, self.accumulators(), strict=True))
+        c, t = self.config, self.trainer
+        return [(n, QW(t.accumulators[n], c.bits_W, t.scales[n], "nearest").numpy()) for n in self.names]
+
+    # ------------------------------------------------------------------ checkpoints (torch.save)
+
+    def save(self, directory: str | Path) -> None:
+        """Save accumulators or model/optimizer state, the step count and torch's RNG state to ``torch.pt``."""
+        state: dict = {"step_count": self.step_count, "torch_rng_state": torch.get_rng_state()}
+        if self.quantized:
+            state["accumulators"] = {n: a.clone() for n, a in self.trainer.accumulators.items()}
+        else:
+            state["model"] = self.model.state_dict()
+            state["optimizer"] = self.optimizer.state_dict()
+        torch.save(state, Path(directory) / "torch.pt")
+
+    def restore(self, directory: str | Path) -> None:
+        """Load what :meth:`save` wrote into this runner (built with the same arguments)."""
+        state = torch.load(Path(directory) / "torch.pt", weights_only=True)
+        self.step_count = int(state["step_count"])
+        if self.quantized:
+            self.trainer.accumulators = {n: a.clone() for n, a in state["accumulators"].items()}
+        else:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng_state"])

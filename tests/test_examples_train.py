@@ -1,0 +1,237 @@
+"""The training example end to end (issue 5): every mode on a tiny budget, resume, compare, errors, reports."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+import torch
+
+from examples.reporting import results_table
+from examples.runspec import lr_table
+from examples.train import parse_bits, run
+from tests.test_examples_data import write_fake_cifar, write_fake_mnist
+
+QUICK = ["--no-progress", "--limit-batches", "3"]
+
+
+def _bits(a) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(a, np.float32)).view(np.int32)
+
+
+def _rows(path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def _check_outputs(out, frameworks, epochs):
+    rows = _rows(out / "metrics.csv")
+    expected = [(e, f) for e in range(1, epochs + 1) for f in frameworks]
+    assert [(int(r["epoch"]), r["framework"]) for r in rows] == expected
+    for r in rows:
+        assert np.isfinite(float(r["loss"])) and 0 <= float(r["test_acc"]) <= 1 and float(r["images_per_s"]) > 0
+    assert (out / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "checkpoints" / "latest").read_text().strip() == f"epoch_{epochs:04d}"
+    cfg = json.loads((out / "config.json").read_text())
+    return rows, cfg, np.load(out / "weights.npz")
+
+
+# ------------------------------------------------------------------------------------- single runs
+
+
+@pytest.mark.parametrize("framework", ["jax", "torch"])
+def test_wage_run_learns_and_keeps_weights_on_the_grid(tmp_path, framework):
+    out = tmp_path / "run"
+    summary = run(["--framework", framework, "--epochs", "2", "--limit-batches", "5", "--no-progress",
+                   "--out-dir", str(out)])
+    rows, cfg, weights = _check_outputs(out, [framework], 2)
+    assert cfg["bits"] == [2, 8, 8, 8] and cfg["G_mode"] == "stochastic" and not cfg["float"]
+    # 10 WAGE steps (5 at lr 8) already beat chance (10%) on digits.
+    assert summary["frameworks"][framework]["final_test_acc"] > 0.2
+    # Paper schedule for 2 epochs: lr 8 in epoch 1, then 1/8 (lr 1 has an empty share).
+    assert [float(r["lr"]) for r in rows] == [8.0, 0.125]
+    # bits_W = 2: the clipped accumulators lie in [-0.5, 0.5] (C), on a QG grid of 2^-7 * lr multiples.
+    for w in weights.values():
+        if framework == "torch":
+            w = np.clip(w, -0.5, 0.5)  # the reference stores C() of them only at the next step
+        assert np.abs(w).max() <= 0.5
+        assert len(np.unique(w)) > 3  # accumulators, not the 3-valued forward weights
+
+
+@pytest.mark.parametrize("framework", ["jax", "torch"])
+def test_float_baseline_run(tmp_path, framework):
+    out = tmp_path / "float"
+    summary = run(["--float", "--framework", framework, "--epochs", "2", "--schedule", "constant", "--no-progress",
+                   "--out-dir", str(out)])
+    rows, cfg, weights = _check_outputs(out, [framework], 2)
+    assert cfg["float"] and cfg["lr"] == 0.002 and [float(r["lr"]) for r in rows] == [0.002, 0.002]
+    # 22 plain SGD steps beat chance (10%).
+    assert summary["frameworks"][framework]["final_test_acc"] > 0.25
+    # Unquantized: weights take (nearly) as many values as elements, and leave WAGE's 2-bit range.
+    w = next(iter(weights.values()))
+    assert len(np.unique(w)) > 0.9 * w.size
+
+
+# ------------------------------------------------------------------------------------------ compare
+
+
+def test_compare_nearest_is_bit_identical(tmp_path):
+    out = tmp_path / "cmp"
+    summary = run(["--compare", "--epochs", "2", *QUICK, "--out-dir", str(out)])
+    assert summary["compare"] == {"identical_all_epochs": True, "first_divergent_epoch": None}
+    cfg = json.loads((out / "config.json").read_text())
+    assert {cfg[m] for m in ("W_mode", "A_mode", "G_mode", "E_mode")} == {"nearest"}
+    compare = _rows(out / "compare.csv")
+    assert len(compare) == 2
+    for c in compare:
+        assert int(c["steps"]) == 3 and int(c["steps_logits_differ"]) == 0
+        assert int(c["accumulator_elements"]) == 64 * 256 + 256 * 10 and int(c["accumulator_elements_differ"]) == 0
+        assert int(c["test_predictions_differ"]) == 0 and int(c["test_logits_differ"]) == 0
+    rows = _rows(out / "metrics.csv")
+    jax_rows = [r for r in rows if r["framework"] == "jax"]
+    torch_rows = [r for r in rows if r["framework"] == "torch"]
+    for a, b in zip(jax_rows, torch_rows, strict=True):
+        assert (a["train_acc"], a["test_acc"]) == (b["train_acc"], b["test_acc"])
+        # Identical logits; the loss's float32 sum may be reduced in a different order.
+        assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-5)
+    # And the saved final weights agree: JAX == C(torch) (JAX keeps its accumulators clipped).
+    w = np.load(out / "weights.npz")
+    assert np.array_equal(_bits(w["jax.dense0"].T), _bits(np.clip(w["torch.layers.2.weight"], -0.5, 0.5)))
+
+
+def test_compare_with_stochastic_gradients_reports_the_divergence(tmp_path, capsys):
+    out = tmp_path / "cmp_sto"
+    summary = run(["--compare", "--G-mode", "stochastic", "--epochs", "1", *QUICK, "--out-dir", str(out)])
+    assert "draws different random numbers" in capsys.readouterr().out
+    assert summary["compare"]["identical_all_epochs"] is False
+    c = _rows(out / "compare.csv")[0]
+    assert int(c["accumulator_elements_differ"]) > 0 and int(c["steps_logits_differ"]) >= 1
+
+
+# ------------------------------------------------------------------------------------------- resume
+
+
+def _jax_checkpoint_leaves(out):
+    ckpt = out / "checkpoints" / (out / "checkpoints" / "latest").read_text().strip()
+    with ocp.StandardCheckpointer() as c:
+        return c.restore((ckpt / "jax").resolve())
+
+
+@pytest.mark.parametrize("framework", ["jax", "torch"])
+def test_resume_equals_an_uninterrupted_run_bit_for_bit(tmp_path, framework):
+    # WAGE 2-8-8-8 with stochastic G and E: the PRNG state (JAX keys / torch generator) and the data
+    # order must both be restored for the bits to agree.
+    args = ["--framework", framework, "--epochs", "2", *QUICK]
+    full, part = tmp_path / "full", tmp_path / "part"
+    run([*args, "--out-dir", str(full)])
+    run([*args, "--out-dir", str(part), "--stop-after", "1"])
+    assert _rows(part / "metrics.csv")[-1]["epoch"] == "1"
+    after_one = dict(np.load(part / "weights.npz"))
+    run([*args, "--out-dir", str(part), "--resume"])
+    a, b = np.load(full / "weights.npz"), np.load(part / "weights.npz")
+    assert sorted(a) == sorted(b)
+    for k in a:
+        assert np.array_equal(_bits(a[k]), _bits(b[k])), f"{k} differs after resume"
+    assert _rows(full / "metrics.csv")[1]["loss"] == _rows(part / "metrics.csv")[1]["loss"]
+    if framework == "jax":
+        la, lb = _jax_checkpoint_leaves(full), _jax_checkpoint_leaves(part)
+        assert sorted(la) == sorted(lb)  # params, step count, optimizer and forward keys
+        for k in la:
+            assert np.array_equal(np.asarray(la[k]), np.asarray(lb[k])), k
+    else:
+        sa = torch.load(full / "checkpoints" / "epoch_0002" / "torch.pt", weights_only=True)
+        sb = torch.load(part / "checkpoints" / "epoch_0002" / "torch.pt", weights_only=True)
+        assert sa["step_count"] == sb["step_count"] == 6
+        assert torch.equal(sa["torch_rng_state"], sb["torch_rng_state"])
+    # The weights after one epoch differ from the final ones: the comparison above can fail.
+    assert any(not np.array_equal(_bits(after_one[k]), _bits(a[k])) for k in a)
+
+
+def test_resume_refuses_a_changed_training_option(tmp_path, capsys):
+    out = tmp_path / "r"
+    run(["--epochs", "2", *QUICK, "--out-dir", str(out), "--stop-after", "1", "--framework", "torch"])
+    with pytest.raises(SystemExit) as e:
+        run(["--epochs", "2", *QUICK, "--out-dir", str(out), "--resume", "--lr", "4"])
+    assert e.value.code == 2
+    assert "lr=8.0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run(["--out-dir", str(tmp_path / "none"), "--resume"])
+
+
+# ------------------------------------------------------------------------------- MNIST and CIFAR-10
+
+
+def test_mnist_run_from_idx_files(tmp_path):
+    write_fake_mnist(tmp_path / "mnist", n_train=40, n_test=12)
+    out = tmp_path / "out"
+    summary = run(["--dataset", "mnist", "--data-dir", str(tmp_path / "mnist"), "--hidden", "32",
+                   "--batch-size", "16", "--epochs", "1", "--no-progress", "--out-dir", str(out)])
+    assert summary["model"] == "MLP 784-32-10"
+    rows, cfg, _ = _check_outputs(out, ["jax"], 1)
+    assert cfg["dataset"] == "mnist" and not cfg["augment"]
+
+
+def test_cifar10_vgg7_run_with_augmentation(tmp_path):
+    write_fake_cifar(tmp_path, per_batch=8, n_test=10)
+    out = tmp_path / "out"
+    summary = run(["--dataset", "cifar10", "--data-dir", str(tmp_path), "--framework", "torch", "--widths", "4,4,8",
+                   "--vgg-hidden", "16", "--batch-size", "16", "--epochs", "1", "--no-progress",
+                   "--out-dir", str(out)])
+    assert summary["model"] == "VGG7 conv 4-4-8, dense 16-10"
+    _, cfg, weights = _check_outputs(out, ["torch"], 1)
+    assert cfg["augment"] and cfg["model"] == "vgg7" and cfg["epochs"] == 1
+    assert weights["torch.layers.1.weight"].shape == (4, 3, 3, 3)  # conv0, NCHW
+
+
+@pytest.mark.parametrize("dataset, expected", [("mnist", "t10k-labels-idx1-ubyte"), ("cifar10", "data_batch_5")])
+def test_wrong_data_dir_is_one_clear_error(tmp_path, capsys, dataset, expected):
+    with pytest.raises(SystemExit) as e:
+        run(["--dataset", dataset, "--data-dir", str(tmp_path / "missing"), "--out-dir", str(tmp_path / "o")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------- options and report
+
+
+def test_option_errors(capsys):
+    for argv, message in [
+        (["--compare", "--float"], "--compare"),
+        (["--bits", "2-8-8"], "W-A-G-E"),
+        (["--bits", "1-8-8-8"], "bits_W"),
+        (["--compare", "--framework", "torch"], "not allowed with"),
+    ]:
+        with pytest.raises(SystemExit) as e:
+            run(argv)
+        assert e.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+def test_parse_bits_and_paper_schedule():
+    assert parse_bits("2-8-8-8") == [2, 8, 8, 8]
+    assert parse_bits("2-fp-8-fp") == [2, -1, 8, -1]
+    # SPEC §3: 300 epochs: 8 for 0-199, 1 for 200-249, 1/8 for 250-299.
+    table = lr_table(8.0, 300, "paper")
+    assert table[:200] == [8.0] * 200 and table[200:250] == [1.0] * 50 and table[250:] == [0.125] * 50
+    assert lr_table(0.003, 60, "paper")[45] == pytest.approx(0.003 / 8)
+    assert lr_table(2.0, 3, "constant") == [2.0, 2.0, 2.0]
+
+
+def test_results_table_aggregates_seeds(tmp_path):
+    for seed, acc in [(0, 0.90), (1, 0.95)]:
+        d = tmp_path / f"s{seed}"
+        d.mkdir()
+        metrics = {
+            "config": {"dataset": "digits", "float": False, "bits": [2, 8, 8, 8], "epochs": 60, "seed": seed},
+            "summary": {"model": "MLP 64-256-10", "frameworks": {"jax": {
+                "final_test_acc": acc, "best_test_acc": acc + 0.01, "train_time_s": 3.0, "eval_time_s": 1.0}}},
+        }
+        (d / "metrics.json").write_text(json.dumps(metrics))
+    table = results_table([tmp_path / "s0", tmp_path / "s1", tmp_path / "absent"])
+    line = table.splitlines()[-1]
+    # mean 92.50, sample std of (90, 95) = 3.54; best mean 93.50; 4.0 s per run.
+    assert line == "| digits | MLP 64-256-10 | WAGE 2-8-8-8 | jax | 60 | 0,1 | 92.50% ± 3.54 | 93.50% | 4.0 s |"
