@@ -24,3 +24,6 @@ lint: setup
 
 parity-report: setup
 	$(PY) -m parity_tests.report
+
+bench: setup
+	$(PY) -m benchmarks.run

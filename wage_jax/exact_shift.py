@@ -16,32 +16,51 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-__all__ = ["max_abs_exponent", "scale_by_pow2", "shift_f32"]
+__all__ = ["max_abs_exponent", "scale_by_pow2", "scale_by_pow2_ftz", "shift_f32", "shift_f32_ftz"]
 
 _SIGN = np.int32(-(2**31))  # 0x80000000
 _ABS = np.int32(0x7FFFFFFF)
 _MANT = np.int32(0x7FFFFF)
 _HIDDEN = np.int32(0x800000)
+_MIN_NORMAL = np.int32(0x800000)  # the bit pattern of 2^-126
+_INF = np.int32(0x7F800000)
 
 
 def _bits(x: jax.Array) -> jax.Array:
     return lax.bitcast_convert_type(x, jnp.int32)
 
 
+# lax.cond's branches are module-level functions taking their operands: with closures (new function
+# objects on every call) an eager call re-traced and recompiled the cond each time (about 70 ms).
+def _keep_max(m: jax.Array, x: jax.Array) -> jax.Array:
+    return m
+
+
+def _integer_max(m: jax.Array, x: jax.Array) -> jax.Array:
+    return jnp.max(_bits(x) & _ABS, initial=np.int32(0))
+
+
 def max_abs_exponent(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """For float32 ``x``: ``(k, all_zero, finite)`` with ``k = ceil(log2(max|x|))`` exactly (int32).
 
-    The max is taken over ``|x|``'s bit patterns, which order non-negative floats as their values do
-    (and put NaN above Inf), so one integer reduction gives the max, NaN/Inf detection included.
+    ``max|x|`` is taken as a float reduction: the max is one of the elements, so its bit pattern is
+    exact whenever it is a normal number (XLA's CPU backend compares subnormals as zero and skips NaN in
+    its vectorized reductions). Otherwise (all of ``x`` zero or subnormal, or a backend that returned a
+    subnormal) the max is recomputed over ``|x|``'s bit patterns, which order non-negative floats as
+    their values do: exact in every case, and the integer reduction, several times slower on the CPU
+    (it is not vectorized there), runs only then. NaN and Inf are found by ``sum(x - x)``, which is NaN
+    exactly when ``x`` holds one of them.
     """
-    m = jnp.max(_bits(x) & _ABS, initial=np.int32(0))
+    m = _bits(jnp.max(jnp.abs(x), initial=np.float32(0.0)))
+    m = lax.cond(m >= _MIN_NORMAL, _keep_max, _integer_max, m, x)
+    finite = (m < _INF) & ~jnp.isnan(jnp.sum(x - x))
     exp, mant = m >> 23, m & _MANT
     # normal: (1 + mant/2^23) * 2^(exp-127); its ceil(log2) is exp - 127, plus 1 unless a power of two.
     k_normal = exp - 127 + (mant != 0).astype(jnp.int32)
     # subnormal: mant * 2^-149, ceil(log2 mant) = bit length of (mant - 1).
     k_sub = (32 - lax.clz(jnp.maximum(mant - 1, 0))) - 149
     k = jnp.where(exp > 0, k_normal, k_sub)
-    return k, m == 0, exp < 255
+    return k, m == 0, finite
 
 
 def scale_by_pow2(x: jax.Array, k: jax.Array) -> jax.Array:
@@ -66,6 +85,63 @@ def scale_by_pow2(x: jax.Array, k: jax.Array) -> jax.Array:
     # Zeros keep their bits (and sign).
     out = jnp.where(mag == 0, b, out)
     return lax.bitcast_convert_type(out, jnp.float32)
+
+
+def _pow2(e: jax.Array) -> jax.Array:
+    """``2^e`` as float32 for an int32 ``e`` in ``[-126, 127]``, built from its bits (exact)."""
+    return lax.bitcast_convert_type((e + 127) << 23, jnp.float32)
+
+
+def scale_by_pow2_ftz(x: jax.Array, k: jax.Array) -> jax.Array:
+    """``x * 2^-k`` for finite float32 ``x`` and an int32 scalar ``k`` in ``[-148, 128]``, with float multiplies.
+
+    Exact (one rounding, half to even) wherever the backend keeps subnormals; where it flushes them
+    (XLA's CPU backend flushes subnormal inputs and results of float operations to zero), results below
+    ``2^-126`` in magnitude become zero of the same sign, and every normal result is still exact:
+
+    * normal ``x``: ``(x * 2^-(k-k1)) * 2^-k1`` with ``k1 = clip(k, -125, 126)``; the first factor is 1
+      unless ``k > 126``, and then it only scales ``x`` by ``1/2`` or ``1/4`` (exact while the final result
+      can be nonzero);
+    * subnormal ``x = m * 2^-149``: the integer ``m`` is converted exactly, then ``(m * 2^-126) * 2^(-k-23)``,
+      a normal number times a normal power of two (``k > 103`` leaves nothing above ``2^-229``: zero).
+
+    A few float multiplies and selects per element instead of ``scale_by_pow2``'s integer rounding: for
+    the quantizers, whose next float operation flushes a subnormal operand on the CPU anyway.
+    """
+    b = _bits(x)
+    mant = b & _MANT
+    subnormal = ((b & _ABS) >> 23 == 0) & (mant != 0)
+    k1 = jnp.clip(k, -125, 126)
+    normal_path = (x * _pow2(k1 - k)) * _pow2(-k1)
+    m = lax.convert_element_type(jnp.where(b < 0, -mant, mant), jnp.float32)
+    sub_path = (m * np.float32(2.0**-126)) * _pow2(jnp.clip(-k - 23, -126, 125))
+    return jnp.where(subnormal, sub_path, normal_path)
+
+
+@jax.custom_jvp
+def shift_f32_ftz(x: jax.Array) -> jax.Array:
+    """``shift`` for the quantizers (QG, the WAGE error): ``shift_f32`` with ``scale_by_pow2_ftz``.
+
+    Bit for bit ``shift_f32`` wherever the result is normal (or the backend keeps subnormals); a subnormal
+    result may come out as zero of the same sign. Its consumers multiply it by a float (``lr / 2^(b-1)``
+    in QG, ``2^fl`` in the fixed-point rounding), and on a backend that flushes subnormals that
+    multiplication sees zero for a subnormal operand either way, so their results are unchanged.
+    """
+    if x.size == 0:
+        return x
+    k, all_zero, finite = max_abs_exponent(x)
+    y = jnp.where(all_zero, x, scale_by_pow2_ftz(x, k))
+    return jnp.where(finite, y, np.float32(np.nan))
+
+
+@shift_f32_ftz.defjvp
+def _shift_ftz_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    y = shift_f32_ftz(x)
+    if x.size == 0:
+        return y, dx
+    k, all_zero, _ = max_abs_exponent(x)
+    return y, jnp.where(all_zero, dx, scale_by_pow2(dx, k))
 
 
 @jax.custom_jvp

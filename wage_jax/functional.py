@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from wage_jax._arrays import as_float32, is_concrete, require_finite
-from wage_jax.exact_shift import scale_by_pow2, shift_f32
+from wage_jax.exact_shift import scale_by_pow2, shift_f32, shift_f32_ftz
 from wage_jax.fixed_point import wage_fixed_point
 from wage_spec import check_bits, check_clip_bits, check_lr, check_mode, check_scale
 
@@ -109,12 +109,19 @@ def _divide_by_scale(y: jax.Array, scale: float) -> jax.Array:
     """``y / float32(scale)``, correctly rounded as torch divides.
 
     XLA rewrites ``y / broadcast(s)`` into ``y * (1 / s)``, which rounds differently unless ``s`` is a
-    power of two. The initializer's scales are powers of two: those are applied exactly on the bits
+    power of two. The initializer's scales are powers of two ``2^e``. ``y`` is ``QW``'s quantized value,
+    a multiple of ``2^-23`` or more of magnitude at most 1 (or NaN): for ``e <= 100`` every nonzero
+    ``y * 2^-e`` is a normal float32, so one multiplication by the constant ``2^-e`` is exact (and XLA's
+    flushing of subnormals never applies); larger powers of two are applied exactly on the bits
     (subnormal results included); any other scale divides by an opaque full-shape array.
     """
     mantissa, exponent = np.frexp(np.float32(scale))
     if mantissa == 0.5:
-        return scale_by_pow2(y, jnp.int32(exponent - 1))
+        e = int(exponent) - 1
+        if e <= 100:
+            return y * np.float32(2.0**-e)
+        # scale_by_pow2 takes finite input: NaN (passed through by the quantizer) stays as it is.
+        return jnp.where(jnp.isnan(y), y, scale_by_pow2(y, jnp.int32(e)))
     divisor = jax.lax.optimization_barrier(jnp.full(y.shape, scale, jnp.float32))
     return y / divisor
 
@@ -155,5 +162,5 @@ def QG(
     x32, dtype = as_float32(x)
     require_finite(x32, "x")
     norm = _qg_norm(lr, bits_G)
-    y, _ = wage_fixed_point(norm * shift_f32(x32), bits_G, clamp=False, rounding=mode, key=key)
+    y, _ = wage_fixed_point(norm * shift_f32_ftz(x32), bits_G, clamp=False, rounding=mode, key=key)
     return y.astype(dtype)

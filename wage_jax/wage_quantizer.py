@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from wage_jax._arrays import as_float32
-from wage_jax.exact_shift import shift_f32
-from wage_jax.fixed_point import wage_fixed_point
+from wage_jax.exact_shift import shift_f32_ftz
+from wage_jax.fixed_point import uniform, wage_fixed_point
 from wage_spec import FULL_PRECISION, check_bits, check_mode
 
 __all__ = ["wage_quantize"]
@@ -40,7 +40,7 @@ def _wage_bwd(bits_A, bits_E, A_mode, E_mode, res, g):
     zeros = jax.tree_util.tree_map(jnp.zeros_like, (noise_A, noise_E))
     if bits_E == FULL_PRECISION:
         return (g, *zeros)
-    e, _ = wage_fixed_point(shift_f32(g), bits_E, clamp=True, rounding=E_mode, noise=noise_E)
+    e, _ = wage_fixed_point(shift_f32_ftz(g), bits_E, clamp=True, rounding=E_mode, noise=noise_E)
     if mask is not None:
         e = jnp.where(mask, np.float32(0.0), e)
     return (e, *zeros)
@@ -86,8 +86,8 @@ def wage_quantize(
         raise ValueError("pass either key or noise_A/noise_E, not both")
     if key is not None and (needs_A or needs_E):
         key_A, key_E = jax.random.split(key)
-        noise_A = jax.random.uniform(key_A, x32.shape, jnp.float32) if needs_A else None
-        noise_E = jax.random.uniform(key_E, x32.shape, jnp.float32) if needs_E else None
+        noise_A = uniform(key_A, x32.shape) if needs_A else None
+        noise_E = uniform(key_E, x32.shape) if needs_E else None
     for needed, noise, name, mode_name in (
         (needs_A, noise_A, "noise_A", "A_mode"),
         (needs_E, noise_E, "noise_E", "E_mode"),
