@@ -15,11 +15,12 @@ in ``[-1, 1]``, labels random: the work per step does not depend on the data.
   qtorch's CPU kernels).
 * torch float: the same model with ``quantized=False``, ``torch.optim.SGD`` on the same loss.
 
-Each (framework, model, variant) runs in its own subprocess (only that framework imported), so the
-processes do not share allocator state or thread pools. A step is timed from the call until its
-results are ready (``block_until_ready`` in JAX); the first steps are untimed warm-up (JAX compiles
-there), the table gives the median of the timed steps. ``compiles`` is the number of entries in the
-jitted step's cache after all steps (1: no recompilation). Workers call
+Each (framework, model) runs in its own subprocess (only that framework imported, so XLA's and
+torch's thread pools never compete), and within it the variants are timed in turn, one step of each
+per round, so that all of them see the same load from other processes on a shared machine. A step is
+timed from the call until its results are ready (``block_until_ready`` in JAX); the first steps are
+untimed warm-up (JAX compiles there), the table gives the median of the timed steps. ``compiles`` is
+the number of entries in the jitted step's cache after all steps (1: no recompilation). Workers call
 ``benchmarks.common.steady_malloc`` first (glibc reuses freed buffers instead of page-faulting fresh
 ones every step), unless ``benchmarks.run --default-malloc``.
 
@@ -30,6 +31,11 @@ temporaries, the new parameters where they are not donated), not what stays resi
 For JAX, ``XLA temp MB`` is XLA's own buffer assignment for the compiled step
 (``compiled.memory_analysis().temp_size_in_bytes``); ``device.memory_stats()`` is None on the CPU
 (on a GPU its ``peak_bytes_in_use`` is shown instead of the RSS).
+
+``others' cores``: how many cores other processes kept busy while the worker ran (``/proc/stat`` minus
+this process tree). torch's OpenMP pool suffers most from it: with 2 threads on 2 cores and another
+process on one of them, each parallel region waits for a descheduled thread (float MLP steps of 2-3 ms
+on an idle machine were measured at ~100 ms that way). Figures from rows well above 0 are not clean.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import format_table, peak_rss_delta, steady_malloc
+from benchmarks.common import CpuShare, format_table, peak_rss_delta, steady_malloc
 
 ROOT = Path(__file__).resolve().parents[1]
 LR_WAGE = 8.0  # the paper's first-phase learning rate
@@ -50,41 +56,53 @@ LR_FLOAT = 1e-4  # small enough that float SGD on random data stays finite (timi
 
 
 def _plan(quick: bool, gpu: bool) -> list[dict]:
+    """One worker per (framework, model); each interleaves its variants step by step."""
     mlp_batches = [64, 128, 256]
     vgg_batch = 128 if gpu else (16 if quick else 32)
-    reps_mlp = dict(warmup=3, min_reps=10 if quick else 20, budget_s=0.5 if quick else 1.5)
+    reps_mlp = dict(warmup=3, min_reps=10 if quick else 20, budget_s=0.6 if quick else 2.0)
     reps_vgg = dict(warmup=2, min_reps=3 if quick else 5, budget_s=0.0)
-    runs = []
-    frameworks = ["jax"] if gpu else ["jax", "torch"]
-    for fw in frameworks:
-        for variant in ("wage", "float", "wage_nearest"):
-            if variant == "wage_nearest" and fw != "jax":
-                continue
-            runs.append(dict(framework=fw, model="mlp", variant=variant, batches=mlp_batches, **reps_mlp))
-            if variant != "wage_nearest" or not quick:
-                runs.append(dict(framework=fw, model="vgg7", variant=variant, batches=[vgg_batch], **reps_vgg))
+    jax_mlp = ["wage", "float", "wage_nearest"]
+    jax_vgg = ["wage", "float"] if quick else ["wage", "float", "wage_nearest"]
+    runs = [
+        dict(framework="jax", model="mlp", variants=jax_mlp, batches=mlp_batches, **reps_mlp),
+        dict(framework="jax", model="vgg7", variants=jax_vgg, batches=[vgg_batch], **reps_vgg),
+    ]
+    if not gpu:
+        runs += [
+            dict(framework="torch", model="mlp", variants=["wage", "float"], batches=mlp_batches, **reps_mlp),
+            dict(framework="torch", model="vgg7", variants=["wage", "float"], batches=[vgg_batch], **reps_vgg),
+        ]
     return runs
 
 
 # ---- workers (run in a subprocess) ----------------------------------------------------------------------------
 
 
-def _time_steps(step, warmup: int, min_reps: int, budget_s: float) -> tuple[list[float], float]:
-    t0 = time.perf_counter()
-    step()
-    first = time.perf_counter() - t0
-    last = first
+def _time_interleaved(steps: dict, warmup: int, min_reps: int, budget_s: float) -> dict:
+    """Time the step functions of ``steps`` (variant -> callable) in turn, one step of each per round.
+
+    Interleaving puts every variant under the same load from other processes (which drifts from second to
+    second on a shared machine), so their ratios stay meaningful when the absolute times do not.
+    Returns ``variant -> (times, first)``; ``first`` is the first call (JAX: tracing and compilation).
+    """
+    first, last = {}, {}
+    for v, step in steps.items():
+        t0 = time.perf_counter()
+        step()
+        first[v] = last[v] = time.perf_counter() - t0
     for _ in range(warmup - 1):
-        t0 = time.perf_counter()
-        step()
-        last = time.perf_counter() - t0
-    reps = max(min_reps, min(200, int(budget_s / max(last, 1e-6))))
-    times = []
+        for v, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            last[v] = time.perf_counter() - t0
+    reps = max(min_reps, min(200, int(budget_s / max(sum(last.values()), 1e-6))))
+    times: dict = {v: [] for v in steps}
     for _ in range(reps):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return times, first
+        for v, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            times[v].append(time.perf_counter() - t0)
+    return {v: (times[v], first[v]) for v in steps}
 
 
 def _key(mode: str, seed: int):
@@ -119,10 +137,9 @@ def _float_step(model, tx):
     return float_step
 
 
-def _jax_worker(spec: dict) -> list[dict]:
+def _jax_step(model_name: str, variant: str, x, y):
+    """``(step, info)``: a closure running one donated, jitted train step of ``variant``; ``info()`` -> dict."""
     import jax
-    import jax.numpy as jnp
-    import numpy as np
     import optax
 
     from wage_jax.models import MLP, VGG7
@@ -132,60 +149,44 @@ def _jax_worker(spec: dict) -> list[dict]:
 
     # 2-8-8-8, G and E stochastic, W and A nearest (the paper's setting); "wage_nearest": every mode nearest,
     # the same step without random numbers (a diagnostic: how much of the overhead the random draws are).
-    cfg = WAGEConfig.nearest() if spec["variant"] == "wage_nearest" else WAGEConfig()
-    quantized = spec["variant"] != "float"
-    if spec["model"] == "mlp":
-        model, shape = MLP(hidden=(1024,), config=cfg, quantized=quantized), (28, 28)
+    cfg = WAGEConfig.nearest() if variant == "wage_nearest" else WAGEConfig()
+    quantized = variant != "float"
+    cls = MLP if model_name == "mlp" else VGG7
+    model = cls(hidden=(1024,), config=cfg, quantized=quantized) if cls is MLP else cls(config=cfg, quantized=quantized)
+    # Eager init runs op by op (~15 s for VGG7); jitted, it compiles once.
+    params = jax.jit(model.init)({"params": jax.random.key(0), "wage": jax.random.key(1)}, x[:1])["params"]
+    if quantized:
+        opt = wage_sgd(cfg.bits_W, cfg.bits_G, LR_WAGE, mode=cfg.G_mode, key=_key(cfg.G_mode, 2))
+        params, opt_state = opt.init(params)
+        jitted = make_train_step(_apply(model), opt)
+        keys = list(jax.random.split(jax.random.key(3), 8)) if cfg.stochastic else [None]
     else:
-        model, shape = VGG7(config=cfg, quantized=quantized), (32, 32, 3)
-    out, steps = [], {}
-    init = jax.jit(model.init)  # eager init runs op by op: ~15 s for VGG7
-    for batch in spec["batches"]:
-        rng = np.random.default_rng(batch)
-        x = jnp.asarray(rng.uniform(-1, 1, (batch, *shape)).astype(np.float32))
-        y = jnp.asarray(rng.integers(0, 10, batch).astype(np.int32))
-        params = init({"params": jax.random.key(0), "wage": jax.random.key(1)}, x[:1])["params"]
-        if quantized:
-            opt = wage_sgd(cfg.bits_W, cfg.bits_G, LR_WAGE, mode=cfg.G_mode, key=_key(cfg.G_mode, 2))
-            params, opt_state = opt.init(params)
-            jitted = make_train_step(_apply(model), opt)
-            keys = list(jax.random.split(jax.random.key(3), 8)) if cfg.stochastic else [None]
-        else:
-            tx = optax.sgd(LR_FLOAT)
-            opt_state = tx.init(params)
-            jitted = jax.jit(_float_step(model, tx), donate_argnums=(0, 1))
-            keys = [None]
-        state = {"p": params, "s": opt_state, "i": 0}
+        tx = optax.sgd(LR_FLOAT)
+        opt_state = tx.init(params)
+        jitted = jax.jit(_float_step(model, tx), donate_argnums=(0, 1))
+        keys = [None]
+    state = {"p": params, "s": opt_state, "i": 0}
 
-        def step(jitted=jitted, keys=keys, state=state, x=x, y=y):
-            key = keys[state["i"] % len(keys)]
-            state["i"] += 1
-            p, s, loss, _ = jitted(state["p"], state["s"], x, y, key)
-            jax.block_until_ready((p, s, loss))
-            state["p"], state["s"] = p, s
+    def step():
+        key = keys[state["i"] % len(keys)]
+        state["i"] += 1
+        p, s, loss, _ = jitted(state["p"], state["s"], x, y, key)
+        jax.block_until_ready((p, s, loss))
+        state["p"], state["s"] = p, s
 
-        times, first = _time_steps(step, spec["warmup"], spec["min_reps"], spec["budget_s"])
-        compiles = jitted._cache_size() if hasattr(jitted, "_cache_size") else None
-        row = dict(batch=batch, times=times, first=first, compiles=compiles, xla_temp=None)
+    def info() -> dict:
+        out = {"compiles": jitted._cache_size() if hasattr(jitted, "_cache_size") else None, "xla_temp": None}
         try:  # the executable the steps ran (cached: no new compilation)
             compiled = jitted.lower(state["p"], state["s"], x, y, keys[0]).compile()
-            row["xla_temp"] = compiled.memory_analysis().temp_size_in_bytes
+            out["xla_temp"] = compiled.memory_analysis().temp_size_in_bytes
         except Exception:  # noqa: BLE001 - memory analysis is optional per backend
             pass
-        stats = jax.devices()[0].memory_stats()
-        if stats:
-            row["device_peak"] = stats.get("peak_bytes_in_use")
-        out.append(row)
-        steps[batch] = step
-    # RSS peaks last: they change the allocator's policy for the rest of the process.
-    cpu = jax.default_backend() == "cpu"
-    for row in out:
-        row["rss_peak"] = peak_rss_delta(steps[row["batch"]]) if cpu else None
-    return out
+        return out
+
+    return step, info
 
 
-def _torch_worker(spec: dict) -> list[dict]:
-    import numpy as np
+def _torch_step(model_name: str, variant: str, x, y):
     import torch
 
     from wage_spec import WAGEConfig
@@ -193,38 +194,72 @@ def _torch_worker(spec: dict) -> list[dict]:
     from wage_torch.training import WAGETrainer, sse_loss
 
     cfg = WAGEConfig()
-    quantized = spec["variant"] == "wage"
-    out = []
-    steps = {}
+    quantized = variant == "wage"
+    torch.manual_seed(0)
+    if model_name == "mlp":
+        model = MLP(784, hidden=(1024,), config=cfg, quantized=quantized)
+    else:
+        model = VGG7(config=cfg, quantized=quantized)
+    if quantized:
+        trainer = WAGETrainer(model, cfg)
+
+        def step():
+            trainer.step(x, y, LR_WAGE)
+
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=LR_FLOAT)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            sse_loss(model(x), y).backward()
+            opt.step()
+
+    return step, lambda: {"compiles": None, "xla_temp": None}
+
+
+def _worker(spec: dict) -> list[dict]:
+    """All variants of one (framework, model), every batch; rows ``{variant, batch, times, first, ...}``."""
+    import numpy as np
+
+    fw, model_name = spec["framework"], spec["model"]
+    if fw == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        convert = jnp.asarray
+        accelerator = jax.default_backend() != "cpu"
+        make = _jax_step
+        shape = (28, 28) if model_name == "mlp" else (32, 32, 3)
+        label_dtype = np.int32
+    else:
+        import torch
+
+        convert = torch.from_numpy
+        accelerator = False
+        make = _torch_step
+        shape = (1, 28, 28) if model_name == "mlp" else (3, 32, 32)
+        label_dtype = np.int64
+    rows, all_steps = [], []
     for batch in spec["batches"]:
-        torch.manual_seed(0)
-        if spec["model"] == "mlp":
-            model, shape = MLP(784, hidden=(1024,), config=cfg, quantized=quantized), (1, 28, 28)
-        else:
-            model, shape = VGG7(config=cfg, quantized=quantized), (3, 32, 32)
         rng = np.random.default_rng(batch)
-        x = torch.from_numpy(rng.uniform(-1, 1, (batch, *shape)).astype(np.float32))
-        y = torch.from_numpy(rng.integers(0, 10, batch).astype(np.int64))
-        if quantized:
-            trainer = WAGETrainer(model, cfg)
+        x = convert(rng.uniform(-1, 1, (batch, *shape)).astype(np.float32))
+        y = convert(rng.integers(0, 10, batch).astype(label_dtype))
+        built = {v: make(model_name, v, x, y) for v in spec["variants"]}
+        timed = _time_interleaved({v: b[0] for v, b in built.items()}, spec["warmup"], spec["min_reps"],
+                                  spec["budget_s"])
+        for v, (step, info) in built.items():
+            row = dict(variant=v, batch=batch, times=timed[v][0], first=timed[v][1], rss_peak=None, **info())
+            if fw == "jax" and accelerator:
+                import jax
 
-            def step(trainer=trainer, x=x, y=y):
-                trainer.step(x, y, LR_WAGE)
-
-        else:
-            opt = torch.optim.SGD(model.parameters(), lr=LR_FLOAT)
-
-            def step(model=model, opt=opt, x=x, y=y):
-                opt.zero_grad(set_to_none=True)
-                sse_loss(model(x), y).backward()
-                opt.step()
-
-        times, first = _time_steps(step, spec["warmup"], spec["min_reps"], spec["budget_s"])
-        steps[batch] = step
-        out.append(dict(batch=batch, times=times, first=first, compiles=None, xla_temp=None))
-    for row in out:
-        row["rss_peak"] = peak_rss_delta(steps[row["batch"]])
-    return out
+                stats = jax.devices()[0].memory_stats() or {}
+                row["device_peak"] = stats.get("peak_bytes_in_use")
+            rows.append(row)
+            all_steps.append(step)
+    if not accelerator:  # RSS peaks last: they change the allocator's policy for the rest of the process
+        for row, step in zip(rows, all_steps, strict=True):
+            row["rss_peak"] = peak_rss_delta(step)
+    return rows
 
 
 def worker_main(spec_json: str) -> None:
@@ -232,8 +267,7 @@ def worker_main(spec_json: str) -> None:
     spec = json.loads(spec_json)
     if spec.get("steady_malloc", True):
         steady_malloc()
-    rows = _jax_worker(spec) if spec["framework"] == "jax" else _torch_worker(spec)
-    print("RESULT " + json.dumps(rows))
+    print("RESULT " + json.dumps(_worker(spec)))
 
 
 # ---- driver -------------------------------------------------------------------------------------------------
@@ -247,8 +281,12 @@ def measure(quick: bool = False, log=print, steady: bool = True) -> dict:
     results = []
     for spec in _plan(quick, gpu):
         spec["steady_malloc"] = steady
-        log(f"  train step: {spec['framework']} {spec['model']} {spec['variant']} batches {spec['batches']}")
+        log(f"  train step: {spec['framework']} {spec['model']} {spec['variants']} batches {spec['batches']}")
         env = dict(os.environ)
+        try:
+            share = CpuShare().start()
+        except (OSError, ValueError, IndexError):
+            share = None
         proc = subprocess.run(
             [sys.executable, "-m", "benchmarks.train_step", "--worker", json.dumps(spec)],
             cwd=ROOT, env=env, capture_output=True, text=True, check=False,
@@ -256,7 +294,12 @@ def measure(quick: bool = False, log=print, steady: bool = True) -> dict:
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode != 0 or not lines:
             raise RuntimeError(f"worker {spec} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-        results.append((spec, json.loads(lines[-1][len("RESULT "):])))
+        rows = json.loads(lines[-1][len("RESULT "):])
+        if share is not None:
+            others, wall, _ = share.stop()
+            for row in rows:
+                row["others"] = others / wall  # cores kept busy by other processes while this worker ran
+        results.append((spec, rows))
     return {"gpu": gpu, "runs": results}
 
 
@@ -272,7 +315,7 @@ def index(result: dict) -> dict:
     for spec, rows in result["runs"]:
         for row in rows:
             row = dict(row, median=median(row["times"]))
-            out[(spec["framework"], spec["model"], spec["variant"], row["batch"])] = row
+            out[(spec["framework"], spec["model"], row["variant"], row["batch"])] = row
     return out
 
 
@@ -322,10 +365,12 @@ def tables(result: dict, markdown: bool = False) -> str:
             "-" if r["compiles"] is None else r["compiles"],
             _peak(r),
             "-" if r.get("xla_temp") is None else f"{r['xla_temp'] / 2**20:.1f}",
+            "?" if r.get("others") is None else f"{r['others']:.2f}",
         ])
-    detail = "Steps timed, spread, first call (s, JAX: compile), compiles, peak memory\n" + format_table(
+    detail = ("Steps timed, spread, first call (s, JAX: compile), compiles, peak memory; others' cores: CPU"
+              " used by other processes during the worker (0 = idle machine)\n") + format_table(
         ["framework", "model", "variant", "batch", "steps", "min ms", "max ms", "first s", "compiles",
-         "peak MB", "XLA temp MB"], mem_rows, markdown)
+         "peak MB", "XLA temp MB", "others' cores"], mem_rows, markdown)
     note = ""
     if result["gpu"]:
         note = ("\n(GPU: JAX only; the torch here is a CPU build, and qtorch's CUDA kernels round differently"
