@@ -93,7 +93,7 @@ def _pow2(e: jax.Array) -> jax.Array:
 
 
 def scale_by_pow2_ftz(x: jax.Array, k: jax.Array) -> jax.Array:
-    """``x * 2^-k`` for finite float32 ``x`` and an int32 scalar ``k`` in ``[-148, 128]``, with float multiplies.
+    """``x * 2^-k`` for finite float32 ``x`` and an int32 scalar ``k`` in ``[-149, 128]``, with float multiplies.
 
     Exact (one rounding, half to even) wherever the backend keeps subnormals; where it flushes them
     (XLA's CPU backend flushes subnormal inputs and results of float operations to zero), results below
@@ -114,7 +114,8 @@ def scale_by_pow2_ftz(x: jax.Array, k: jax.Array) -> jax.Array:
     k1 = jnp.clip(k, -125, 126)
     normal_path = (x * _pow2(k1 - k)) * _pow2(-k1)
     m = lax.convert_element_type(jnp.where(b < 0, -mant, mant), jnp.float32)
-    sub_path = (m * np.float32(2.0**-126)) * _pow2(jnp.clip(-k - 23, -126, 125))
+    # -k - 23 <= 126: k >= -149, reached when max|x| is the smallest subnormal 2^-149 (then the result is m).
+    sub_path = (m * np.float32(2.0**-126)) * _pow2(jnp.clip(-k - 23, -126, 126))
     return jnp.where(subnormal, sub_path, normal_path)
 
 

@@ -80,7 +80,13 @@ def _clamp_symmetric(x: jax.Array, bound: np.float32) -> jax.Array:
 
 
 def QW(
-    x: jax.Array, bits: int, scale: float = 1.0, mode: str = "nearest", *, key: jax.Array | None = None
+    x: jax.Array,
+    bits: int,
+    scale: float = 1.0,
+    mode: str = "nearest",
+    *,
+    key: jax.Array | None = None,
+    noise: jax.Array | None = None,
 ) -> jax.Array:
     """Quantize weights to ``bits``-bit fixed point (WAGE Eq. 5-7), gradients passed straight through.
 
@@ -93,13 +99,15 @@ def QW(
         bits: an int in [2, 24].
         scale: a positive finite number (the initializer's power of two).
         mode: ``"nearest"`` or ``"stochastic"``.
-        key: a PRNG key, required for ``"stochastic"``.
+        key: a PRNG key for ``"stochastic"`` (or ``noise``).
+        noise: explicit uniform draws in ``[0, 1)`` of ``x``'s shape for ``"stochastic"``, instead of
+            ``key`` (reproduces qtorch exactly given ``torch.rand_like``'s draws).
     """
     bits = check_bits(bits, "bits")
     scale = check_scale(scale, "scale")
     mode = check_mode(mode, "mode")
     x32, dtype = as_float32(x)
-    y, _ = wage_fixed_point(jax.lax.stop_gradient(x32), bits, clamp=True, rounding=mode, key=key)
+    y, _ = wage_fixed_point(jax.lax.stop_gradient(x32), bits, clamp=True, rounding=mode, key=key, noise=noise)
     if scale > 1.8:
         y = _divide_by_scale(y, scale)
     return straight_through(x32, y).astype(dtype)
@@ -140,7 +148,13 @@ def _qg_norm(lr, bits_G: int) -> jax.Array:
 
 
 def QG(
-    x: jax.Array, bits_G: int, lr, mode: str = "nearest", *, key: jax.Array | None = None
+    x: jax.Array,
+    bits_G: int,
+    lr,
+    mode: str = "nearest",
+    *,
+    key: jax.Array | None = None,
+    noise: jax.Array | None = None,
 ) -> jax.Array:
     """Quantize a gradient into a ``bits_G``-bit weight update (WAGE Eq. 11-12).
 
@@ -151,7 +165,9 @@ def QG(
         bits_G: an int in [2, 24].
         lr: a finite number, or a float scalar array (may be traced, e.g. an optax schedule's value).
         mode: ``"nearest"`` or ``"stochastic"``.
-        key: a PRNG key, required for ``"stochastic"``.
+        key: a PRNG key for ``"stochastic"`` (or ``noise``).
+        noise: explicit uniform draws in ``[0, 1)`` of ``x``'s shape for ``"stochastic"``, instead of
+            ``key`` (reproduces qtorch exactly given ``torch.rand_like``'s draws).
 
     Returns:
         the update to subtract from the accumulator, in ``x``'s shape and dtype; zeros for an all-zero
@@ -162,5 +178,5 @@ def QG(
     x32, dtype = as_float32(x)
     require_finite(x32, "x")
     norm = _qg_norm(lr, bits_G)
-    y, _ = wage_fixed_point(norm * shift_f32_ftz(x32), bits_G, clamp=False, rounding=mode, key=key)
+    y, _ = wage_fixed_point(norm * shift_f32_ftz(x32), bits_G, clamp=False, rounding=mode, key=key, noise=noise)
     return y.astype(dtype)
