@@ -357,6 +357,27 @@ def tables(result: dict, markdown: bool = False) -> str:
         header += ["torch WAGE img/s", "torch float img/s"]
     step_table = "Train step (median)\n" + format_table(header, rows, markdown)
 
+    def best(fw, m, v, b):
+        r = idx.get((fw, m, v, b))
+        return min(r["times"]) if r else float("nan")
+
+    ratio_rows = []
+    for m, b in keys:
+        jw, jf, jn = best("jax", m, "wage", b), best("jax", m, "float", b), best("jax", m, "wage_nearest", b)
+        row = [m, b, f"{(jw / jf - 1) * 100:+.1f}%", "-" if jn != jn else f"{(jn / jf - 1) * 100:+.1f}%"]
+        if has_torch:
+            tw, tf = best("torch", m, "wage", b), best("torch", m, "float", b)
+            row += [f"{tw / jw:.1f}x", f"{tf / jf:.2f}x"]
+        ratio_rows.append(row)
+    ratio_header = ["model", "batch", "WAGE overhead", "all-nearest overhead"]
+    if has_torch:
+        ratio_header += ["WAGE torch/JAX", "float torch/JAX"]
+    step_table += (
+        "\n\nThe same ratios from each variant's fastest step (other processes only ever add time, so these"
+        " are the least disturbed by them; the targets use the medians above)\n"
+        + format_table(ratio_header, ratio_rows, markdown)
+    )
+
     mem_rows = []
     for (fw, m, v, b), r in sorted(idx.items(), key=lambda kv: (kv[0][1] != "mlp", kv[0][3], kv[0][0], kv[0][2])):
         t = r["times"]
