@@ -4,6 +4,7 @@ Bit for bit the arithmetic of QPyTorch's WAGE example on qtorch's CPU kernel (``
 jit-compiled on CPU, GPU and TPU.
 """
 
+from wage_jax import checked
 from wage_jax.fixed_point import fixed_point_quantize, fixed_point_quantize_with_mask
 from wage_jax.functional import QG, QW, C, shift, straight_through
 from wage_jax.wage_quantizer import wage_quantize
@@ -12,6 +13,7 @@ __all__ = [
     "C",
     "QG",
     "QW",
+    "checked",
     "fixed_point_quantize",
     "fixed_point_quantize_with_mask",
     "shift",

@@ -1,0 +1,88 @@
+"""Print how many elements wage_jax and the torch reference were compared on, and how many differ.
+
+Usage: ``python -m parity_tests.report [--function NAME ...] [--verbose]``
+
+Runs every comparison of ``parity_tests.cases`` (the corpus of the parity tests, eagerly and under
+``jax.jit``) and prints one row per function and mode: cases, elements compared, elements whose
+float32 bit patterns differ. Exit status 1 if any element differs, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+import torch
+
+from parity_tests.cases import FUNCTIONS, MODES, cases
+
+__all__ = ["main", "run"]
+
+
+def run(functions: Sequence[str] = FUNCTIONS, verbose: bool = False) -> list[dict[str, object]]:
+    """Compare every case of ``functions`` in both modes; one row per (function, mode).
+
+    Each row holds ``function``, ``mode``, ``cases``, ``compared``, ``differ``, ``seconds`` and
+    ``failures`` (descriptions of the outputs that differ).
+    """
+    rows = []
+    for function in functions:
+        function_cases = cases(function)
+        per_mode = {m: {"compared": 0, "differ": 0, "seconds": 0.0, "failures": []} for m in MODES}
+        for case in function_cases:
+            for mode in MODES:
+                start = time.perf_counter()
+                diffs = case.compare(mode)
+                row = per_mode[mode]
+                row["seconds"] += time.perf_counter() - start
+                for name, diff in diffs:
+                    row["compared"] += diff.compared
+                    row["differ"] += diff.differ
+                    if diff:
+                        row["failures"].append(diff.describe(f"{case.id} {mode}: {name}"))
+                if verbose:
+                    bad = sum(d.differ for _, d in diffs)
+                    print(f"  {case.id:<60} {mode:<5} {sum(d.compared for _, d in diffs):>10} {bad:>6}", flush=True)
+        for mode in MODES:
+            rows.append({"function": function, "mode": mode, "cases": len(function_cases), **per_mode[mode]})
+    return rows
+
+
+def _table(rows: list[dict[str, object]]) -> str:
+    header = f"{'function':<32} {'mode':<6} {'cases':>6} {'compared':>12} {'differ':>8} {'seconds':>8}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        name, mode = f"{r['function']:<32}", f"{r['mode']:<6}"
+        lines.append(f"{name} {mode} {r['cases']:>6} {r['compared']:>12} {r['differ']:>8} {r['seconds']:>8.1f}")
+    lines.append("-" * len(header))
+    total_compared = sum(r["compared"] for r in rows)
+    total_differ = sum(r["differ"] for r in rows)
+    lines.append(f"{'total':<32} {'':<6} {'':>6} {total_compared:>12} {total_differ:>8}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m parity_tests.report", description=__doc__.splitlines()[0])
+    parser.add_argument("--function", action="append", choices=FUNCTIONS, help="only these functions (repeatable)")
+    parser.add_argument("--verbose", action="store_true", help="print every case as it runs")
+    args = parser.parse_args(argv)
+    # torch's parallel kernels next to XLA's thread pool are slow on small machines; results do not change.
+    torch.set_num_threads(1)
+    rows = run(args.function or FUNCTIONS, verbose=args.verbose)
+    print(_table(rows))
+    failures = [f for r in rows for f in r["failures"]]
+    for failure in failures[:20]:
+        print(failure)
+    if len(failures) > 20:
+        print(f"... and {len(failures) - 20} more outputs differ")
+    if failures:
+        print("FAIL: wage_jax and the torch reference differ")
+        return 1
+    print("OK: every element is bit-identical (float32 bit patterns, sign of zero included)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,332 @@
+"""wage_jax's quantizers beyond parity: transformations, sharding, argument checking, dtypes, NaN/Inf.
+
+Expected values come from the independent NumPy model of SPEC §1-2 (``tests/spec_model.py``) or from
+the definition of the property itself (a vmapped call equals the per-example calls, a straight-through
+gradient equals the upstream gradient), never from the code under test.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import ml_dtypes
+import numpy as np
+import pytest
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import wage_jax as wj
+from tests import spec_model
+
+F32 = np.float32
+RNG = np.random.default_rng(0)
+X = (RNG.standard_normal((4, 6)) * 0.6).astype(F32)  # some beyond [-1, 1]: clamped by QW / the forward
+G = (RNG.standard_normal((4, 6)) * 3e-3).astype(F32)
+
+
+def _bits(a) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(a, F32)).view(np.int32)
+
+
+def _same(actual, expected, what: str = "") -> None:
+    a, e = _bits(actual), _bits(expected)
+    assert a.shape == e.shape, f"{what}: shape {a.shape} != {e.shape}"
+    bad = np.flatnonzero(a != e)
+    assert bad.size == 0, f"{what}: {bad.size} elements differ, e.g. at {bad[:5]}"
+
+
+# ------------------------------------------------------------------------------------------------ vmap
+
+
+def test_vmap_of_shift_and_qg_reduces_each_example_on_its_own():
+    # Rows of very different magnitudes: each row's shift uses its own max|x|.
+    x = X * np.array([[1e-3], [1.0], [40.0], [3e-39]], F32)
+    _same(jax.jit(jax.vmap(wj.shift))(x), np.stack([spec_model.shift(row) for row in x]), "vmap(shift)")
+    _same(
+        jax.jit(jax.vmap(lambda r: wj.QG(r, 8, 8.0)))(x),
+        np.stack([spec_model.QG(row, 8, 8.0) for row in x]),
+        "vmap(QG)",
+    )
+
+
+def test_vmap_of_elementwise_quantizers():
+    _same(jax.vmap(lambda r: wj.QW(r, 4, 2.0))(X), spec_model.QW(X, 4, 2.0), "vmap(QW)")
+    _same(jax.vmap(lambda r: wj.C(r, 3))(X), spec_model.C(X, 3), "vmap(C)")
+    out, mask = jax.vmap(lambda r: wj.fixed_point_quantize_with_mask(r, 5, 4, symmetric=True))(X)
+    ref, ref_mask = spec_model.fixed_point(X, 5, 4, clamp=True, symmetric=True)
+    _same(out, ref, "vmap(fixed_point_quantize_with_mask)")
+    np.testing.assert_array_equal(np.asarray(mask), ref_mask)
+
+
+def test_vmap_of_wage_quantize_vjp_is_per_example():
+    def fwd_bwd(x, g):
+        y, vjp = jax.vjp(lambda v: wj.wage_quantize(v, 4, 6), x)
+        return y, vjp(g)[0]
+
+    g = G * np.array([[1.0], [1e3], [1e-20], [0.0]], F32)  # the backward's shift sees each row alone
+    y, grad = jax.jit(jax.vmap(fwd_bwd))(X, g)
+    for i in range(X.shape[0]):
+        y_ref, mask = spec_model.wage_forward(X[i], 4)
+        _same(y[i], y_ref, f"row {i} forward")
+        _same(grad[i], spec_model.wage_backward(g[i], mask, 6), f"row {i} backward")
+
+
+def test_vmap_with_per_example_keys():
+    keys = jax.random.split(jax.random.key(0), X.shape[0])
+    quantize = jax.jit(lambda r, k: wj.QW(r, 4, mode="stochastic", key=k))
+    out = jax.jit(jax.vmap(quantize))(X, keys)
+    for i in range(X.shape[0]):
+        _same(out[i], quantize(X[i], keys[i]), f"row {i}")
+    assert len({_bits(out[i]).tobytes() for i in range(4)} | {_bits(quantize(X[0], keys[1])).tobytes()}) > 1
+
+
+# ------------------------------------------------------------------------------------------------ grad
+
+
+@pytest.mark.parametrize(("scale", "mode"), [(1.0, "nearest"), (4.0, "nearest"), (3.0, "stochastic")])
+def test_qw_gradient_is_straight_through(scale, mode):
+    c = RNG.standard_normal(X.shape).astype(F32)
+    key = jax.random.key(1) if mode == "stochastic" else None
+    grad = jax.grad(lambda w: jnp.sum(wj.QW(w, 2, scale, mode, key=key) * c))(X)
+    _same(grad, c, "d/dw sum(QW(w) * c)")  # including the elements QW clamps
+    grad = jax.jit(jax.grad(lambda w: jnp.sum(wj.QW(w, 8, scale, mode, key=key) * c)))(X * 10)
+    _same(grad, c, "jitted, every element clamped")
+
+
+def test_wage_quantize_custom_vjp_matches_the_model():
+    c = (RNG.standard_normal(X.shape) * 7.0).astype(F32)
+    for bits_A, bits_E in [(2, 8), (8, 2), (-1, 8), (8, -1), (-1, -1)]:
+        grad = jax.jit(jax.grad(lambda x, a=bits_A, e=bits_E: jnp.sum(wj.wage_quantize(x, a, e) * c)))(X)
+        _, mask = spec_model.wage_forward(X, bits_A)
+        expected = c if bits_E == -1 else spec_model.wage_backward(c, mask, bits_E)
+        _same(grad, expected, f"bits_A={bits_A} bits_E={bits_E}")
+    # The clamped elements get no gradient; the -1 passes the gradient through untouched.
+    grad = jax.grad(lambda x: jnp.sum(wj.wage_quantize(x, 2, 8) * c))(X * 10)
+    assert np.all(np.asarray(grad)[np.abs(X * 10) > 1] == 0)
+
+
+def test_second_order_and_jvp_of_qw():
+    # QW is piecewise constant with a straight-through derivative: its JVP is the identity.
+    _, tangent = jax.jvp(lambda w: wj.QW(w, 4), (X,), (G,))
+    _same(tangent, G, "jvp(QW)")
+
+
+# ------------------------------------------------------------------------------------------------ jit
+
+
+def test_jit_with_static_bits_and_modes():
+    qw = jax.jit(wj.QW, static_argnames=("bits", "scale", "mode"))
+    _same(qw(X, bits=3, scale=2.0, mode="nearest"), spec_model.QW(X, 3, 2.0), "jit(QW)")
+    qg = jax.jit(wj.QG, static_argnums=(1, 3))
+    _same(qg(G, 6, 0.5, "nearest"), spec_model.QG(G, 6, 0.5), "jit(QG) with a traced lr")
+    wq = jax.jit(wj.wage_quantize, static_argnums=(1, 2, 3, 4))
+    _same(wq(X, 4, 4, "nearest", "nearest"), spec_model.wage_forward(X, 4)[0], "jit(wage_quantize)")
+
+
+def test_traced_bits_are_refused_with_the_argument_named():
+    with pytest.raises(TypeError, match="bits must be an int"):
+        jax.jit(wj.QW)(X, 4)
+    with pytest.raises(TypeError, match="bits_A must be an int"):
+        jax.jit(wj.wage_quantize)(X, 4, 4)
+
+
+# ------------------------------------------------------------------------------------------------ sharding
+
+
+def test_sharded_input_on_the_available_devices():
+    devices = np.array(jax.devices())
+    mesh = Mesh(devices, ("d",))
+    n = len(devices) * 4
+    x = jax.device_put(np.resize(X.ravel(), (n, 6)), NamedSharding(mesh, P("d")))
+    host = np.asarray(x)
+    _same(jax.jit(wj.shift)(x), spec_model.shift(host), "shift")
+    _same(jax.jit(lambda v: wj.QG(v, 8, 8.0))(x), spec_model.QG(host, 8, 8.0), "QG")
+    out = jax.jit(lambda v: wj.QW(v, 2))(x)
+    _same(out, spec_model.QW(host, 2), "QW")
+    assert out.sharding.is_equivalent_to(x.sharding, out.ndim)
+
+
+_SHARDED_SCRIPT = textwrap.dedent(
+    """
+    import jax, numpy as np
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    import wage_jax as wj
+    from tests import spec_model
+    assert len(jax.devices()) == 4
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((8, 5)) * np.array([[1e-3], [1], [2], [3], [4], [5], [1e2], [6]])).astype(np.float32)
+    g = (rng.standard_normal((8, 5)) * 1e-4).astype(np.float32)
+    g[5, 3] = 0.75  # the global max|g| lives on one shard only
+    mesh = Mesh(np.array(jax.devices()), ("d",))
+    xs, gs = (jax.device_put(a, NamedSharding(mesh, P("d"))) for a in (x, g))
+    def bits(a):
+        return np.asarray(a, np.float32).view(np.int32)
+    def fwd_bwd(x, g):
+        y, vjp = jax.vjp(lambda v: wj.wage_quantize(v, 4, 6), x)
+        return y, vjp(g)[0]
+    y, dx = jax.jit(fwd_bwd)(xs, gs)
+    y_ref, mask = spec_model.wage_forward(x, 4)
+    assert (bits(y) == bits(y_ref)).all() and (bits(dx) == bits(spec_model.wage_backward(g, mask, 6))).all()
+    assert (bits(jax.jit(wj.shift)(gs)) == bits(spec_model.shift(g))).all()
+    assert (bits(jax.jit(lambda v: wj.QG(v, 8, 8.0))(gs)) == bits(spec_model.QG(g, 8, 8.0))).all()
+    print("OK", len(y.sharding.device_set))
+    """
+)
+
+
+def test_sharded_over_four_devices_reduces_across_shards():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    proc = subprocess.run(
+        [sys.executable, "-c", _SHARDED_SCRIPT], cwd=root, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "OK 4"
+
+
+# ------------------------------------------------------------------------------------------------ errors
+
+
+def test_stochastic_without_key_is_a_clear_value_error():
+    with pytest.raises(ValueError, match="stochastic rounding needs randomness: pass key"):
+        wj.QW(X, 4, mode="stochastic")
+    with pytest.raises(ValueError, match="stochastic rounding needs randomness: pass key"):
+        wj.QG(X, 4, 1.0, "stochastic")
+    with pytest.raises(ValueError, match="stochastic rounding needs randomness"):
+        wj.fixed_point_quantize(X, 4, 3, rounding="stochastic")
+    with pytest.raises(ValueError, match="A_mode='stochastic' needs randomness"):
+        wj.wage_quantize(X, 4, 4, "stochastic")
+    with pytest.raises(ValueError, match="E_mode='stochastic' needs randomness"):
+        wj.wage_quantize(X, 4, 4, "nearest", "stochastic")
+    with pytest.raises(ValueError, match="stochastic rounding needs randomness"):
+        jax.jit(lambda x: wj.QW(x, 4, mode="stochastic"))(X)  # at trace time, under jit too
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "name"),
+    [
+        (lambda: wj.QW(X, 1), ValueError, "bits must be an int in \\[2, 24\\], got 1"),
+        (lambda: wj.QW(X, 25), ValueError, "bits must be an int in \\[2, 24\\], got 25"),
+        (lambda: wj.QW(X, 4.0), TypeError, "bits must be an int"),
+        (lambda: wj.QW(X, True), TypeError, "bits must be an int"),
+        (lambda: wj.QG(X, 0, 1.0), ValueError, "bits_G must be"),
+        (lambda: wj.wage_quantize(X, 0, 8), ValueError, "bits_A must be an int in \\[2, 24\\] or -1"),
+        (lambda: wj.wage_quantize(X, 8, -2), ValueError, "bits_E must be"),
+        (lambda: wj.C(X, 0), ValueError, "bits must be an int >= 1"),
+        (lambda: wj.QW(X, 4, mode="round"), ValueError, "mode must be one of \\('nearest', 'stochastic'\\)"),
+        (lambda: wj.QG(X, 4, 1.0, mode=None), TypeError, "mode must be one of"),
+        (lambda: wj.wage_quantize(X, 4, 4, A_mode="up"), ValueError, "A_mode must be one of"),
+        (lambda: wj.wage_quantize(X, 4, 4, E_mode="Nearest"), ValueError, "E_mode must be one of"),
+        (lambda: wj.fixed_point_quantize(X, 4, 3, rounding="floor"), ValueError, "rounding must be one of"),
+        (lambda: wj.fixed_point_quantize(X, 1, 0), ValueError, "wl must be an int in \\[2, 24\\]"),
+        (lambda: wj.QW(X, 4, scale=0.0), ValueError, "scale must be a positive finite number"),
+        (lambda: wj.QW(X, 4, scale=float("inf")), ValueError, "scale must be a positive finite number"),
+        (lambda: wj.QG(X, 4, float("nan")), ValueError, "lr must be a finite number"),
+        (lambda: wj.QG(X, 4, "1"), TypeError, "lr must be a finite number"),
+        (lambda: wj.QG(X, 4, jnp.int32(1)), TypeError, "lr must be a finite number or a floating-point scalar"),
+        (lambda: wj.QG(X, 4, jnp.float32(np.inf)), ValueError, "lr must be a finite number"),
+        (lambda: wj.shift(jnp.arange(4)), TypeError, "x must be a floating-point array"),
+        (lambda: wj.QW(np.ones(3, np.int8), 4), TypeError, "x must be a floating-point array"),
+        (lambda: wj.QG(jnp.ones(3, bool), 4, 1.0), TypeError, "x must be a floating-point array"),
+        (lambda: wj.C([0.5, 2.0], 4), TypeError, "x must be a floating-point array"),
+        (lambda: wj.wage_quantize(jnp.ones(3, jnp.int32), 4, 4), TypeError, "x must be a floating-point array"),
+        (lambda: wj.QW(X, 4, mode="stochastic", noise=np.zeros(3, F32)), ValueError, "noise must have x's shape"),
+        (lambda: wj.QW(X, 4, key=jax.random.key(0)), ValueError, "only used with rounding='stochastic'"),
+        (
+            lambda: wj.wage_quantize(X, 4, 4, "nearest", "stochastic", key=jax.random.key(0), noise_E=X),
+            ValueError,
+            "either key or noise",
+        ),
+    ],
+)
+def test_arguments_are_validated_eagerly_naming_the_argument(call, error, name):
+    with pytest.raises(error, match=name):
+        call()
+
+
+# ------------------------------------------------------------------------------------------------ dtypes
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32])
+def test_any_float_dtype_is_computed_in_float32_and_returned_in_its_own(dtype):
+    x = jnp.asarray(X * 1.5, dtype)
+    x32 = np.asarray(x.astype(jnp.float32))  # the float32 values the input stands for
+    g = jnp.asarray(G, dtype)
+    cases = {
+        "shift": (wj.shift(x), spec_model.shift(x32)),
+        "C": (wj.C(x, 3), spec_model.C(x32, 3)),
+        "QW": (wj.QW(x, 4, 2.0), spec_model.QW(x32, 4, 2.0)),
+        "QG": (wj.QG(g, 8, 8.0), spec_model.QG(np.asarray(g.astype(jnp.float32)), 8, 8.0)),
+        "fixed_point_quantize": (wj.fixed_point_quantize(x, 6, 5), spec_model.fixed_point(x32, 6, 5, True, False)[0]),
+        "wage_quantize": (wj.wage_quantize(x, 4, 4), spec_model.wage_forward(x32, 4)[0]),
+    }
+    for name, (out, ref32) in cases.items():
+        assert out.dtype == dtype, f"{name} returned {out.dtype}"
+        expected = np.asarray(ref32).astype(ml_dtypes.bfloat16 if dtype == jnp.bfloat16 else dtype)
+        np.testing.assert_array_equal(
+            np.asarray(out).view(np.uint16 if dtype != jnp.float32 else np.uint32),
+            expected.view(np.uint16 if dtype != jnp.float32 else np.uint32),
+            err_msg=name,
+        )
+    grad = jax.grad(lambda v: jnp.sum(wj.wage_quantize(v, 4, 4).astype(jnp.float32)))(x)
+    assert grad.dtype == dtype
+
+
+@pytest.mark.filterwarnings("ignore:Explicitly requested dtype float64")  # jax without x64 returns float32
+def test_numpy_float64_input_is_computed_in_float32():
+    x64 = (X * 1.5).astype(np.float64)
+    out = wj.QW(x64, 4)
+    assert jnp.issubdtype(out.dtype, jnp.floating)
+    _same(np.asarray(out, F32), spec_model.QW(x64.astype(F32), 4), "QW of float64")
+
+
+# ------------------------------------------------------------------------------------------------ NaN/Inf
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_and_inf_raise_eagerly_in_shift_and_qg(bad):
+    x = X.copy()
+    x[2, 3] = bad
+    with pytest.raises(ValueError, match="x contains NaN or Inf"):
+        wj.shift(x)
+    with pytest.raises(ValueError, match="x contains NaN or Inf"):
+        wj.QG(x, 8, 1.0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_and_inf_under_jit_give_the_documented_all_nan(bad):
+    x = X.copy()
+    x[2, 3] = bad
+    assert np.all(np.isnan(np.asarray(jax.jit(wj.shift)(x))))
+    assert np.all(np.isnan(np.asarray(jax.jit(lambda v: wj.QG(v, 8, 1.0))(x))))
+
+
+def test_nan_passes_through_the_elementwise_quantizers():
+    x = X.copy()
+    x[0, 0], x[0, 1], x[0, 2] = np.nan, np.inf, -np.inf
+    for out in (wj.QW(x, 4), jax.jit(lambda v: wj.QW(v, 4))(x), wj.C(x, 4), wj.wage_quantize(x, 4, 4)):
+        out = np.asarray(out)
+        assert np.isnan(out[0, 0]) and out[0, 1] == F32(1 - 2**-3) and out[0, 2] == F32(-1 + 2**-3)
+        np.testing.assert_array_equal(np.isnan(out), np.isnan(x))
+
+
+# ------------------------------------------------------------------------------------------------ regressions
+
+
+def test_gradient_whose_max_is_the_smallest_subnormal():
+    # shift scales by 2^149 here: the fast (flush-to-zero) shift used by QG and the error quantizer once
+    # stopped at 2^148 and returned 0.5 instead of 1 (found by the Hypothesis parity tests).
+    sub = np.finfo(F32).smallest_subnormal
+    g = np.zeros(24, F32)
+    g[5], g[7] = sub, -sub
+    qg = jax.jit(lambda v: wj.QG(v, 2, 8.0))
+    _same(qg(g), spec_model.QG(g, 2, 8.0), "QG")
+    assert float(qg(g)[5]) == 4.0
+    x = np.linspace(-0.5, 0.5, 24).astype(F32)
+    grad = jax.jit(jax.grad(lambda v, u: jnp.sum(wj.wage_quantize(v, 8, 8) * u)))(x, g)
+    _same(grad, spec_model.wage_backward(g, np.zeros(24, bool), 8), "wage_quantize backward")

@@ -1,0 +1,141 @@
+"""Checked mode: NaN and Inf reported from inside ``jax.jit`` with ``jax.experimental.checkify``.
+
+WAGE's ``shift`` (in ``QG`` and in the error quantizer's backward) divides by ``2^ceil(log2 max|x|)``:
+a NaN or Inf anywhere in its input poisons every element. Eagerly, ``wage_jax.shift`` and
+``wage_jax.QG`` raise ``ValueError``; under ``jit`` nothing can raise and the result is all-NaN
+(see ``wage_jax.functional``). The functions here are the same quantizers with a
+``checkify.check`` on their input, and for ``wage_quantize`` also on the incoming gradient in the
+backward pass, so that a jitted program reports where the first non-finite value arrived::
+
+    from wage_jax import checked
+
+    def step(w, g):
+        return w - checked.QG(g, 8, 1.0)
+
+    err, w = jax.jit(checked.checkify(step))(w, g)
+    err.throw()  # or: message = err.get()  ->  None when every check passed
+
+The quantizer arithmetic is ``wage_jax.functional`` / ``wage_jax.wage_quantizer``'s, called
+unchanged; every function takes the same arguments and returns the same result as its unchecked
+counterpart when its input is finite, and validates its arguments first, as that counterpart does.
+Under ``jit`` a checked function must run inside ``checked.checkify`` (or
+``jax.experimental.checkify.checkify`` with ``user_checks``); called eagerly outside checkify, it
+raises at once: ``ValueError`` where the unchecked function does (``shift``, ``QG``), else the failed
+check's ``jax.experimental.checkify.JaxRuntimeError`` (a ``ValueError`` too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax.experimental import checkify as _checkify
+
+from wage_jax import functional as _functional
+from wage_jax import wage_quantizer as _wage_quantizer
+
+__all__ = ["QG", "QW", "check_finite", "checkify", "shift", "wage_quantize"]
+
+
+def checkify(fn: Callable[..., Any]) -> Callable[..., tuple[_checkify.Error, Any]]:
+    """``fn`` functionalized for the checks of this module: ``checkify.checkify(fn, errors=user_checks)``.
+
+    The result returns ``(err, out)``: ``err.get()`` is ``None`` when every check passed, else the
+    message of the first that failed (``err.throw()`` raises it as ``checkify.JaxRuntimeError``, a
+    ``ValueError``). Jit the result, not ``fn``.
+    """
+    return _checkify.checkify(fn, errors=_checkify.user_checks)
+
+
+def check_finite(x: jax.Array, what: str) -> None:
+    """A ``checkify.check`` that every element of ``x`` (any shape, float dtype) is finite.
+
+    The message is ``"{what} contains NaN or Inf"``.
+    """
+    _checkify.check(jnp.all(jnp.isfinite(x)), f"{what} contains NaN or Inf")
+
+
+def shift(x: jax.Array) -> jax.Array:
+    """``wage_jax.shift`` (``x / 2^ceil(log2 max|x|)``, WAGE Eq. 9) with a check that ``x`` is finite.
+
+    Args: ``x`` a floating-point array of any shape. Returns: ``x``'s shape and dtype.
+    """
+    y = _functional.shift(x)  # validates x first
+    check_finite(x, "wage_jax.checked.shift: x")
+    return y
+
+
+def QW(
+    x: jax.Array,
+    bits: int,
+    scale: float = 1.0,
+    mode: str = "nearest",
+    *,
+    key: jax.Array | None = None,
+    noise: jax.Array | None = None,
+) -> jax.Array:
+    """``wage_jax.QW`` (weights to ``bits``-bit fixed point, WAGE Eq. 5-7) with a check that ``x`` is finite.
+
+    NaN passes through ``QW`` unreported; here it is reported. Arguments and result as ``wage_jax.QW``.
+    """
+    y = _functional.QW(x, bits, scale, mode, key=key, noise=noise)
+    check_finite(x, "wage_jax.checked.QW: x")
+    return y
+
+
+def QG(
+    x: jax.Array,
+    bits_G: int,
+    lr,
+    mode: str = "nearest",
+    *,
+    key: jax.Array | None = None,
+    noise: jax.Array | None = None,
+) -> jax.Array:
+    """``wage_jax.QG`` (the ``bits_G``-bit weight update, WAGE Eq. 11-12) with a check that the gradient ``x``
+    is finite. Arguments and result as ``wage_jax.QG``."""
+    y = _functional.QG(x, bits_G, lr, mode, key=key, noise=noise)
+    check_finite(x, "wage_jax.checked.QG: x")
+    return y
+
+
+@jax.custom_vjp
+def _check_incoming_gradient(y: jax.Array) -> jax.Array:
+    """The identity, whose backward checks the cotangent it passes on."""
+    return y
+
+
+def _check_fwd(y: jax.Array) -> tuple[jax.Array, None]:
+    return y, None
+
+
+def _check_bwd(_: None, g: jax.Array) -> tuple[jax.Array]:
+    check_finite(g, "wage_jax.checked.wage_quantize: the incoming gradient")
+    return (g,)
+
+
+_check_incoming_gradient.defvjp(_check_fwd, _check_bwd)
+
+
+def wage_quantize(
+    x: jax.Array,
+    bits_A: int,
+    bits_E: int,
+    A_mode: str = "nearest",
+    E_mode: str = "nearest",
+    *,
+    key: jax.Array | None = None,
+    noise_A: jax.Array | None = None,
+    noise_E: jax.Array | None = None,
+) -> jax.Array:
+    """``wage_jax.wage_quantize`` (activations forward, errors backward; WAGE Eq. 8-10), checked twice:
+    the activations ``x`` in the forward pass, and the incoming gradient in the backward pass (before
+    the error quantizer's ``shift`` would turn a single NaN or Inf into an all-NaN error).
+
+    Arguments and result as ``wage_jax.wage_quantize``; the gradient is unchanged.
+    """
+    y = _wage_quantizer.wage_quantize(x, bits_A, bits_E, A_mode, E_mode, key=key, noise_A=noise_A, noise_E=noise_E)
+    check_finite(x, "wage_jax.checked.wage_quantize: x")
+    return _check_incoming_gradient(y)
