@@ -48,6 +48,7 @@ def _cases() -> dict[str, np.ndarray]:
     return {
         "subnormal only": subs,
         "one subnormal": np.array([0.0, -0.0, 3 * SUB, 0.0], F32),
+        "max is the smallest subnormal": np.array([SUB, -SUB, 0.0, -0.0], F32),  # k = -149
         "subnormals with a small normal max": np.concatenate([subs, [F32(-TINY * 4)]]).astype(F32),
         "subnormals with max 2^-100": np.concatenate([subs, [F32(2.0**-100)]]).astype(F32),
         "smallest normal max": np.array([TINY, -SUB, 0.0], F32),
@@ -86,7 +87,9 @@ def test_shift_and_qg_match_torch(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["subnormal only", "subnormals with a small normal max", "near float32 max", "normal spread"]
+    "name",
+    ["subnormal only", "max is the smallest subnormal", "subnormals with a small normal max", "near float32 max",
+     "normal spread"],
 )
 def test_error_quantization_matches_torch(name):
     """``wage_quantize``'s backward shifts the incoming gradient: same bits as ``WAGEQuantizer``'s backward."""
