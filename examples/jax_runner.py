@@ -20,6 +20,7 @@ import numpy as np
 import optax
 
 from examples.runspec import ModelSpec
+from wage_jax import parallel
 from wage_jax.functional import QW
 from wage_jax.initializers import kernel_scale
 from wage_jax.models import MLP, VGG7
@@ -87,6 +88,10 @@ class JaxRunner:
         init_weights: optional initial weights in torch order and layout (``--compare`` starts both
             frameworks from torch's draw).
         eval_batch_size: batch of :meth:`predict` (the last batch is padded, so one compilation).
+        devices: train data-parallel over this many local devices (``wage_jax.parallel``; default all
+            of them). The accumulators are bit-identical for every device count; when ``batch_size`` does
+            not divide by it, one device is used.
+        batch_size: the training batch (to check that it divides by the device count).
     """
 
     framework = "jax"
@@ -101,6 +106,8 @@ class JaxRunner:
         seed: int,
         init_weights: Sequence[np.ndarray] | None = None,
         eval_batch_size: int = 500,
+        devices: int | None = None,
+        batch_size: int | None = None,
     ) -> None:
         self.spec, self.config, self.quantized = spec, config, quantized
         self.eval_batch_size = eval_batch_size
@@ -136,7 +143,22 @@ class JaxRunner:
                 return model.apply({"params": p}, x)
             return model.apply({"params": p}, x, rngs={"wage": key})
 
-        self._step = make_train_step(apply_fn, optimizer)
+        n = jax.local_device_count() if devices is None else int(devices)
+        if not 1 <= n <= jax.local_device_count():
+            raise ValueError(f"devices must be in [1, {jax.local_device_count()}], got {n}")
+        if n > 1 and batch_size is not None and batch_size % n:
+            print(f"note: batch {batch_size} does not divide by {n} devices: training on one device", flush=True)
+            n = 1
+        self.devices = n
+        self._mesh = parallel.data_mesh(n) if n > 1 else None
+        if n > 1:
+            mesh = self._mesh
+            self.params, self.opt_state = parallel.replicate((self.params, self.opt_state), mesh)
+            self._step = parallel.make_data_parallel_train_step(apply_fn, optimizer, mesh)
+            self._place = lambda a: parallel.shard_batch(a, mesh)
+        else:
+            self._step = make_train_step(apply_fn, optimizer)
+            self._place = jnp.asarray
         self._apply = jax.jit(apply_fn)
 
     # ------------------------------------------------------------------ training and evaluation
@@ -151,7 +173,7 @@ class JaxRunner:
         if self.needs_key:
             self.fwd_key, key = jax.random.split(self.fwd_key)
         self.params, self.opt_state, loss, logits = self._step(
-            self.params, self.opt_state, jnp.asarray(x), jnp.asarray(y, jnp.int32), key
+            self.params, self.opt_state, self._place(np.asarray(x)), self._place(np.asarray(y, np.int32)), key
         )
         return float(loss), np.asarray(logits)
 
@@ -227,3 +249,8 @@ class JaxRunner:
             for i, v in enumerate(leaves)
         ]
         self.params, self.opt_state, self.fwd_key, self.eval_key = jax.tree_util.tree_unflatten(treedef, restored)
+        if self._mesh is not None:
+            # Orbax restores onto one device: put the state back on the whole mesh.
+            self.params, self.opt_state, self.fwd_key, self.eval_key = parallel.replicate(
+                (self.params, self.opt_state, self.fwd_key, self.eval_key), self._mesh
+            )

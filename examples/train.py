@@ -50,7 +50,7 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "cifar10": {"model": "vgg7", "hidden": [1024], "epochs": 300, "augment": True},
 }
 # Options that only say where/how to run, not what to train (never compared on --resume).
-RUNTIME_ARGS = {"resume", "stop_after", "no_progress", "out_dir", "name", "torch_threads"}
+RUNTIME_ARGS = {"resume", "stop_after", "no_progress", "out_dir", "name", "torch_threads", "devices"}
 # Options that --resume may change: more epochs (the lr schedule is recomputed), where the data is.
 RESUME_OVERRIDABLE = {"epochs", "data_dir", "eval_batch_size"}
 _MODES = ("W_mode", "A_mode", "G_mode", "E_mode")
@@ -150,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--stop-after", type=int, help="stop after this many epochs of this invocation (resume later)")
     r.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
     r.add_argument(
+        "--devices",
+        type=int,
+        help="JAX: train data-parallel over this many local devices (default: all; the batch size must divide "
+        "by it, else one device is used). The result is bit-identical for every device count.",
+    )
+    r.add_argument(
         "--torch-threads",
         type=int,
         help="torch intra-op threads (default: 1 for digits, whose steps are too small to split across "
@@ -242,7 +248,9 @@ def _bits(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, np.float32).view(np.int32)
 
 
-def _make_runners(cfg: dict[str, Any], spec: ModelSpec, lrs: list[float], spe: int) -> list[Any]:
+def _make_runners(
+    cfg: dict[str, Any], spec: ModelSpec, lrs: list[float], spe: int, devices: int | None = None
+) -> list[Any]:
     quantized = not cfg["float"]
     config = wage_config(cfg)
     runners: list[Any] = []
@@ -257,7 +265,8 @@ def _make_runners(cfg: dict[str, Any], spec: ModelSpec, lrs: list[float], spe: i
 
         # --compare: JAX starts from torch's initial weights (its own draw would differ).
         init = runners[0].accumulators() if cfg["framework"] == "compare" else None
-        runners.append(JaxRunner(spec, config, init_weights=init, **common))
+        runners.append(JaxRunner(spec, config, init_weights=init, devices=devices, batch_size=cfg["batch_size"],
+                                 **common))
     return runners
 
 
@@ -363,11 +372,11 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         if threads:
             torch.set_num_threads(threads)
     return _train(cfg, data, out_dir, resume=bool(args.resume), stop_after=args.stop_after,
-                  progress=not args.no_progress)
+                  progress=not args.no_progress, devices=args.devices)
 
 
 def _train(cfg: dict[str, Any], data: Any, out_dir: Path, *, resume: bool, stop_after: int | None,
-           progress: bool) -> dict[str, Any]:
+           progress: bool, devices: int | None = None) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     x_train, x_test = data.x_train, data.x_test
@@ -392,7 +401,7 @@ def _train(cfg: dict[str, Any], data: Any, out_dir: Path, *, resume: bool, stop_
         raise SystemExit(f"wage-train: error: --batch-size {batch} exceeds the {len(x_train)} training examples")
     lrs = lr_table(cfg["lr"], epochs, cfg["schedule"])
     test_inputs = to_inputs(x_test, data.max_value)
-    runners = _make_runners(cfg, spec, lrs, spe)
+    runners = _make_runners(cfg, spec, lrs, spe, devices)
     frameworks = [r.framework for r in runners]
 
     ckpt_root = out_dir / "checkpoints"

@@ -235,3 +235,25 @@ def test_results_table_aggregates_seeds(tmp_path):
     line = table.splitlines()[-1]
     # mean 92.50, sample std of (90, 95) = 3.54; best mean 93.50; 4.0 s per run.
     assert line == "| digits | MLP 64-256-10 | WAGE 2-8-8-8 | jax | 60 | 0,1 | 92.50% ± 3.54 | 93.50% | 4.0 s |"
+
+
+def test_jax_run_on_several_devices_equals_one_device(tmp_path):
+    """--devices: data-parallel training over 4 virtual CPU devices (a subprocess, so the other tests keep
+    one device), a resume on the mesh included, ends with the accumulators of a one-device run."""
+    import os
+    import subprocess
+    import sys
+
+    common = ["-m", "examples.train", "--epochs", "2", "--limit-batches", "4", "--batch-size", "64", "--no-progress"]
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    one, four = tmp_path / "one", tmp_path / "four"
+    subprocess.run([sys.executable, *common, "--out-dir", str(one), "--devices", "1"], env=env, check=True)
+    subprocess.run([sys.executable, *common, "--out-dir", str(four), "--devices", "4", "--stop-after", "1"],
+                   env=env, check=True)
+    done = subprocess.run([sys.executable, *common, "--out-dir", str(four), "--devices", "4", "--resume"],
+                          env=env, check=True, capture_output=True, text=True)
+    assert "resumed" in done.stdout
+    a, b = np.load(one / "weights.npz"), np.load(four / "weights.npz")
+    assert a.files == b.files
+    for name in a.files:
+        assert np.array_equal(_bits(a[name]), _bits(b[name])), name
