@@ -11,6 +11,8 @@ Computed on the float32 bit patterns with integer operations only. Two reasons:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -119,52 +121,47 @@ def scale_by_pow2_ftz(x: jax.Array, k: jax.Array) -> jax.Array:
     return jnp.where(subnormal, sub_path, normal_path)
 
 
-@jax.custom_jvp
-def shift_f32_ftz(x: jax.Array) -> jax.Array:
+def _make_shift(scale: Callable[[jax.Array, jax.Array], jax.Array], doc: str) -> Callable[[jax.Array], jax.Array]:
+    """``x / 2^ceil(log2(max|x|))`` with the power-of-two scaling ``scale(x, k)``; its derivative is
+    ``dx / 2^k`` (the exponent is piecewise constant), scaled exactly."""
+
+    @jax.custom_jvp
+    def shift(x: jax.Array) -> jax.Array:
+        if x.size == 0:
+            return x
+        k, all_zero, finite = max_abs_exponent(x)
+        y = jnp.where(all_zero, x, scale(x, k))
+        return jnp.where(finite, y, np.float32(np.nan))
+
+    @shift.defjvp
+    def _jvp(primals, tangents):
+        (x,), (dx,) = primals, tangents
+        y = shift(x)
+        if x.size == 0:
+            return y, dx
+        k, all_zero, _ = max_abs_exponent(x)
+        return y, jnp.where(all_zero, dx, scale_by_pow2(dx, k))
+
+    shift.__doc__ = doc
+    return shift
+
+
+shift_f32 = _make_shift(
+    scale_by_pow2,
+    """``x / 2^ceil(log2(max|x|))`` for float32 ``x``, exactly (SPEC §2).
+
+    An all-zero ``x`` is returned unchanged. NaN or Inf anywhere in ``x`` gives all-NaN (under ``jit``
+    nothing can raise; the eager public ``shift`` raises instead, and ``wage_jax.checked`` reports it).
+    """,
+)
+
+shift_f32_ftz = _make_shift(
+    scale_by_pow2_ftz,
     """``shift`` for the quantizers (QG, the WAGE error): ``shift_f32`` with ``scale_by_pow2_ftz``.
 
     Bit for bit ``shift_f32`` wherever the result is normal (or the backend keeps subnormals); a subnormal
     result may come out as zero of the same sign. Its consumers multiply it by a float (``lr / 2^(b-1)``
     in QG, ``2^fl`` in the fixed-point rounding), and on a backend that flushes subnormals that
     multiplication sees zero for a subnormal operand either way, so their results are unchanged.
-    """
-    if x.size == 0:
-        return x
-    k, all_zero, finite = max_abs_exponent(x)
-    y = jnp.where(all_zero, x, scale_by_pow2_ftz(x, k))
-    return jnp.where(finite, y, np.float32(np.nan))
-
-
-@shift_f32_ftz.defjvp
-def _shift_ftz_jvp(primals, tangents):
-    (x,), (dx,) = primals, tangents
-    y = shift_f32_ftz(x)
-    if x.size == 0:
-        return y, dx
-    k, all_zero, _ = max_abs_exponent(x)
-    return y, jnp.where(all_zero, dx, scale_by_pow2(dx, k))
-
-
-@jax.custom_jvp
-def shift_f32(x: jax.Array) -> jax.Array:
-    """``x / 2^ceil(log2(max|x|))`` for float32 ``x``, exactly (SPEC §2).
-
-    An all-zero ``x`` is returned unchanged. NaN or Inf anywhere in ``x`` gives all-NaN (under ``jit``
-    nothing can raise; the eager public ``shift`` raises instead, and ``wage_jax.checked`` reports it).
-    """
-    if x.size == 0:
-        return x
-    k, all_zero, finite = max_abs_exponent(x)
-    y = jnp.where(all_zero, x, scale_by_pow2(x, k))
-    return jnp.where(finite, y, np.float32(np.nan))
-
-
-@shift_f32.defjvp
-def _shift_jvp(primals, tangents):
-    # The exponent is piecewise constant: d shift(x) = dx / 2^k.
-    (x,), (dx,) = primals, tangents
-    y = shift_f32(x)
-    if x.size == 0:
-        return y, dx
-    k, all_zero, _ = max_abs_exponent(x)
-    return y, jnp.where(all_zero, dx, scale_by_pow2(dx, k))
+    """,
+)
