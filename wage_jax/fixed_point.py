@@ -67,6 +67,14 @@ def _round_to_integer(s: jax.Array) -> jax.Array:
     return jnp.where((s >= _NEG_TINY) & (s < np.float32(0.5)), np.float32(-0.0), q)
 
 
+def as_noise(noise: object, shape: tuple[int, ...], name: str = "noise") -> jax.Array:
+    """Explicit uniform draws as float32 of ``shape``, else an error naming ``name``."""
+    noise, _ = as_float32(noise, name)
+    if noise.shape != shape:
+        raise ValueError(f"{name} must have x's shape {shape}, got {noise.shape}")
+    return noise
+
+
 def _noise(x: jax.Array, rounding: str, key: jax.Array | None, noise: jax.Array | None) -> jax.Array:
     if rounding == "nearest":
         if key is not None or noise is not None:
@@ -76,10 +84,7 @@ def _noise(x: jax.Array, rounding: str, key: jax.Array | None, noise: jax.Array 
     if key is not None and noise is not None:
         raise ValueError("pass either key or noise for stochastic rounding, not both")
     if noise is not None:
-        noise, _ = as_float32(noise, "noise")
-        if noise.shape != x.shape:
-            raise ValueError(f"noise must have x's shape {x.shape}, got {noise.shape}")
-        return noise
+        return as_noise(noise, x.shape)
     if key is None:
         raise ValueError(
             "stochastic rounding needs randomness: pass key (a jax.random key) or noise (uniform draws in [0, 1))"

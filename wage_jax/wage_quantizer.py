@@ -16,7 +16,7 @@ import numpy as np
 
 from wage_jax._arrays import as_float32
 from wage_jax.exact_shift import shift_f32_ftz
-from wage_jax.fixed_point import uniform, wage_fixed_point
+from wage_jax.fixed_point import as_noise, uniform, wage_fixed_point
 from wage_spec import FULL_PRECISION, check_bits, check_mode
 
 __all__ = ["wage_quantize"]
@@ -96,13 +96,7 @@ def wage_quantize(
             raise ValueError(f"{mode_name}='stochastic' needs randomness: pass key (a jax.random key) or {name}")
         if not needed and noise is not None:
             raise ValueError(f"{name} is only used when {mode_name}='stochastic' and its bits are not -1")
-    noise_A = None if noise_A is None else _as_noise(noise_A, x32.shape, "noise_A")
-    noise_E = None if noise_E is None else _as_noise(noise_E, x32.shape, "noise_E")
+    noise_A = None if noise_A is None else as_noise(noise_A, x32.shape, "noise_A")
+    noise_E = None if noise_E is None else as_noise(noise_E, x32.shape, "noise_E")
     return _wage_q(x32, noise_A, noise_E, bits_A, bits_E, A_mode, E_mode).astype(dtype)
 
-
-def _as_noise(noise, shape, name):
-    noise, _ = as_float32(noise, name)
-    if noise.shape != shape:
-        raise ValueError(f"{name} must have x's shape {shape}, got {noise.shape}")
-    return noise
