@@ -118,6 +118,18 @@ def _jax_ops() -> dict[str, Callable[[int], Callable[[], object]]]:
     return {op.name: make(op.name) for op in OPS}
 
 
+def _torch_unary(fn: Callable[[object], object]) -> Callable[[int], Callable[[], object]]:
+    """A benchmark setup: ``n`` -> a call of ``fn`` on a float32 torch tensor of ``n`` elements."""
+
+    def setup(n: int) -> Callable[[], object]:
+        import torch
+
+        x = torch.from_numpy(_data(n, 0))
+        return lambda: fn(x)
+
+    return setup
+
+
 def _qtorch_ops() -> dict[str, Callable[[int], Callable[[], object]]]:
     import torch
     from qtorch.quant import fixed_point_quantize
@@ -139,26 +151,19 @@ def _qtorch_ops() -> dict[str, Callable[[int], Callable[[], object]]]:
 
         return setup
 
-    def unary(fn):
-        def setup(n: int):
-            x = torch.from_numpy(_data(n, 0))
-            return lambda: fn(x)
-
-        return setup
-
     return {
-        OPS[0].name: unary(lambda x: wt.QW(x, BITS_W, SCALE_W)),
-        OPS[1].name: unary(lambda x: wt.QG(x, BITS, LR)),
-        OPS[2].name: unary(lambda x: wt.QG(x, BITS, LR, "stochastic")),
-        OPS[3].name: unary(
+        OPS[0].name: _torch_unary(lambda x: wt.QW(x, BITS_W, SCALE_W)),
+        OPS[1].name: _torch_unary(lambda x: wt.QG(x, BITS, LR)),
+        OPS[2].name: _torch_unary(lambda x: wt.QG(x, BITS, LR, "stochastic")),
+        OPS[3].name: _torch_unary(
             lambda x: fixed_point_quantize(x, BITS, BITS - 1, clamp=True, symmetric=True, rounding="nearest")
         ),
-        OPS[4].name: unary(
+        OPS[4].name: _torch_unary(
             lambda x: fixed_point_quantize(x, BITS, BITS - 1, clamp=True, symmetric=True, rounding="stochastic")
         ),
         OPS[5].name: wq_fb("nearest"),
         OPS[6].name: wq_fb("stochastic"),
-        OPS[7].name: unary(torch.rand_like),
+        OPS[7].name: _torch_unary(torch.rand_like),
     }
 
 
@@ -193,23 +198,16 @@ def _plain_torch_ops() -> dict[str, Callable[[int], Callable[[], object]]]:
 
         return setup
 
-    def unary(fn):
-        def setup(n: int):
-            x = torch.from_numpy(_data(n, 0))
-            return lambda: fn(x)
-
-        return setup
-
     norm = LR / s
     return {
-        OPS[0].name: unary(lambda x: torch.clamp(torch.round(x * sw) / sw, -hw, hw) / SCALE_W),
-        OPS[1].name: unary(lambda x: fp(norm * shift(x), False, clamp=False)),
-        OPS[2].name: unary(lambda x: fp(norm * shift(x), True, clamp=False)),
-        OPS[3].name: unary(lambda x: fp(x, False)),
-        OPS[4].name: unary(lambda x: fp(x, True)),
+        OPS[0].name: _torch_unary(lambda x: torch.clamp(torch.round(x * sw) / sw, -hw, hw) / SCALE_W),
+        OPS[1].name: _torch_unary(lambda x: fp(norm * shift(x), False, clamp=False)),
+        OPS[2].name: _torch_unary(lambda x: fp(norm * shift(x), True, clamp=False)),
+        OPS[3].name: _torch_unary(lambda x: fp(x, False)),
+        OPS[4].name: _torch_unary(lambda x: fp(x, True)),
         OPS[5].name: fwd_bwd(False),
         OPS[6].name: fwd_bwd(True),
-        OPS[7].name: unary(torch.rand_like),
+        OPS[7].name: _torch_unary(torch.rand_like),
     }
 
 
