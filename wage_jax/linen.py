@@ -12,14 +12,14 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from wage_jax._rng import RNG_STREAM
 from wage_jax.initializers import kernel_scale, wage_kernel_init
 from wage_jax.ops import wage_conv, wage_dense
 from wage_jax.wage_quantizer import wage_quantize
-from wage_spec import FULL_PRECISION, check_bits, check_mode
+from wage_spec import check_bits, check_mode, draws_randomness
 
 __all__ = ["WAGEConv", "WAGEDense", "WAGEQuantizer"]
 
-RNG_STREAM = "wage"
 
 
 class WAGEQuantizer(nn.Module):
@@ -35,9 +35,7 @@ class WAGEQuantizer(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        stochastic = (self.A_mode == "stochastic" and self.bits_A != FULL_PRECISION) or (
-            self.E_mode == "stochastic" and self.bits_E != FULL_PRECISION
-        )
+        stochastic = draws_randomness(self.A_mode, self.bits_A) or draws_randomness(self.E_mode, self.bits_E)
         key = self.make_rng(RNG_STREAM) if stochastic else None
         return wage_quantize(x, self.bits_A, self.bits_E, self.A_mode, self.E_mode, key=key)
 

@@ -12,14 +12,14 @@ from collections.abc import Sequence
 import jax
 from flax import nnx
 
+from wage_jax._rng import RNG_STREAM
 from wage_jax.initializers import wage_init
 from wage_jax.ops import wage_conv, wage_dense
 from wage_jax.wage_quantizer import wage_quantize
-from wage_spec import FULL_PRECISION, check_bits, check_mode
+from wage_spec import check_bits, check_mode, draws_randomness
 
 __all__ = ["WAGEConv", "WAGEDense", "WAGEQuantizer"]
 
-RNG_STREAM = "wage"
 
 
 def _fork_stream(rngs: nnx.Rngs | nnx.RngStream | None, needed: bool):
@@ -52,9 +52,7 @@ class WAGEQuantizer(nnx.Module):
         self.bits_E = check_bits(bits_E, "bits_E", allow_full_precision=True)
         self.A_mode = check_mode(A_mode, "A_mode")
         self.E_mode = check_mode(E_mode, "E_mode")
-        self.stochastic = (A_mode == "stochastic" and self.bits_A != FULL_PRECISION) or (
-            E_mode == "stochastic" and self.bits_E != FULL_PRECISION
-        )
+        self.stochastic = draws_randomness(self.A_mode, self.bits_A) or draws_randomness(self.E_mode, self.bits_E)
         self.rngs = _fork_stream(rngs, self.stochastic)
 
     def __call__(self, x: jax.Array, *, rngs=None) -> jax.Array:

@@ -17,7 +17,7 @@ import numpy as np
 from wage_jax._arrays import as_float32
 from wage_jax.exact_shift import shift_f32_ftz
 from wage_jax.fixed_point import as_noise, uniform, wage_fixed_point
-from wage_spec import FULL_PRECISION, check_bits, check_mode
+from wage_spec import FULL_PRECISION, check_bits, check_mode, draws_randomness
 
 __all__ = ["wage_quantize"]
 
@@ -80,8 +80,8 @@ def wage_quantize(
     A_mode = check_mode(A_mode, "A_mode")
     E_mode = check_mode(E_mode, "E_mode")
     x32, dtype = as_float32(x)
-    needs_A = A_mode == "stochastic" and bits_A != FULL_PRECISION
-    needs_E = E_mode == "stochastic" and bits_E != FULL_PRECISION
+    needs_A = draws_randomness(A_mode, bits_A)
+    needs_E = draws_randomness(E_mode, bits_E)
     if key is not None and (noise_A is not None or noise_E is not None):
         raise ValueError("pass either key or noise_A/noise_E, not both")
     if key is not None and (needs_A or needs_E):

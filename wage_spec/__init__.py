@@ -18,6 +18,7 @@ from wage_spec.validation import (
     check_lr,
     check_mode,
     check_scale,
+    draws_randomness,
 )
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "check_lr",
     "check_mode",
     "check_scale",
+    "draws_randomness",
     "fan_in",
     "paper_lr",
     "wage_init_limits",

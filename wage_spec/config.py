@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from wage_spec.validation import check_bits, check_mode
+from wage_spec.validation import check_bits, check_mode, draws_randomness
 
 
 @dataclass(frozen=True)
@@ -43,4 +43,12 @@ class WAGEConfig:
     @property
     def stochastic(self) -> bool:
         """Whether any quantizer draws random numbers."""
-        return "stochastic" in (self.W_mode, self.A_mode, self.G_mode, self.E_mode)
+        return any(
+            draws_randomness(mode, bits)
+            for mode, bits in (
+                (self.W_mode, self.bits_W),
+                (self.A_mode, self.bits_A),
+                (self.G_mode, self.bits_G),
+                (self.E_mode, self.bits_E),
+            )
+        )

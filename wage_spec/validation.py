@@ -74,3 +74,11 @@ def check_lr(value: object, name: str = "lr") -> float:
     if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value}")
     return value
+
+
+def draws_randomness(mode: str, bits: int) -> bool:
+    """Whether a quantizer with rounding ``mode`` at ``bits`` draws random numbers.
+
+    Only ``"stochastic"`` rounding draws, and a full-precision quantizer (``bits == -1``) rounds nothing.
+    """
+    return mode == "stochastic" and bits != FULL_PRECISION

@@ -1,0 +1,3 @@
+"""The name of the Flax rng stream that WAGE's stochastic quantizers draw from, shared by linen and nnx."""
+
+RNG_STREAM = "wage"
