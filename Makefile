@@ -14,7 +14,7 @@ setup: .venv/.setup-done
 	touch $@
 
 run: setup
-	$(PY) -m examples.train
+	$(PY) -m wage_train
 
 test: setup
 	$(PY) -m pytest -q
@@ -23,7 +23,7 @@ lint: setup
 	$(PY) -m ruff check .
 
 parity-report: setup
-	$(PY) -m parity_tests.report
+	$(PY) -m wage_parity.report
 
 bench: setup
 	$(PY) -m benchmarks.run

@@ -4,7 +4,7 @@ The corpus must tell a correct implementation from plausible wrong ones: each "m
 NumPy implementation of a known mistake (rounding ``x * 2^fl`` directly, rounding half away from zero
 as qtorch does on CUDA, the reference's float32 ``log2`` in ``shift``, flushing subnormals to zero as
 XLA's CPU backend does, losing the sign of zero) and must differ from the torch reference somewhere in
-the corpus. The reference itself is checked against the independent NumPy model of SPEC §1-2
+the corpus. The reference itself is checked against the independent NumPy model of contract §1-2
 (``tests/spec_model.py``) given the draws that ``torch_draws`` reproduces.
 """
 
@@ -16,9 +16,9 @@ import torch
 from qtorch.quant import fixed_point_quantize as qtorch_fixed_point_quantize
 
 import wage_torch as wt
-from parity_tests._helpers import assert_bits_equal, bit_diff, f32_bits, torch_draws
-from parity_tests.corpus import F32, SUB, TINY, fixed_point_inputs, shift_inputs, special_values, tie_grid
-from tests import spec_model
+from wage_parity import spec_model
+from wage_parity.bits import assert_bits_equal, bit_diff, f32_bits, torch_draws
+from wage_parity.corpus import F32, SUB, TINY, fixed_point_inputs, shift_inputs, special_values, tie_grid
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -52,7 +52,7 @@ def test_torch_draws_reproduce_qtorch_stochastic_rounding():
     torch.manual_seed(7)
     ref = qtorch_fixed_point_quantize(torch.from_numpy(x), 6, 5, clamp=True, symmetric=True, rounding="stochastic")
     model, _ = spec_model.fixed_point(x, 6, 5, clamp=True, symmetric=True, r=r)
-    assert_bits_equal(ref, model, "qtorch vs the SPEC model given torch_draws")
+    assert_bits_equal(ref, model, "qtorch vs the contract model given torch_draws")
     # ... and the draws matter: another seed rounds many elements differently.
     torch.manual_seed(8)
     other = qtorch_fixed_point_quantize(torch.from_numpy(x), 6, 5, clamp=True, symmetric=True, rounding="stochastic")

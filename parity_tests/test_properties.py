@@ -26,8 +26,8 @@ from qtorch.quant.quant_function import quant_cpu
 
 import wage_jax as wj
 import wage_torch as wt
-from parity_tests._helpers import assert_bits_equal, torch_draws
-from parity_tests.corpus import F32, MAX, SUB, TINY
+from wage_parity.bits import assert_bits_equal, torch_draws
+from wage_parity.corpus import F32, MAX, SUB, TINY
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

@@ -1,7 +1,7 @@
 """wage_jax against the torch reference (wage_torch on qtorch's CPU kernel), bit for bit, on the corpus.
 
 Every function of wage_jax's quantizer API, eagerly and under ``jax.jit``, on the fixed corpus of
-``parity_tests.corpus`` (every tie of every format from 2 to 16 bits with both neighbouring floats,
+``wage_parity.corpus`` (every tie of every format from 2 to 16 bits with both neighbouring floats,
 ±0, subnormals, values far beyond the range, all-zero tensors, random tensors of many scales):
 
 * ``fixed_point_quantize`` against ``qtorch.quant.fixed_point_quantize`` and
@@ -13,15 +13,15 @@ Every function of wage_jax's quantizer API, eagerly and under ``jax.jit``, on th
 * ``wage_quantize``'s output and input gradient (``jax.vjp``) against ``WAGEQuantizer``'s forward and
   backward with the same upstream gradient: every width with itself and with -1, unequal pairs, mixed modes.
 
-Stochastic rounding uses torch's own draws (see ``parity_tests.cases``). The comparisons live in
-``parity_tests.cases``, shared with ``python -m parity_tests.report``.
+Stochastic rounding uses torch's own draws (see ``wage_parity.cases``). The comparisons live in
+``wage_parity.cases``, shared with ``python -m wage_parity.report``.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from parity_tests.cases import MODES, Case, cases
+from wage_parity.cases import MODES, Case, cases
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

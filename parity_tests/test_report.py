@@ -1,4 +1,4 @@
-"""``python -m parity_tests.report``: the table and the exit status."""
+"""``python -m wage_parity.report``: the table and the exit status."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-import parity_tests.report as report
 import wage_jax as wj
+import wage_parity.report as report
 import wage_torch as wt
-from parity_tests.cases import FUNCTIONS, Call, Case
+from wage_parity.cases import FUNCTIONS, Call, Case
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

@@ -18,7 +18,7 @@ from qtorch.quant import fixed_point_quantize as qtorch_fixed_point_quantize
 
 import wage_jax as wj
 import wage_torch as wt
-from parity_tests.corpus import F32
+from wage_parity.corpus import F32
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

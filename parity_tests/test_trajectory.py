@@ -18,7 +18,6 @@ import torch
 from sklearn.datasets import load_digits
 
 import wage_torch
-from parity_tests.interop import flax_params_to_torch_weights, torch_weights_to_flax_params
 from wage_jax.models import MLP as JaxMLP
 from wage_jax.models import VGG7 as JaxVGG7
 from wage_jax.optax import wage_sgd
@@ -27,6 +26,7 @@ from wage_spec import WAGEConfig
 from wage_torch.models import MLP as TorchMLP
 from wage_torch.models import VGG7 as TorchVGG7
 from wage_torch.training import WAGETrainer
+from wage_train.interop import flax_params_to_torch_weights, torch_weights_to_flax_params
 
 
 def _bits(a) -> np.ndarray:
@@ -35,7 +35,7 @@ def _bits(a) -> np.ndarray:
 
 def _digits(n_batches: int, batch: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     data = load_digits()
-    x = (data.images.astype(np.float32) / 16.0) * 2.0 - 1.0  # [0, 1] -> [-1, 1] (SPEC §3)
+    x = (data.images.astype(np.float32) / 16.0) * 2.0 - 1.0  # [0, 1] -> [-1, 1] (docs/contract.md §3)
     y = data.target.astype(np.int64)
     rng = np.random.default_rng(seed)
     out = []

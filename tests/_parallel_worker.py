@@ -50,7 +50,7 @@ CONFIGS = {
 
 def digits_batches(n_batches: int, batch: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     data = load_digits()
-    x = (data.images.astype(np.float32) / 16.0) * 2.0 - 1.0  # [0, 1] -> [-1, 1] (SPEC §3)
+    x = (data.images.astype(np.float32) / 16.0) * 2.0 - 1.0  # [0, 1] -> [-1, 1] (docs/contract.md §3)
     y = data.target.astype(np.int32)
     rng = np.random.default_rng(seed)
     out: list[tuple[np.ndarray, np.ndarray]] = []

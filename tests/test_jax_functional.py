@@ -1,6 +1,6 @@
 """wage_jax's quantizers beyond parity: transformations, sharding, argument checking, dtypes, NaN/Inf.
 
-Expected values come from the independent NumPy model of SPEC §1-2 (``tests/spec_model.py``) or from
+Expected values come from the independent NumPy model of contract §1-2 (``tests/spec_model.py``) or from
 the definition of the property itself (a vmapped call equals the per-example calls, a straight-through
 gradient equals the upstream gradient), never from the code under test.
 """
@@ -21,7 +21,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import wage_jax as wj
-from tests import spec_model
+from wage_parity import spec_model
 
 F32 = np.float32
 RNG = np.random.default_rng(0)
@@ -156,7 +156,7 @@ _SHARDED_SCRIPT = textwrap.dedent(
     import jax, numpy as np
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     import wage_jax as wj
-    from tests import spec_model
+    from wage_parity import spec_model
     assert len(jax.devices()) == 4
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((8, 5)) * np.array([[1e-3], [1], [2], [3], [4], [5], [1e2], [6]])).astype(np.float32)

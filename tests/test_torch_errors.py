@@ -1,4 +1,4 @@
-"""Every bad argument to ``wage_torch`` gets a ``TypeError``/``ValueError`` naming the argument (SPEC §4)."""
+"""Every bad argument to ``wage_torch`` gets a ``TypeError``/``ValueError`` naming the argument (contract §4)."""
 
 from __future__ import annotations
 

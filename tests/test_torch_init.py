@@ -1,4 +1,4 @@
-"""``wage_torch.wage_init_`` against SPEC §3, with the formula written out here independently.
+"""``wage_torch.wage_init_`` against contract §3, with the formula written out here independently.
 
 ``float_limit = sqrt(3 * factor / fan_in)``, ``Wm = 1.5 / 2^(bits_W - 1)``,
 ``scale = max(2^round(log2(Wm / float_limit)), 1)`` (NumPy's round), ``L = max(Wm, float_limit)``
@@ -19,7 +19,7 @@ SHAPES = [(10, 1024), (1024, 512), (128, 3, 3, 3), (256, 128, 3, 3), (64, 32, 1,
 
 
 def spec_init(shape: tuple[int, ...], bits_W: int, factor: float) -> tuple[float, float]:
-    """(L, scale) straight from SPEC §3; fan_in of a torch (out, in, *kernel) weight is in * prod(kernel)."""
+    """(L, scale) straight from contract §3; fan_in of a torch (out, in, *kernel) weight is in * prod(kernel)."""
     fan_in = shape[1]
     for k in shape[2:]:
         fan_in *= k

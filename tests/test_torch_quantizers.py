@@ -1,7 +1,7 @@
-"""``wage_torch``'s ``shift``, ``C``, ``QW`` and ``QG`` against the independent NumPy model of SPEC §1-§2.
+"""``wage_torch``'s ``shift``, ``C``, ``QW`` and ``QG`` against the independent NumPy model of contract §1-§2.
 
 Every comparison is bit for bit on the float32 pattern (``.view(np.int32)``), so the sign of zero
-counts. Hand-derived literals pin the model itself to the SPEC's text where the rule is subtle.
+counts. Hand-derived literals pin the model itself to the contract's text where the rule is subtle.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import wage_torch as wt
-from tests import spec_model as spec
-from tests.spec_model import assert_same_bits
+from wage_parity import spec_model as spec
+from wage_parity.spec_model import assert_same_bits
 
 F32 = np.float32
 UP, DOWN = F32(np.inf), F32(-np.inf)
@@ -76,7 +76,7 @@ SPECIALS = np.array(
     ],
 )
 def test_qw_hand_derived(x: float, bits: int, want: float) -> None:
-    """Literal results derived by hand from SPEC §1, for the model and for wage_torch."""
+    """Literal results derived by hand from contract §1, for the model and for wage_torch."""
     expected = np.array([want], dtype=F32)
     assert_same_bits(spec.QW(np.array([x], F32), bits), expected)
     assert_same_bits(wt.QW(t(np.array([x])), bits), expected)
@@ -203,7 +203,7 @@ def test_shift_around_every_power_of_two() -> None:
                 out = wt.shift(t(x))
                 assert_same_bits(out, spec.shift(x))
                 top = np.abs(out.numpy()).max()
-                assert 0.5 < top <= 1.0, (k, m, top)  # SPEC: max|shift(x)| <= 1, and the smallest such 2^k
+                assert 0.5 < top <= 1.0, (k, m, top)  # contract: max|shift(x)| <= 1, and the smallest such 2^k
                 assert (top == 1.0) == (math.frexp(float(m))[0] == 0.5)  # 1 exactly iff max|x| is 2^k
 
 
@@ -246,7 +246,7 @@ def test_qg_gradients_of_extreme_magnitude() -> None:
 @pytest.mark.parametrize("lr", [8.1, 0.7, 3.3])
 @pytest.mark.parametrize("bits", [2, 8])
 def test_qg_factor_is_rounded_to_float32_before_the_product(lr: float, bits: int) -> None:
-    """SPEC §2: ``lr / 2^(bits_G-1)`` in double, then a float32 product (torch multiplies by ``float32(norm)``).
+    """contract §2: ``lr / 2^(bits_G-1)`` in double, then a float32 product (torch multiplies by ``float32(norm)``).
 
     Inputs near the rounding ties where a double product rounded once would round the other way.
     """

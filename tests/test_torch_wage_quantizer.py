@@ -1,4 +1,4 @@
-"""``wage_torch.WAGEQuantizer`` forward and backward against the NumPy model of SPEC §2.
+"""``wage_torch.WAGEQuantizer`` forward and backward against the NumPy model of contract §2.
 
 Forward: ``FP(x; bits_A)`` and its clamp mask (identity when ``bits_A == -1``). Backward:
 ``FP(shift(g); bits_E)`` zeroed where the forward clamped (``g`` unchanged when ``bits_E == -1``).
@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import wage_torch as wt
-from tests import spec_model as spec
-from tests.spec_model import assert_same_bits
+from wage_parity import spec_model as spec
+from wage_parity.spec_model import assert_same_bits
 
 F32 = np.float32
 MODES = ("nearest", "stochastic")
@@ -43,7 +43,7 @@ def model(
     seed_fwd: int = 0,
     seed_bwd: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The SPEC's forward/backward, with the draws torch's generator gives after the same seeds."""
+    """The contract's forward/backward, with the draws torch's generator gives after the same seeds."""
     torch.manual_seed(seed_fwd)
     r_a = torch.rand(x.shape).numpy() if A_mode == "stochastic" else None
     torch.manual_seed(seed_bwd)

@@ -1,6 +1,6 @@
 """WAGE (Wu et al., ICLR 2018) in JAX: integer weights, activations, gradients and errors.
 
-Bit for bit the arithmetic of QPyTorch's WAGE example on qtorch's CPU kernel (``shared/SPEC.md``),
+Bit for bit the arithmetic of QPyTorch's WAGE example on qtorch's CPU kernel (``docs/contract.md``),
 jit-compiled on CPU, GPU and TPU.
 """
 
@@ -8,6 +8,9 @@ from wage_jax import checked
 from wage_jax.fixed_point import fixed_point_quantize, fixed_point_quantize_with_mask
 from wage_jax.functional import QG, QW, C, shift, straight_through
 from wage_jax.wage_quantizer import wage_quantize
+from wage_spec._version import installed_version
+
+__version__ = installed_version()
 
 __all__ = [
     "C",

@@ -1,4 +1,4 @@
-"""Fixed-point quantization with qtorch's CPU-kernel semantics, bit for bit (SPEC §1).
+"""Fixed-point quantization with qtorch's CPU-kernel semantics, bit for bit (docs/contract.md §1).
 
 qtorch (``quant_cpu/sim_helper.cpp``) rounds one float32 ``a`` to ``fl`` fractional bits as
 ``a = ldexp(a, fl); a = nearbyint(a + r - 0.5); a = ldexp(a, -fl)``: the sum ``a + r`` is float32,
@@ -190,7 +190,7 @@ def fixed_point_quantize(
     key: jax.Array | None = None,
     noise: jax.Array | None = None,
 ) -> jax.Array:
-    """Quantize ``x`` to a fixed-point number of ``wl`` bits with ``fl`` fractional bits (SPEC §1).
+    """Quantize ``x`` to a fixed-point number of ``wl`` bits with ``fl`` fractional bits (docs/contract.md §1).
 
     ``q = nearbyint(float32(x * 2^fl + r) - 0.5) * 2^-fl``, then clamped to
     ``[-2^(wl-fl-1) (+2^-fl if symmetric), 2^(wl-fl-1) - 2^-fl]`` when ``clamp``; ``r = 1/2`` for

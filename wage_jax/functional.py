@@ -1,4 +1,4 @@
-"""WAGE's functional API in JAX: ``shift``, ``C``, ``QW``, ``QG`` (SPEC §2).
+"""WAGE's functional API in JAX: ``shift``, ``C``, ``QW``, ``QG`` (docs/contract.md §2).
 
 Pure functions over jax arrays with the torch API's names, parameter order and defaults. They work
 eagerly and under ``jit``, ``vmap`` and ``grad``; bit arguments and modes are static Python values,

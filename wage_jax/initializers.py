@@ -1,4 +1,4 @@
-"""The WAGE weight initializer for Flax kernels (SPEC §3; WAGE Eq. 6-7).
+"""The WAGE weight initializer for Flax kernels (docs/contract.md §3; WAGE Eq. 6-7).
 
 Flax stores kernels as ``(in, out)`` and ``(kh, kw, in, out)``; the fan-in is the product of all but
 the last dimension. The arithmetic (limit and scale) is ``wage_spec.wage_init_limits``, shared with

@@ -1,4 +1,4 @@
-"""WAGE models in Flax linen: a small MLP and the paper's VGG7 (SPEC §3).
+"""WAGE models in Flax linen: a small MLP and the paper's VGG7 (docs/contract.md §3).
 
 ``quantized=False`` gives the float baseline with the same architecture and parameter names: plain
 dense/conv layers (fan-in uniform init), no quantizers; train it with plain SGD on the same loss.
@@ -64,7 +64,7 @@ class MLP(_WAGEBlocks):
 
 
 class VGG7(_WAGEBlocks):
-    """The paper's VGG7 for 32x32 NHWC images (SPEC §3); ``widths``/``hidden`` shrink it for tests.
+    """The paper's VGG7 for 32x32 NHWC images (docs/contract.md §3); ``widths``/``hidden`` shrink it for tests.
 
     conv w0, ReLU, Q; conv w0, pool, ReLU, Q; conv w1, ReLU, Q; conv w1, pool, ReLU, Q; conv w2, ReLU, Q;
     conv w2, pool, ReLU, Q; dense ``hidden``, ReLU, Q; dense ``num_classes``. The features are flattened

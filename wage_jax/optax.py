@@ -1,4 +1,4 @@
-"""WAGE's weight update as optax transformations (WAGE Eq. 11-12; SPEC §3).
+"""WAGE's weight update as optax transformations (WAGE Eq. 11-12; contract §3).
 
 The reference updates every weight accumulator as ``w <- C(w, bits_W) - QG(grad, bits_G, lr)``. In
 optax terms: ``scale_by_qg`` maps each gradient leaf to ``-QG(g, bits_G, lr)``, ``optax.apply_updates``
@@ -75,7 +75,7 @@ def scale_by_qg(
 
 
 def clip_params(params: Any, bits_W: int) -> Any:
-    """``C(w, bits_W)`` on every leaf: the step after ``optax.apply_updates`` (SPEC §3)."""
+    """``C(w, bits_W)`` on every leaf: the step after ``optax.apply_updates`` (docs/contract.md §3)."""
     bits_W = check_bits(bits_W, "bits_W")
     return jax.tree_util.tree_map(lambda w: C(w, bits_W), params)
 
@@ -105,5 +105,5 @@ def wage_sgd(
     *,
     key: jax.Array | None = None,
 ) -> WAGEOptimizer:
-    """WAGE's optimizer: quantized gradients (``QG``) and clipped accumulators (``C``), SPEC §3."""
+    """WAGE's optimizer: quantized gradients (``QG``) and clipped accumulators (``C``), contract §3."""
     return WAGEOptimizer(scale_by_qg(bits_G, learning_rate, mode, key=key), check_bits(bits_W, "bits_W"))

@@ -14,7 +14,7 @@ __all__ = ["make_train_step", "sse_loss"]
 
 
 def sse_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """``0.5 * sum((logits - onehot(labels))^2)`` over the batch (SPEC §3). logits ``(N, K)``, labels ``(N,)`` int."""
+    """``0.5 * sum((logits - onehot(labels))^2)`` (contract §3). logits ``(N, K)``, labels ``(N,)`` int."""
     onehot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
     return 0.5 * jnp.sum(jnp.square(logits - onehot))
 

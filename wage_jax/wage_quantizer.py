@@ -1,4 +1,4 @@
-"""The WAGE quantizer as a function with a ``jax.custom_vjp`` (SPEC §2; WAGE Eq. 8-10).
+"""The WAGE quantizer as a function with a ``jax.custom_vjp`` (docs/contract.md §2; WAGE Eq. 8-10).
 
 forward: activations ``FP(x; bits_A, bits_A-1, clamp, symmetric, A_mode)`` (identity for
 ``bits_A == -1``), remembering the clamp mask.

@@ -6,10 +6,19 @@ training loop: ``wage_torch.models``, ``wage_torch.training``.
 """
 
 # isort: off
+try:
+    import torch  # noqa: F401
+except ImportError:  # one line, not a traceback into qtorch: the JAX install has no torch on purpose
+    raise ImportError(
+        "wage_torch needs torch and qtorch: pip install 'wage-jax[torch]' (install your torch build first)"
+    ) from None
 from wage_torch import _qtorch_env  # noqa: F401  (sets the build cache before qtorch's first import)
 
 # isort: on
+from wage_spec._version import installed_version
 from wage_torch.initializer import wage_init_
 from wage_torch.wage_qtorch import QG, QW, C, WAGEQuantizer, shift
+
+__version__ = installed_version()
 
 __all__ = ["C", "QG", "QW", "WAGEQuantizer", "shift", "wage_init_"]

@@ -1,4 +1,4 @@
-"""The WAGE weight initializer for torch tensors (SPEC §3), as ``xbtorch.quant.wage_init`` has it."""
+"""The WAGE weight initializer for torch tensors (docs/contract.md §3), as ``xbtorch.quant.wage_init`` has it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""WAGE models in torch, built from the documented API: a small MLP and the paper's VGG7 (SPEC §3).
+"""WAGE models in torch, built from the documented API: a small MLP and the paper's VGG7 (docs/contract.md §3).
 
 Weights are drawn by ``wage_init_`` (which records each layer's ``weight_scale``); training with the
 reference update loop is ``wage_torch.training.WAGETrainer``. ``quantized=False`` gives the float
@@ -66,7 +66,7 @@ class MLP(nn.Module):
 
 
 class VGG7(nn.Module):
-    """The paper's VGG7 for ``(N, C, 32, 32)`` images (SPEC §3); ``widths``/``hidden`` shrink it for tests."""
+    """The paper's VGG7 for ``(N, C, 32, 32)`` images (contract §3); ``widths``/``hidden`` shrink it for tests."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""The reference WAGE training loop in torch (SPEC §3), as QPyTorch's WAGE example runs it.
+"""The reference WAGE training loop in torch (docs/contract.md §3), as QPyTorch's WAGE example runs it.
 
 Each step: forward weights ``param.data = QW(w_acc, bits_W, scale)``; sum-of-squares loss against
 one-hot targets; backward; then for every layer ``w_acc <- C(w_acc, bits_W) - QG(grad, bits_G, lr)``.

@@ -2,7 +2,7 @@
 
 Wu, Li, Chen and Shi, "Training and Inference with Integers in Deep Neural Networks", ICLR 2018.
 Names, parameter order, defaults and behaviour follow the documented module (QPyTorch's
-``examples/WAGE/wage_qtorch.py``), with the two fixes that ``shared/SPEC.md`` §2 makes the contract:
+``examples/WAGE/wage_qtorch.py``), with the two fixes that ``docs/contract.md`` §2 makes the contract:
 
 * ``shift`` takes its exponent exactly from the bits of ``max|x|`` (the reference's float32
   ``log2`` rounds down just above a power of two) and returns an all-zero tensor unchanged (the
@@ -51,7 +51,7 @@ def _shift_f32(x: torch.Tensor, name: str) -> torch.Tensor:
     if not torch.isfinite(m):
         raise ValueError(f"{name} contains NaN or Inf: WAGE's shift needs finite values")
     if m == 0:
-        # SPEC §2 fix: the reference divides 0 by 2^-inf and returns NaN.
+        # contract §2 fix: the reference divides 0 by 2^-inf and returns NaN.
         return x
     # k = ceil(log2 m), exactly: m = f * 2^e with f in [0.5, 1), and log2 m is an integer iff f == 0.5.
     f, e = torch.frexp(m)

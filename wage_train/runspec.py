@@ -41,7 +41,7 @@ class ModelSpec:
 def lr_table(base_lr: float, epochs: int, schedule: str) -> list[float]:
     """Per-epoch learning rates: ``"constant"`` gives ``base_lr``; ``"paper"`` gives ``base_lr * paper_lr(e) / 8``.
 
-    With ``base_lr = 8`` the paper schedule is WAGE's own (SPEC §3): 8, then 1, then 1/8 for the first
+    With ``base_lr = 8`` the paper schedule is WAGE's own (docs/contract.md §3): 8, then 1, then 1/8 for the first
     2/3, the next 1/6 and the last 1/6 of ``epochs``.
     """
     if schedule == "constant":

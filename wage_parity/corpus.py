@@ -1,4 +1,4 @@
-"""The fixed input corpus of the parity suite (used by the tests and by ``python -m parity_tests.report``).
+"""The fixed input corpus of the parity suite (used by the tests and by ``python -m wage_parity.report``).
 
 Every builder is deterministic (seeded NumPy generators) and returns float32 arrays:
 

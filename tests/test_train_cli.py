@@ -10,10 +10,10 @@ import orbax.checkpoint as ocp
 import pytest
 import torch
 
-from examples.reporting import results_table
-from examples.runspec import lr_table
-from examples.train import parse_bits, run
-from tests.test_examples_data import write_fake_cifar, write_fake_mnist
+from wage_train.cli import parse_bits, run
+from tests.test_train_data import write_fake_cifar, write_fake_mnist
+from wage_train.reporting import results_table
+from wage_train.runspec import lr_table
 
 QUICK = ["--no-progress", "--limit-batches", "3"]
 
@@ -214,7 +214,7 @@ def test_option_errors(capsys):
 def test_parse_bits_and_paper_schedule():
     assert parse_bits("2-8-8-8") == [2, 8, 8, 8]
     assert parse_bits("2-fp-8-fp") == [2, -1, 8, -1]
-    # SPEC §3: 300 epochs: 8 for 0-199, 1 for 200-249, 1/8 for 250-299.
+    # contract §3: 300 epochs: 8 for 0-199, 1 for 200-249, 1/8 for 250-299.
     table = lr_table(8.0, 300, "paper")
     assert table[:200] == [8.0] * 200 and table[200:250] == [1.0] * 50 and table[250:] == [0.125] * 50
     assert lr_table(0.003, 60, "paper")[45] == pytest.approx(0.003 / 8)

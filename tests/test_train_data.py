@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
-from examples.data import (
+from wage_train.data import (
     DataError,
     augment_crop_flip,
     load_cifar10,

@@ -5,7 +5,7 @@ of the same call on the same inputs. A ``Case`` groups the calls of one function
 compilation: ``Case.compare(mode)`` runs them eagerly (``"eager"``) or as one ``jax.jit`` program
 (``"jit"``; one compilation per case instead of one per call keeps the suite fast) and compares
 every output with the reference bit for bit. The pytest modules parametrize over ``cases(function)``;
-``python -m parity_tests.report`` runs every case of ``all_cases()``. (Each call jitted on its own, as
+``python -m wage_parity.report`` runs every case of ``all_cases()``. (Each call jitted on its own, as
 a user would, is what ``test_properties`` does for random arguments.)
 
 Stochastic rounding is compared exactly: qtorch draws ``torch.rand_like`` from torch's default
@@ -31,8 +31,8 @@ from qtorch.quant.quant_function import quant_cpu
 
 import wage_jax as wj
 import wage_torch as wt
-from parity_tests._helpers import BitDiff, bit_diff, torch_draws
-from parity_tests.corpus import (
+from wage_parity.bits import BitDiff, bit_diff, torch_draws
+from wage_parity.corpus import (
     F32,
     fixed_point_inputs,
     gradient_like,

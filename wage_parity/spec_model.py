@@ -1,12 +1,12 @@
-"""An independent NumPy model of the WAGE quantizers, written from ``shared/SPEC.md`` §1-§2 only.
+"""An independent NumPy model of the WAGE quantizers, written from ``docs/contract.md`` §1-§2 only.
 
-Nothing here imports or copies ``wage_torch`` / ``wage_jax``: every rule is the SPEC's text turned
-into NumPy, with Python's exact float64 arithmetic where the SPEC asks for exactness. The tests hold
+Nothing here imports or copies ``wage_torch`` / ``wage_jax``: every rule is the contract's text turned
+into NumPy, with Python's exact float64 arithmetic where the contract asks for exactness. The tests hold
 ``wage_torch`` (and may hold ``wage_jax``) to this model bit for bit, the sign of zero included.
 
 Arrays are float32 on the way in and out (other inputs are converted with ``np.float32`` first).
 Stochastic rounding takes its uniform draws ``r`` (float32, in ``[0, 1)``) as an argument: the
-tests obtain them from torch's generator, exactly as qtorch's kernel draws them (SPEC §1).
+tests obtain them from torch's generator, exactly as qtorch's kernel draws them (docs/contract.md §1).
 
 Paper: Wu, Li, Chen and Shi, "Training and Inference with Integers in Deep Neural Networks",
 ICLR 2018 — Eq. 4 (``Clip``), Eq. 5 (``Q``), Eq. 7 (``QW``), Eq. 9 (``Shift``, ``QE``), Eq. 11-12 (``QG``).
@@ -34,7 +34,7 @@ _F32 = np.float32
 
 
 def fixed_point_range(wl: int, fl: int, symmetric: bool) -> tuple[np.float32, np.float32]:
-    """SPEC §1: ``t_min = -2^(wl-fl-1)``, ``t_max = 2^(wl-fl-1) - 2^-fl``; symmetric raises ``t_min`` by ``2^-fl``.
+    """contract §1: ``t_min = -2^(wl-fl-1)``, ``t_max = 2^(wl-fl-1) - 2^-fl``; symmetric raises ``t_min`` by ``2^-fl``.
 
     Returns the two bounds as float32 scalars (computed exactly in float64, then rounded once).
     """
@@ -53,7 +53,7 @@ def fixed_point(
     symmetric: bool,
     r: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``FP(x; wl, fl, clamp, symmetric, rounding)`` of SPEC §1 (the paper's ``Q(x, k)``, Eq. 5).
+    """``FP(x; wl, fl, clamp, symmetric, rounding)`` of contract §1 (the paper's ``Q(x, k)``, Eq. 5).
 
     Per element: ``y = x * 2^fl`` (float32, exact but for overflow), ``s = float32(y + r)``,
     ``q = nearbyint(double(s) - 0.5)`` (``np.rint`` is round-half-to-even in double, as C's
@@ -75,7 +75,7 @@ def fixed_point(
         raise ValueError(f"r must have x's shape {x.shape}, got {rr.shape}")
     with np.errstate(over="ignore", invalid="ignore"):
         y = (x * _F32(2.0**fl)).astype(_F32)  # a power-of-two scaling: exact in float32 unless it overflows
-        s = (y + rr).astype(_F32)  # the float32 addition comes first (SPEC §1)
+        s = (y + rr).astype(_F32)  # the float32 addition comes first (docs/contract.md §1)
         q = np.rint(s.astype(np.float64) - 0.5)  # double, round half to even
         out = (q * 2.0**-fl).astype(_F32)
     t_min, t_max = fixed_point_range(wl, fl, symmetric)
@@ -92,7 +92,7 @@ def _ceil_log2(m: float) -> int:
 
 
 def shift(x: np.ndarray) -> np.ndarray:
-    """SPEC §2 ``shift``: ``x / 2^k``, ``k = ceil(log2(max|x|))`` exactly (Eq. 9's ``Shift``).
+    """contract §2 ``shift``: ``x / 2^k``, ``k = ceil(log2(max|x|))`` exactly (Eq. 9's ``Shift``).
 
     The quotient is formed exactly in float64 (float64 holds every float32 and every ``2^k`` here)
     and rounded once to float32, which is the correctly rounded float32 quotient, subnormal results
@@ -114,7 +114,7 @@ def shift(x: np.ndarray) -> np.ndarray:
 
 
 def C(x: np.ndarray, bits: int) -> np.ndarray:
-    """SPEC §2 ``C`` (Eq. 4): clamp to ``[-1 + d, 1 - d]``, ``d = 2^-(bits-1)``; ``d = 0`` if ``bits > 15``
+    """contract §2 ``C`` (Eq. 4): clamp to ``[-1 + d, 1 - d]``, ``d = 2^-(bits-1)``; ``d = 0`` if ``bits > 15``
     or ``bits == 1``.
 
     Shape/dtype: any shape, float32 in and out.
@@ -126,7 +126,7 @@ def C(x: np.ndarray, bits: int) -> np.ndarray:
 
 
 def QW(x: np.ndarray, bits: int, scale: float = 1.0, r: np.ndarray | None = None) -> np.ndarray:
-    """SPEC §2 ``QW``: ``FP(x; bits, bits-1, clamp=True, symmetric=True)``, divided by ``scale`` if ``scale > 1.8``.
+    """contract §2 ``QW``: ``FP(x; bits, bits-1, clamp=True, symmetric=True)``, divided by ``scale`` if ``scale > 1.8``.
 
     The division is float32 by ``float32(scale)`` (exact for the initializer's powers of two).
     """
@@ -138,7 +138,7 @@ def QW(x: np.ndarray, bits: int, scale: float = 1.0, r: np.ndarray | None = None
 
 
 def QG(x: np.ndarray, bits_G: int, lr: float, r: np.ndarray | None = None) -> np.ndarray:
-    """SPEC §2 ``QG``: ``FP((lr / 2^(bits_G-1)) * shift(x); bits_G, bits_G-1, clamp=False, symmetric=True)``.
+    """contract §2 ``QG``: ``FP((lr / 2^(bits_G-1)) * shift(x); bits_G, bits_G-1, clamp=False, symmetric=True)``.
 
     The factor is formed in double, rounded to float32, and the product is float32 (Eq. 11-12).
     """
@@ -150,7 +150,7 @@ def QG(x: np.ndarray, bits_G: int, lr: float, r: np.ndarray | None = None) -> np
 
 
 def wage_forward(x: np.ndarray, bits_A: int, r: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """SPEC §2 ``WAGEQuantizer`` forward: ``(output, clamp mask)``; ``bits_A == -1`` is the identity with no mask."""
+    """``WAGEQuantizer`` forward (contract §2): ``(output, clamp mask)``; ``bits_A == -1``: identity, no mask."""
     x = np.asarray(x, dtype=_F32)
     if bits_A == -1:
         return x.copy(), np.zeros(x.shape, dtype=bool)
@@ -158,7 +158,7 @@ def wage_forward(x: np.ndarray, bits_A: int, r: np.ndarray | None = None) -> tup
 
 
 def wage_backward(g: np.ndarray, mask: np.ndarray, bits_E: int, r: np.ndarray | None = None) -> np.ndarray:
-    """SPEC §2 ``WAGEQuantizer`` backward of the incoming gradient ``g`` (Eq. 9-10's ``QE``).
+    """contract §2 ``WAGEQuantizer`` backward of the incoming gradient ``g`` (Eq. 9-10's ``QE``).
 
     ``bits_E == -1``: ``g`` unchanged, the mask not applied. Else ``FP(shift(g); bits_E, bits_E-1,
     clamp=True, symmetric=True)``, then ``+0.0`` where ``mask`` is set.

@@ -2,7 +2,7 @@
 
 Every loader returns a :class:`Dataset` holding raw ``uint8`` pixels in NHWC layout; :func:`to_inputs`
 turns a batch into the network's float32 inputs, scaled from ``[0, 1]`` to ``[-1, 1]`` as the WAGE
-reference does (SPEC §3). Keeping ``uint8`` keeps CIFAR-10 at 150 MB instead of 600 MB.
+reference does (docs/contract.md §3). Keeping ``uint8`` keeps CIFAR-10 at 150 MB instead of 600 MB.
 
 * ``digits``: scikit-learn's 8x8 digits (embedded in scikit-learn, offline), pixel values 0..16; a fixed
   split: the first 1437 images of a seed-0 permutation for training, the last 360 for testing.
@@ -75,7 +75,7 @@ class Dataset:
 
 
 def to_inputs(x: np.ndarray, max_value: float) -> np.ndarray:
-    """Raw pixels ``(N, ...)`` in ``[0, max_value]`` -> float32 ``(x / max_value) * 2 - 1`` in ``[-1, 1]`` (SPEC §3)."""
+    """Raw pixels ``(N, ...)`` in ``[0, max_value]`` -> float32 ``(x / max_value) * 2 - 1`` in ``[-1, 1]``."""
     return (x.astype(np.float32) / np.float32(max_value)) * np.float32(2.0) - np.float32(1.0)
 
 

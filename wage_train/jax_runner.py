@@ -19,7 +19,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from examples.runspec import ModelSpec
 from wage_jax import parallel
 from wage_jax.functional import QW
 from wage_jax.initializers import kernel_scale
@@ -27,6 +26,7 @@ from wage_jax.models import MLP, VGG7
 from wage_jax.optax import wage_sgd
 from wage_jax.train import make_train_step
 from wage_spec import WAGEConfig
+from wage_train.runspec import ModelSpec
 
 __all__ = ["FloatSGD", "JaxRunner", "build_model", "layer_order"]
 
@@ -77,7 +77,7 @@ def _plain(x: Any) -> jax.Array:
 
 
 class JaxRunner:
-    """Trains one model in JAX; the same interface as ``examples.torch_runner.TorchRunner``.
+    """Trains one model in JAX; the same interface as ``wage_train.torch_runner.TorchRunner``.
 
     Args:
         spec: the architecture.
@@ -117,7 +117,7 @@ class JaxRunner:
         # Jitted: eager Flax init would compile every primitive on its own (seconds on CPU).
         params = jax.jit(self.model.init)({"params": k_param, "wage": k_param}, dummy)["params"]
         if init_weights is not None:
-            from parity_tests.interop import torch_weights_to_flax_params
+            from wage_train.interop import torch_weights_to_flax_params
 
             params = torch_weights_to_flax_params(list(init_weights), params)
         table = jnp.asarray(lrs, jnp.float32)
@@ -166,7 +166,7 @@ class JaxRunner:
     def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """One update on inputs ``x`` ``(B, H, W, C)`` float32 and labels ``y`` ``(B,)``; returns ``(loss, logits)``.
 
-        ``loss`` is the batch's ``0.5 * sum((logits - onehot)^2)`` (SPEC §3) and ``logits`` ``(B, K)``
+        ``loss`` is the batch's ``0.5 * sum((logits - onehot)^2)`` (docs/contract.md §3) and ``logits`` ``(B, K)``
         float32 are those of the forward pass that the update used.
         """
         key = None
@@ -198,7 +198,7 @@ class JaxRunner:
 
     def accumulators(self) -> list[np.ndarray]:
         """The weight accumulators (WAGE) or weights (float) in torch order and layout."""
-        from parity_tests.interop import flax_params_to_torch_weights
+        from wage_train.interop import flax_params_to_torch_weights
 
         return flax_params_to_torch_weights(jax.device_get(self.params))
 
@@ -208,7 +208,7 @@ class JaxRunner:
 
     def forward_weights(self) -> list[tuple[str, np.ndarray]]:
         """``(name, weights)`` per layer as the forward pass uses them: ``QW(w_acc, bits_W, scale)`` for WAGE
-        (nearest rounding, SPEC §2), the raw float weights for the baseline."""
+        (nearest rounding, contract §2), the raw float weights for the baseline."""
         out = []
         for name in self.layer_names():
             kernel = self.params[name]["kernel"]

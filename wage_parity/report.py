@@ -1,8 +1,8 @@
 """Print how many elements wage_jax and the torch reference were compared on, and how many differ.
 
-Usage: ``python -m parity_tests.report [--function NAME ...] [--verbose]``
+Usage: ``python -m wage_parity.report [--function NAME ...] [--verbose]``
 
-Runs every comparison of ``parity_tests.cases`` (the corpus of the parity tests, eagerly and under
+Runs every comparison of ``wage_parity.cases`` (the corpus of the parity tests, eagerly and under
 ``jax.jit``) and prints one row per function and mode: cases, elements compared, elements whose
 float32 bit patterns differ. Exit status 1 if any element differs, 0 otherwise.
 """
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from parity_tests.cases import FUNCTIONS, MODES, cases
+from wage_parity.cases import FUNCTIONS, MODES, cases
 
 __all__ = ["main", "run"]
 
@@ -64,7 +64,7 @@ def _table(rows: list[dict[str, object]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m parity_tests.report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="wage-parity", description=__doc__.splitlines()[0])
     parser.add_argument("--function", action="append", choices=FUNCTIONS, help="only these functions (repeatable)")
     parser.add_argument("--verbose", action="store_true", help="print every case as it runs")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Per-epoch table, metrics files, plots and the multi-run results table of the training example.
 
-``python -m examples.reporting RUN_DIR...`` prints a markdown table (test accuracy mean ± std over
+``python -m wage_train.reporting RUN_DIR...`` prints a markdown table (test accuracy mean ± std over
 seeds, run time) of finished runs, grouped by data set, model, WAGE/float and framework.
 """
 

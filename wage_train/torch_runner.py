@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from examples.runspec import ModelSpec, schedule_index
 from wage_spec import WAGEConfig
 from wage_torch.models import MLP, VGG7
 from wage_torch.training import WAGETrainer, sse_loss
 from wage_torch.wage_qtorch import QW
+from wage_train.runspec import ModelSpec, schedule_index
 
 __all__ = ["TorchRunner", "build_model"]
 
@@ -36,7 +36,7 @@ def build_model(spec: ModelSpec, config: WAGEConfig, quantized: bool) -> torch.n
 
 
 class TorchRunner:
-    """Trains one model in torch; the same interface as ``examples.jax_runner.JaxRunner``.
+    """Trains one model in torch; the same interface as ``wage_train.jax_runner.JaxRunner``.
 
     Inputs arrive NHWC (as the JAX side takes them): the MLP flattens them in that order (so weights
     transfer between frameworks), VGG7 gets them permuted to NCHW.

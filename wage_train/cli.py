@@ -1,0 +1,169 @@
+"""Train a WAGE network (Wu et al., ICLR 2018) end to end, in JAX (default) or torch, or both side by side.
+
+Default: WAGE 2-8-8-8 (W-A-G-E bits), an MLP 64-256-10 on scikit-learn's 8x8 digits (embedded, offline),
+batch 128, lr 8 on the paper's schedule (8, then 1, then 1/8). Also MNIST (idx files) and CIFAR-10 (python
+batches, with the paper's pad-4 crop and flip augmentation, VGG7) from ``--data-dir``.
+
+Each step is WAGE's: forward with ``QW(w_acc)`` weights and ``Q_A`` activations, sum-of-squares loss,
+backward with ``Q_E`` errors, then ``w_acc <- C(w_acc, bits_W) - QG(grad, bits_G, lr)`` (docs/contract.md §3).
+
+Examples::
+
+    wage-train                                 # digits, JAX, WAGE 2-8-8-8
+    wage-train --framework torch --seed 1
+    wage-train --float                         # float baseline (plain SGD), same MLP
+    wage-train --compare                       # JAX and torch from one init and one batch order
+    wage-train --dataset cifar10 --data-dir ~/data   # the paper's VGG7, 300 epochs
+    wage-train --resume                        # continue the run in runs/<name>
+
+Outputs in ``--out-dir`` (default ``runs/<name>``): ``config.json``, ``metrics.csv`` and ``metrics.json``
+(per epoch: loss, train/test accuracy, lr, time, images/s), ``plot.png`` (curves and a histogram of each
+layer's quantized weights), ``weights.npz`` (the final accumulators), ``checkpoints/`` (the latest epoch;
+``--resume`` continues bit-exactly).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from wage_spec import FULL_PRECISION
+from wage_train.config import FLOAT_LR, WAGE_LR, UsageError, resolve_config, resume_config
+from wage_train.data import DATASETS, DataError, load_dataset
+
+__all__ = ["build_parser", "main", "parse_bits", "run"]
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def parse_bits(text: str) -> list[int]:
+    """``"2-8-8-8"`` -> ``[2, 8, 8, 8]`` (W-A-G-E); ``fp`` for A or E means full precision (-1)."""
+    parts = text.replace(",", "-").split("-")
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError(f"--bits takes W-A-G-E, e.g. 2-8-8-8, got {text!r}")
+    out = []
+    for name, p in zip("WAGE", parts, strict=True):
+        if p.lower() in ("fp", "f", "full") and name in "AE":
+            out.append(FULL_PRECISION)
+            continue
+        try:
+            out.append(int(p))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--bits: {name} bits must be an int (or fp for A/E), got {p!r}") from None
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``wage-train`` argument parser. Every option defaults to None: :func:`resolve_config` fills
+    dataset-dependent defaults, and ``--resume`` can tell which options were given."""
+    p = argparse.ArgumentParser(
+        prog="wage-train",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+        allow_abbrev=False,
+    )
+    which = p.add_argument_group("what to run")
+    fw = which.add_mutually_exclusive_group()
+    fw.add_argument("--framework", choices=("jax", "torch"), help="default: jax")
+    fw.add_argument(
+        "--compare",
+        action="store_true",
+        default=None,
+        help="train in JAX and torch from the same init and batches and report per epoch whether the "
+        "trajectories are identical (all rounding modes nearest unless set explicitly)",
+    )
+    which.add_argument("--float", action="store_true", default=None, help="float baseline: no quantizers, plain SGD")
+    data = p.add_argument_group("data and model")
+    data.add_argument("--dataset", choices=DATASETS, help="default: digits (embedded)")
+    data.add_argument("--data-dir", help="directory with the MNIST idx files or cifar-10-batches-py/")
+    data.add_argument("--model", choices=("mlp", "vgg7"), help="default: mlp (digits, mnist), vgg7 (cifar10)")
+    data.add_argument("--hidden", type=_ints, help="MLP hidden widths, e.g. 256 or 512,256 (default 256; mnist 1024)")
+    data.add_argument("--widths", type=_ints, help="VGG7 conv widths of the 3 stages (default 128,256,512)")
+    data.add_argument("--vgg-hidden", type=int, help="VGG7 dense width (default 1024)")
+    data.add_argument(
+        "--augment",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="pad-4 random crop + horizontal flip (default: on for cifar10 only)",
+    )
+    q = p.add_argument_group("WAGE quantization")
+    q.add_argument("--bits", type=parse_bits, help="W-A-G-E bits (default 2-8-8-8; fp = full precision for A/E)")
+    for m, default in zip("WAGE", ("nearest", "nearest", "stochastic", "stochastic"), strict=True):
+        q.add_argument(f"--{m}-mode", choices=("nearest", "stochastic"), help=f"rounding of {m} (default {default})")
+    q.add_argument("--factor", type=float, help="initializer variance factor (default 1.0, the paper's)")
+    t = p.add_argument_group("training")
+    t.add_argument("--epochs", type=int, help="default: 60 (digits), 100 (mnist), 300 (cifar10)")
+    t.add_argument("--batch-size", type=int, help="default 128")
+    t.add_argument(
+        "--lr", type=float, help=f"base learning rate (default {WAGE_LR:g} for WAGE, {FLOAT_LR:g} for --float)"
+    )
+    t.add_argument(
+        "--schedule",
+        choices=("paper", "constant"),
+        help="paper (default): lr x1 for 2/3 of the epochs, x1/8 for 1/6, x1/64 for 1/6; constant: lr",
+    )
+    t.add_argument("--seed", type=int, help="initial weights, batch order and random rounding (default 0)")
+    t.add_argument("--limit-batches", type=int, help="at most this many training batches per epoch (quick checks)")
+    t.add_argument("--eval-batch-size", type=int, help="default 500")
+    r = p.add_argument_group("output")
+    r.add_argument("--out-dir", help="default runs/<name>")
+    r.add_argument("--name", help="run name (default from data set, model, bits, framework and seed)")
+    r.add_argument("--resume", action="store_true", default=None, help="continue the run saved in --out-dir")
+    r.add_argument("--stop-after", type=int, help="stop after this many epochs of this invocation (resume later)")
+    r.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
+    r.add_argument(
+        "--devices",
+        type=int,
+        help="JAX: train data-parallel over this many local devices (default: all; the batch size must divide "
+        "by it, else one device is used). The result is bit-identical for every device count.",
+    )
+    r.add_argument(
+        "--torch-threads",
+        type=int,
+        help="torch intra-op threads (default: 1 for digits, whose steps are too small to split across "
+        "threads, and torch's default otherwise)",
+    )
+    return p
+
+
+def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Parse ``argv``, train, write the outputs; returns the run's summary (as in ``metrics.json``).
+
+    Exits (``SystemExit`` 2) with one clear message on bad options or missing data.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = resolve_config(args)
+        out_dir = Path(cfg["out_dir"])
+        if args.resume:
+            cfg = resume_config(cfg, args, out_dir)
+        data = load_dataset(cfg["dataset"], cfg["data_dir"])
+    except (UsageError, DataError, ValueError) as e:
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
+    if cfg["framework"] != "jax":
+        import torch
+
+        threads = args.torch_threads or (1 if cfg["dataset"] == "digits" else None)
+        if threads:
+            torch.set_num_threads(threads)
+    from wage_train.loop import train
+
+    return train(cfg, data, out_dir, resume=bool(args.resume), stop_after=args.stop_after,
+                  progress=not args.no_progress, devices=args.devices)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point (``wage-train``, ``python -m examples.train, python -m wage_train``)."""
+    run(argv)

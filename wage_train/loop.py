@@ -1,0 +1,264 @@
+"""The ``wage-train`` run loop: build the runners, train epoch by epoch, evaluate, checkpoint, report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wage_train.checkpoints import latest_checkpoint, save_checkpoint
+from wage_train.config import MODES, wage_config
+from wage_train.data import augment_crop_flip, pad_images, to_inputs
+from wage_train.reporting import format_compare, format_header, format_row, plot_run, write_csv, write_json
+from wage_train.runspec import ModelSpec, lr_table
+
+__all__ = ["train"]
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, np.float32).view(np.int32)
+
+
+def _make_runners(
+    cfg: dict[str, Any], spec: ModelSpec, lrs: list[float], spe: int, devices: int | None = None
+) -> list[Any]:
+    quantized = not cfg["float"]
+    config = wage_config(cfg)
+    runners: list[Any] = []
+    common = dict(quantized=quantized, lrs=lrs, steps_per_epoch=spe, seed=cfg["seed"],
+                  eval_batch_size=cfg["eval_batch_size"])
+    if cfg["framework"] in ("torch", "compare"):
+        from wage_train.torch_runner import TorchRunner
+
+        runners.append(TorchRunner(spec, config, **common))
+    if cfg["framework"] in ("jax", "compare"):
+        from wage_train.jax_runner import JaxRunner
+
+        # --compare: JAX starts from torch's initial weights (its own draw would differ).
+        init = runners[0].accumulators() if cfg["framework"] == "compare" else None
+        runners.append(JaxRunner(spec, config, init_weights=init, devices=devices, batch_size=cfg["batch_size"],
+                                 **common))
+    return runners
+
+
+def _compare_epoch(runners: list[Any], steps: int, steps_differ: int, test_logits: dict[str, np.ndarray],
+                   bits_W: int, epoch: int) -> dict[str, Any]:
+    """How far JAX is from torch after an epoch: accumulators (JAX vs ``C(torch)``, contract §3), test outputs."""
+    import torch
+
+    from wage_torch.wage_qtorch import C
+
+    torch_runner, jax_runner = runners
+    torch_acc = [C(torch.from_numpy(a), bits_W).numpy() for a in torch_runner.accumulators()]
+    jax_acc = jax_runner.accumulators()
+    differ = sum(int((_bits(a) != _bits(b)).sum()) for a, b in zip(torch_acc, jax_acc, strict=True))
+    total = sum(a.size for a in torch_acc)
+    lt, lj = test_logits["torch"], test_logits["jax"]
+    pred_differ = int((lt.argmax(-1) != lj.argmax(-1)).sum())
+    logits_differ = int((_bits(lt) != _bits(lj)).sum())
+    identical = steps_differ == 0 and differ == 0 and logits_differ == 0
+    return {
+        "epoch": epoch,
+        "steps": steps,
+        "steps_logits_differ": steps_differ,
+        "accumulator_elements": total,
+        "accumulator_elements_differ": differ,
+        "test_examples": len(lt),
+        "test_predictions_differ": pred_differ,
+        "test_logits_differ": logits_differ,
+        "identical": identical,
+    }
+
+
+def _summary(cfg: dict[str, Any], spec: ModelSpec, history: list[dict], compare: list[dict]) -> dict[str, Any]:
+    frameworks = {}
+    for fw in dict.fromkeys(m["framework"] for m in history):
+        rows = [m for m in history if m["framework"] == fw]
+        frameworks[fw] = {
+            "final_test_acc": rows[-1]["test_acc"],
+            "best_test_acc": max(m["test_acc"] for m in rows),
+            "final_train_acc": rows[-1]["train_acc"],
+            "final_loss": rows[-1]["loss"],
+            "train_time_s": sum(m["train_time_s"] for m in rows),
+            "eval_time_s": sum(m["eval_time_s"] for m in rows),
+        }
+    out: dict[str, Any] = {
+        "model": spec.describe(),
+        "epochs_done": max((m["epoch"] for m in history), default=0),
+        "frameworks": frameworks,
+    }
+    if compare:
+        diverged = [c["epoch"] for c in compare if not c["identical"]]
+        out["compare"] = {
+            "identical_all_epochs": not diverged,
+            "first_divergent_epoch": diverged[0] if diverged else None,
+        }
+    return out
+
+
+def train(cfg: dict[str, Any], data: Any, out_dir: Path, *, resume: bool, stop_after: int | None,
+           progress: bool, devices: int | None = None) -> dict[str, Any]:
+    from tqdm.auto import tqdm
+
+    x_train, x_test = data.x_train, data.x_test
+    if cfg["model"] == "vgg7":
+        h, w, _ = data.image_shape
+        size = -(-max(h, w) // 8) * 8  # three 2x2 poolings: a multiple of 8 (MNIST 28 -> 32)
+        if (h, w) != (size, size):
+            x_train, x_test = pad_images(x_train, size), pad_images(x_test, size)
+    spec = ModelSpec(
+        kind=cfg["model"],
+        image_shape=tuple(x_train.shape[1:]),
+        num_classes=data.num_classes,
+        hidden=tuple(cfg["hidden"]),
+        widths=tuple(cfg["widths"]),
+        vgg_hidden=cfg["vgg_hidden"],
+    )
+    batch, epochs = cfg["batch_size"], cfg["epochs"]
+    spe = len(x_train) // batch
+    if cfg["limit_batches"]:
+        spe = min(spe, cfg["limit_batches"])
+    if spe == 0:
+        raise SystemExit(f"wage-train: error: --batch-size {batch} exceeds the {len(x_train)} training examples")
+    lrs = lr_table(cfg["lr"], epochs, cfg["schedule"])
+    test_inputs = to_inputs(x_test, data.max_value)
+    runners = _make_runners(cfg, spec, lrs, spe, devices)
+    frameworks = [r.framework for r in runners]
+
+    ckpt_root = out_dir / "checkpoints"
+    rng = np.random.default_rng(cfg["seed"])
+    history: list[dict[str, Any]] = []
+    compare: list[dict[str, Any]] = []
+    start = 0
+    if resume:
+        ckpt = latest_checkpoint(ckpt_root)
+        if ckpt is None:
+            raise SystemExit(f"wage-train: error: --resume: no checkpoint in {ckpt_root}")
+        state = json.loads((ckpt / "state.json").read_text())
+        for r in runners:
+            r.restore(ckpt)
+        rng.bit_generator.state = state["data_rng"]
+        history, compare, start = state["history"], state["compare"], state["epoch"]
+        print(f"resumed from {ckpt} (epoch {start} done)", flush=True)
+    else:
+        if ckpt_root.exists():
+            print(f"note: starting a new run; removing the old checkpoints in {ckpt_root}", flush=True)
+            shutil.rmtree(ckpt_root)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "config.json", cfg)
+
+    method = (
+        "float (plain SGD)"
+        if cfg["float"]
+        else "WAGE {}-{}-{}-{} (W {}, A {}, G {}, E {})".format(*cfg["bits"], *(cfg[m] for m in MODES))
+    )
+    print(
+        f"{method} | {spec.describe()} | {cfg['dataset']}: {len(x_train)} train / {len(x_test)} test"
+        f"{' (augmented)' if cfg['augment'] else ''} | {' + '.join(frameworks)} | {epochs} epochs x {spe} steps "
+        f"of {batch}, lr {cfg['lr']:g} ({cfg['schedule']} schedule) | seed {cfg['seed']} | {out_dir}",
+        flush=True,
+    )
+    if cfg["framework"] == "compare" and not cfg["float"] and "stochastic" in (cfg[m] for m in MODES):
+        print("note: stochastic rounding draws different random numbers in JAX and torch: the trajectories "
+              "are expected to diverge (use nearest modes for a bit-exact comparison)", flush=True)
+    print(format_header(), flush=True)
+
+    bits_W = cfg["bits"][0]
+    wall0 = time.perf_counter()
+    for done_this_run, epoch in enumerate(range(start, epochs), start=1):
+        order = rng.permutation(len(x_train))
+        stats = {fw: {"loss": 0.0, "correct": 0, "time": 0.0} for fw in frameworks}
+        steps_differ = 0
+        bar = tqdm(total=spe, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False, disable=not progress)
+        for b in range(spe):
+            idx = order[b * batch : (b + 1) * batch]
+            xb = x_train[idx]
+            if cfg["augment"]:
+                xb = augment_crop_flip(xb, rng)
+            xb, yb = to_inputs(xb, data.max_value), data.y_train[idx]
+            logits_by_fw = {}
+            for r in runners:
+                t0 = time.perf_counter()
+                loss, logits = r.train_step(xb, yb)
+                s = stats[r.framework]
+                s["time"] += time.perf_counter() - t0
+                s["loss"] += loss
+                s["correct"] += int((logits.argmax(-1) == yb).sum())
+                logits_by_fw[r.framework] = logits
+            if len(runners) == 2:
+                steps_differ += int(not np.array_equal(_bits(logits_by_fw["torch"]), _bits(logits_by_fw["jax"])))
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss / batch:.4f}")
+        bar.close()
+
+        test_logits = {}
+        rows = []
+        for r in runners:
+            t0 = time.perf_counter()
+            test_logits[r.framework] = r.predict(test_inputs)
+            eval_time = time.perf_counter() - t0
+            s = stats[r.framework]
+            rows.append({
+                "epoch": epoch + 1,
+                "framework": r.framework,
+                "loss": s["loss"] / (spe * batch),
+                "train_acc": s["correct"] / (spe * batch),
+                "test_acc": float((test_logits[r.framework].argmax(-1) == data.y_test).mean()),
+                "lr": lrs[epoch],
+                "time_s": s["time"] + eval_time,
+                "images_per_s": spe * batch / s["time"],
+                "train_time_s": s["time"],
+                "eval_time_s": eval_time,
+            })
+        history.extend(rows)
+        for row in rows:
+            tqdm.write(format_row(row))
+        if len(runners) == 2:
+            compare.append(_compare_epoch(runners, spe, steps_differ, test_logits, bits_W, epoch + 1))
+            tqdm.write(format_compare(compare[-1]))
+        sys.stdout.flush()
+
+        state = {"epoch": epoch + 1, "data_rng": rng.bit_generator.state, "history": history, "compare": compare}
+        save_checkpoint(ckpt_root, epoch + 1, runners, state)
+        _write_metrics(out_dir, cfg, spec, history, compare)
+        if stop_after is not None and done_this_run >= stop_after and epoch + 1 < epochs:
+            print(f"stopped after {done_this_run} epoch(s) (--stop-after); continue with --resume", flush=True)
+            break
+
+    summary = _write_metrics(out_dir, cfg, spec, history, compare)
+    np.savez(out_dir / "weights.npz", **{f"{r.framework}.{k}": v for r in runners for k, v in r.raw_weights().items()})
+    if history:
+        plot_run(
+            out_dir / "plot.png",
+            history,
+            runners[-1].forward_weights(),
+            f"{cfg['name']}\n{method}, {spec.describe()}, {cfg['dataset']}",
+            weights_label="float weights" if cfg["float"] else f"QW(accumulator), {runners[-1].framework}",
+        )
+    for fw, s in summary["frameworks"].items():
+        print(
+            f"{fw}: final test accuracy {100 * s['final_test_acc']:.2f}% (best {100 * s['best_test_acc']:.2f}%), "
+            f"train {s['train_time_s']:.1f} s + eval {s['eval_time_s']:.1f} s",
+            flush=True,
+        )
+    if "compare" in summary:
+        c = summary["compare"]
+        print("jax vs torch: " + ("identical trajectories in every epoch" if c["identical_all_epochs"]
+                                  else f"trajectories differ from epoch {c['first_divergent_epoch']}"), flush=True)
+    print(f"wall time of this invocation {time.perf_counter() - wall0:.1f} s; outputs in {out_dir}", flush=True)
+    return summary
+
+
+def _write_metrics(out_dir: Path, cfg: dict[str, Any], spec: ModelSpec, history: list[dict],
+                   compare: list[dict]) -> dict[str, Any]:
+    summary = _summary(cfg, spec, history, compare)
+    write_csv(out_dir / "metrics.csv", history)
+    if compare:
+        write_csv(out_dir / "compare.csv", compare)
+    write_json(out_dir / "metrics.json", {"config": cfg, "summary": summary, "history": history, "compare": compare})
+    return summary
