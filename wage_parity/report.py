@@ -1,6 +1,6 @@
 """Print how many elements wage_jax and the torch reference were compared on, and how many differ.
 
-Usage: ``python -m wage_parity.report [--function NAME ...] [--verbose]``
+Usage: ``wage-parity [--function NAME ...] [--max-cases N] [--verbose]`` (or ``python -m wage_parity``)
 
 Runs every comparison of ``wage_parity.cases`` (the corpus of the parity tests, eagerly and under
 ``jax.jit``) and prints one row per function and mode: cases, elements compared, elements whose
@@ -21,15 +21,17 @@ from wage_parity.cases import FUNCTIONS, MODES, cases
 __all__ = ["main", "run"]
 
 
-def run(functions: Sequence[str] = FUNCTIONS, verbose: bool = False) -> list[dict[str, object]]:
-    """Compare every case of ``functions`` in both modes; one row per (function, mode).
+def run(
+    functions: Sequence[str] = FUNCTIONS, verbose: bool = False, max_cases: int | None = None
+) -> list[dict[str, object]]:
+    """Compare every case of ``functions`` in both modes (the first ``max_cases`` of each when given).
 
     Each row holds ``function``, ``mode``, ``cases``, ``compared``, ``differ``, ``seconds`` and
     ``failures`` (descriptions of the outputs that differ).
     """
     rows = []
     for function in functions:
-        function_cases = cases(function)
+        function_cases = cases(function)[:max_cases]
         per_mode = {m: {"compared": 0, "differ": 0, "seconds": 0.0, "failures": []} for m in MODES}
         for case in function_cases:
             for mode in MODES:
@@ -63,14 +65,27 @@ def _table(rows: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wage-parity", description=__doc__.splitlines()[0])
     parser.add_argument("--function", action="append", choices=FUNCTIONS, help="only these functions (repeatable)")
+    parser.add_argument(
+        "--max-cases", type=_positive, help="only the first N cases of each function (a quick check of an install)"
+    )
     parser.add_argument("--verbose", action="store_true", help="print every case as it runs")
     args = parser.parse_args(argv)
     # torch's parallel kernels next to XLA's thread pool are slow on small machines; results do not change.
     torch.set_num_threads(1)
-    rows = run(args.function or FUNCTIONS, verbose=args.verbose)
+    rows = run(args.function or FUNCTIONS, verbose=args.verbose, max_cases=args.max_cases)
     print(_table(rows))
     failures = [f for r in rows for f in r["failures"]]
     for failure in failures[:20]:
