@@ -238,6 +238,7 @@ def test_jax_modules_never_import_torch() -> None:
         """
     )
     env = _clean_env(PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-c", blocker + TRAIN_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", blocker + TRAIN_SCRIPT], cwd=ROOT, env=env, capture_output=True,
+                          text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("trained"), done.stdout
