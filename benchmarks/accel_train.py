@@ -341,12 +341,14 @@ def run_trajectory(spec: ModelSpec, variant: Variant, batch: int, steps: int,
     params = init_params(spec, variant)
     batches = synthetic_batches(spec, batch, _N_BATCHES, seed=7)
     keys = _step_keys(steps) if variant.stochastic else None
-    accel = Runner(spec, variant, batch, devices.accel, params, batches, keys)
     if devices.same:  # the CPU against itself: one executable, two independent states
+        accel = Runner(spec, variant, batch, devices.accel, params, batches, keys)
         host = Runner(spec, variant, batch, devices.host, params, batches, keys, compiled=accel.compiled)
         host.compile_s = accel.compile_s
-    else:
-        host = Runner(spec, variant, batch, devices.host, params, batches, keys)
+    else:  # the two compilations run side by side
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            accel, host = pool.map(lambda d: Runner(spec, variant, batch, d, params, batches, keys),
+                                   (devices.accel, devices.host))
     init_differ = tree_diff(jax.device_get(accel.params), jax.device_get(host.params))
     acc_differ, logits_differ, loss_differ = [], [], []
     t0 = time.perf_counter()
@@ -440,14 +442,16 @@ def largest_batch(spec: ModelSpec, start: int, cap: int, devices: Devices, budge
                   steps: int) -> dict[str, Any]:
     """Double the WAGE batch from ``2 * start`` up to ``cap`` until a step does not fit; time each that does.
 
-    Before running, XLA's memory analysis is checked against the device's limit (where it has one); an
-    out-of-memory error at compile or run time ends the search. Each size needs ``est_s`` of the budget.
+    ``steps`` per round at ``start``, proportionally fewer at larger batches (at least 2). Before running,
+    XLA's memory analysis is checked against the device's limit (where it has one); an out-of-memory
+    error at compile or run time ends the search. Each size needs ``est_s`` of the budget (more above
+    batch 1024, in proportion).
     """
     limit = (device_memory(devices.accel) or {}).get("bytes_limit")
     rows, stop = [], None
     batch = 2 * start
     while batch <= cap:
-        if not budget.allows(est_s, f"largest batch: {batch} and above"):
+        if not budget.allows(est_s * max(1.0, batch / 1024), f"largest batch: {batch} and above"):
             stop = "time budget"
             break
         try:
@@ -456,7 +460,8 @@ def largest_batch(spec: ModelSpec, start: int, cap: int, devices: Devices, budge
             if limit and need and need > limit:
                 stop = f"batch {batch}: XLA needs {need / 2**30:.1f} GiB > limit {limit / 2**30:.1f} GiB"
                 break
-            times = time_variants({"wage": runner}, rounds=3, steps_per_round=steps, warmup=1)["wage"]
+            per_round = max(2, steps * start // batch)  # about the same number of images at every size
+            times = time_variants({"wage": runner}, rounds=3, steps_per_round=per_round, warmup=1)["wage"]
         except Exception as exc:  # noqa: BLE001 - only out-of-memory ends the search quietly
             if not is_out_of_memory(exc):
                 raise

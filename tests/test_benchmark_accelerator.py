@@ -83,7 +83,7 @@ def test_trajectories_agree_bit_for_bit_at_every_step(smoke):
     _, result, _ = smoke
     runs = result["trajectories"]["runs"]
     assert sorted((r["model"].split()[0], r["variant"]) for r in runs) == [
-        ("mlp", "wage"), ("mlp", "wage_nearest"), ("vgg7", "wage"), ("vgg7", "wage_nearest")]
+        ("mlp", "wage"), ("mlp", "wage_nearest"), ("vgg7", "wage")]  # --smoke: VGG7 in the paper's modes only
     for r in runs:
         assert len(r["accumulators differ per step"]) == len(r["logits differ per step"]) == r["steps"] > 0
         assert r["initial accumulators differ"] == 0
@@ -97,7 +97,7 @@ def test_speed_figures_are_sane(smoke):
     _, result, _ = smoke
     speed = result["speed"]
     rows = speed["vgg7"] + speed["mlp"]
-    assert {r["variant"] for r in speed["vgg7"]} >= {"wage", "float", "wage_nearest"}
+    assert {r["variant"] for r in speed["vgg7"]} == {"wage", "float"}
     assert {r["variant"] for r in speed["mlp"]} == {"wage", "float"}
     for r in rows:
         assert 0 < r["min ms"] <= r["ms per step"] <= r["max ms"]
@@ -125,7 +125,7 @@ def test_the_markdown_has_the_targets_with_their_status(smoke):
     _, result, md = smoke
     assert "## Targets" in md and "| target | measured | status |" in md
     statuses = [t["status"] for t in result["targets"]]
-    assert statuses.count("PASS") == 5  # (a) and the four trajectories
+    assert statuses.count("PASS") == 4  # (a) and the three trajectories
     assert statuses.count("n/a (smoke sizes)") == 2  # the speed targets apply to full sizes on a GPU
     for t in result["targets"]:
         assert t["target"] in md
