@@ -209,6 +209,8 @@ def markdown(result: dict[str, Any]) -> str:
         for name, value in hooks.items():
             if isinstance(value, dict) and "functions" in value:
                 out += [f"- {name}: {value['differ']:,} of {value['compared']:,} elements differ"]
+            elif isinstance(value, dict) and ("skipped" in value or "error" in value):
+                out += [f"- {name}: " + "; ".join(f"{k}: {v}" for k, v in value.items() if k != "traceback")]
             else:
                 out += [f"- {name}: {value}"]
         out += [""]
