@@ -63,10 +63,11 @@ def _accepts(fn: Callable, name: str) -> bool:
         return False
 
 
-def _compare(wt: Any, torch: Any, smoke: bool) -> dict[str, Any]:
+def _compare(wt: Any, torch: Any, smoke: bool, devices: tuple[str, str] = ("cuda", "cpu")) -> dict[str, Any]:
     """The documented API (``shift``, ``C``, ``QW``, ``QG``, ``WAGEQuantizer`` forward and backward) on the
-    parity corpus's inputs, nearest rounding; stochastic too where a function takes explicit ``noise``
-    (torch's CUDA and CPU generators draw different numbers from one seed)."""
+    parity corpus's inputs, nearest rounding, on ``devices[0]`` against ``devices[1]``; stochastic too where
+    a function takes explicit ``noise`` (torch's CUDA and CPU generators draw different numbers from one
+    seed)."""
     from wage_parity.corpus import fixed_point_inputs, gradient_like
 
     x_np = fixed_point_inputs(8, 7, seed=8)
@@ -96,8 +97,8 @@ def _compare(wt: Any, torch: Any, smoke: bool) -> dict[str, Any]:
         out["WAGEQuantizer 8/8 nearest backward"] = xr.grad
         return {k: v.detach().cpu().numpy() for k, v in out.items()}
 
-    cuda, cpu = on("cuda"), on("cpu")
-    functions = {k: {"compared": int(cpu[k].size), "differ": differing_elements(cuda[k], cpu[k])} for k in cpu}
+    tested, reference = on(devices[0]), on(devices[1])
+    functions = {k: {"compared": int(v.size), "differ": differing_elements(tested[k], v)} for k, v in reference.items()}
     return {
         "functions": functions,
         "compared": sum(f["compared"] for f in functions.values()),

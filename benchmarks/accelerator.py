@@ -22,7 +22,8 @@ d. optional: wage_torch's torch backend on CUDA against its CPU (``benchmarks.ac
 e. the device and versions, printed and written with every figure to ``DIR/accelerator.json``, and
    the targets with PASS/MISS and the tables to ``DIR/accelerator.md``.
 
-The run keeps to ``--budget-s`` (300 s by default, 90 with ``--smoke``): optional work that would not
+``--compile-cache FOLDER`` keeps jax's persistent compilation cache there, so that a rerun mostly loads
+its executables. The run keeps to ``--budget-s`` (300 s by default, 90 with ``--smoke``): optional work that would not
 fit is skipped and listed in the notes. Where the speed target is missed on a GPU and time is left, a
 ``jax.profiler`` trace of three WAGE steps is written to ``DIR/trace``.
 
@@ -264,10 +265,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (any machine, under a minute)")
     parser.add_argument("--budget-s", type=float, default=None,
                         help=f"wall-clock budget in seconds (default {FULL_BUDGET_S:.0f}, {SMOKE_BUDGET_S:.0f} smoke)")
+    parser.add_argument("--compile-cache", type=Path, default=None,
+                        help="jax's persistent compilation cache folder: a rerun loads the executables instead of"
+                             " compiling them again (the compile times it reports are then load times)")
     args = parser.parse_args(argv)
     budget = args.budget_s if args.budget_s is not None else (SMOKE_BUDGET_S if args.smoke else FULL_BUDGET_S)
     if not budget > 0:
         parser.error(f"--budget-s must be positive, got {budget}")
+    if args.compile_cache is not None:
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", str(args.compile_cache))
     return run(args.out, args.smoke, budget, argv)
 
 

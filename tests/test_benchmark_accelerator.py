@@ -197,6 +197,39 @@ def test_initial_parameters_follow_the_layers_initializers():
     assert tree_differing_elements(wage, again) == 0  # one init, reproducible
 
 
+def test_the_torch_hook_compares_every_function_of_the_documented_api():
+    torch = pytest.importorskip("torch")
+    from benchmarks.accel_hooks import _compare
+
+    class StubWageTorch:  # the documented API's signatures, trivial arithmetic: the hook's plumbing is tested
+        shift = staticmethod(lambda x: x / x.abs().max())
+        C = staticmethod(lambda x, bits: x.clamp(-1, 1))
+        QW = staticmethod(lambda x, bits, scale=1.0, mode="nearest", noise=None: torch.round(x * 2**(bits - 1)))
+        QG = staticmethod(lambda x, bits_G, lr, mode="nearest", noise=None: x * lr)
+
+        class WAGEQuantizer(torch.nn.Module):
+            def __init__(self, bits_A, bits_E, A_mode, E_mode):
+                super().__init__()
+
+            def forward(self, x):
+                return x * 0.5
+
+    out = _compare(StubWageTorch, torch, smoke=True, devices=("cpu", "cpu"))
+    assert out["differ"] == 0 and out["compared"] > 0
+    assert {"shift", "C bits=2", "QW bits=2 stochastic (noise)", "WAGEQuantizer 8/8 nearest backward"} <= set(
+        out["functions"])
+
+
+def test_the_float_baseline_runs_at_both_precisions():
+    from benchmarks.accel_common import Devices
+    from benchmarks.accel_train import measure_speed
+
+    spec = ModelSpec("mlp", (8, 8), (("hidden", (16,)),))
+    rows = measure_speed(spec, ["float", "float_default"], 4, Devices.detect(), rounds=1, steps_per_round=1)
+    assert [r["variant"] for r in rows] == ["float", "float_default"]
+    assert all(r["ms per step"] > 0 and r["images/s"] > 0 for r in rows)
+
+
 def test_the_budget_must_be_positive(tmp_path):
     from benchmarks.accelerator import main
 
