@@ -23,8 +23,13 @@ def _mark(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
+def _rows(value: Any) -> list[dict[str, Any]]:
+    """A phase's rows; none where the phase failed (its value is then ``{"error": ...}``) or did not run."""
+    return value if isinstance(value, list) else []
+
+
 def _speed_row(result: dict[str, Any], variant: str) -> dict[str, Any] | None:
-    for row in (result.get("speed") or {}).get("vgg7", []) or []:
+    for row in _rows((result.get("speed") or {}).get("vgg7")):
         if row["variant"] == variant:
             return row
     return None
@@ -52,7 +57,7 @@ def evaluate_targets(result: dict[str, Any]) -> list[dict[str, str]]:
     else:
         targets.append({"target": "(a) quantizer cases: 0 differing bits", "measured": "not run", "status": "MISS",
                         "note": (parity or {}).get("error", "")})
-    for run in (result.get("trajectories") or {}).get("runs", []):
+    for run in _rows((result.get("trajectories") or {}).get("runs")):
         if "error" in run:
             targets.append({"target": f"(b) {run.get('name')}: 0 differing bits", "measured": "error",
                             "status": "MISS", "note": run["error"]})
@@ -97,7 +102,7 @@ def _throughput_note(result: dict[str, Any], wage: dict[str, Any]) -> str:
     flops = wage["analytic flops"]
     parts = [f"{flops / wage['batch'] / 1e9:.3g} GFLOP (matmuls and convolutions) per image per step, "
              f"{wage['achieved TFLOP/s']:.3g} TFLOP/s"]
-    for row in (result.get("speed") or {}).get("matmul", []) or []:
+    for row in _rows((result.get("speed") or {}).get("matmul")):
         if row["precision"].startswith("HIGHEST"):
             bound = row["TFLOP/s"] * 1e12 / (flops / wage["batch"])
             parts.append(f"the device's float32 matmul rate ({row['TFLOP/s']:.3g} TFLOP/s, Precision.HIGHEST) bounds"
@@ -158,7 +163,7 @@ def markdown(result: dict[str, Any]) -> str:
         if parity["failures"]:
             out += ["Differences:", ""] + [f"- {f}" for f in parity["failures"][:20]] + [""]
     traj = result.get("trajectories") or {}
-    if traj.get("runs"):
+    if _rows(traj.get("runs")):
         rows = []
         for r in traj["runs"]:
             if "error" in r:
@@ -174,7 +179,7 @@ def markdown(result: dict[str, Any]) -> str:
                               "logits differing", "first differing step", "compile device / CPU / run s"], rows,
                              markdown=True), ""]
     speed = result.get("speed") or {}
-    step_rows = [r for key in ("vgg7", "mlp", "integer") for r in speed.get(key, []) or []]
+    step_rows = [r for key in ("vgg7", "mlp", "integer") for r in _rows(speed.get(key))]
     if step_rows:
         base = {r["model"]: r["ms per step"] for r in step_rows if r["variant"] == "float"}
         rows = [[r["model"], r["variant"], r["batch"], f"{r['ms per step']:.3f}", f"{r['images/s']:,.0f}",
@@ -193,13 +198,13 @@ def markdown(result: dict[str, Any]) -> str:
         out += [f"Largest VGG7 WAGE batch: {big['largest']} (search stopped: {big['stopped']})", "",
                 format_table(["batch", "ms/step", "images/s", "XLA total MB", "peak device MB"], rows, markdown=True),
                 ""]
-    if speed.get("quantizers"):
+    if _rows(speed.get("quantizers")):
         rows = [[r["op"], f"2^{r['elements'].bit_length() - 1}", f"{r['ms']:.3f}", f"{r['Gelem/s']:.2f}",
                  r["bytes/elem"], f"{r['GB/s']:.1f}", f"{r['of copy']:.2f}"] for r in speed["quantizers"]]
         out += ["## (c) Quantizer throughput against the copy bandwidth", "",
                 format_table(["operation", "elements", "ms", "Gelem/s", "least bytes/elem", "GB/s", "of copy"], rows,
                              markdown=True), ""]
-    if speed.get("matmul"):
+    if _rows(speed.get("matmul")):
         rows = [[r["precision"], r["n"], f"{r['ms']:.3f}", f"{r['TFLOP/s']:.3g}"] for r in speed["matmul"]]
         out += ["Float32 matmul rate (the bound on convolution-heavy steps):", "",
                 format_table(["precision", "n", "ms", "TFLOP/s"], rows, markdown=True), ""]

@@ -101,7 +101,7 @@ class _Run:
             value = fn()
         except Exception as exc:  # noqa: BLE001 - a failing phase is reported; the others still run
             value = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:]}
-            self.failed.append(name)
+            self.failed.append(f"{name}: {value['error'][:300]}")
             log(f"  FAILED: {value['error']}")
         dt = time.perf_counter() - t0
         self.result["meta"]["phase seconds"][name] = round(dt, 2)
@@ -124,7 +124,7 @@ class _Run:
 
     def _notes(self) -> list[str]:
         notes = [f"skipped for time: {s}" for s in self.budget.skipped]
-        notes += [f"phase failed: {name} (see the JSON for the traceback)" for name in self.failed]
+        notes += [f"phase failed: {failure} (the traceback is in the JSON)" for failure in self.failed]
         if self.result["meta"].get("same device"):
             notes.append("no accelerator: the CPU backend was compared with itself; the speed figures are the CPU's")
         return notes + self.result.get("extra notes", [])
@@ -133,8 +133,6 @@ class _Run:
 def run(out: Path, smoke: bool, budget_s: float, argv: list[str]) -> int:
     """All phases; returns the exit status (1 when a phase failed)."""
     warnings.filterwarnings("ignore", message=".*donated buffers were not usable.*")
-    import jax
-
     from benchmarks import accel_hooks, accel_parity, accel_quantizers, accel_train
     from benchmarks.accel_common import Devices, environment, log
 
@@ -236,7 +234,6 @@ def run(out: Path, smoke: bool, budget_s: float, argv: list[str]) -> int:
     log(f"[{budget.elapsed():6.1f} s] done: {out / 'accelerator.json'}, {out / 'accelerator.md'}")
     for t in state.result["targets"]:
         log(f"  {t['status']:>5}  {t['target']}: {t['measured']}")
-    del jax
     return 1 if state.failed else 0
 
 

@@ -177,6 +177,17 @@ def test_targets_pass_and_miss_on_the_figures():
     assert "| MISS |" in markdown({**_result(3, 5, 10.0, 8.0), "targets": bad})
 
 
+def test_a_report_with_failed_phases_still_renders():
+    failed = {"error": "RuntimeError: boom", "traceback": "..."}
+    result = _result(0, 0, 7.0, 6.9)
+    result.update(parity=failed, speed={"vgg7": failed, "mlp": failed, "quantizers": failed, "matmul": failed},
+                  trajectories={"runs": [{"name": "trajectory vgg7 wage", **failed}]})
+    targets = evaluate_targets(result)
+    assert [t["status"] for t in targets] == ["MISS", "MISS"]
+    assert "boom" in targets[0]["note"] and "boom" in targets[1]["note"]
+    assert "| MISS |" in markdown({**result, "targets": targets})
+
+
 def test_vgg7_forward_macs_match_the_paper_architecture():
     # conv 3->128 and 128->128 at 32x32, 256s at 16x16, 512s at 8x8, dense 8192->1024->10
     expected = 1024 * 128 * 9 * (3 + 128) + 256 * 256 * 9 * (128 + 256) + 64 * 512 * 9 * (256 + 512)
