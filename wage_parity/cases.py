@@ -17,6 +17,7 @@ the activations in the forward, then for the errors in the backward, from the sa
 from __future__ import annotations
 
 import functools
+import importlib
 import itertools
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -26,11 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
-from qtorch.quant import fixed_point_quantize as qtorch_fixed_point_quantize
-from qtorch.quant.quant_function import quant_cpu
 
 import wage_jax as wj
-import wage_torch as wt
 from wage_parity.bits import BitDiff, bit_diff, torch_draws
 from wage_parity.corpus import (
     F32,
@@ -43,6 +41,24 @@ from wage_parity.corpus import (
 )
 
 __all__ = ["FUNCTIONS", "MODES", "Call", "Case", "all_cases", "cases"]
+
+
+class _OnFirstUse:
+    """A module imported at its first attribute access. The references (wage_torch on qtorch, whose C++
+    kernels load at import) are only needed when a reference is computed: the wage_jax side of every case
+    (``Call.jax_fn``, ``Call.jax_args``) runs where qtorch is not installed."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str):
+        importlib.import_module("wage_torch")  # first: it points qtorch's kernel build at the warmed cache
+        return getattr(importlib.import_module(self._name), attr)
+
+
+wt = _OnFirstUse("wage_torch")
+_qtorch_quant = _OnFirstUse("qtorch.quant")
+_qtorch_kernels = _OnFirstUse("qtorch.quant.quant_function")
 
 MODES = ("eager", "jit")
 ROUNDINGS = ("nearest", "stochastic")
@@ -160,7 +176,9 @@ def _noise(seed: int, x: np.ndarray, mode: str) -> np.ndarray | None:
 def _fp_call(wl: int, fl: int, clamp: bool, symmetric: bool, rounding: str, inputs, seed: int) -> Call:
     def reference():
         torch.manual_seed(seed)
-        return qtorch_fixed_point_quantize(_t(inputs()), wl, fl, clamp=clamp, symmetric=symmetric, rounding=rounding)
+        return _qtorch_quant.fixed_point_quantize(
+            _t(inputs()), wl, fl, clamp=clamp, symmetric=symmetric, rounding=rounding
+        )
 
     def fn(x, noise):
         return wj.fixed_point_quantize(x, wl, fl, clamp=clamp, symmetric=symmetric, rounding=rounding, noise=noise)
@@ -172,7 +190,7 @@ def _fp_call(wl: int, fl: int, clamp: bool, symmetric: bool, rounding: str, inpu
 def _mask_call(wl: int, fl: int, symmetric: bool, rounding: str, inputs, seed: int) -> Call:
     def reference():
         torch.manual_seed(seed)
-        kernel = getattr(quant_cpu, f"fixed_point_quantize_{rounding}_mask")
+        kernel = getattr(_qtorch_kernels.quant_cpu, f"fixed_point_quantize_{rounding}_mask")
         return kernel(_t(inputs()), wl, fl, symmetric)
 
     def fn(x, noise):
