@@ -19,14 +19,14 @@ from sklearn.datasets import load_digits
 
 import wage_torch
 from wage_jax.models import MLP as JaxMLP
-from wage_jax.models import LeNet5 as JaxLeNet5
 from wage_jax.models import VGG7 as JaxVGG7
+from wage_jax.models import LeNet5 as JaxLeNet5
 from wage_jax.optax import wage_sgd
 from wage_jax.train import make_train_step
 from wage_spec import WAGEConfig
-from wage_torch.models import LeNet5 as TorchLeNet5
 from wage_torch.models import MLP as TorchMLP
 from wage_torch.models import VGG7 as TorchVGG7
+from wage_torch.models import LeNet5 as TorchLeNet5
 from wage_torch.training import WAGETrainer
 from wage_train.interop import flax_params_to_torch_weights, torch_weights_to_flax_params
 

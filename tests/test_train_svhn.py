@@ -21,7 +21,8 @@ def write_svhn_mat(path, n: int, seed: int = 0, labels=None, **overrides) -> tup
 
 
 def write_fake_svhn(directory, n_train: int = 20, n_test: int = 8, n_extra: int | None = None):
-    xt, yt = write_svhn_mat(directory / "train_32x32.mat", n_train, seed=0, labels=[10] + [1 + i % 10 for i in range(n_train - 1)])
+    labels = [10] + [1 + i % 10 for i in range(n_train - 1)]
+    xt, yt = write_svhn_mat(directory / "train_32x32.mat", n_train, seed=0, labels=labels)
     xs, ys = write_svhn_mat(directory / "test_32x32.mat", n_test, seed=1)
     extra = write_svhn_mat(directory / "extra_32x32.mat", n_extra, seed=2) if n_extra else None
     return (xt, yt), (xs, ys), extra

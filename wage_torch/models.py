@@ -1,4 +1,6 @@
-"""WAGE models in torch, built from the documented API: a small MLP, the paper's VGG7 and its MNIST LeNet-5 (docs/contract.md §3).
+"""WAGE models in torch, built from the documented API (docs/contract.md §3).
+
+A small MLP, the paper's VGG7 and its MNIST LeNet-5.
 
 Weights are drawn by ``wage_init_`` (which records each layer's ``weight_scale``); training with the
 reference update loop is ``wage_torch.training.WAGETrainer``. ``quantized=False`` gives the float

@@ -51,7 +51,8 @@ def read_svhn_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     except Exception as e:  # scipy raises ValueError/TypeError/OSError variants on non-MATLAB bytes
         raise DataError(f"SVHN: {path} is not a readable MATLAB .mat file ({type(e).__name__}: {e})") from None
     if "X" not in mat or "y" not in mat:
-        raise DataError(f"SVHN: {path} must hold variables X and y, found {sorted(k for k in mat if not k.startswith('__'))}")
+        found = sorted(k for k in mat if not k.startswith("__"))
+        raise DataError(f"SVHN: {path} must hold variables X and y, found {found}")
     x, y = mat["X"], mat["y"]
     if x.dtype != np.uint8 or x.ndim != 4 or x.shape[:3] != (32, 32, 3):
         raise DataError(f"SVHN: {path}: X must be uint8 of shape (32, 32, 3, N), got {x.dtype} {x.shape}")
