@@ -49,6 +49,9 @@ def test_explicit_options_override_the_preset():
                     "--widths", "4,4,8", "--no-flip"])
     assert cfg["epochs"] == 1 and cfg["G_mode"] == "nearest" and cfg["widths"] == [4, 4, 8] and not cfg["flip"]
     assert cfg["batch_size"] == 128 and cfg["schedule"] == "paper-epochs" and cfg["model"] == "vgg7"
+    compare = _resolve(["--preset", "paper-mnist", "--compare"])
+    assert {compare[m] for m in ("W_mode", "A_mode", "G_mode", "E_mode")} == {"nearest"}
+    assert _resolve(["--preset", "paper-mnist", "--float"])["lr"] == 0.002
     with pytest.raises(UsageError, match="2 LeNet-5 conv widths"):
         _resolve(["--preset", "paper-mnist", "--widths", "4,4,8"])
 

@@ -13,7 +13,9 @@ and ``dataSet/*.py``:
 * ``paper-cifar10``: VGG7, pad to 40, random 32x32 crop and random horizontal flip.
 
 Inputs are ``x / 127.5 - 1`` in all three (``NN.py``), which is :func:`wage_train.data.to_inputs`.
-Options given explicitly on the command line override the preset's (e.g. ``--epochs 1`` for a smoke run).
+Options given explicitly on the command line override the preset's (e.g. ``--epochs 1`` for a smoke run);
+with ``--compare`` the rounding modes default to nearest (bit-exact parity) and with ``--float`` the lr to
+the float baseline's, as without a preset.
 """
 
 from __future__ import annotations
@@ -86,7 +88,14 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
     if name not in PRESETS:
         raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {name!r}")
     filled = argparse.Namespace(**vars(args))
+    skip = set()
+    if getattr(args, "compare", None):
+        skip |= {"W_mode", "A_mode", "G_mode", "E_mode"}  # --compare defaults every mode to nearest
+    if getattr(args, "float", None):
+        skip |= {"lr"}  # the float baseline keeps its own lr
     for key, value in PRESETS[name].items():
+        if key in skip:
+            continue
         if getattr(filled, key, None) is None:
             setattr(filled, key, list(value) if isinstance(value, list) else value)
     return filled

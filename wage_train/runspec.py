@@ -49,8 +49,7 @@ class ModelSpec:
         """
         h, w, c = self.image_shape
         if self.kind == "mlp":
-            widths = [self.in_features, *self.hidden]
-            return widths
+            return [self.in_features, *self.hidden]
         if self.kind == "vgg7":
             fans, channels = [], c
             for width in self.widths:
