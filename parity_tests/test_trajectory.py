@@ -20,11 +20,13 @@ from sklearn.datasets import load_digits
 import wage_torch
 from wage_jax.models import MLP as JaxMLP
 from wage_jax.models import VGG7 as JaxVGG7
+from wage_jax.models import LeNet5 as JaxLeNet5
 from wage_jax.optax import wage_sgd
 from wage_jax.train import make_train_step
 from wage_spec import WAGEConfig
 from wage_torch.models import MLP as TorchMLP
 from wage_torch.models import VGG7 as TorchVGG7
+from wage_torch.models import LeNet5 as TorchLeNet5
 from wage_torch.training import WAGETrainer
 from wage_train.interop import flax_params_to_torch_weights, torch_weights_to_flax_params
 
@@ -135,3 +137,33 @@ def test_conv_net_trajectory_is_bit_identical_for_20_steps():
         win = a.reshape(n, c, h // 2, 2, w // 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(-1, 4)
         ties += int(((win == win.max(-1, keepdims=True)).sum(-1) > 1).sum())
     assert ties > 0, "no max-pool ties occurred: the test would not exercise tie routing"
+
+
+def test_lenet5_trajectory_is_bit_identical_for_20_steps():
+    """A narrow LeNet-5 (5x5 VALID convs, max-pools, 2 dense layers) on digits upsampled to 28x28.
+
+    The 8x8 digits are enlarged 3x (24x24) and padded by 2 to MNIST's 28x28, so the shapes are the
+    paper's (28 -> 24 -> 12 -> 8 -> 4). Convolution sums: fan_in <= 25 * 4 on a 2^-7 * 2^-1/scale grid
+    with |W| <= 1/2 and dense fan_in 4*4*8 = 128 stay well inside 24 bits (asserted); the weight-gradient
+    sums run over batch * positions products on a 2^-14 grid, exact while the errors stay small, which
+    the step-by-step comparison checks.
+    """
+    cfg = WAGEConfig.nearest()
+    widths, hidden, batch, steps, lr = (4, 8), 16, 32, 20, 8.0
+    assert 25 * widths[0] * 2**7 * 2 * 16 < 2**24 and 4 * 4 * widths[1] * 2**7 * 2 * 16 < 2**24
+    torch.manual_seed(3)
+    trainer = WAGETrainer(TorchLeNet5(widths=widths, hidden=hidden, config=cfg), cfg)
+    jax_model = JaxLeNet5(widths=widths, hidden=hidden, config=cfg)
+    template = jax_model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+    assert template["dense0"]["kernel"].shape == (4 * 4 * widths[1], hidden)
+    params = torch_weights_to_flax_params(list(trainer.accumulators.values()), template)
+    opt = wage_sgd(cfg.bits_W, cfg.bits_G, lr, mode="nearest")
+    params, opt_state = opt.init(params)
+    train_step = make_train_step(lambda p, x, key: jax_model.apply({"params": p}, x), opt)
+    for step, (x8, y) in enumerate(_digits(steps, batch, seed=4)):
+        x = np.pad(np.kron(x8, np.ones((3, 3), np.float32)), ((0, 0), (2, 2), (2, 2)), constant_values=-1.0)
+        _, logits_t = trainer.step(torch.from_numpy(x[:, None]), torch.from_numpy(y), lr)
+        params, opt_state, _, logits_j = train_step(params, opt_state, jnp.asarray(x[..., None]), jnp.asarray(y))
+        _compare_step(step, trainer, params, logits_t.numpy(), logits_j, cfg.bits_W)
+    # Not a trajectory of zeros: the logits moved and are not all equal.
+    assert np.abs(np.asarray(logits_j)).max() > 0

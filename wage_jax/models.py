@@ -1,4 +1,4 @@
-"""WAGE models in Flax linen: a small MLP and the paper's VGG7 (docs/contract.md §3).
+"""WAGE models in Flax linen: a small MLP, the paper's VGG7 and its MNIST LeNet-5 (docs/contract.md §3).
 
 ``quantized=False`` gives the float baseline with the same architecture and parameter names: plain
 dense/conv layers (fan-in uniform init), no quantizers; train it with plain SGD on the same loss.
@@ -15,7 +15,7 @@ from wage_jax.linen import WAGEConv, WAGEDense, WAGEQuantizer
 from wage_jax.ops import max_pool_2x2
 from wage_spec import FULL_PRECISION, WAGEConfig
 
-__all__ = ["MLP", "VGG7"]
+__all__ = ["MLP", "VGG7", "LeNet5"]
 
 
 class _WAGEBlocks(nn.Module):
@@ -87,6 +87,43 @@ class VGG7(_WAGEBlocks):
                     x = max_pool_2x2(x)
                 x = self.quant(nn.relu(x), c.bits_A, c.bits_E)
                 i += 1
+        x = x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)
+        x = self.quant(nn.relu(self.dense(self.hidden, "dense0")(x)), c.bits_A, c.bits_E)
+        x = self.dense(self.num_classes, "dense1")(x)
+        return self.quant(x, FULL_PRECISION, c.bits_E)
+
+
+class LeNet5(_WAGEBlocks):
+    """The paper's MNIST network, 32C5-MP2-64C5-MP2-512FC-10, for 28x28 NHWC images; output ``(N, K)``.
+
+    5x5 convolutions without padding (VALID) and without bias: 28 -> 24 -> pool 12 -> 8 -> pool 4, so the
+    flattened features are 4*4*64 = 1024. Quantizers as in :class:`VGG7`: ``Q_A`` on the input, ``Q``
+    after each ReLU, ``Q_E`` on the output. Features are flattened in NCHW order (as torch). ``widths`` /
+    ``hidden`` shrink it for tests.
+
+    References:
+        Wu et al., ICLR 2018, Sec. 4.1; the authors' log ``log/2017-10-23(lenet5 2888).txt``
+        (boluoweifenda/WAGE) prints the layer shapes ``[5,5,1,32] [5,5,32,64] [1024,512] [512,10]``.
+    """
+
+    widths: Sequence[int] = (32, 64)
+    hidden: int = 512
+    num_classes: int = 10
+
+    def conv5(self, features: int, name: str) -> nn.Module:
+        c = self.config
+        if self.quantized:
+            return WAGEConv(features, c.bits_W, (5, 5), padding="VALID", factor=c.factor, W_mode=c.W_mode, name=name)
+        init = nn.initializers.variance_scaling(c.factor, "fan_in", "uniform")
+        return nn.Conv(features, (5, 5), padding="VALID", use_bias=False, kernel_init=init, name=name)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = self.config
+        x = self.quant(x, c.bits_A, FULL_PRECISION)
+        for i, width in enumerate(self.widths):
+            x = max_pool_2x2(self.conv5(width, f"conv{i}")(x))
+            x = self.quant(nn.relu(x), c.bits_A, c.bits_E)
         x = x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)
         x = self.quant(nn.relu(self.dense(self.hidden, "dense0")(x)), c.bits_A, c.bits_E)
         x = self.dense(self.num_classes, "dense1")(x)

@@ -7,7 +7,7 @@ per-layer scale (docs/contract.md §3), and the paper's learning-rate schedule.
 
 from wage_spec.config import WAGEConfig
 from wage_spec.init_math import fan_in, wage_init_limits
-from wage_spec.schedule import paper_lr
+from wage_spec.schedule import paper_lr, paper_lr_epochs
 from wage_spec.validation import (
     FULL_PRECISION,
     MAX_BITS,
@@ -35,5 +35,6 @@ __all__ = [
     "draws_randomness",
     "fan_in",
     "paper_lr",
+    "paper_lr_epochs",
     "wage_init_limits",
 ]

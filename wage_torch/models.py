@@ -1,4 +1,6 @@
-"""WAGE models in torch, built from the documented API: a small MLP and the paper's VGG7 (docs/contract.md §3).
+"""WAGE models in torch, built from the documented API (docs/contract.md §3).
+
+A small MLP, the paper's VGG7 and its MNIST LeNet-5.
 
 Weights are drawn by ``wage_init_`` (which records each layer's ``weight_scale``); training with the
 reference update loop is ``wage_torch.training.WAGETrainer``. ``quantized=False`` gives the float
@@ -17,7 +19,7 @@ from wage_spec import FULL_PRECISION, WAGEConfig
 from wage_torch.initializer import wage_init_
 from wage_torch.wage_qtorch import WAGEQuantizer
 
-__all__ = ["MLP", "VGG7", "init_weights"]
+__all__ = ["MLP", "VGG7", "LeNet5", "init_weights"]
 
 
 def init_weights(model: nn.Module, config: WAGEConfig, quantized: bool = True) -> None:
@@ -90,6 +92,53 @@ class VGG7(nn.Module):
                 layers += [nn.ReLU(), _quant(c, quantized, c.bits_A, c.bits_E)]
                 channels = width
         side = image_size // 2 ** len(widths)
+        layers += [
+            nn.Flatten(),
+            nn.Linear(channels * side * side, hidden, bias=False),
+            nn.ReLU(),
+            _quant(c, quantized, c.bits_A, c.bits_E),
+            nn.Linear(hidden, num_classes, bias=False),
+            _quant(c, quantized, FULL_PRECISION, c.bits_E),
+        ]
+        self.layers = nn.Sequential(*layers)
+        init_weights(self, c, quantized)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class LeNet5(nn.Module):
+    """The paper's MNIST network, 32C5-MP2-64C5-MP2-512FC-10, for ``(N, C, 28, 28)`` images; output ``(N, K)``.
+
+    5x5 convolutions without padding and without bias (28 -> 24 -> 12 -> 8 -> 4, flattened 4*4*64 = 1024),
+    quantizers placed as in :class:`VGG7`. ``widths``/``hidden`` shrink it for tests; ``image_size`` is the
+    input side (the flattened width is ``((image_size - 4) // 2 - 4) // 2`` squared times ``widths[-1]``).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        widths: Sequence[int] = (32, 64),
+        hidden: int = 512,
+        num_classes: int = 10,
+        image_size: int = 28,
+        config: WAGEConfig = WAGEConfig(),
+        quantized: bool = True,
+    ) -> None:
+        super().__init__()
+        c = config
+        layers: list[nn.Module] = [_quant(c, quantized, c.bits_A, FULL_PRECISION)]
+        channels, side = in_channels, image_size
+        for width in widths:
+            layers += [
+                nn.Conv2d(channels, width, 5, padding=0, bias=False),
+                nn.MaxPool2d(2),
+                nn.ReLU(),
+                _quant(c, quantized, c.bits_A, c.bits_E),
+            ]
+            channels, side = width, (side - 4) // 2
+        if side < 1:
+            raise ValueError(f"image_size {image_size} is too small for {len(widths)} 5x5-conv/pool stages")
         layers += [
             nn.Flatten(),
             nn.Linear(channels * side * side, hidden, bias=False),

@@ -14,6 +14,7 @@ Examples::
     wage-train --float                         # float baseline (plain SGD), same MLP
     wage-train --compare                       # JAX and torch from one init and one batch order
     wage-train --dataset cifar10 --data-dir ~/data   # the paper's VGG7, 300 epochs
+    wage-train --preset paper-svhn --data-dir ~/svhn # the paper's SVHN experiment as published
     wage-train --resume                        # continue the run in runs/<name>
 
 Outputs in ``--out-dir`` (default ``runs/<name>``): ``config.json``, ``metrics.csv`` and ``metrics.json``
@@ -32,6 +33,8 @@ from typing import Any
 from wage_spec import FULL_PRECISION
 from wage_train.config import FLOAT_LR, WAGE_LR, UsageError, resolve_config, resume_config
 from wage_train.data import DATASETS, DataError, load_dataset
+from wage_train.presets import PRESETS
+from wage_train.runspec import SCHEDULES
 
 __all__ = ["build_parser", "main", "parse_bits", "run"]
 
@@ -84,18 +87,36 @@ def build_parser() -> argparse.ArgumentParser:
         "trajectories are identical (all rounding modes nearest unless set explicitly)",
     )
     which.add_argument("--float", action="store_true", default=None, help="float baseline: no quantizers, plain SGD")
+    which.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        help="the paper's published setup (model, data set, batch 128, lr 8 -> 1 at epoch 200 -> 1/8 at 250, "
+        "300 epochs, augmentation, 2-8-8-8 and rounding modes, init factor 1); explicit options override it",
+    )
     data = p.add_argument_group("data and model")
     data.add_argument("--dataset", choices=DATASETS, help="default: digits (embedded)")
-    data.add_argument("--data-dir", help="directory with the MNIST idx files or cifar-10-batches-py/")
-    data.add_argument("--model", choices=("mlp", "vgg7"), help="default: mlp (digits, mnist), vgg7 (cifar10)")
+    data.add_argument(
+        "--data-dir", help="directory with the MNIST idx files, cifar-10-batches-py/ or the SVHN *_32x32.mat files"
+    )
+    data.add_argument(
+        "--model", choices=("mlp", "vgg7", "lenet5"), help="default: mlp (digits, mnist), vgg7 (cifar10, svhn)"
+    )
     data.add_argument("--hidden", type=_ints, help="MLP hidden widths, e.g. 256 or 512,256 (default 256; mnist 1024)")
-    data.add_argument("--widths", type=_ints, help="VGG7 conv widths of the 3 stages (default 128,256,512)")
-    data.add_argument("--vgg-hidden", type=int, help="VGG7 dense width (default 1024)")
+    data.add_argument(
+        "--widths", type=_ints, help="conv widths: VGG7's 3 stages (default 128,256,512), LeNet-5's 2 (default 32,64)"
+    )
+    data.add_argument("--vgg-hidden", type=int, help="dense width of VGG7 (default 1024) or LeNet-5 (default 512)")
     data.add_argument(
         "--augment",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="pad-4 random crop + horizontal flip (default: on for cifar10 only)",
+        help="pad-4 random crop + horizontal flip (default: on for cifar10 and svhn)",
+    )
+    data.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --augment, also flip horizontally (default: on, off for svhn as the authors did)",
     )
     q = p.add_argument_group("WAGE quantization")
     q.add_argument("--bits", type=parse_bits, help="W-A-G-E bits (default 2-8-8-8; fp = full precision for A/E)")
@@ -110,8 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--schedule",
-        choices=("paper", "constant"),
-        help="paper (default): lr x1 for 2/3 of the epochs, x1/8 for 1/6, x1/64 for 1/6; constant: lr",
+        choices=SCHEDULES,
+        help="paper (default): lr x1 for 2/3 of the epochs, x1/8 for 1/6, x1/64 for 1/6; paper-epochs: x1 before "
+        "epoch 200, x1/8 before 250, x1/64 after (the authors' absolute epochs); constant: lr",
     )
     t.add_argument("--seed", type=int, help="initial weights, batch order and random rounding (default 0)")
     t.add_argument("--limit-batches", type=int, help="at most this many training batches per epoch (quick checks)")

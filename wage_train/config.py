@@ -8,8 +8,17 @@ from pathlib import Path
 from typing import Any
 
 from wage_spec import FULL_PRECISION, WAGEConfig
+from wage_train.presets import apply_preset
 
-__all__ = ["DATASET_DEFAULTS", "MODES", "UsageError", "resolve_config", "resume_config", "wage_config"]
+__all__ = [
+    "DATASET_DEFAULTS",
+    "MODEL_DEFAULTS",
+    "MODES",
+    "UsageError",
+    "resolve_config",
+    "resume_config",
+    "wage_config",
+]
 
 FLOAT_LR = 0.002  # plain SGD on the summed loss of a batch of 128 (0.001-0.003 all reach ~97.5% on digits)
 WAGE_LR = 8.0  # the paper's
@@ -17,6 +26,12 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "digits": {"model": "mlp", "hidden": [256], "epochs": 60, "augment": False},
     "mnist": {"model": "mlp", "hidden": [1024], "epochs": 100, "augment": False},
     "cifar10": {"model": "vgg7", "hidden": [1024], "epochs": 300, "augment": True},
+    "svhn": {"model": "vgg7", "hidden": [1024], "epochs": 300, "augment": True, "flip": False},
+}
+# Conv widths and dense width of the conv models when not given (the paper's).
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "vgg7": {"widths": [128, 256, 512], "vgg_hidden": 1024},
+    "lenet5": {"widths": [32, 64], "vgg_hidden": 512},
 }
 # Options that only say where/how to run, not what to train (never compared on --resume).
 RUNTIME_ARGS = {"resume", "stop_after", "no_progress", "out_dir", "name", "torch_threads", "devices"}
@@ -31,7 +46,10 @@ class UsageError(ValueError):
 
 
 def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The run's full configuration (JSON-able) from the parsed options and the data set's defaults."""
+    """The run's full configuration (JSON-able) from the parsed options, the ``--preset`` (explicit options win)
+    and the data set's defaults."""
+    preset = getattr(args, "preset", None)
+    args = apply_preset(args)
     dataset = args.dataset or "digits"
     d = DATASET_DEFAULTS[dataset]
     compare, is_float = bool(args.compare), bool(args.float)
@@ -45,10 +63,10 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         "float": is_float,
         "dataset": dataset,
         "data_dir": args.data_dir,
-        "model": args.model or d["model"],
+        "model": (model := args.model or d["model"]),
         "hidden": list(args.hidden or d["hidden"]),
-        "widths": list(args.widths or [128, 256, 512]),
-        "vgg_hidden": args.vgg_hidden or 1024,
+        "widths": list(args.widths or MODEL_DEFAULTS.get(model, MODEL_DEFAULTS["vgg7"])["widths"]),
+        "vgg_hidden": args.vgg_hidden or MODEL_DEFAULTS.get(model, MODEL_DEFAULTS["vgg7"])["vgg_hidden"],
         "bits": list(bits),
         **modes,
         "factor": args.factor if args.factor is not None else paper.factor,
@@ -58,11 +76,15 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         "schedule": args.schedule or "paper",
         "seed": args.seed if args.seed is not None else 0,
         "augment": args.augment if args.augment is not None else d["augment"],
+        "flip": args.flip if getattr(args, "flip", None) is not None else d.get("flip", True),
+        "preset": preset,
         "limit_batches": args.limit_batches,
         "eval_batch_size": args.eval_batch_size or 500,
     }
     if cfg["model"] == "vgg7" and len(cfg["widths"]) != 3:
         raise UsageError(f"--widths takes the 3 VGG7 stage widths, got {cfg['widths']}")
+    if cfg["model"] == "lenet5" and len(cfg["widths"]) != 2:
+        raise UsageError(f"--widths takes the 2 LeNet-5 conv widths, got {cfg['widths']}")
     for key in ("epochs", "batch_size", "eval_batch_size"):
         if cfg[key] < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {cfg[key]}")
@@ -97,9 +119,9 @@ def resume_config(cli: dict[str, Any], args: argparse.Namespace, out_dir: Path) 
         key = "framework" if arg == "compare" else arg
         if key in RESUME_OVERRIDABLE:
             cfg[key] = cli[key]
-        elif cli[key] != saved[key]:
+        elif cli[key] != saved.get(key):
             raise UsageError(
-                f"--resume continues the run in {out_dir}, which has {key}={saved[key]!r}; "
+                f"--resume continues the run in {out_dir}, which has {key}={saved.get(key)!r}; "
                 f"--{arg.replace('_', '-')} asks for {cli[key]!r} (start a new run in another --out-dir)"
             )
     if cfg["epochs"] != saved["epochs"]:

@@ -8,6 +8,7 @@ reference does (docs/contract.md §3). Keeping ``uint8`` keeps CIFAR-10 at 150 M
   split: the first 1437 images of a seed-0 permutation for training, the last 360 for testing.
 * ``mnist``: the four idx files (``train-images-idx3-ubyte`` etc., optionally ``.gz``).
 * ``cifar10``: the python pickle batches ``data_batch_1..5`` and ``test_batch`` of ``cifar-10-batches-py``.
+* ``svhn``: the cropped-digit ``.mat`` files (``wage_train.svhn``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ __all__ = [
     "to_inputs",
 ]
 
-DATASETS = ("digits", "mnist", "cifar10")
+DATASETS = ("digits", "mnist", "cifar10", "svhn")
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -206,13 +207,17 @@ def load_cifar10(data_dir: str | Path) -> Dataset:
 
 
 def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
-    """``"digits"`` (embedded), or ``"mnist"`` / ``"cifar10"`` read from ``data_dir``."""
+    """``"digits"`` (embedded), or ``"mnist"`` / ``"cifar10"`` / ``"svhn"`` read from ``data_dir``."""
     if name == "digits":
         return load_digits_split()
     if name not in DATASETS:
         raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
     if data_dir is None:
         raise DataError(f"--dataset {name} needs --data-dir (the directory holding its files)")
+    if name == "svhn":
+        from wage_train.svhn import load_svhn  # imports this module
+
+        return load_svhn(data_dir)
     return load_mnist(data_dir) if name == "mnist" else load_cifar10(data_dir)
 
 

@@ -22,7 +22,7 @@ import optax
 from wage_jax import parallel
 from wage_jax.functional import QW
 from wage_jax.initializers import kernel_scale
-from wage_jax.models import MLP, VGG7
+from wage_jax.models import MLP, VGG7, LeNet5
 from wage_jax.optax import wage_sgd
 from wage_jax.train import make_train_step
 from wage_spec import WAGEConfig
@@ -52,6 +52,10 @@ def build_model(spec: ModelSpec, config: WAGEConfig, quantized: bool) -> Any:
         return MLP(hidden=spec.hidden, num_classes=spec.num_classes, config=config, quantized=quantized)
     if spec.kind == "vgg7":
         return VGG7(
+            widths=spec.widths, hidden=spec.vgg_hidden, num_classes=spec.num_classes, config=config, quantized=quantized
+        )
+    if spec.kind == "lenet5":
+        return LeNet5(
             widths=spec.widths, hidden=spec.vgg_hidden, num_classes=spec.num_classes, config=config, quantized=quantized
         )
     raise ValueError(f"unknown model kind {spec.kind!r}")

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from wage_train.augment import augment_crop
 from wage_train.checkpoints import latest_checkpoint, save_checkpoint
 from wage_train.config import MODES, wage_config
 from wage_train.data import augment_crop_flip, pad_images, to_inputs
@@ -101,6 +102,12 @@ def _summary(cfg: dict[str, Any], spec: ModelSpec, history: list[dict], compare:
     return out
 
 
+def _augment_label(cfg: dict[str, Any]) -> str:
+    if not cfg["augment"]:
+        return ""
+    return " (augmented: crop + flip)" if cfg.get("flip", True) else " (augmented: crop)"
+
+
 def train(cfg: dict[str, Any], data: Any, out_dir: Path, *, resume: bool, stop_after: int | None,
            progress: bool, devices: int | None = None) -> dict[str, Any]:
     from tqdm.auto import tqdm
@@ -150,6 +157,8 @@ def train(cfg: dict[str, Any], data: Any, out_dir: Path, *, resume: bool, stop_a
             print(f"note: starting a new run; removing the old checkpoints in {ckpt_root}", flush=True)
             shutil.rmtree(ckpt_root)
         out_dir.mkdir(parents=True, exist_ok=True)
+    if not cfg["float"]:
+        cfg["scales"] = spec.weight_scales(cfg["bits"][0], cfg["factor"])  # per layer, forward order
     write_json(out_dir / "config.json", cfg)
 
     method = (
@@ -158,8 +167,9 @@ def train(cfg: dict[str, Any], data: Any, out_dir: Path, *, resume: bool, stop_a
         else "WAGE {}-{}-{}-{} (W {}, A {}, G {}, E {})".format(*cfg["bits"], *(cfg[m] for m in MODES))
     )
     print(
+        f"{'preset ' + cfg['preset'] + ' | ' if cfg.get('preset') else ''}"
         f"{method} | {spec.describe()} | {cfg['dataset']}: {len(x_train)} train / {len(x_test)} test"
-        f"{' (augmented)' if cfg['augment'] else ''} | {' + '.join(frameworks)} | {epochs} epochs x {spe} steps "
+        f"{_augment_label(cfg)} | {' + '.join(frameworks)} | {epochs} epochs x {spe} steps "
         f"of {batch}, lr {cfg['lr']:g} ({cfg['schedule']} schedule) | seed {cfg['seed']} | {out_dir}",
         flush=True,
     )
@@ -179,7 +189,7 @@ def train(cfg: dict[str, Any], data: Any, out_dir: Path, *, resume: bool, stop_a
             idx = order[b * batch : (b + 1) * batch]
             xb = x_train[idx]
             if cfg["augment"]:
-                xb = augment_crop_flip(xb, rng)
+                xb = augment_crop_flip(xb, rng) if cfg.get("flip", True) else augment_crop(xb, rng)
             xb, yb = to_inputs(xb, data.max_value), data.y_train[idx]
             logits_by_fw = {}
             for r in runners:

@@ -5,17 +5,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from wage_spec import paper_lr
+from wage_spec import paper_lr, paper_lr_epochs, wage_init_limits
 
-__all__ = ["ModelSpec", "lr_table", "schedule_index"]
+__all__ = ["SCHEDULES", "ModelSpec", "lr_table", "schedule_index"]
+
+SCHEDULES = ("paper", "paper-epochs", "constant")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """A model of ``wage_jax.models`` / ``wage_torch.models``, described once for both frameworks.
 
-    ``kind``: ``"mlp"`` (``hidden`` widths) or ``"vgg7"`` (``widths`` of the three conv stages and
-    ``vgg_hidden`` for the dense layer); ``image_shape``: ``(H, W, C)`` of one input image.
+    ``kind``: ``"mlp"`` (``hidden`` widths), ``"vgg7"`` (``widths`` of the three conv stages and
+    ``vgg_hidden`` for the dense layer) or ``"lenet5"`` (``widths`` of the two 5x5 conv stages, default
+    32, 64, and ``vgg_hidden`` for the dense layer, default 512); ``image_shape``: ``(H, W, C)`` of one image.
     """
 
     kind: str
@@ -35,20 +38,53 @@ class ModelSpec:
         """A short human-readable architecture, e.g. ``MLP 64-256-10``."""
         if self.kind == "mlp":
             return "MLP " + "-".join(str(n) for n in (self.in_features, *self.hidden, self.num_classes))
-        return f"VGG7 conv {'-'.join(str(w) for w in self.widths)}, dense {self.vgg_hidden}-{self.num_classes}"
+        name = "LeNet-5" if self.kind == "lenet5" else "VGG7"
+        return f"{name} conv {'-'.join(str(w) for w in self.widths)}, dense {self.vgg_hidden}-{self.num_classes}"
+
+    def fan_ins(self) -> list[int]:
+        """Fan-in of every weight layer in forward order (conv layers, then dense), from the shapes alone.
+
+        VGG7: 3x3 SAME convolutions, three 2x2 poolings; LeNet-5: 5x5 VALID convolutions, each followed
+        by a 2x2 pooling (28 -> 24 -> 12 -> 8 -> 4).
+        """
+        h, w, c = self.image_shape
+        if self.kind == "mlp":
+            return [self.in_features, *self.hidden]
+        if self.kind == "vgg7":
+            fans, channels = [], c
+            for width in self.widths:
+                fans += [9 * channels, 9 * width]
+                channels = width
+            side = h // 2 ** len(self.widths)
+            return [*fans, channels * side * side, self.vgg_hidden]
+        if self.kind == "lenet5":
+            fans, channels, side = [], c, h
+            for width in self.widths:
+                fans.append(25 * channels)
+                channels, side = width, (side - 4) // 2
+            return [*fans, channels * side * side, self.vgg_hidden]
+        raise ValueError(f"unknown model kind {self.kind!r}")
+
+    def weight_scales(self, bits_W: int, factor: float) -> list[float]:
+        """The WAGE initializer's per-layer scale (Eq. 7) of every weight layer, in forward order."""
+        return [wage_init_limits(fan, bits_W, factor)[1] for fan in self.fan_ins()]
 
 
 def lr_table(base_lr: float, epochs: int, schedule: str) -> list[float]:
-    """Per-epoch learning rates: ``"constant"`` gives ``base_lr``; ``"paper"`` gives ``base_lr * paper_lr(e) / 8``.
+    """Per-epoch learning rates: ``"constant"`` gives ``base_lr``; ``"paper"`` gives ``base_lr * paper_lr(e) / 8``;
+    ``"paper-epochs"`` gives ``base_lr * paper_lr_epochs(e) / 8``.
 
     With ``base_lr = 8`` the paper schedule is WAGE's own (docs/contract.md §3): 8, then 1, then 1/8 for the first
-    2/3, the next 1/6 and the last 1/6 of ``epochs``.
+    2/3, the next 1/6 and the last 1/6 of ``epochs``; ``"paper-epochs"`` switches at the authors' absolute
+    epochs 200 and 250 whatever ``epochs`` is (the two agree for 300 epochs).
     """
     if schedule == "constant":
         return [float(base_lr)] * epochs
     if schedule == "paper":
         return [float(base_lr) * paper_lr(e, epochs) / 8.0 for e in range(epochs)]
-    raise ValueError(f"schedule must be 'paper' or 'constant', got {schedule!r}")
+    if schedule == "paper-epochs":
+        return [float(base_lr) * paper_lr_epochs(e) / 8.0 for e in range(epochs)]
+    raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
 
 
 def schedule_index(step: int, steps_per_epoch: int, n_epochs: int) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from wage_spec import WAGEConfig
-from wage_torch.models import MLP, VGG7
+from wage_torch.models import MLP, VGG7, LeNet5
 from wage_torch.training import WAGETrainer, sse_loss
 from wage_torch.wage_qtorch import QW
 from wage_train.runspec import ModelSpec, schedule_index
@@ -32,6 +32,13 @@ def build_model(spec: ModelSpec, config: WAGEConfig, quantized: bool) -> torch.n
         if h != w:
             raise ValueError(f"VGG7 needs square images, got {h}x{w}")
         return VGG7(c, spec.widths, spec.vgg_hidden, spec.num_classes, image_size=h, config=config, quantized=quantized)
+    if spec.kind == "lenet5":
+        h, w, c = spec.image_shape
+        if h != w:
+            raise ValueError(f"LeNet-5 needs square images, got {h}x{w}")
+        return LeNet5(
+            c, spec.widths, spec.vgg_hidden, spec.num_classes, image_size=h, config=config, quantized=quantized
+        )
     raise ValueError(f"unknown model kind {spec.kind!r}")
 
 
@@ -68,7 +75,7 @@ class TorchRunner:
 
     def _inputs(self, x: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(x, np.float32))
-        return t.permute(0, 3, 1, 2).contiguous() if self.spec.kind == "vgg7" else t
+        return t.permute(0, 3, 1, 2).contiguous() if self.spec.kind in ("vgg7", "lenet5") else t
 
     def current_lr(self) -> float:
         """The learning rate of the next step (per-epoch table, indexed by the step count)."""
