@@ -81,7 +81,7 @@ def float_lr(image_shape: tuple[int, ...]) -> float:
 
     Plain SGD on the batch-summed squared error: the first layer's gradient grows with the input size, so the
     lr that is right for 8x8 digits (0.002, chosen on a validation split of the training set) is scaled by
-    64 / (H*W*C): 1.63e-4 for 28x28 MNIST (a validation sweep there preferred 1e-4..3e-4).
+    64 / (H*W*C): 1.63e-4 for 28x28 MNIST (docs/training.md gives the validation figures).
     """
     fan_in = 1
     for n in image_shape:
