@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from wage_train.reporting import write_json
-from wage_train.safe_io import DataError, fault, read_json_object, verify_manifest, write_manifest
+from wage_train.safe_io import DataError, fault, one_line, read_json_object, verify_manifest, write_manifest
 
 __all__ = ["KEEP", "NonFiniteError", "checkpoints_newest_first", "latest_checkpoint", "restore_checkpoint",
            "save_checkpoint"]
@@ -101,7 +101,8 @@ def _load_one(path: Path, runners: list[Any]) -> dict[str, Any]:
         try:
             r.restore(path)
         except Exception as e:  # Orbax/torch errors for a file the manifest did not catch
-            raise fault(path, f"{r.framework} state cannot be restored ({type(e).__name__}: {str(e)[:120]})") from None
+            why = f"{type(e).__name__}: {one_line(str(e), 100)}"
+            raise fault(path, f"{r.framework} state cannot be restored ({why})") from None
     bad = non_finite_weights(runners)
     if bad is not None:
         raise fault(path, f"{bad} holds a NaN or an infinity")

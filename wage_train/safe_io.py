@@ -26,6 +26,7 @@ __all__ = [
     "DataError",
     "MANIFEST",
     "fault",
+    "one_line",
     "file_digests",
     "read_bytes",
     "read_json_object",
@@ -44,6 +45,8 @@ ALLOWED_PICKLE_GLOBALS = frozenset({
     ("numpy", "dtype"),
     ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),  # protocol-5 pickles of numpy arrays: bytes -> array, no code
+    ("numpy._core.numeric", "_frombuffer"),
     ("_codecs", "encode"),  # protocol-2 pickles of bytes written by Python 3 (numpy arrays' raw data)
 })
 
@@ -52,9 +55,16 @@ class DataError(Exception):
     """A file is missing, unreadable or malformed; the message names the file and what is wrong (one line)."""
 
 
+def one_line(text: str, limit: int = 160) -> str:
+    """``text`` as one printable line of at most ``limit`` characters (control and non-ASCII bytes escaped)."""
+    flat = text.encode("ascii", "backslashreplace").decode("ascii")
+    flat = "".join(c if c.isprintable() else repr(c)[1:-1] for c in flat)
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
 def fault(path: str | Path, what: str) -> DataError:
-    """``DataError("<path>: <what>")``, the one form of a data-file fault."""
-    return DataError(f"{path}: {what}")
+    """``DataError("<path>: <what>")``, the one form of a data-file fault (always a single printable line)."""
+    return DataError(f"{path}: {one_line(what, 300)}")
 
 
 def read_bytes(path: str | Path) -> bytes:
@@ -105,7 +115,7 @@ def safe_unpickle(path: str | Path, data: bytes | None = None) -> Any:
     except MemoryError:
         raise fault(path, "not a pickle (asks for more memory than available)") from None
     except Exception as e:  # any malformed stream: UnpicklingError, EOFError, ValueError, OverflowError, ...
-        raise fault(path, f"not a pickle or truncated ({type(e).__name__}: {str(e)[:120]})") from None
+        raise fault(path, f"not a pickle or truncated ({type(e).__name__}: {one_line(str(e), 80)})") from None
 
 
 def read_json_object(path: str | Path) -> dict[str, Any]:
