@@ -251,7 +251,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         _exit_line(130, str(e))
     except (DivergedError, NonFiniteError) as e:
         _exit_line(1, str(e))
-    except DataError as e:
+    except (DataError, UsageError) as e:
         _exit_line(2, str(e))
     except KeyboardInterrupt:
         _exit_line(130, "interrupted before training started; nothing to resume from this invocation")

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from wage_train.checkpoints import non_finite_weights, restore_checkpoint, save_checkpoint
-from wage_train.config import MODES, wage_config
+from wage_train.config import MODES, UsageError, wage_config
 from wage_train.data import augment_crop_flip, pad_images, to_inputs
 from wage_train.reporting import format_compare, format_header, format_row, plot_run, write_csv, write_json
 from wage_train.runspec import ModelSpec, lr_table
@@ -168,7 +168,7 @@ def train(cfg: dict[str, Any], data: Any, out_dir: Path, *, resume: bool, stop_a
     if cfg["limit_batches"]:
         spe = min(spe, cfg["limit_batches"])
     if spe == 0:
-        raise SystemExit(f"wage-train: error: --batch-size {batch} exceeds the {len(x_train)} training examples")
+        raise UsageError(f"--batch-size {batch} exceeds the {len(x_train)} training examples")
     lrs = lr_table(cfg["lr"], epochs, cfg["schedule"])
     test_inputs = to_inputs(x_test, data.max_value)
     runners = _make_runners(cfg, spec, lrs, spe, devices)
@@ -190,7 +190,7 @@ def train(cfg: dict[str, Any], data: Any, out_dir: Path, *, resume: bool, stop_a
             raise fault(ckpt / "state.json", f"bad data_rng state ({type(e).__name__})") from None
         history, compare, start = state["history"], state["compare"], state["epoch"]
         if start >= epochs:
-            raise SystemExit(f"wage-train: error: --epochs {epochs}: the run in {out_dir} already has {start} "
+            raise UsageError(f"--epochs {epochs}: the run in {out_dir} already has {start} "
                              f"epoch(s) done; give --epochs > {start} to continue it")
         print(f"resumed from {ckpt} (epoch {start} done)", flush=True)
     elif staging is not None:
