@@ -331,7 +331,7 @@ def train(cfg: dict[str, Any], data: Any, out_dir: Path, *, resume: bool, stop_a
 def start_note(history: list[dict], ckpt_root: Path) -> str:
     done = max((m["epoch"] for m in history), default=0)
     if not done:
-        return "no epoch was completed: nothing to resume"
+        return "no epoch was completed: nothing to resume (start again with --overwrite)"
     return f"epoch {done} is checkpointed in {ckpt_root}; continue with the same command and --resume"
 
 
