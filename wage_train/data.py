@@ -189,7 +189,7 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     batch = safe_unpickle(path)
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        raise fault(path, "not a CIFAR-10 python batch (expected a pickled dict with b'data' and b'labels')")
+        raise fault(path, "not a CIFAR-10 python batch (expected a pickled dict with b'data', b'labels')")
     data, labels = batch[b"data"], batch[b"labels"]
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         what = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
