@@ -10,8 +10,8 @@ import orbax.checkpoint as ocp
 import pytest
 import torch
 
-from wage_train.cli import parse_bits, run
 from tests.test_train_data import write_fake_cifar, write_fake_mnist
+from wage_train.cli import parse_bits, run
 from wage_train.reporting import results_table
 from wage_train.runspec import lr_table
 
