@@ -1,4 +1,10 @@
-"""Per-epoch checkpoints of a ``wage-train`` run: ``checkpoints/epoch_NNNN`` and a ``latest`` pointer."""
+"""Per-epoch checkpoints of a ``wage-train`` run, written atomically and verified before they are restored.
+
+Layout: ``checkpoints/epoch_NNNN/`` holds each runner's files (``jax/`` by Orbax, ``torch.pt``), ``state.json``
+and ``MANIFEST.sha256`` (the sha256 of every other file). A checkpoint is written into ``epoch_NNNN.tmp``,
+its manifest written and re-verified, then renamed into place; ``latest`` names it. The previous good
+checkpoint is kept (two in all) so that a damaged newest one falls back to it.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +12,123 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from wage_train.reporting import write_json
+from wage_train.safe_io import DataError, fault, one_line, read_json_object, verify_manifest, write_manifest
 
-__all__ = ["latest_checkpoint", "save_checkpoint"]
+__all__ = ["KEEP", "NonFiniteError", "checkpoints_newest_first", "latest_checkpoint", "restore_checkpoint",
+           "save_checkpoint"]
+
+KEEP = 2  # the newest checkpoint and the previous good one
+STATE_KEYS = ("epoch", "data_rng", "history", "compare")
 
 
-def save_checkpoint(root: Path, epoch: int, runners: list[Any], state: dict[str, Any]) -> None:
-    """Write ``root/epoch_NNNN`` (runners + state.json), point ``root/latest`` at it, drop older epochs."""
-    target = root / f"epoch_{epoch:04d}"
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
+class NonFiniteError(ValueError):
+    """A runner holds a NaN or an infinity (never written to a checkpoint)."""
+
+
+def non_finite_weights(runners: list[Any]) -> str | None:
+    """``"<framework> <name>"`` of the first raw weight/state array holding a NaN or Inf, else None."""
     for r in runners:
-        r.save(target)
-    write_json(target / "state.json", state)
-    tmp = root / "latest.tmp"
-    tmp.write_text(target.name + "\n")
-    tmp.replace(root / "latest")
-    for old in root.glob("epoch_*"):
-        if old != target:
-            shutil.rmtree(old, ignore_errors=True)
+        for name, v in r.raw_weights().items():
+            a = np.asarray(v)
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                return f"{r.framework} {name}"
+    return None
+
+
+def save_checkpoint(root: Path, epoch: int, runners: list[Any], state: dict[str, Any]) -> Path:
+    """Write ``root/epoch_NNNN`` atomically (runners + state.json + manifest), point ``root/latest`` at it,
+    keep it and the previous one.
+
+    Raises:
+      NonFiniteError: a runner holds a non-finite value (nothing is written).
+    """
+    bad = non_finite_weights(runners)
+    if bad is not None:
+        raise NonFiniteError(f"refusing to checkpoint epoch {epoch}: {bad} holds a NaN or an infinity")
+    root.mkdir(parents=True, exist_ok=True)
+    target = root / f"epoch_{epoch:04d}"
+    tmp = root / f"epoch_{epoch:04d}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    for r in runners:
+        r.save(tmp)
+    write_json(tmp / "state.json", state)
+    write_manifest(tmp)
+    verify_manifest(tmp)
+    if target.exists():  # an epoch written by an earlier, interrupted invocation: replace it
+        aside = root / f"epoch_{epoch:04d}.old"
+        shutil.rmtree(aside, ignore_errors=True)
+        target.rename(aside)
+        tmp.rename(target)
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        tmp.rename(target)
+    pointer = root / "latest.tmp"
+    pointer.write_text(target.name + "\n")
+    pointer.replace(root / "latest")
+    for old in checkpoints_newest_first(root)[KEEP:]:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def checkpoints_newest_first(root: Path) -> list[Path]:
+    """The complete ``epoch_NNNN`` directories under ``root``, newest first (``.tmp`` ones are incomplete)."""
+    found = []
+    for p in root.glob("epoch_*") if root.is_dir() else ():
+        suffix = p.name[len("epoch_"):]
+        if p.is_dir() and suffix.isdigit():
+            found.append((int(suffix), p))
+    return [p for _, p in sorted(found, reverse=True)]
 
 
 def latest_checkpoint(root: Path) -> Path | None:
-    latest = root / "latest"
-    if not latest.is_file():
-        return None
-    path = root / latest.read_text().strip()
-    return path if (path / "state.json").is_file() else None
+    """The newest complete checkpoint directory under ``root`` (not verified), or None."""
+    found = checkpoints_newest_first(root)
+    return found[0] if found else None
+
+
+def _load_one(path: Path, runners: list[Any]) -> dict[str, Any]:
+    verify_manifest(path)
+    state = read_json_object(path / "state.json")
+    missing = [k for k in STATE_KEYS if k not in state]
+    if missing or not isinstance(state["epoch"], int) or not isinstance(state["history"], list):
+        raise fault(path / "state.json", f"not a wage-train checkpoint state (missing or bad {missing or 'epoch'})")
+    for r in runners:
+        try:
+            r.restore(path)
+        except Exception as e:  # Orbax/torch errors for a file the manifest did not catch
+            why = f"{type(e).__name__}: {one_line(str(e), 100)}"
+            raise fault(path, f"{r.framework} state cannot be restored ({why})") from None
+    bad = non_finite_weights(runners)
+    if bad is not None:
+        raise fault(path, f"{bad} holds a NaN or an infinity")
+    return state
+
+
+def restore_checkpoint(root: Path, runners: list[Any], warn: Any = print) -> tuple[Path, dict[str, Any]]:
+    """Restore the newest checkpoint under ``root`` that verifies (manifest digests, readable state, finite
+    values) into ``runners``; a refused one is reported with ``warn`` in one line and the previous one tried.
+
+    Returns:
+      ``(checkpoint directory, state dict)``.
+
+    Raises:
+      DataError: no checkpoint, or none verifies (the message names the newest one and what is wrong).
+    """
+    candidates = checkpoints_newest_first(root)
+    if not candidates:
+        raise DataError(f"--resume: no checkpoint in {root}")
+    first_error: DataError | None = None
+    for i, path in enumerate(candidates):
+        try:
+            return path, _load_one(path, runners)
+        except DataError as e:
+            first_error = first_error or e
+            nxt = candidates[i + 1].name if i + 1 < len(candidates) else None
+            if nxt:
+                warn(f"warning: checkpoint refused: {e}; falling back to {nxt}")
+    raise DataError(f"no usable checkpoint: {first_error}")

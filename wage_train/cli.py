@@ -26,15 +26,19 @@ layer's quantized weights), ``weights.npz`` (the final accumulators), ``checkpoi
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from wage_spec import FULL_PRECISION
-from wage_train.config import FLOAT_LR, WAGE_LR, UsageError, resolve_config, resume_config
-from wage_train.data import DATASETS, DataError, load_dataset
+from wage_train.config import FLOAT_LR, WAGE_LR, UsageError, float_lr, resolve_config, resume_config
+from wage_train.data import DATASETS, load_dataset
 from wage_train.presets import PRESETS
 from wage_train.runspec import SCHEDULES
+from wage_train.safe_io import DataError
 
 __all__ = ["build_parser", "main", "parse_bits", "run"]
 
@@ -47,6 +51,50 @@ def _ints(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return values
+
+
+def positive_float(text: str) -> float:
+    """A finite float > 0 (``--lr``, ``--factor``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be finite and > 0, got {text!r}")
+    return value
+
+
+def _int_at_least(low: int):  # noqa: ANN202
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"int>={low}"
+    return parse
+
+
+positive_int = _int_at_least(1)
+non_negative_int = _int_at_least(0)
+
+
+def out_dir_arg(text: str) -> str:
+    """A directory that exists or can be created: not a file, its nearest existing ancestor a writable folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} exists and is not a directory")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"{text!r} cannot be created ({probe} is not a writable directory)")
+    return str(path)
 
 
 def parse_bits(text: str) -> list[int]:
@@ -66,10 +114,17 @@ def parse_bits(text: str) -> list[int]:
     return out
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors in one line (``wage-train: error: argument --lr: ...``), no usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``wage-train`` argument parser. Every option defaults to None: :func:`resolve_config` fills
     dataset-dependent defaults, and ``--resume`` can tell which options were given."""
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="wage-train",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -105,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--widths", type=_ints, help="conv widths: VGG7's 3 stages (default 128,256,512), LeNet-5's 2 (default 32,64)"
     )
-    data.add_argument("--vgg-hidden", type=int, help="dense width of VGG7 (default 1024) or LeNet-5 (default 512)")
+    data.add_argument(
+        "--vgg-hidden", type=positive_int, help="dense width of VGG7 (default 1024) or LeNet-5 (default 512)"
+    )
     data.add_argument(
         "--augment",
         action=argparse.BooleanOptionalAction,
@@ -122,12 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--bits", type=parse_bits, help="W-A-G-E bits (default 2-8-8-8; fp = full precision for A/E)")
     for m, default in zip("WAGE", ("nearest", "nearest", "stochastic", "stochastic"), strict=True):
         q.add_argument(f"--{m}-mode", choices=("nearest", "stochastic"), help=f"rounding of {m} (default {default})")
-    q.add_argument("--factor", type=float, help="initializer variance factor (default 1.0, the paper's)")
+    q.add_argument("--factor", type=positive_float, help="initializer variance factor (default 1.0, the paper's)")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=int, help="default: 60 (digits), 100 (mnist), 300 (cifar10)")
-    t.add_argument("--batch-size", type=int, help="default 128")
+    t.add_argument("--epochs", type=positive_int, help="default: 60 (digits), 100 (mnist), 300 (cifar10)")
+    t.add_argument("--batch-size", type=positive_int, help="default 128")
     t.add_argument(
-        "--lr", type=float, help=f"base learning rate (default {WAGE_LR:g} for WAGE, {FLOAT_LR:g} for --float)"
+        "--lr", type=positive_float, help=f"base learning rate (default {WAGE_LR:g} for WAGE; for --float "
+        f"{FLOAT_LR:g} x 64 / input size, i.e. 0.002 on 8x8 digits, 1.6e-4 on 28x28 MNIST)"
     )
     t.add_argument(
         "--schedule",
@@ -135,24 +193,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="paper (default): lr x1 for 2/3 of the epochs, x1/8 for 1/6, x1/64 for 1/6; paper-epochs: x1 before "
         "epoch 200, x1/8 before 250, x1/64 after (the authors' absolute epochs); constant: lr",
     )
-    t.add_argument("--seed", type=int, help="initial weights, batch order and random rounding (default 0)")
-    t.add_argument("--limit-batches", type=int, help="at most this many training batches per epoch (quick checks)")
-    t.add_argument("--eval-batch-size", type=int, help="default 500")
+    t.add_argument("--seed", type=non_negative_int, help="initial weights, batch order and random rounding (default 0)")
+    t.add_argument("--limit-batches", type=positive_int,
+                   help="at most this many training batches per epoch (quick checks)")
+    t.add_argument("--eval-batch-size", type=positive_int, help="default 500")
     r = p.add_argument_group("output")
-    r.add_argument("--out-dir", help="default runs/<name>")
+    r.add_argument("--out-dir", type=out_dir_arg, help="default runs/<name>")
     r.add_argument("--name", help="run name (default from data set, model, bits, framework and seed)")
     r.add_argument("--resume", action="store_true", default=None, help="continue the run saved in --out-dir")
-    r.add_argument("--stop-after", type=int, help="stop after this many epochs of this invocation (resume later)")
+    r.add_argument(
+        "--overwrite",
+        action="store_true",
+        default=None,
+        help="start a new run in an --out-dir that holds one: the old run is moved aside to <out-dir>.old-<time> "
+        "once the new run has its first good checkpoint (never deleted)",
+    )
+    r.add_argument("--stop-after", type=positive_int,
+                   help="stop after this many epochs of this invocation (resume later)")
     r.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
     r.add_argument(
         "--devices",
-        type=int,
+        type=positive_int,
         help="JAX: train data-parallel over this many local devices (default: all; the batch size must divide "
         "by it, else one device is used). The result is bit-identical for every device count.",
     )
     r.add_argument(
         "--torch-threads",
-        type=int,
+        type=positive_int,
         help="torch intra-op threads (default: 1 for digits, whose steps are too small to split across "
         "threads, and torch's default otherwise)",
     )
@@ -162,16 +229,33 @@ def build_parser() -> argparse.ArgumentParser:
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse ``argv``, train, write the outputs; returns the run's summary (as in ``metrics.json``).
 
-    Exits (``SystemExit`` 2) with one clear message on bad options or missing data.
+    Exits with one line on stderr and no traceback: status 2 for bad options, missing or malformed data or
+    checkpoints, or an existing run in ``--out-dir``; 1 when training diverges; 130 on SIGINT/SIGTERM.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    staging = None
     try:
+        if args.resume and args.overwrite:
+            raise UsageError("--resume and --overwrite exclude each other")
         cfg = resolve_config(args)
         out_dir = Path(cfg["out_dir"])
         if args.resume:
             cfg = resume_config(cfg, args, out_dir)
+        elif _holds_a_run(out_dir):
+            if not args.overwrite:
+                raise UsageError(f"--out-dir {out_dir} already holds a run; continue it with --resume, choose a new "
+                                 "--out-dir, or give --overwrite (the old run is moved aside, not deleted)")
+            staging = out_dir.with_name(f"{out_dir.name}.new-{os.getpid()}")
         data = load_dataset(cfg["dataset"], cfg["data_dir"])
+        if cfg["lr"] is None:
+            cfg["lr"] = float_lr(data.image_shape)
+        try:
+            (staging or out_dir).parent.mkdir(parents=True, exist_ok=True)
+            if staging is None:
+                out_dir.mkdir(exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"--out-dir {out_dir} cannot be created ({e.strerror or type(e).__name__})") from None
     except (UsageError, DataError, ValueError) as e:
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     if cfg["framework"] != "jax":
@@ -180,12 +264,39 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         threads = args.torch_threads or (1 if cfg["dataset"] == "digits" else None)
         if threads:
             torch.set_num_threads(threads)
-    from wage_train.loop import train
+    from wage_train.checkpoints import NonFiniteError
+    from wage_train.loop import DivergedError, RunInterruptedError, StopSignals, train
 
-    return train(cfg, data, out_dir, resume=bool(args.resume), stop_after=args.stop_after,
-                  progress=not args.no_progress, devices=args.devices)
+    try:
+        with StopSignals() as stop:
+            return train(cfg, data, out_dir, resume=bool(args.resume), stop_after=args.stop_after,
+                         progress=not args.no_progress, devices=args.devices, staging=staging, stop=stop)
+    except RunInterruptedError as e:
+        _exit_line(130, str(e))
+    except (DivergedError, NonFiniteError) as e:
+        _exit_line(1, str(e))
+    except (DataError, UsageError) as e:
+        _exit_line(2, str(e))
+    except KeyboardInterrupt:
+        _exit_line(130, "interrupted before training started; nothing to resume from this invocation")
+
+
+def _holds_a_run(out_dir: Path) -> bool:
+    return out_dir.is_dir() and any(
+        (out_dir / name).exists() for name in ("config.json", "checkpoints", "metrics.json", "metrics.csv")
+    )
+
+
+def _exit_line(status: int, message: str) -> None:
+    sys.stdout.flush()
+    sys.stderr.write(f"wage-train: {'error: ' if status != 130 else ''}{message}\n")
+    sys.stderr.flush()
+    raise SystemExit(status)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point (``wage-train``, ``python -m examples.train, python -m wage_train``)."""
-    run(argv)
+    try:
+        run(argv)
+    except KeyboardInterrupt:
+        _exit_line(130, "interrupted")

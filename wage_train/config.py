@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 from wage_spec import FULL_PRECISION, WAGEConfig
 from wage_train.presets import apply_preset
+from wage_train.safe_io import read_json_object
 
 __all__ = [
     "DATASET_DEFAULTS",
     "MODEL_DEFAULTS",
     "MODES",
     "UsageError",
+    "float_lr",
     "resolve_config",
     "resume_config",
     "wage_config",
@@ -34,7 +35,7 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "lenet5": {"widths": [32, 64], "vgg_hidden": 512},
 }
 # Options that only say where/how to run, not what to train (never compared on --resume).
-RUNTIME_ARGS = {"resume", "stop_after", "no_progress", "out_dir", "name", "torch_threads", "devices"}
+RUNTIME_ARGS = {"resume", "overwrite", "stop_after", "no_progress", "out_dir", "name", "torch_threads", "devices"}
 # Options that --resume may change: more epochs (the lr schedule is recomputed), where the data is.
 RESUME_OVERRIDABLE = {"epochs", "data_dir", "eval_batch_size"}
 MODES = ("W_mode", "A_mode", "G_mode", "E_mode")
@@ -72,7 +73,8 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         "factor": args.factor if args.factor is not None else paper.factor,
         "epochs": args.epochs if args.epochs is not None else d["epochs"],
         "batch_size": args.batch_size or 128,
-        "lr": args.lr if args.lr is not None else (FLOAT_LR if is_float else WAGE_LR),
+        # --float without --lr: float_lr(image shape), filled in once the data is loaded.
+        "lr": args.lr if args.lr is not None else (None if is_float else WAGE_LR),
         "schedule": args.schedule or "paper",
         "seed": args.seed if args.seed is not None else 0,
         "augment": args.augment if args.augment is not None else d["augment"],
@@ -97,6 +99,19 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     return cfg
 
 
+def float_lr(image_shape: tuple[int, ...]) -> float:
+    """The float baseline's default lr: ``FLOAT_LR * 64 / fan-in`` of the first layer (the flattened image).
+
+    Plain SGD on the batch-summed squared error: the first layer's gradient grows with the input size, so the
+    lr that is right for 8x8 digits (0.002, chosen on a validation split of the training set) is scaled by
+    64 / (H*W*C): 1.63e-4 for 28x28 MNIST (docs/training.md gives the validation figures).
+    """
+    fan_in = 1
+    for n in image_shape:
+        fan_in *= int(n)
+    return FLOAT_LR * 64.0 / fan_in
+
+
 def wage_config(cfg: dict[str, Any]) -> WAGEConfig:
     """The ``WAGEConfig`` of a resolved configuration."""
     w, a, g, e = cfg["bits"]
@@ -112,7 +127,10 @@ def resume_config(cli: dict[str, Any], args: argparse.Namespace, out_dir: Path) 
     path = out_dir / "config.json"
     if not path.is_file():
         raise UsageError(f"--resume: no run to continue in {out_dir} ({path.name} not found)")
-    saved = json.loads(path.read_text())
+    saved = read_json_object(path)
+    missing = sorted(set(cli) - set(saved) - {"name", "out_dir"})
+    if missing:
+        raise UsageError(f"{path}: not a wage-train config (missing {', '.join(missing)})")
     given = {k for k, v in vars(args).items() if v is not None} - RUNTIME_ARGS
     cfg = dict(saved)
     for arg in sorted(given):

@@ -13,24 +13,26 @@ reference does (docs/contract.md §3). Keeping ``uint8`` keeps CIFAR-10 at 150 M
 
 from __future__ import annotations
 
-import gzip
-import pickle
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from wage_train.safe_io import DataError, fault, read_bytes, safe_unpickle
+
 __all__ = [
     "DATASETS",
     "DataError",
     "Dataset",
     "augment_crop_flip",
+    "check_labels",
     "load_cifar10",
     "load_dataset",
     "load_digits_split",
     "load_mnist",
     "pad_images",
+    "read_cifar_batch",
     "read_idx",
     "to_inputs",
 ]
@@ -47,10 +49,6 @@ CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 
 # idx type codes (the third byte of the magic number) -> big-endian NumPy dtype.
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-class DataError(Exception):
-    """A data set is missing or malformed; the message names the files expected."""
 
 
 @dataclass(frozen=True)
@@ -108,23 +106,21 @@ def read_idx(path: str | Path) -> np.ndarray:
     for a bad magic number or a size that disagrees with the header.
     """
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as e:
-        raise DataError(f"cannot read idx file {path}: {e}") from e
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise DataError(f"{path} is not an idx file (bad magic number {raw[:4].hex() or 'empty'})")
+    raw = read_bytes(path)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or not 1 <= raw[3] <= 4:
+        raise fault(path, f"not an idx file (bad magic number {raw[:4].hex() or 'empty'})")
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
-        raise DataError(f"{path}: truncated idx header")
+        raise fault(path, "truncated idx header")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    count = int(np.prod(shape, dtype=np.int64))
+    count = 1
+    for n in shape:
+        count *= n  # Python ints: no overflow
     if len(raw) - header != count * dtype.itemsize:
-        raise DataError(f"{path}: header says {shape} ({count * dtype.itemsize} bytes), file has {len(raw) - header}")
+        raise fault(path, f"header says {shape} ({count * dtype.itemsize} bytes), file has {len(raw) - header}"
+                    f"{' (truncated)' if len(raw) - header < count * dtype.itemsize else ''}")
     return np.frombuffer(raw, dtype, offset=header).astype(dtype.newbyteorder("=")).reshape(shape)
 
 
@@ -156,9 +152,14 @@ def load_mnist(data_dir: str | Path) -> Dataset:
         names = ", ".join(f"{stem}[.gz]" for stem in MNIST_FILES)
         raise _missing("MNIST", root, searched, names)
     x_train, y_train, x_test, y_test = (read_idx(p) for p in found)
-    for images, labels, split in ((x_train, y_train, "train"), (x_test, y_test, "t10k")):
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise DataError(f"MNIST {split}: images {images.shape} and labels {labels.shape} do not match")
+    for images, labels, ip, lp in ((x_train, y_train, found[0], found[1]), (x_test, y_test, found[2], found[3])):
+        if images.ndim != 3 or images.dtype != np.uint8:
+            raise fault(ip, f"expected uint8 images (N, H, W), got {images.dtype} {images.shape}")
+        if labels.ndim != 1:
+            raise fault(lp, f"expected labels (N,), got shape {labels.shape}")
+        if len(images) != len(labels):
+            raise fault(lp, f"{len(labels)} labels but {ip.name} has {len(images)} images (counts differ)")
+        check_labels(lp, labels, 10)
     return Dataset(
         "mnist",
         x_train.astype(np.uint8)[..., None],
@@ -172,18 +173,39 @@ def load_mnist(data_dir: str | Path) -> Dataset:
 # ----------------------------------------------------------------------------------------- CIFAR-10
 
 
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def check_labels(path: str | Path, labels: np.ndarray, num_classes: int) -> None:
+    """:class:`DataError` naming ``path`` unless every label is an integer in ``0..num_classes-1``."""
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        bad = labels[(labels < 0) | (labels >= num_classes)]
+        raise fault(path, f"labels outside 0..{num_classes - 1} (e.g. {int(bad[0])}, {bad.size} in all)")
+
+
+def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch, unpickled with :func:`~wage_train.safe_io.safe_unpickle` (no code runs).
+
+    Returns images ``(N, 32, 32, 3)`` uint8 (HWC) and labels ``(N,)`` int64 in ``0..9``. Raises
+    :class:`DataError` naming the file: not a pickle, a refused global, missing keys, wrong shape or dtype,
+    counts that differ, labels outside ``0..9``.
+    """
+    path = Path(path)
+    batch = safe_unpickle(path)
+    if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+        raise fault(path, "not a CIFAR-10 python batch (expected a pickled dict with b'data', b'labels')")
+    data, labels = batch[b"data"], batch[b"labels"]
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        what = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise fault(path, f"b'data' must be a uint8 array (N, 3072), got {what}")
+    if not isinstance(labels, list | np.ndarray) or not all(isinstance(v, int | np.integer) for v in labels):
+        raise fault(path, "b'labels' must be a list of ints")
     try:
-        with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-        data, labels = batch[b"data"], batch[b"labels"]
-    except (OSError, pickle.UnpicklingError, EOFError, KeyError, TypeError) as e:
-        raise DataError(f"{path} is not a CIFAR-10 python batch (a pickled dict with b'data', b'labels'): {e}") from e
-    data = np.asarray(data, np.uint8)
-    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
-        raise DataError(f"{path}: data {data.shape} with {len(labels)} labels; expected (N, 3072) and N labels")
+        labels_arr = np.asarray(labels, np.int64).reshape(-1)
+    except (OverflowError, ValueError):
+        raise fault(path, "b'labels' holds values that are not 64-bit integers") from None
+    if len(labels_arr) != len(data):
+        raise fault(path, f"{len(labels_arr)} labels but {len(data)} images (counts differ)")
+    check_labels(path, labels_arr, 10)
     # Each row is the red plane, then green, then blue, each 32x32 row-major: CHW -> HWC.
-    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), np.asarray(labels, np.int64)
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels_arr
 
 
 def load_cifar10(data_dir: str | Path) -> Dataset:
@@ -199,8 +221,8 @@ def load_cifar10(data_dir: str | Path) -> Dataset:
             break
     else:
         raise _missing("CIFAR-10", root, searched, ", ".join(CIFAR10_FILES) + " (the python version)")
-    train = [_read_cifar_batch(directory / name) for name in CIFAR10_FILES[:-1]]
-    x_test, y_test = _read_cifar_batch(directory / CIFAR10_FILES[-1])
+    train = [read_cifar_batch(directory / name) for name in CIFAR10_FILES[:-1]]
+    x_test, y_test = read_cifar_batch(directory / CIFAR10_FILES[-1])
     x_train = np.concatenate([x for x, _ in train])
     y_train = np.concatenate([y for _, y in train])
     return Dataset("cifar10", x_train, y_train, x_test, y_test, max_value=255.0)

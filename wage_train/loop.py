@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
-import shutil
+import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -12,13 +12,49 @@ from typing import Any
 import numpy as np
 
 from wage_train.augment import augment_crop
-from wage_train.checkpoints import latest_checkpoint, save_checkpoint
-from wage_train.config import MODES, wage_config
+from wage_train.checkpoints import non_finite_weights, restore_checkpoint, save_checkpoint
+from wage_train.config import MODES, UsageError, wage_config
 from wage_train.data import augment_crop_flip, pad_images, to_inputs
 from wage_train.reporting import format_compare, format_header, format_row, plot_run, write_csv, write_json
 from wage_train.runspec import ModelSpec, lr_table
 
-__all__ = ["train"]
+__all__ = ["DivergedError", "RunInterruptedError", "StopSignals", "train"]
+
+
+class DivergedError(RuntimeError):
+    """The loss or a weight became non-finite; the message is the one line the CLI prints."""
+
+
+class RunInterruptedError(RuntimeError):
+    """SIGINT or SIGTERM arrived; training stopped after the last completed checkpoint."""
+
+
+class StopSignals:
+    """Context manager: SIGINT/SIGTERM set :attr:`signal_name` instead of raising, so a step, a checkpoint or
+    an Orbax writer is never cut in half; the loop checks it after each step. A second signal exits at once
+    (status 130) without a traceback."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal_name is not None:
+            sys.stderr.write("wage-train: second signal: stopping now (the last completed checkpoint is intact)\n")
+            sys.stderr.flush()
+            import os
+
+            os._exit(130)
+        self.signal_name = signal.Signals(signum).name
+
+    def __enter__(self) -> StopSignals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
@@ -109,7 +145,15 @@ def _augment_label(cfg: dict[str, Any]) -> str:
 
 
 def train(cfg: dict[str, Any], data: Any, out_dir: Path, *, resume: bool, stop_after: int | None,
-           progress: bool, devices: int | None = None) -> dict[str, Any]:
+           progress: bool, devices: int | None = None, staging: Path | None = None,
+           stop: StopSignals | None = None) -> dict[str, Any]:
+    """Train the run ``cfg`` on ``data`` into ``out_dir``; returns the summary written to ``metrics.json``.
+
+    Raises:
+      DivergedError: the loss or a weight became non-finite (metrics and the last good checkpoint are kept).
+      RunInterruptedError: ``stop`` saw SIGINT/SIGTERM (the last completed checkpoint is intact).
+      DataError: ``resume`` and no checkpoint verifies.
+    """
     from tqdm.auto import tqdm
 
     x_train, x_test = data.x_train, data.x_test
@@ -131,7 +175,7 @@ def train(cfg: dict[str, Any], data: Any, out_dir: Path, *, resume: bool, stop_a
     if cfg["limit_batches"]:
         spe = min(spe, cfg["limit_batches"])
     if spe == 0:
-        raise SystemExit(f"wage-train: error: --batch-size {batch} exceeds the {len(x_train)} training examples")
+        raise UsageError(f"--batch-size {batch} exceeds the {len(x_train)} training examples")
     lrs = lr_table(cfg["lr"], epochs, cfg["schedule"])
     test_inputs = to_inputs(x_test, data.max_value)
     runners = _make_runners(cfg, spec, lrs, spe, devices)
@@ -142,20 +186,26 @@ def train(cfg: dict[str, Any], data: Any, out_dir: Path, *, resume: bool, stop_a
     history: list[dict[str, Any]] = []
     compare: list[dict[str, Any]] = []
     start = 0
+    final_dir = out_dir
     if resume:
-        ckpt = latest_checkpoint(ckpt_root)
-        if ckpt is None:
-            raise SystemExit(f"wage-train: error: --resume: no checkpoint in {ckpt_root}")
-        state = json.loads((ckpt / "state.json").read_text())
-        for r in runners:
-            r.restore(ckpt)
-        rng.bit_generator.state = state["data_rng"]
+        from wage_train.safe_io import fault
+
+        ckpt, state = restore_checkpoint(ckpt_root, runners, warn=lambda m: print(m, flush=True))
+        try:
+            rng.bit_generator.state = state["data_rng"]
+        except (TypeError, ValueError, KeyError) as e:
+            raise fault(ckpt / "state.json", f"bad data_rng state ({type(e).__name__})") from None
         history, compare, start = state["history"], state["compare"], state["epoch"]
+        if start >= epochs:
+            raise UsageError(f"--epochs {epochs}: the run in {out_dir} already has {start} "
+                             f"epoch(s) done; give --epochs > {start} to continue it")
         print(f"resumed from {ckpt} (epoch {start} done)", flush=True)
+    elif staging is not None:
+        # --overwrite: train in a fresh folder; the old run is moved aside after the first good checkpoint.
+        out_dir = staging
+        ckpt_root = out_dir / "checkpoints"
+        out_dir.mkdir(parents=True)
     else:
-        if ckpt_root.exists():
-            print(f"note: starting a new run; removing the old checkpoints in {ckpt_root}", flush=True)
-            shutil.rmtree(ckpt_root)
         out_dir.mkdir(parents=True, exist_ok=True)
     if not cfg["float"]:
         cfg["scales"] = spec.weight_scales(cfg["bits"][0], cfg["factor"])  # per layer, forward order
@@ -176,6 +226,9 @@ def train(cfg: dict[str, Any], data: Any, out_dir: Path, *, resume: bool, stop_a
     if cfg["framework"] == "compare" and not cfg["float"] and "stochastic" in (cfg[m] for m in MODES):
         print("note: stochastic rounding draws different random numbers in JAX and torch: the trajectories "
               "are expected to diverge (use nearest modes for a bit-exact comparison)", flush=True)
+    if cfg["schedule"] == "paper" and (len(set(lrs)) < 3 or lrs[0] != cfg["lr"]):
+        print(f"note: with --epochs {epochs} the paper schedule is degenerate: per-epoch lr {lrs} "
+              "(use more epochs or --schedule constant)", flush=True)
     print(format_header(), flush=True)
 
     bits_W = cfg["bits"][0]
@@ -200,8 +253,16 @@ def train(cfg: dict[str, Any], data: Any, out_dir: Path, *, resume: bool, stop_a
                 s["loss"] += loss
                 s["correct"] += int((logits.argmax(-1) == yb).sum())
                 logits_by_fw[r.framework] = logits
+                if not math.isfinite(loss):
+                    bar.close()
+                    _diverged(out_dir, cfg, spec, history, compare, runners, method,
+                              f"epoch {epoch + 1}, step {b + 1}: the {r.framework} training loss became {loss}")
             if len(runners) == 2:
                 steps_differ += int(not np.array_equal(_bits(logits_by_fw["torch"]), _bits(logits_by_fw["jax"])))
+            if stop is not None and stop.signal_name:
+                bar.close()
+                raise RunInterruptedError(f"{stop.signal_name}: interrupted at epoch {epoch + 1} (step {b + 1}); "
+                                  f"{start_note(history, ckpt_root)}")
             bar.update(1)
             bar.set_postfix(loss=f"{loss / batch:.4f}")
         bar.close()
@@ -233,9 +294,22 @@ def train(cfg: dict[str, Any], data: Any, out_dir: Path, *, resume: bool, stop_a
             tqdm.write(format_compare(compare[-1]))
         sys.stdout.flush()
 
+        bad = non_finite_weights(runners)
+        if bad is not None or not all(math.isfinite(r["loss"]) for r in rows):
+            _diverged(out_dir, cfg, spec, history, compare, runners, method,
+                      f"epoch {epoch + 1}, step {spe}: {bad or 'the loss'} became non-finite")
         state = {"epoch": epoch + 1, "data_rng": rng.bit_generator.state, "history": history, "compare": compare}
         save_checkpoint(ckpt_root, epoch + 1, runners, state)
         _write_metrics(out_dir, cfg, spec, history, compare)
+        if staging is not None and out_dir == staging:
+            aside = _aside_name(final_dir)
+            final_dir.rename(aside)
+            staging.rename(final_dir)
+            out_dir, ckpt_root = final_dir, final_dir / "checkpoints"
+            print(f"note: --overwrite: the previous run was moved to {aside}", flush=True)
+        if stop is not None and stop.signal_name:
+            raise RunInterruptedError(f"{stop.signal_name}: interrupted after epoch {epoch + 1} (checkpoint saved); "
+                              f"{start_note(history, ckpt_root)}")
         if stop_after is not None and done_this_run >= stop_after and epoch + 1 < epochs:
             print(f"stopped after {done_this_run} epoch(s) (--stop-after); continue with --resume", flush=True)
             break
@@ -262,6 +336,36 @@ def train(cfg: dict[str, Any], data: Any, out_dir: Path, *, resume: bool, stop_a
                                   else f"trajectories differ from epoch {c['first_divergent_epoch']}"), flush=True)
     print(f"wall time of this invocation {time.perf_counter() - wall0:.1f} s; outputs in {out_dir}", flush=True)
     return summary
+
+
+def start_note(history: list[dict], ckpt_root: Path) -> str:
+    done = max((m["epoch"] for m in history), default=0)
+    if not done:
+        return "no epoch was completed: nothing to resume (start again with --overwrite)"
+    return f"epoch {done} is checkpointed in {ckpt_root}; continue with the same command and --resume"
+
+
+def _aside_name(path: Path) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    candidate = path.with_name(f"{path.name}.old-{stamp}")
+    n = 1
+    while candidate.exists():
+        candidate = path.with_name(f"{path.name}.old-{stamp}-{n}")
+        n += 1
+    return candidate
+
+
+def _diverged(out_dir: Path, cfg: dict[str, Any], spec: ModelSpec, history: list[dict], compare: list[dict],
+              runners: list[Any], method: str, what: str) -> None:
+    """Keep metrics (the finite epochs) and the last good checkpoint, draw the plot, raise :class:`DivergedError`."""
+    if history:
+        _write_metrics(out_dir, cfg, spec, history, compare)
+        plot_run(out_dir / "plot.png", history, runners[-1].forward_weights(),
+                 f"{cfg['name']} (diverged)\n{method}, {spec.describe()}, {cfg['dataset']}")
+    done = max((m["epoch"] for m in history), default=0)
+    kept = f"the checkpoint of epoch {done} is kept" if done else "no checkpoint was written"
+    raise DivergedError(f"diverged at {what}; {kept}. Hint: lower --lr (now {cfg['lr']:g})"
+                   + ("" if cfg["float"] else " or check --bits/--factor"))
 
 
 def _write_metrics(out_dir: Path, cfg: dict[str, Any], spec: ModelSpec, history: list[dict],

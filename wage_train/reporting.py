@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -55,20 +56,37 @@ def format_compare(c: dict[str, Any]) -> str:
     )
 
 
+def finite_or_none(obj: Any) -> Any:
+    """``obj`` with every non-finite float (NaN, +-Inf) replaced by None, recursively (dicts, lists, tuples)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_or_none(v) for v in obj]
+    return obj
+
+
 def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], fields: Sequence[str] | None = None) -> None:
-    """Write ``rows`` (dicts) as CSV with the columns ``fields`` (default: the first row's keys)."""
+    """Write ``rows`` (dicts) as CSV with the columns ``fields`` (default: the first row's keys), atomically.
+
+    A non-finite number is written as an empty field (as None), so every cell parses as a number or is empty.
+    """
+    path = Path(path)
     fields = list(fields or (rows[0].keys() if rows else METRIC_FIELDS))
-    with open(path, "w", newline="") as f:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(finite_or_none(list(rows)))
+    tmp.replace(path)
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically (write then rename)."""
+    """Write ``obj`` as indented, strictly valid JSON (NaN/Inf as ``null``), atomically (write then rename)."""
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.write_text(json.dumps(finite_or_none(obj), indent=2, allow_nan=False) + "\n")
     tmp.replace(path)
 
 
@@ -83,6 +101,10 @@ def _weight_histogram(ax: Any, name: str, w: np.ndarray) -> None:
     else:
         ax.hist(w.ravel(), bins=60)
     ax.set_title(f"{name} {tuple(w.shape)}: {len(values)} distinct values", fontsize=9)
+
+
+def _finite_row(m: dict[str, Any]) -> bool:
+    return all(isinstance(m.get(k), int | float) and math.isfinite(m[k]) for k in ("loss", "train_acc", "test_acc"))
 
 
 def plot_run(
@@ -108,7 +130,7 @@ def plot_run(
     ax_loss = fig.add_subplot(grid[0, : cols // 2])
     ax_acc = fig.add_subplot(grid[0, cols // 2 :])
     for fw in sorted({m["framework"] for m in history}):
-        rows = [m for m in history if m["framework"] == fw]
+        rows = [m for m in history if m["framework"] == fw and _finite_row(m)]
         epochs = [m["epoch"] for m in rows]
         ax_loss.plot(epochs, [m["loss"] for m in rows], marker=".", label=fw)
         ax_acc.plot(epochs, [100 * m["train_acc"] for m in rows], marker=".", linestyle="--", label=f"{fw} train")
@@ -118,6 +140,7 @@ def plot_run(
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    weights = [(n, w) for n, w in weights if np.isfinite(w).all()]  # a diverged layer has no histogram
     for i, (name, w) in enumerate(weights):
         ax = fig.add_subplot(grid[1 + i // cols, i % cols])
         _weight_histogram(ax, name, w)

@@ -1,0 +1,260 @@
+"""Fault injection for ``wage-train`` (issues 11, 19): damaged checkpoints, SIGINT/SIGTERM at random points,
+divergence, re-runs into an existing directory. Each case checks the exit status, a single message line, no
+traceback, and that the last good state is intact and resumes bit-exactly.
+
+Tiny runs (digits, MLP 64-16-10, 2 batches per epoch) shared through module-scoped fixtures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wage_train.safe_io import MANIFEST, DataError
+
+RUN = ["--hidden", "16", "--epochs", "4", "--limit-batches", "2", "--no-progress"]
+TRIED: dict[str, int] = {}
+
+
+def _count(kind: str) -> None:
+    TRIED[kind] = TRIED.get(kind, 0) + 1
+
+
+def _cli(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "wage_train", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def _weights(out: Path) -> dict[str, np.ndarray]:
+    with np.load(out / "weights.npz") as f:
+        return {k: f[k].copy() for k in f.files}
+
+
+def _same_bits(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    return a.keys() == b.keys() and all(a[k].tobytes() == b[k].tobytes() for k in a)
+
+
+def _one_line_no_traceback(stderr: str) -> str:
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    assert lines[0].startswith("wage-train: ")
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """``ref``: an uninterrupted 4-epoch run; ``half``: the same run stopped after 2 epochs."""
+    root = tmp_path_factory.mktemp("faults")
+    ref, half = root / "ref", root / "half"
+    for out, extra in ((ref, []), (half, ["--stop-after", "2"])):
+        p = _cli([*RUN, "--out-dir", str(out), *extra])
+        assert p.returncode == 0, p.stderr
+    return {"root": root, "ref": ref, "half": half, "ref_weights": _weights(ref)}
+
+
+def _runners_for(out: Path):
+    """Runners built as ``train`` builds them for the run in ``out``."""
+    from wage_train.data import load_dataset
+    from wage_train.loop import _make_runners
+    from wage_train.runspec import ModelSpec, lr_table
+
+    cfg = json.loads((out / "config.json").read_text())
+    data = load_dataset(cfg["dataset"])
+    spec = ModelSpec(kind="mlp", image_shape=data.image_shape, num_classes=10, hidden=tuple(cfg["hidden"]),
+                     widths=tuple(cfg["widths"]), vgg_hidden=cfg["vgg_hidden"])
+    return _make_runners(cfg, spec, lr_table(cfg["lr"], cfg["epochs"], cfg["schedule"]), cfg["limit_batches"])
+
+
+def _state_bits(runners) -> list[bytes]:
+    return [np.asarray(v).tobytes() for r in runners for v in r.raw_weights().values()]
+
+
+def test_every_checkpoint_file_flipped_or_truncated_falls_back_to_the_previous_good_one(runs, tmp_path):
+    from wage_train.checkpoints import restore_checkpoint
+
+    runners = _runners_for(runs["half"])
+    clean = runs["half"] / "checkpoints"
+    assert [p.name for p in sorted(clean.glob("epoch_*"))] == ["epoch_0001", "epoch_0002"]
+    path, _ = restore_checkpoint(clean, runners)
+    assert path.name == "epoch_0002"
+    restore_checkpoint_one = tmp_path / "only1"
+    shutil.copytree(clean, restore_checkpoint_one)
+    shutil.rmtree(restore_checkpoint_one / "epoch_0002")
+    restore_checkpoint(restore_checkpoint_one, runners)
+    good = _state_bits(runners)
+
+    files = sorted(p.relative_to(clean / "epoch_0002") for p in (clean / "epoch_0002").rglob("*") if p.is_file())
+    assert Path(MANIFEST) in files and Path("state.json") in files and len(files) >= 4
+    rng = np.random.default_rng(0)
+    for rel in files:
+        for damage in ("flip", "truncate", "delete"):
+            root = tmp_path / "ck"
+            shutil.rmtree(root, ignore_errors=True)
+            shutil.copytree(clean, root)
+            target = root / "epoch_0002" / rel
+            raw = bytearray(target.read_bytes())
+            if damage == "delete":
+                target.unlink()
+            elif damage == "truncate":
+                target.write_bytes(raw[: int(rng.integers(0, max(len(raw), 1)))])
+            else:
+                if not raw:
+                    continue
+                raw[int(rng.integers(0, len(raw)))] ^= 1 << int(rng.integers(0, 8))
+                target.write_bytes(bytes(raw))
+            _count(f"checkpoint file {damage}")
+            warnings: list[str] = []
+            path, state = restore_checkpoint(root, runners, warn=warnings.append)
+            assert path.name == "epoch_0001" and state["epoch"] == 1, (rel, damage)
+            assert len(warnings) == 1 and "\n" not in warnings[0] and "epoch_0002" in warnings[0], warnings
+            assert _state_bits(runners) == good, (rel, damage)
+            # both damaged: refused in one line naming the newest
+            if damage == "flip":
+                (root / "epoch_0001" / "state.json").write_text("{")
+                with pytest.raises(DataError, match="no usable checkpoint: .*epoch_0002"):
+                    restore_checkpoint(root, runners, warn=lambda m: None)
+
+
+def test_resume_from_a_damaged_newest_checkpoint_is_bit_exact(runs, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(runs["half"], out)
+    data_files = [p for p in (out / "checkpoints" / "epoch_0002" / "jax").rglob("*") if p.is_file()]
+    victim = max(data_files, key=lambda p: p.stat().st_size)
+    raw = bytearray(victim.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    victim.write_bytes(bytes(raw))
+    _count("checkpoint flip then resume (subprocess)")
+    p = _cli([*RUN, "--out-dir", str(out), "--resume"])
+    assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
+    assert "warning: checkpoint refused" in p.stdout and "falling back to epoch_0001" in p.stdout
+    assert _same_bits(_weights(out), runs["ref_weights"])
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert [m["epoch"] for m in history] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("sig,delay", [(signal.SIGINT, 0.0), (signal.SIGINT, 0.6), (signal.SIGTERM, 0.3)])
+def test_signal_at_a_random_point_stops_cleanly_and_resumes_bit_exactly(runs, tmp_path, sig, delay):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "wage_train", *RUN, "--out-dir", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    for line in proc.stdout:  # the header: training is about to start
+        if line.startswith("epoch"):
+            break
+    time.sleep(delay)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    _count(f"{signal.Signals(sig).name} during training")
+    if proc.returncode == 0:  # finished before the signal arrived: nothing to check beyond the result
+        assert _same_bits(_weights(out), runs["ref_weights"])
+        return
+    assert proc.returncode == 130, stderr
+    line = _one_line_no_traceback(stderr)
+    assert "interrupted" in line and signal.Signals(sig).name in line
+    if "nothing to resume" in line:
+        return
+    assert "--resume" in line
+    p = _cli([*RUN, "--out-dir", str(out), "--resume"])
+    assert p.returncode == 0, p.stderr
+    assert _same_bits(_weights(out), runs["ref_weights"])
+
+
+def test_rerun_into_an_existing_run_is_refused_and_overwrite_moves_it_aside(runs, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(runs["half"], out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    p = _cli([*RUN, "--out-dir", str(out)])
+    _count("re-run into an existing directory")
+    assert p.returncode == 2
+    line = _one_line_no_traceback(p.stderr)
+    assert "--resume" in line and "--overwrite" in line and str(out) in line
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    p = _cli([*RUN, "--out-dir", str(out), "--overwrite", "--seed", "1"])
+    assert p.returncode == 0, p.stderr
+    aside = [d for d in tmp_path.iterdir() if d.name.startswith("run.old-")]
+    assert len(aside) == 1
+    assert {q.relative_to(aside[0]): q.read_bytes() for q in aside[0].rglob("*") if q.is_file()} == before
+    assert json.loads((out / "config.json").read_text())["seed"] == 1
+    assert not [d for d in tmp_path.iterdir() if ".new-" in d.name]
+
+
+def test_resume_to_fewer_epochs_than_done_and_damaged_config_are_one_line(runs, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(runs["ref"], out)
+    p = _cli([*RUN[:2], "--epochs", "2", "--out-dir", str(out), "--resume"])
+    assert p.returncode == 2 and "already has 4 epoch(s) done" in _one_line_no_traceback(p.stderr)
+    (out / "config.json").write_bytes((out / "config.json").read_bytes()[:40])
+    p = _cli(["--out-dir", str(out), "--resume"])
+    assert p.returncode == 2 and "config.json: not valid JSON" in _one_line_no_traceback(p.stderr)
+    _count("resume with inconsistent epochs / truncated config.json")
+
+
+def test_divergence_stops_in_one_line_and_keeps_the_last_good_state(tmp_path, monkeypatch, capsys):
+    from wage_train import cli
+    from wage_train.jax_runner import JaxRunner
+
+    real_step, calls = JaxRunner.train_step, []
+
+    def step(self, x, y):
+        loss, logits = real_step(self, x, y)
+        calls.append(1)
+        return (float("nan") if len(calls) == 3 else loss), logits  # step 1 of epoch 2
+
+    monkeypatch.setattr(JaxRunner, "train_step", step)
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        cli.run([*RUN, "--out-dir", str(out)])
+    _count("divergence")
+    assert e.value.code == 1
+    line = _one_line_no_traceback(capsys.readouterr().err)
+    assert "diverged at epoch 2, step 1" in line and "nan" in line and "lower --lr" in line
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [m["epoch"] for m in metrics["history"]] == [1]
+    assert [p.name for p in (out / "checkpoints").glob("epoch_*")] == ["epoch_0001"]
+    assert (out / "plot.png").is_file()
+    from wage_train.safe_io import verify_manifest
+
+    verify_manifest(out / "checkpoints" / "epoch_0001")
+
+
+@pytest.mark.parametrize("argv,name", [
+    (["--lr", "nan"], "--lr"), (["--lr", "-1"], "--lr"), (["--lr", "inf"], "--lr"),
+    (["--batch-size", "0"], "--batch-size"), (["--devices", "0"], "--devices"), (["--seed", "-1"], "--seed"),
+    (["--torch-threads", "-1"], "--torch-threads"), (["--factor", "0"], "--factor"),
+    (["--factor", "nan"], "--factor"), (["--factor", "-1"], "--factor"), (["--epochs", "0"], "--epochs"),
+    (["--limit-batches", "0"], "--limit-batches"), (["--stop-after", "0"], "--stop-after"),
+    (["--out-dir", "/proc/x/y"], "--out-dir"), (["--hidden", "0"], "--hidden"), (["--bits", "2-8"], "--bits"),
+])
+def test_bad_arguments_are_one_line_naming_them(argv, name, capsys):
+    from wage_train.cli import run
+
+    with pytest.raises(SystemExit) as e:
+        run(argv)
+    assert e.value.code == 2
+    line = _one_line_no_traceback(capsys.readouterr().err)
+    assert name in line
+    _count("bad argument")
+
+
+def test_out_dir_naming_a_file_is_refused(tmp_path, capsys):
+    from wage_train.cli import run
+
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(SystemExit):
+        run(["--out-dir", str(f)])
+    assert "is not a directory" in _one_line_no_traceback(capsys.readouterr().err)
+
+
+def test_zz_report_fault_counts():
+    """Prints how many faults of each kind were injected (run with -s to see)."""
+    print("\ninjected run faults tried:", dict(sorted(TRIED.items())))

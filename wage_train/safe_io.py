@@ -1,0 +1,178 @@
+"""Reading files this project did not write in this run, without trusting them.
+
+One error type (:class:`DataError`, the message always names the file) and the helpers every reader uses:
+
+* :func:`safe_unpickle`: a restricted unpickler that admits only the globals a genuine CIFAR-10 python batch
+  needs (numpy's array reconstruction and dtype); anything else is refused *before* it is constructed.
+* :func:`read_bytes`: a whole file, or a ``DataError`` naming it.
+* :func:`file_digests` / :func:`write_manifest` / :func:`verify_manifest`: a sha256 manifest of every file in a
+  directory, written with a checkpoint and checked before it is restored.
+* :func:`read_json_object`: a JSON object (``config.json``, ``state.json``) or a ``DataError`` naming the file.
+
+A reader for another format (e.g. SVHN's ``.mat``) raises :class:`DataError` through :func:`fault`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import pickle
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ALLOWED_PICKLE_GLOBALS",
+    "DataError",
+    "MANIFEST",
+    "fault",
+    "one_line",
+    "file_digests",
+    "read_bytes",
+    "read_json_object",
+    "safe_unpickle",
+    "verify_manifest",
+    "write_manifest",
+]
+
+MANIFEST = "MANIFEST.sha256"
+
+# (module, name) pairs a pickled dict of numpy arrays, lists, str, bytes and ints needs; nothing else.
+ALLOWED_PICKLE_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),  # protocol-5 pickles of numpy arrays: bytes -> array, no code
+    ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),  # protocol-2 pickles of bytes written by Python 3 (numpy arrays' raw data)
+})
+
+
+class DataError(Exception):
+    """A file is missing, unreadable or malformed; the message names the file and what is wrong (one line)."""
+
+
+def one_line(text: str, limit: int = 160) -> str:
+    """``text`` as one printable line of at most ``limit`` characters (control and non-ASCII bytes escaped)."""
+    flat = text.encode("ascii", "backslashreplace").decode("ascii")
+    flat = "".join(c if c.isprintable() else repr(c)[1:-1] for c in flat)
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def fault(path: str | Path, what: str) -> DataError:
+    """``DataError("<path>: <what>")``, the one form of a data-file fault (always a single printable line)."""
+    return DataError(f"{path}: {one_line(what, 300)}")
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The bytes of ``path`` (``.gz`` decompressed), or :class:`DataError` naming it."""
+    import gzip
+    import zlib
+
+    path = Path(path)
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (OSError, EOFError, zlib.error) as e:
+        raise fault(path, f"cannot read ({type(e).__name__}: {e})") from None
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, file: Any, path: Path) -> None:
+        super().__init__(file, encoding="bytes")
+        self._path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in ALLOWED_PICKLE_GLOBALS:
+            raise fault(self._path, f"refused pickle global {module}.{name} (a data file may only hold "
+                                    "dicts, lists, str, bytes, ints and numpy arrays)")
+        return super().find_class(module, name)
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise fault(self._path, "refused pickle persistent id")
+
+
+def safe_unpickle(path: str | Path, data: bytes | None = None) -> Any:
+    """Unpickle ``path`` (or ``data`` read from it) admitting only :data:`ALLOWED_PICKLE_GLOBALS`.
+
+    Raises:
+      DataError: not a pickle, truncated, or naming any other global (refused before it is looked up,
+        so no code in the file runs).
+    """
+    path = Path(path)
+    raw = read_bytes(path) if data is None else data
+    try:
+        return _RestrictedUnpickler(io.BytesIO(raw), path).load()
+    except DataError:
+        raise
+    except RecursionError:
+        raise fault(path, "not a pickle (nesting too deep)") from None
+    except MemoryError:
+        raise fault(path, "not a pickle (asks for more memory than available)") from None
+    except Exception as e:  # any malformed stream: UnpicklingError, EOFError, ValueError, OverflowError, ...
+        raise fault(path, f"not a pickle or truncated ({type(e).__name__}: {one_line(str(e), 80)})") from None
+
+
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """A JSON object from ``path``; :class:`DataError` naming it when missing, truncated or not an object."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as e:
+        raise fault(path, f"cannot read ({type(e).__name__})") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise fault(path, f"not valid JSON ({type(e).__name__})") from None
+    if not isinstance(obj, dict):
+        raise fault(path, f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def file_digests(directory: str | Path) -> dict[str, str]:
+    """``{relative posix path: sha256 hex}`` of every file under ``directory`` except the manifest."""
+    root = Path(directory)
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != MANIFEST:
+            out[p.relative_to(root).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def write_manifest(directory: str | Path) -> None:
+    """Write ``directory/MANIFEST.sha256`` (``<sha256>  <path>`` lines, as ``sha256sum`` does)."""
+    root = Path(directory)
+    lines = [f"{h}  {name}\n" for name, h in file_digests(root).items()]
+    with open(root / MANIFEST, "w") as f:
+        f.writelines(lines)
+        f.flush()
+        import os
+
+        os.fsync(f.fileno())
+
+
+def verify_manifest(directory: str | Path) -> None:
+    """Check every file under ``directory`` against its manifest; :class:`DataError` naming the first bad file."""
+    root = Path(directory)
+    path = root / MANIFEST
+    try:
+        text = path.read_text("ascii")
+    except (OSError, UnicodeDecodeError) as e:
+        raise fault(path, f"checkpoint manifest missing or unreadable ({type(e).__name__})") from None
+    expected = {}
+    for line in text.splitlines():
+        digest, sep, name = line.partition("  ")
+        if not sep or len(digest) != 64:
+            raise fault(path, "malformed checkpoint manifest line")
+        expected[name] = digest
+    actual = file_digests(root)
+    for name in sorted(set(expected) | set(actual)):
+        if name not in actual:
+            raise fault(root / name, "missing from the checkpoint")
+        if name not in expected:
+            raise fault(root / name, "not listed in the checkpoint manifest")
+        if actual[name] != expected[name]:
+            raise fault(root / name, "sha256 differs from the checkpoint manifest (corrupted or truncated)")
