@@ -45,17 +45,19 @@ def _integer_max(m: jax.Array, x: jax.Array) -> jax.Array:
 def max_abs_exponent(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """For float32 ``x``: ``(k, all_zero, finite)`` with ``k = ceil(log2(max|x|))`` exactly (int32).
 
-    ``max|x|`` is taken as a float reduction: the max is one of the elements, so its bit pattern is
-    exact whenever it is a normal number (XLA's CPU backend compares subnormals as zero and skips NaN in
-    its vectorized reductions). Otherwise (all of ``x`` zero or subnormal, or a backend that returned a
-    subnormal) the max is recomputed over ``|x|``'s bit patterns, which order non-negative floats as
-    their values do: exact in every case, and the integer reduction, several times slower on the CPU
-    (it is not vectorized there), runs only then. NaN and Inf are found by ``sum(x - x)``, which is NaN
-    exactly when ``x`` holds one of them.
+    One float reduction finds both the max and any NaN/Inf: it takes the max of ``|x|`` with every
+    non-finite element replaced by ``+Inf`` (``|x| < Inf`` is False for NaN and Inf), so ``finite`` is
+    ``max < Inf``. The max is one of the elements, so its bit pattern is exact whenever it is a normal
+    number (XLA's CPU backend compares subnormals as zero in its vectorized reductions). Otherwise (all of
+    ``x`` zero or subnormal, or a backend that returned a subnormal) the max is recomputed over ``|x|``'s
+    bit patterns, which order non-negative floats as their values do: exact in every case, and the
+    integer reduction, several times slower on the CPU (it is not vectorized there), runs only then.
     """
-    m = _bits(jnp.max(jnp.abs(x), initial=np.float32(0.0)))
+    a = jnp.abs(x)
+    inf = np.float32(np.inf)
+    m = _bits(jnp.max(jnp.where(a < inf, a, inf), initial=np.float32(0.0)))
     m = lax.cond(m >= _MIN_NORMAL, _keep_max, _integer_max, m, x)
-    finite = (m < _INF) & ~jnp.isnan(jnp.sum(x - x))
+    finite = m < _INF
     exp, mant = m >> 23, m & _MANT
     # normal: (1 + mant/2^23) * 2^(exp-127); its ceil(log2) is exp - 127, plus 1 unless a power of two.
     k_normal = exp - 127 + (mant != 0).astype(jnp.int32)

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from wage_jax._arrays import as_float32
-from wage_spec import MAX_BITS, check_mode
+from wage_jax._arrays import as_float32, check_key
+from wage_spec import MAX_BITS, check_mode, check_randomness
 
 __all__ = ["fixed_point_quantize", "fixed_point_quantize_with_mask", "fixed_point_range", "uniform"]
 
@@ -67,7 +67,7 @@ def _round_to_integer(s: jax.Array) -> jax.Array:
     return jnp.where((s >= _NEG_TINY) & (s < np.float32(0.5)), np.float32(-0.0), q)
 
 
-def as_noise(noise: object, shape: tuple[int, ...], name: str = "noise") -> jax.Array:
+def _as_noise(noise: object, shape: tuple[int, ...], name: str = "noise") -> jax.Array:
     """Explicit uniform draws as float32 of ``shape``, else an error naming ``name``."""
     noise, _ = as_float32(noise, name)
     if noise.shape != shape:
@@ -76,20 +76,16 @@ def as_noise(noise: object, shape: tuple[int, ...], name: str = "noise") -> jax.
 
 
 def _noise(x: jax.Array, rounding: str, key: jax.Array | None, noise: jax.Array | None) -> jax.Array:
+    """The ``r`` of the rounding: an opaque ``1/2`` for ``"nearest"``, else uniform draws of ``x``'s shape."""
     if rounding == "nearest":
         if key is not None or noise is not None:
             raise ValueError("key and noise are only used with rounding='stochastic'")
         # An opaque 0.5: as a literal, XLA would fold it into constants around the rounding.
         return lax.optimization_barrier(jnp.float32(0.5))
-    if key is not None and noise is not None:
-        raise ValueError("pass either key or noise for stochastic rounding, not both")
+    check_randomness(True, key is not None, noise is not None, mode_name="rounding", noise_name="noise")
     if noise is not None:
-        return as_noise(noise, x.shape)
-    if key is None:
-        raise ValueError(
-            "stochastic rounding needs randomness: pass key (a jax.random key) or noise (uniform draws in [0, 1))"
-        )
-    return uniform(key, x.shape)
+        return _as_noise(noise, x.shape)
+    return uniform(check_key(key), x.shape)
 
 
 # Threefry-2x32 (Salmon et al., SC 2011), 20 rounds, as jax.random's threefry2x32 implementation computes it.
@@ -215,8 +211,14 @@ def fixed_point_quantize(
     return out.astype(dtype)
 
 
-def wage_fixed_point(
-    x32: jax.Array, bits: int, *, clamp: bool, rounding: str, key=None, noise=None
+def _wage_fixed_point(
+    x32: jax.Array,
+    bits: int,
+    *,
+    clamp: bool,
+    rounding: str,
+    key: jax.Array | None = None,
+    noise: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """WAGE's format ``FP(x; bits, bits-1, clamp, symmetric=True)`` on float32 input (validated args)."""
     return _quantize_f32(x32, bits, bits - 1, clamp, True, _noise(x32, rounding, key, noise))
