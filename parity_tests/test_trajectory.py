@@ -21,7 +21,7 @@ import wage_torch
 from parity_tests.interop import flax_params_to_torch_weights, torch_weights_to_flax_params
 from wage_jax.models import MLP as JaxMLP
 from wage_jax.models import VGG7 as JaxVGG7
-from wage_jax.optax import wage_sgd
+from wage_jax.optax import clip_params, wage_sgd
 from wage_jax.train import make_train_step
 from wage_spec import WAGEConfig
 from wage_torch.models import MLP as TorchMLP
@@ -70,7 +70,8 @@ def test_mlp_trajectory_is_bit_identical_for_200_steps():
     params = torch_weights_to_flax_params(list(trainer.accumulators.values()), template)
     lr = 8.0
     opt = wage_sgd(cfg.bits_W, cfg.bits_G, lr, mode="nearest")
-    params, opt_state = opt.init(params)
+    params = clip_params(params, cfg.bits_W)
+    opt_state = opt.init(params)
     train_step = make_train_step(lambda p, x, key: jax_model.apply({"params": p}, x), opt)
     for step, (x, y) in enumerate(_digits(steps, batch)):
         _, logits_t = trainer.step(torch.from_numpy(x), torch.from_numpy(y), lr)
@@ -92,7 +93,8 @@ def test_lr_schedule_trajectory_matches(lr):
     template = jax_model.init(jax.random.key(0), jnp.zeros((1, 8, 8)))["params"]
     params = torch_weights_to_flax_params(list(trainer.accumulators.values()), template)
     opt = wage_sgd(cfg.bits_W, cfg.bits_G, lambda count: jnp.float32(lr), mode="nearest")
-    params, opt_state = opt.init(params)
+    params = clip_params(params, cfg.bits_W)
+    opt_state = opt.init(params)
     train_step = make_train_step(lambda p, x, key: jax_model.apply({"params": p}, x), opt)
     for step, (x, y) in enumerate(_digits(10, 32, seed=2)):
         _, logits_t = trainer.step(torch.from_numpy(x), torch.from_numpy(y), lr)
@@ -118,7 +120,8 @@ def test_conv_net_trajectory_is_bit_identical_for_20_steps():
     template = jax_model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))["params"]
     params = torch_weights_to_flax_params(list(trainer.accumulators.values()), template)
     opt = wage_sgd(cfg.bits_W, cfg.bits_G, lr, mode="nearest")
-    params, opt_state = opt.init(params)
+    params = clip_params(params, cfg.bits_W)
+    opt_state = opt.init(params)
     train_step = make_train_step(lambda p, x, key: jax_model.apply({"params": p}, x), opt)
     pool_inputs: list[np.ndarray] = []
     for module in trainer.model.modules():

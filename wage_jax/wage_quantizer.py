@@ -107,7 +107,7 @@ def wage_quantize(
         >>> wage_quantize(x, 4, 4)
         Array([ 0.25 , -0.875,  0.   ], dtype=float32)
         >>> jax.grad(lambda x: wage_quantize(x, 4, 4).sum())(x)  # zero where the forward clamped
-        Array([1., 0., 1.], dtype=float32)
+        Array([0.875, 0.   , 0.875], dtype=float32)
     """
     bits_A = check_bits(bits_A, "bits_A", allow_full_precision=True)
     bits_E = check_bits(bits_E, "bits_E", allow_full_precision=True)
