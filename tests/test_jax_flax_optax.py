@@ -368,7 +368,7 @@ def test_make_train_step_takes_any_loss_and_any_optax_transformation():
     step = make_train_step(lambda p, xb, k: model.apply({"params": p}, xb), tx, xent)
     state = tx.init(params)
     first = None
-    for i in range(30):
+    for _ in range(30):
         params, state, loss, logits = step(params, state, x[:128], y[:128])
         first = float(loss) if first is None else first
         assert logits.shape == (128, 10)
