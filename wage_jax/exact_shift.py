@@ -42,22 +42,30 @@ def _integer_max(m: jax.Array, x: jax.Array) -> jax.Array:
     return jnp.max(_bits(x) & _ABS, initial=np.int32(0))
 
 
+def _max_pair(a: tuple[jax.Array, jax.Array], b: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    return jnp.maximum(a[0], b[0]), jnp.maximum(a[1], b[1])
+
+
 def max_abs_exponent(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """For float32 ``x``: ``(k, all_zero, finite)`` with ``k = ceil(log2(max|x|))`` exactly (int32).
 
-    One float reduction finds both the max and any NaN/Inf: it takes the max of ``|x|`` with every
-    non-finite element replaced by ``+Inf`` (``|x| < Inf`` is False for NaN and Inf), so ``finite`` is
-    ``max < Inf``. The max is one of the elements, so its bit pattern is exact whenever it is a normal
-    number (XLA's CPU backend compares subnormals as zero in its vectorized reductions). Otherwise (all of
-    ``x`` zero or subnormal, or a backend that returned a subnormal) the max is recomputed over ``|x|``'s
-    bit patterns, which order non-negative floats as their values do: exact in every case, and the
-    integer reduction, several times slower on the CPU (it is not vectorized there), runs only then.
+    One variadic reduction finds both the max and any NaN/Inf in a single pass over ``x``: it reduces the
+    pair ``(|x|, bad)``, ``bad = 1`` where ``|x| < Inf`` is False (NaN, Inf), with ``max`` on both (``bad`` holds
+    no NaN, so the vectorized CPU reductions, which skip NaN, still see every flag); ``finite`` is
+    ``max(bad) == 0``. Measured on XLA's CPU backend it is faster than a ``max`` plus a ``sum(x - x)`` (two
+    passes) and than a ``max`` over ``where(|x| < Inf, |x|, Inf)`` (XLA writes the select out first).
+    The max is one of the elements, so its bit pattern is exact whenever it is a normal number (XLA's CPU
+    backend compares subnormals as zero in its vectorized reductions). Otherwise (all of ``x`` zero or
+    subnormal, or a backend that returned a subnormal) the max is recomputed over ``|x|``'s bit patterns,
+    which order non-negative floats as their values do: exact in every case, and the integer reduction,
+    several times slower on the CPU (it is not vectorized there), runs only then.
     """
     a = jnp.abs(x)
-    inf = np.float32(np.inf)
-    m = _bits(jnp.max(jnp.where(a < inf, a, inf), initial=np.float32(0.0)))
-    m = lax.cond(m >= _MIN_NORMAL, _keep_max, _integer_max, m, x)
-    finite = m < _INF
+    bad = jnp.where(a < np.float32(np.inf), np.float32(0.0), np.float32(1.0))
+    zero = np.float32(0.0)
+    a_max, bad_max = lax.reduce((a, bad), (zero, zero), _max_pair, tuple(range(x.ndim)))
+    m = lax.cond(_bits(a_max) >= _MIN_NORMAL, _keep_max, _integer_max, _bits(a_max), x)
+    finite = bad_max == zero
     exp, mant = m >> 23, m & _MANT
     # normal: (1 + mant/2^23) * 2^(exp-127); its ceil(log2) is exp - 127, plus 1 unless a power of two.
     k_normal = exp - 127 + (mant != 0).astype(jnp.int32)
