@@ -32,40 +32,31 @@ def _bits(x: jax.Array) -> jax.Array:
     return lax.bitcast_convert_type(x, jnp.int32)
 
 
-# lax.cond's branches are module-level functions taking their operands: with closures (new function
-# objects on every call) an eager call re-traced and recompiled the cond each time (about 70 ms).
-def _keep_max(m: jax.Array, x: jax.Array) -> jax.Array:
-    return m
-
-
-def _integer_max(m: jax.Array, x: jax.Array) -> jax.Array:
-    return jnp.max(_bits(x) & _ABS, initial=np.int32(0))
-
-
 def _max_pair(a: tuple[jax.Array, jax.Array], b: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+    """The reducer of ``max_abs_exponent``: elementwise max of two pairs."""
     return jnp.maximum(a[0], b[0]), jnp.maximum(a[1], b[1])
 
 
 def max_abs_exponent(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     """For float32 ``x``: ``(k, all_zero, finite)`` with ``k = ceil(log2(max|x|))`` exactly (int32).
 
-    One variadic reduction finds both the max and any NaN/Inf in a single pass over ``x``: it reduces the
-    pair ``(|x|, bad)``, ``bad = 1`` where ``|x| < Inf`` is False (NaN, Inf), with ``max`` on both (``bad`` holds
-    no NaN, so the vectorized CPU reductions, which skip NaN, still see every flag); ``finite`` is
-    ``max(bad) == 0``. Measured on XLA's CPU backend it is faster than a ``max`` plus a ``sum(x - x)`` (two
-    passes) and than a ``max`` over ``where(|x| < Inf, |x|, Inf)`` (XLA writes the select out first).
-    The max is one of the elements, so its bit pattern is exact whenever it is a normal number (XLA's CPU
-    backend compares subnormals as zero in its vectorized reductions). Otherwise (all of ``x`` zero or
-    subnormal, or a backend that returned a subnormal) the max is recomputed over ``|x|``'s bit patterns,
-    which order non-negative floats as their values do: exact in every case, and the integer reduction,
-    several times slower on the CPU (it is not vectorized there), runs only then.
+    One reduction over ``|x|``'s bit patterns (``uint32(bits(x)) << 1``, the sign bit shifted out), which
+    order non-negative floats as their values do, subnormals included, and put every NaN above Inf: its max
+    ``m`` gives the exact maximum and ``finite = m < bits(Inf)`` in the same pass, with no fallback branch.
+    Integer arithmetic is immune to the CPU backend's flushing of subnormals.
+
+    It is written as a variadic reduction of the pair ``(m, m)``: XLA's CPU backend emits variadic
+    reductions with its own loop, while a plain ``jnp.max`` of the int32 patterns goes to a slower library
+    path. Measured on 784x1024 floats (2 shared cores): 0.20 ms median, against 0.49 ms for the float
+    ``max|x|`` plus the ``sum(x - x)`` NaN check it replaces and 1.8 ms for ``jnp.max`` of the patterns.
     """
-    a = jnp.abs(x)
-    bad = jnp.where(a < np.float32(np.inf), np.float32(0.0), np.float32(1.0))
-    zero = np.float32(0.0)
-    a_max, bad_max = lax.reduce((a, bad), (zero, zero), _max_pair, tuple(range(x.ndim)))
-    m = lax.cond(_bits(a_max) >= _MIN_NORMAL, _keep_max, _integer_max, _bits(a_max), x)
-    finite = bad_max == zero
+    # |x|'s pattern shifted left by one (as uint32, the sign bit drops out): a different expression from
+    # the ``bits & 0x7FFFFFFF`` of the scaling pass, so that XLA does not merge the two and write it out.
+    u = lax.bitcast_convert_type(x, jnp.uint32) << np.uint32(1)
+    zero = np.uint32(0)
+    u, _ = lax.reduce((u, u), (zero, zero), _max_pair, tuple(range(x.ndim)))
+    m = (u >> np.uint32(1)).astype(jnp.int32)
+    finite = m < _INF
     exp, mant = m >> 23, m & _MANT
     # normal: (1 + mant/2^23) * 2^(exp-127); its ceil(log2) is exp - 127, plus 1 unless a power of two.
     k_normal = exp - 127 + (mant != 0).astype(jnp.int32)
