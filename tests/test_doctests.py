@@ -9,6 +9,7 @@ import pytest
 
 MODULES = [
     "wage_spec.formulas",
+    "wage_spec.init_math",
     "wage_spec.validation",
     "wage_jax.functional",
     "wage_jax.fixed_point",

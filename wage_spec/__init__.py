@@ -7,7 +7,7 @@ per-layer scale (SPEC §3), and the paper's learning-rate schedule.
 
 from wage_spec.config import WAGEConfig
 from wage_spec.formulas import clip_delta, qg_norm, qw_divides_by_scale
-from wage_spec.init_math import fan_in, wage_init_limits
+from wage_spec.init_math import fan_in, float_init_limit, wage_init_limits
 from wage_spec.schedule import paper_lr
 from wage_spec.validation import (
     FULL_PRECISION,
@@ -42,6 +42,7 @@ __all__ = [
     "clip_delta",
     "draws_randomness",
     "fan_in",
+    "float_init_limit",
     "paper_lr",
     "qg_norm",
     "qw_divides_by_scale",
