@@ -396,7 +396,7 @@ def tables(result: dict, markdown: bool = False) -> str:
     note = ""
     if result["gpu"]:
         note = ("\n(GPU: JAX only; the torch here is a CPU build, and qtorch's CUDA kernels round differently"
-                " from its CPU kernel, SPEC §1.)")
+                " from its CPU kernel, docs/contract.md §1.)")
     return step_table + "\n\n" + detail + note
 
 

@@ -17,6 +17,7 @@ MODULES = [
     "wage_jax.optax",
     "wage_jax.train",
     "wage_jax.checked",
+    "wage_jax.threefry",
 ]
 
 

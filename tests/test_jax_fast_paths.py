@@ -25,7 +25,7 @@ import torch
 import wage_jax as wj
 import wage_torch as wt
 from tests import spec_model
-from wage_jax.fixed_point import uniform
+from wage_jax.threefry import uniform
 
 F32 = np.float32
 TINY = float(np.finfo(F32).tiny)  # 2^-126, the smallest normal float32

@@ -30,7 +30,7 @@ def _bits(a) -> np.ndarray:
 
 
 def _expected_limit_and_scale(fan_in: int, bits_W: int, factor: float) -> tuple[float, float]:
-    # SPEC §3, written out independently of wage_spec.
+    # docs/contract.md §3, written out independently of wage_spec.
     float_limit = math.sqrt(3 * factor / fan_in)
     wm = 1.5 / 2 ** (bits_W - 1)
     return max(wm, float_limit), max(2.0 ** np.round(np.log2(wm / float_limit)), 1.0)

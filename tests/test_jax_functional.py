@@ -1,6 +1,6 @@
 """wage_jax's quantizers beyond parity: transformations, sharding, argument checking, dtypes, NaN/Inf.
 
-Expected values come from the independent NumPy model of SPEC §1-2 (``tests/spec_model.py``) or from
+Expected values come from the independent NumPy model of docs/contract.md §1-2 (``tests/spec_model.py``) or from
 the definition of the property itself (a vmapped call equals the per-example calls, a straight-through
 gradient equals the upstream gradient), never from the code under test.
 """

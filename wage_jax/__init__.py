@@ -1,7 +1,13 @@
 """WAGE (Wu et al., ICLR 2018) in JAX: integer weights, activations, gradients and errors.
 
-Bit for bit the arithmetic of QPyTorch's WAGE example on qtorch's CPU kernel (``shared/SPEC.md``),
+Bit for bit the arithmetic of QPyTorch's WAGE example on qtorch's CPU kernel (``docs/contract.md``),
 jit-compiled on CPU, GPU and TPU.
+
+Public API: the quantizers ``shift``, ``C``, ``QW``, ``QG``, ``wage_quantize``, ``fixed_point_quantize``,
+``fixed_point_quantize_with_mask``, ``straight_through``; ``checked`` (the same quantizers reporting NaN/Inf
+under ``jit``). Submodules: ``wage_jax.optax`` (``wage_sgd``, ``scale_by_qg``, ``keep_params_clipped``,
+``clip_params``), ``wage_jax.train`` (``make_train_step``, ``sse_loss``), ``wage_jax.parallel``,
+``wage_jax.linen``, ``wage_jax.nnx``, ``wage_jax.models``.
 """
 
 from wage_jax import checked

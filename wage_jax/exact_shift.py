@@ -1,4 +1,4 @@
-"""WAGE's ``shift``: scale by the power of two that brings ``max|x|`` into ``(1/2, 1]`` (SPEC §2).
+"""WAGE's ``shift``: scale by the power of two that brings ``max|x|`` into ``(1/2, 1]`` (docs/contract.md §2).
 
 Computed on the float32 bit patterns with integer operations only. Two reasons:
 
@@ -149,7 +149,7 @@ def _make_shift(scale: Callable[[jax.Array, jax.Array], jax.Array], doc: str) ->
 
 shift_f32 = _make_shift(
     scale_by_pow2,
-    """``x / 2^ceil(log2(max|x|))`` for float32 ``x``, exactly (SPEC §2).
+    """``x / 2^ceil(log2(max|x|))`` for float32 ``x``, exactly (docs/contract.md §2).
 
     An all-zero ``x`` is returned unchanged. NaN or Inf anywhere in ``x`` gives all-NaN (under ``jit``
     nothing can raise; the eager public ``shift`` raises instead, and ``wage_jax.checked`` reports it).

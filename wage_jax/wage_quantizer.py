@@ -20,7 +20,8 @@ import numpy as np
 
 from wage_jax._arrays import all_finite_now, as_float32, check_key
 from wage_jax.exact_shift import shift_f32_ftz
-from wage_jax.fixed_point import _as_noise, _wage_fixed_point, uniform
+from wage_jax.fixed_point import _as_noise, _wage_fixed_point
+from wage_jax.threefry import uniform
 from wage_spec import FULL_PRECISION, check_bits, check_mode, check_randomness, draws_randomness
 
 __all__ = ["wage_quantize"]

@@ -1,8 +1,8 @@
-"""Framework-free pieces of the WAGE contract (``shared/SPEC.md``) that both packages use.
+"""Framework-free pieces of the WAGE contract (``docs/contract.md``) that both packages use.
 
 ``wage_torch`` and ``wage_jax`` mirror each other's API; what they must agree on and that involves
-no tensor arithmetic lives here once: argument validation (SPEC §4), the initializer's limit and
-per-layer scale (SPEC §3), and the paper's learning-rate schedule.
+no tensor arithmetic lives here once: argument validation (docs/contract.md §4), the initializer's limit and
+per-layer scale (docs/contract.md §3), and the paper's learning-rate schedule.
 """
 
 from wage_spec.config import WAGEConfig

@@ -12,7 +12,7 @@ class WAGEConfig:
     """Bits and rounding modes for Weights, Activations, Gradients and Errors.
 
     The default is the paper's 2-8-8-8 with weights and activations rounded to nearest and gradients
-    and errors stochastically (SPEC §3). ``factor`` is the initializer's variance factor (1.0 in the
+    and errors stochastically (docs/contract.md §3). ``factor`` is the initializer's variance factor (1.0 in the
     paper's VGG).
     """
 

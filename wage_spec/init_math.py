@@ -1,4 +1,4 @@
-"""The WAGE initializer's arithmetic (SPEC §3), shared by both packages.
+"""The WAGE initializer's arithmetic (docs/contract.md §3), shared by both packages.
 
 Reference: QPyTorch's ``examples/WAGE/models/wage_initializer.py`` (``scale_limit`` with
 ``beta = 1.5``), after Wu et al., "Training and Inference with Integers in Deep Neural Networks",

@@ -1,4 +1,4 @@
-"""The paper's CIFAR-10 learning-rate schedule (SPEC §3)."""
+"""The paper's CIFAR-10 learning-rate schedule (docs/contract.md §3)."""
 
 from __future__ import annotations
 

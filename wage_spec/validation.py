@@ -1,4 +1,4 @@
-"""Argument validation shared by ``wage_torch`` and ``wage_jax`` (SPEC §4).
+"""Argument validation shared by ``wage_torch`` and ``wage_jax`` (docs/contract.md §4).
 
 Every check raises ``TypeError`` for a value of the wrong type and ``ValueError`` for a value out of
 range, and the message names the argument and what it accepts, so a user sees the same error from
@@ -39,7 +39,7 @@ def check_bits(value: object, name: str, *, allow_full_precision: bool = False) 
 
 
 def check_clip_bits(value: object, name: str = "bits") -> int:
-    """``C`` accepts any int ``>= 1`` (SPEC §2: one bit, and more than 15, clip to [-1, 1])."""
+    """``C`` accepts any int ``>= 1`` (docs/contract.md §2: one bit, and more than 15, clip to [-1, 1])."""
     if not _is_int(value):
         raise TypeError(f"{name} must be an int >= 1, got {value!r} of type {type(value).__name__}")
     if int(value) < 1:
