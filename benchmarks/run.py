@@ -130,8 +130,9 @@ def train_targets(t: dict) -> list[list[str]]:
             r = row["xla_temp"] / jf["xla_temp"]
             ok = r <= TARGET_VGG_TEMP
             why = "" if ok else (f"{row['xla_temp'] / 2**20:.1f} MB vs {jf['xla_temp'] / 2**20:.1f} MB; XLA's buffer"
-                                 " assignment (XLA_FLAGS=--xla_dump_to): max_pool_2x2's first-maximum index"
-                                 " buffers (s32[..., 5]) and the quantized kernels QW(w) kept for the backward")
+                                 " assignment (XLA_FLAGS=--xla_dump_to): the int32 |x| patterns of the subnormal"
+                                 " fallback of QG's shift max (a cond branch; 27 MB, the weight gradients), then"
+                                 " max_pool_2x2's first-maximum index buffers (s32[..., 5])")
             targets.append([f"{model} b{batch}: WAGE XLA temp <= {TARGET_VGG_TEMP}x float", f"{r:.2f}x", _mark(ok),
                             why])
         tw, tf = idx.get(("torch", model, "wage", batch)), idx.get(("torch", model, "float", batch))
