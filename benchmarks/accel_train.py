@@ -34,7 +34,7 @@ import optax
 from benchmarks.accel_common import Budget, Devices, device_memory, is_out_of_memory, log, median
 from benchmarks.accel_common import tree_differing_elements as tree_diff
 from wage_jax.models import MLP, VGG7
-from wage_jax.optax import wage_sgd
+from wage_jax.optax import clip_params, wage_sgd
 from wage_jax.train import make_train_step, sse_loss
 from wage_spec import WAGEConfig, fan_in, wage_init_limits
 
@@ -82,7 +82,12 @@ def wage_step(model, cfg: WAGEConfig, lr: float) -> tuple[Callable, Callable]:
     key_G = jax.random.key(_SEED_G) if cfg.G_mode == "stochastic" else None
     opt = wage_sgd(cfg.bits_W, cfg.bits_G, lr, mode=cfg.G_mode, key=key_G)
     step = make_train_step(_apply_fn(model), opt, jit=False)
-    return opt.init, step
+
+    def init(params):
+        params = clip_params(params, cfg.bits_W)  # WAGE's accumulators start clipped (contract §3)
+        return params, opt.init(params)
+
+    return init, step
 
 
 def float_step(model, lr: float) -> tuple[Callable, Callable]:

@@ -36,7 +36,7 @@ def _worker(n: int, batch: int, hidden: int, steps: int, repeats: int, mode: str
 
     from wage_jax import parallel
     from wage_jax.models import MLP
-    from wage_jax.optax import wage_sgd
+    from wage_jax.optax import clip_params, wage_sgd
     from wage_jax.train import make_train_step
     from wage_spec import WAGEConfig
 
@@ -52,7 +52,8 @@ def _worker(n: int, batch: int, hidden: int, steps: int, repeats: int, mode: str
     xs = (rng.integers(0, 256, (steps + 1, batch, 28, 28)) / 255.0 * 2.0 - 1.0).astype(np.float32)
     ys = rng.integers(0, 10, (steps + 1, batch)).astype(np.int32)
     keys = [jax.random.fold_in(jax.random.key(2), i) if cfg.stochastic else None for i in range(steps + 1)]
-    params, opt_state = opt.init(params)
+    params = clip_params(params, cfg.bits_W)
+    opt_state = opt.init(params)
     if plain:
         step = make_train_step(apply_fn, opt)
         batches = [(jnp.asarray(x), jnp.asarray(y)) for x, y in zip(xs, ys, strict=True)]

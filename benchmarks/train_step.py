@@ -8,7 +8,8 @@ in ``[-1, 1]``, labels random: the work per step does not depend on the data.
 
 * JAX WAGE: ``wage_jax.models`` + ``wage_sgd`` (QG stochastic, key per step) in
   ``wage_jax.train.make_train_step`` (jitted, parameters donated).
-* JAX float: the same model with ``quantized=False`` and ``optax.sgd`` on the same loss, jitted, donated.
+* JAX float: the same model with ``quantized=False`` and ``optax.sgd`` on the same loss, in the same
+  ``make_train_step``.
 * JAX WAGE all-nearest (diagnostic): every rounding mode nearest, i.e. the same step without its random
   draws (one uniform per weight per step for G, one per activation for E); ``all-nearest overhead``.
 * torch WAGE: ``wage_torch.models`` + ``wage_torch.training.WAGETrainer.step`` (the reference loop on
@@ -118,32 +119,13 @@ def _apply(model):
     return apply_fn
 
 
-def _float_step(model, tx):
-    """The float baseline's step: same loss, plain gradient, ``tx`` (optax.sgd)."""
-    import jax
-    import optax
-
-    from wage_jax.train import sse_loss
-
-    def float_step(p, s, xb, yb, key=None):
-        def loss_fn(q):
-            logits = model.apply({"params": q}, xb)
-            return sse_loss(logits, yb), logits
-
-        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(p)
-        updates, s = tx.update(grads, s, p)
-        return optax.apply_updates(p, updates), s, loss, logits
-
-    return float_step
-
-
 def _jax_step(model_name: str, variant: str, x, y):
     """``(step, info)``: a closure running one donated, jitted train step of ``variant``; ``info()`` -> dict."""
     import jax
     import optax
 
     from wage_jax.models import MLP, VGG7
-    from wage_jax.optax import wage_sgd
+    from wage_jax.optax import clip_params, wage_sgd
     from wage_jax.train import make_train_step
     from wage_spec import WAGEConfig
 
@@ -156,15 +138,14 @@ def _jax_step(model_name: str, variant: str, x, y):
     # Eager init runs op by op (~15 s for VGG7); jitted, it compiles once.
     params = jax.jit(model.init)({"params": jax.random.key(0), "wage": jax.random.key(1)}, x[:1])["params"]
     if quantized:
-        opt = wage_sgd(cfg.bits_W, cfg.bits_G, LR_WAGE, mode=cfg.G_mode, key=_key(cfg.G_mode, 2))
-        params, opt_state = opt.init(params)
-        jitted = make_train_step(_apply(model), opt)
+        tx = wage_sgd(cfg.bits_W, cfg.bits_G, LR_WAGE, mode=cfg.G_mode, key=_key(cfg.G_mode, 2))
+        params = clip_params(params, cfg.bits_W)
         keys = list(jax.random.split(jax.random.key(3), 8)) if cfg.stochastic else [None]
     else:
         tx = optax.sgd(LR_FLOAT)
-        opt_state = tx.init(params)
-        jitted = jax.jit(_float_step(model, tx), donate_argnums=(0, 1))
         keys = [None]
+    opt_state = tx.init(params)
+    jitted = make_train_step(_apply(model), tx)
     state = {"p": params, "s": opt_state, "i": 0}
 
     def step():
@@ -179,11 +160,28 @@ def _jax_step(model_name: str, variant: str, x, y):
         try:  # the executable the steps ran (cached: no new compilation)
             compiled = jitted.lower(state["p"], state["s"], x, y, keys[0]).compile()
             out["xla_temp"] = compiled.memory_analysis().temp_size_in_bytes
-        except Exception:  # noqa: BLE001 - memory analysis is optional per backend
+            out.update(hlo_summary(compiled))
+        except Exception:  # noqa: BLE001 - memory and cost analysis are optional per backend
             pass
         return out
 
     return step, info
+
+
+def hlo_summary(compiled) -> dict:
+    """What the compiled step does, from XLA itself: bytes accessed and flops (``cost_analysis``), and in the
+    optimized HLO the number of fusions (each a pass over memory) and of reductions."""
+    import re
+
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    text = compiled.as_text()
+    return {
+        "bytes_accessed": cost.get("bytes accessed"),
+        "flops": cost.get("flops"),
+        "fusions": len(re.findall(r"^\s*(?:ROOT )?%?\S+ = \S+ fusion\(", text, re.M)),
+        "reduces": len(re.findall(r" reduce\(", text)),
+    }
 
 
 def _torch_step(model_name: str, variant: str, x, y):
@@ -386,16 +384,19 @@ def tables(result: dict, markdown: bool = False) -> str:
             "-" if r["compiles"] is None else r["compiles"],
             _peak(r),
             "-" if r.get("xla_temp") is None else f"{r['xla_temp'] / 2**20:.1f}",
+            "-" if r.get("bytes_accessed") is None else f"{r['bytes_accessed'] / 2**20:.1f}",
+            "-" if r.get("fusions") is None else f"{r['fusions']}/{r['reduces']}",
             "?" if r.get("others") is None else f"{r['others']:.2f}",
         ])
-    detail = ("Steps timed, spread, first call (s, JAX: compile), compiles, peak memory; others' cores: CPU"
-              " used by other processes during the worker (0 = idle machine)\n") + format_table(
+    detail = ("Steps timed, spread, first call (s, JAX: compile), compiles, peak memory; from the compiled step:"
+              " XLA's temp buffers, bytes accessed (cost_analysis) and fusions/reduces in the optimized HLO;"
+              " others' cores: CPU used by other processes during the worker (0 = idle machine)\n") + format_table(
         ["framework", "model", "variant", "batch", "steps", "min ms", "max ms", "first s", "compiles",
-         "peak MB", "XLA temp MB", "others' cores"], mem_rows, markdown)
+         "peak MB", "XLA temp MB", "HLO MB accessed", "fusions/reduces", "others' cores"], mem_rows, markdown)
     note = ""
     if result["gpu"]:
         note = ("\n(GPU: JAX only; the torch here is a CPU build, and qtorch's CUDA kernels round differently"
-                " from its CPU kernel, contract §1.)")
+                " from its CPU kernel, docs/contract.md §1.)")
     return step_table + "\n\n" + detail + note
 
 

@@ -21,7 +21,7 @@ import wage_torch
 from wage_jax.models import MLP as JaxMLP
 from wage_jax.models import VGG7 as JaxVGG7
 from wage_jax.models import LeNet5 as JaxLeNet5
-from wage_jax.optax import wage_sgd
+from wage_jax.optax import clip_params, wage_sgd
 from wage_jax.train import make_train_step
 from wage_spec import WAGEConfig
 from wage_torch.models import MLP as TorchMLP
@@ -72,7 +72,8 @@ def test_mlp_trajectory_is_bit_identical_for_200_steps():
     params = torch_weights_to_flax_params(list(trainer.accumulators.values()), template)
     lr = 8.0
     opt = wage_sgd(cfg.bits_W, cfg.bits_G, lr, mode="nearest")
-    params, opt_state = opt.init(params)
+    params = clip_params(params, cfg.bits_W)
+    opt_state = opt.init(params)
     train_step = make_train_step(lambda p, x, key: jax_model.apply({"params": p}, x), opt)
     for step, (x, y) in enumerate(_digits(steps, batch)):
         _, logits_t = trainer.step(torch.from_numpy(x), torch.from_numpy(y), lr)
@@ -94,7 +95,8 @@ def test_lr_schedule_trajectory_matches(lr):
     template = jax_model.init(jax.random.key(0), jnp.zeros((1, 8, 8)))["params"]
     params = torch_weights_to_flax_params(list(trainer.accumulators.values()), template)
     opt = wage_sgd(cfg.bits_W, cfg.bits_G, lambda count: jnp.float32(lr), mode="nearest")
-    params, opt_state = opt.init(params)
+    params = clip_params(params, cfg.bits_W)
+    opt_state = opt.init(params)
     train_step = make_train_step(lambda p, x, key: jax_model.apply({"params": p}, x), opt)
     for step, (x, y) in enumerate(_digits(10, 32, seed=2)):
         _, logits_t = trainer.step(torch.from_numpy(x), torch.from_numpy(y), lr)
@@ -120,7 +122,8 @@ def test_conv_net_trajectory_is_bit_identical_for_20_steps():
     template = jax_model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))["params"]
     params = torch_weights_to_flax_params(list(trainer.accumulators.values()), template)
     opt = wage_sgd(cfg.bits_W, cfg.bits_G, lr, mode="nearest")
-    params, opt_state = opt.init(params)
+    params = clip_params(params, cfg.bits_W)
+    opt_state = opt.init(params)
     train_step = make_train_step(lambda p, x, key: jax_model.apply({"params": p}, x), opt)
     pool_inputs: list[np.ndarray] = []
     for module in trainer.model.modules():
@@ -158,7 +161,8 @@ def test_lenet5_trajectory_is_bit_identical_for_20_steps():
     assert template["dense0"]["kernel"].shape == (4 * 4 * widths[1], hidden)
     params = torch_weights_to_flax_params(list(trainer.accumulators.values()), template)
     opt = wage_sgd(cfg.bits_W, cfg.bits_G, lr, mode="nearest")
-    params, opt_state = opt.init(params)
+    params = clip_params(params, cfg.bits_W)
+    opt_state = opt.init(params)
     train_step = make_train_step(lambda p, x, key: jax_model.apply({"params": p}, x), opt)
     for step, (x8, y) in enumerate(_digits(steps, batch, seed=4)):
         x = np.pad(np.kron(x8, np.ones((3, 3), np.float32)), ((0, 0), (2, 2), (2, 2)), constant_values=-1.0)

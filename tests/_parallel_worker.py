@@ -29,12 +29,13 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax.sharding import PartitionSpec
 from sklearn.datasets import load_digits
 
 from wage_jax import parallel
 from wage_jax.models import MLP
-from wage_jax.optax import wage_sgd
+from wage_jax.optax import clip_params, wage_sgd
 from wage_jax.train import make_train_step, sse_loss
 from wage_spec import WAGEConfig
 
@@ -80,6 +81,12 @@ def setup(cfg: WAGEConfig):
     return params, opt, apply_fn
 
 
+def opt_init(cfg: WAGEConfig, opt, params):
+    """``(clip_params(params), opt.init(...))``: WAGE's accumulators start clipped."""
+    params = clip_params(params, cfg.bits_W)
+    return params, opt.init(params)
+
+
 def model_key(cfg: WAGEConfig, step: int):
     return jax.random.fold_in(jax.random.key(2), step) if cfg.stochastic else None
 
@@ -91,7 +98,7 @@ def run(cfg: WAGEConfig, batches, step_fn, prepare, snapshot: int | None = None)
     and the accumulators after ``snapshot`` steps (or None).
     """
     params0, opt, _ = setup(cfg)
-    params, opt_state = opt.init(params0)
+    params, opt_state = opt_init(cfg, opt, params0)
     params, opt_state = prepare.state(params, opt_state)
     losses, logits, snap = [], [], None
     for i, (x, y) in enumerate(batches):
@@ -170,8 +177,8 @@ def naive_step(apply_fn, opt, mesh):
     @jax.jit
     def step(params, opt_state, x, y, key=None):
         grads, loss, logits = sharded(params, x, y)
-        params, opt_state = opt.step(grads, opt_state, params)
-        return params, opt_state, loss, logits
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss, logits
 
     return step
 
@@ -225,7 +232,7 @@ def main(out_dir: Path) -> None:
     meta["errors"] = {}
     for name, call in {
         "shard_batch(63 rows)": lambda: parallel.shard_batch(x[:63], mesh),
-        "step(60 rows)": lambda: step(*opt.init(setup(CONFIGS["nearest"])[0]), x[:60], y[:60]),
+        "step(60 rows)": lambda: step(*opt_init(CONFIGS["nearest"], opt, setup(CONFIGS["nearest"])[0]), x[:60], y[:60]),
     }.items():
         try:
             call()
@@ -244,7 +251,7 @@ def main(out_dir: Path) -> None:
         params0, opt, apply_fn = setup(cfg)
         mesh = parallel.data_mesh(n)
         step = parallel.make_data_parallel_train_step(apply_fn, opt, mesh, donate=False)
-        p, s = parallel.replicate(opt.init(params0), mesh)
+        p, s = parallel.replicate(opt_init(cfg, opt, params0), mesh)
         x, y = parallel.shard_batch(batches[0], mesh)
         (out_dir / f"hlo_{n}.txt").write_text(step.lower(p, s, x, y, None).compile().as_text())
     naive = naive_step(apply_fn, opt, mesh)  # mesh: the 8-device one

@@ -24,7 +24,7 @@ import torch
 
 import wage_jax as wj
 import wage_torch as wt
-from wage_jax.fixed_point import uniform
+from wage_jax.threefry import uniform
 from wage_parity import spec_model
 
 F32 = np.float32

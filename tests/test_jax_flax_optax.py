@@ -19,7 +19,7 @@ import wage_jax.linen as wl
 import wage_jax.nnx as wn
 from wage_jax.initializers import kernel_scale, wage_init
 from wage_jax.models import MLP
-from wage_jax.optax import clip_params, scale_by_qg, wage_sgd
+from wage_jax.optax import clip_params, keep_params_clipped, scale_by_qg, wage_sgd
 from wage_jax.train import make_train_step
 from wage_spec import WAGEConfig
 from wage_torch import wage_init_
@@ -30,7 +30,7 @@ def _bits(a) -> np.ndarray:
 
 
 def _expected_limit_and_scale(fan_in: int, bits_W: int, factor: float) -> tuple[float, float]:
-    # contract §3, written out independently of wage_spec.
+    # docs/contract.md §3, written out independently of wage_spec.
     float_limit = math.sqrt(3 * factor / fan_in)
     wm = 1.5 / 2 ** (bits_W - 1)
     return max(wm, float_limit), max(2.0 ** np.round(np.log2(wm / float_limit)), 1.0)
@@ -194,7 +194,8 @@ def _train(cfg: WAGEConfig, seed: int, steps: int, batch: int = 64):
     key = jax.random.key(seed)
     params = model.init(key, jnp.zeros((1, 8, 8)))["params"]
     opt = wage_sgd(cfg.bits_W, cfg.bits_G, 8.0, cfg.G_mode, key=jax.random.fold_in(key, 1))
-    params, state = opt.init(params)
+    params = clip_params(params, cfg.bits_W)
+    state = opt.init(params)
     step = make_train_step(lambda p, xb, k: model.apply({"params": p}, xb, rngs={"wage": k}), opt)
     order = np.random.default_rng(seed).permutation(1400)
     for i in range(steps):
@@ -222,3 +223,174 @@ def test_float_baseline_model_has_the_same_parameter_names():
     flt = MLP(hidden=(16,), quantized=False).init(jax.random.key(0), x)["params"]
     assert jax.tree_util.tree_structure(wage) == jax.tree_util.tree_structure(flt)
     assert isinstance(MLP(hidden=(16,), quantized=False), nn.Module)
+
+
+# ---------------------------------------------------------------- WAGE as plain optax (issue 18 item 1)
+
+
+def _reference_step(tx_qg, bits_W):
+    """The previous ``WAGEOptimizer.step``: ``params <- C(params + (-QG(grads)))`` with an explicit clip."""
+
+    def step(grads, state, params):
+        updates, state = tx_qg.update(grads, state, params)
+        return clip_params(optax.apply_updates(params, updates), bits_W), state
+
+    return jax.jit(step)
+
+
+@pytest.mark.parametrize("bits_W", [2, 3, 8, 16])
+def test_keep_params_clipped_lands_on_the_clip_exactly(bits_W):
+    """``w + keep_params_clipped(u)`` == ``C(w + u)`` bit for bit, for clipped ``w`` and ``|u| <= b``."""
+    b = np.float32(1.0 - (0.0 if bits_W > 15 else 2.0 ** -(bits_W - 1)))
+    rng = np.random.default_rng(bits_W)
+    n = 400_000
+    special = np.array([0.0, -0.0, 1e-45, -1e-45, 1e-39, b, -b, b / 2, -b / 2, np.nextafter(b / 2, 0)], np.float32)
+    w = np.concatenate([
+        special,
+        rng.uniform(-b, b, n).astype(np.float32),
+        (b - rng.uniform(0, 1, n) ** 8 * b).astype(np.float32) * rng.choice([-1, 1], n),  # near the bounds
+        (rng.uniform(-1, 1, n) * 10.0 ** rng.uniform(-40, 0, n)).astype(np.float32),  # tiny, subnormal
+    ])
+    w = np.clip(w, -b, b)
+    grid = 2.0**-7
+    u = (rng.integers(-int(b / grid), int(b / grid) + 1, len(w)) * grid).astype(np.float32)
+    u[: len(special)] = b
+    tx = keep_params_clipped(bits_W)
+
+    @jax.jit
+    def ours(w, u):
+        upd, _ = tx.update(u, tx.init(w), w)
+        return optax.apply_updates(w, upd)
+
+    reference = jax.jit(lambda w, u: wage_jax.C(w + u, bits_W))
+    assert np.array_equal(_bits(ours(w, u)), _bits(reference(w, u)))
+    assert np.array_equal(_bits(ours(w, -u)), _bits(reference(w, -u)))
+
+
+def test_keep_params_clipped_passes_nan_and_needs_params():
+    tx = keep_params_clipped(2)
+    w = jnp.array([0.25, 0.5])
+    upd, _ = tx.update(jnp.array([jnp.nan, 0.0]), tx.init(w), w)
+    assert np.isnan(np.asarray(optax.apply_updates(w, upd))[0])
+    with pytest.raises(ValueError, match="needs params"):
+        tx.update(jnp.zeros(2), tx.init(w))
+
+
+@pytest.mark.parametrize("stochastic", [False, True])
+def test_wage_sgd_train_step_train_state_and_chain_match_the_reference(stochastic):
+    """``make_train_step(wage_sgd)``, Flax's ``TrainState`` and a hand-built ``optax.chain`` train WAGE bit for
+    bit as the clip-then-subtract reference (the previous ``WAGEOptimizer``), nearest and stochastic."""
+    from flax.training.train_state import TrainState
+
+    cfg = WAGEConfig() if stochastic else WAGEConfig.nearest()
+    x, y = _digits()
+    model = MLP(hidden=(64,), config=cfg)
+    params0 = clip_params(model.init(jax.random.key(0), jnp.zeros((1, 8, 8)))["params"], cfg.bits_W)
+    key_G = jax.random.key(7) if stochastic else None
+
+    def apply_fn(p, xb, k):
+        return model.apply({"params": p}, xb, rngs=None if k is None else {"wage": k})
+
+    def loss_and_grads(p, xb, yb, k):
+        return jax.value_and_grad(lambda q: wage_jax.train.sse_loss(apply_fn(q, xb, k), yb))(p)
+
+    loss_and_grads = jax.jit(loss_and_grads)
+    batches = [(x[i * 32 : (i + 1) * 32], y[i * 32 : (i + 1) * 32]) for i in range(25)]
+    keys = [jax.random.fold_in(jax.random.key(3), i) if stochastic else None for i in range(len(batches))]
+
+    qg = scale_by_qg(cfg.bits_G, 8.0, cfg.G_mode, key=key_G)
+    ref_step, ref_params, ref_state = _reference_step(qg, cfg.bits_W), params0, qg.init(params0)
+    tx = wage_sgd(cfg.bits_W, cfg.bits_G, 8.0, cfg.G_mode, key=key_G)
+    step = make_train_step(apply_fn, tx, donate=False)
+    p, s = params0, tx.init(params0)
+    chain = optax.chain(scale_by_qg(cfg.bits_G, 8.0, cfg.G_mode, key=key_G), keep_params_clipped(cfg.bits_W))
+    ts = TrainState.create(apply_fn=model.apply, params=params0, tx=chain)
+    apply_ts = jax.jit(lambda ts, g: ts.apply_gradients(grads=g))
+    for (xb, yb), k in zip(batches, keys, strict=True):
+        _, grads = loss_and_grads(ref_params, xb, yb, k)
+        ref_params, ref_state = ref_step(grads, ref_state, ref_params)
+        p, s, _, _ = step(p, s, xb, yb, k)
+        ts = apply_ts(ts, loss_and_grads(ts.params, xb, yb, k)[1])
+        for a, b, c in zip(*map(jax.tree_util.tree_leaves, (ref_params, p, ts.params)), strict=True):
+            assert np.array_equal(_bits(a), _bits(b)) and np.array_equal(_bits(a), _bits(c))
+    assert not np.array_equal(_bits(ref_params["dense0"]["kernel"]), _bits(params0["dense0"]["kernel"]))
+
+
+def test_nnx_optimizer_trains_wage_as_the_reference():
+    """``flax.nnx.Optimizer(model, wage_sgd(...))`` gives the reference's accumulators bit for bit."""
+
+    class Net(fnnx.Module):
+        def __init__(self, rngs):
+            self.d0 = wn.WAGEDense(64, 32, bits_W=2, factor=1.0, rngs=rngs)
+            self.q = wn.WAGEQuantizer(8, 8)
+            self.d1 = wn.WAGEDense(32, 10, bits_W=2, factor=1.0, rngs=rngs)
+
+        def __call__(self, x):
+            return self.d1(self.q(self.d0(x.reshape(x.shape[0], -1))))
+
+    x, y = _digits()
+    model = Net(fnnx.Rngs(params=0))
+    graphdef, params0 = fnnx.split(model, fnnx.Param)
+    params0 = clip_params(params0, 2)
+    fnnx.update(model, params0)
+
+    def loss(m, xb, yb):
+        return wage_jax.train.sse_loss(m(xb), yb)
+
+    optimizer = fnnx.Optimizer(model, wage_sgd(2, 8, 8.0, "nearest"), wrt=fnnx.Param)
+
+    @fnnx.jit
+    def nnx_step(model, optimizer, xb, yb):
+        grads = fnnx.grad(loss)(model, xb, yb)
+        optimizer.update(model, grads)
+
+    qg = scale_by_qg(8, 8.0, "nearest")
+    ref_step, ref_params, ref_state = _reference_step(qg, 2), params0, qg.init(params0)
+    ref_grads = jax.jit(jax.grad(lambda p, xb, yb: loss(fnnx.merge(graphdef, p), xb, yb)))
+    for i in range(20):
+        xb, yb = x[i * 32 : (i + 1) * 32], y[i * 32 : (i + 1) * 32]
+        ref_params, ref_state = ref_step(ref_grads(ref_params, xb, yb), ref_state, ref_params)
+        nnx_step(model, optimizer, xb, yb)
+    got = fnnx.state(model, fnnx.Param)
+    for a, b in zip(jax.tree_util.tree_leaves(ref_params), jax.tree_util.tree_leaves(got), strict=True):
+        assert np.array_equal(_bits(a), _bits(b))
+
+
+def test_make_train_step_takes_any_loss_and_any_optax_transformation():
+    x, y = _digits()
+    model = MLP(hidden=(16,), quantized=False)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8)))["params"]
+    tx = optax.adam(1e-2)
+
+    def xent(logits, labels):
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    step = make_train_step(lambda p, xb, k: model.apply({"params": p}, xb), tx, xent)
+    state = tx.init(params)
+    first = None
+    for _ in range(30):
+        params, state, loss, logits = step(params, state, x[:128], y[:128])
+        first = float(loss) if first is None else first
+        assert logits.shape == (128, 10)
+    assert float(loss) < 0.5 * first
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "match"),
+    [
+        (lambda: scale_by_qg(8, 0.0, "nearest"), ValueError, "learning_rate must be a finite number in"),
+        (lambda: scale_by_qg(8, -1.0, "nearest"), ValueError, "learning_rate must be"),
+        (lambda: scale_by_qg(8, float("inf"), "nearest"), ValueError, "learning_rate must be"),
+        (lambda: scale_by_qg(8, 1e30, "nearest"), ValueError, "learning_rate must be"),
+        (lambda: scale_by_qg(8, "1", "nearest"), TypeError, "learning_rate must be"),
+        (lambda: scale_by_qg(8, 1.0, "stochastic", key=0), TypeError, "key must be a JAX PRNG key"),
+        (lambda: wage_sgd(1, 8, 1.0, "nearest"), ValueError, "bits_W must be"),
+        (lambda: wage_jax.QG(jnp.ones(3), 8, 0.0), ValueError, "lr must be a finite number in"),
+        (lambda: wage_jax.QG(jnp.ones(3), 8, 1.0, "stochastic", key=0), TypeError, "key must be a JAX PRNG key"),
+        (lambda: wage_jax.QW(jnp.ones(3), 8, mode="stochastic", key=1.5), TypeError, "key must be"),
+        (lambda: wage_jax.wage_quantize(jnp.ones(3), 8, 8, "stochastic", key=0), TypeError, "key must be"),
+    ],
+)
+def test_bad_lr_and_keys_are_refused(call, error, match):
+    with pytest.raises(error, match=match):
+        call()

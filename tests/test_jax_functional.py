@@ -1,6 +1,6 @@
 """wage_jax's quantizers beyond parity: transformations, sharding, argument checking, dtypes, NaN/Inf.
 
-Expected values come from the independent NumPy model of contract §1-2 (``tests/spec_model.py``) or from
+Expected values come from the independent NumPy model of docs/contract.md §1-2 (``tests/spec_model.py``) or from
 the definition of the property itself (a vmapped call equals the per-example calls, a straight-through
 gradient equals the upstream gradient), never from the code under test.
 """
@@ -330,3 +330,84 @@ def test_gradient_whose_max_is_the_smallest_subnormal():
     x = np.linspace(-0.5, 0.5, 24).astype(F32)
     grad = jax.jit(jax.grad(lambda v, u: jnp.sum(wj.wage_quantize(v, 8, 8) * u)))(x, g)
     _same(grad, spec_model.wage_backward(g, np.zeros(24, bool), 8), "wage_quantize backward")
+
+
+# ------------------------------------------------------------------------------------------------ tracing
+
+
+def test_closed_over_and_partial_arrays_do_not_raise_under_transformations():
+    """The eager/traced decision is made on the value evaluated: closed-over concrete arrays under jit,
+    vmap, grad and functools.partial are traced there, so nothing raises or reads a tracer."""
+    import functools
+
+    g = jnp.ones(3)
+    expected = np.asarray(wj.QG(g, 8, 1.0))
+    assert np.array_equal(np.asarray(jax.jit(lambda: wj.QG(g, 8, 1.0))()), expected)
+    assert np.array_equal(np.asarray(jax.jit(functools.partial(wj.QG, g, 8, 1.0))()), expected)
+    assert np.array_equal(np.asarray(jax.jit(functools.partial(wj.QG, g, 8, jnp.float32(1.0)))()), expected)
+    assert np.array_equal(np.asarray(jax.vmap(lambda _: wj.QG(g, 8, 1.0))(jnp.zeros(2)))[1], expected)
+    bad = jnp.array([1.0, jnp.nan])
+    assert np.isnan(np.asarray(jax.jit(lambda: wj.shift(bad))())).all()  # documented all-NaN under jit
+    assert np.isnan(np.asarray(jax.jit(lambda: wj.QG(bad, 8, 1.0))())).all()
+    grad = jax.grad(lambda x: (wj.wage_quantize(x, 8, 8) * jnp.arange(4.0)).sum())
+    assert np.asarray(jax.jit(lambda: grad(jnp.full(4, 0.25)))()).shape == (4,)
+    with pytest.raises(ValueError, match="contains NaN or Inf"):
+        wj.QG(bad, 8, 1.0)  # eagerly it raises
+
+
+def test_nan_incoming_gradient_raises_eagerly_and_is_all_nan_under_jit():
+    x = jnp.array([0.25, -0.5, 0.125])
+
+    def loss(x):
+        return (wj.wage_quantize(x, 8, 8) * jnp.array([1.0, jnp.inf, 0.0])).sum()
+
+    with pytest.raises(ValueError, match="incoming gradient contains NaN or Inf"):
+        jax.grad(loss)(x)
+    assert np.isnan(np.asarray(jax.jit(jax.grad(loss))(x))).all()
+    err, _ = jax.jit(wj.checked.checkify(jax.grad(lambda x: (wj.checked.wage_quantize(x, 8, 8)
+                                                                * jnp.array([1.0, jnp.inf, 0.0])).sum())))(x)
+    assert "incoming gradient" in err.get()
+    # bits_E = -1 passes the gradient on unchanged, NaN included, as qtorch's quantizer does.
+    assert np.isnan(np.asarray(jax.grad(lambda x: (wj.wage_quantize(x, 8, -1) * jnp.nan).sum())(x))).all()
+
+
+@pytest.mark.parametrize("bad_key", [0, 1.5, np.zeros(2, np.float32), "key"])
+def test_keys_must_be_prng_keys(bad_key):
+    for call in (
+        lambda: wj.QW(X, 4, mode="stochastic", key=bad_key),
+        lambda: wj.QG(X, 4, 1.0, "stochastic", key=bad_key),
+        lambda: wj.fixed_point_quantize(X, 4, 3, rounding="stochastic", key=bad_key),
+        lambda: wj.wage_quantize(X, 4, 4, "nearest", "stochastic", key=bad_key),
+    ):
+        with pytest.raises(TypeError, match="key must be a JAX PRNG key"):
+            call()
+    assert wj.QW(X, 4, mode="stochastic", key=jax.random.PRNGKey(0)).shape == X.shape  # raw uint32 keys too
+
+
+@pytest.mark.parametrize("lr", [0.0, -1.0, 2.0**25, float("inf")])
+def test_lr_must_be_positive_finite_and_not_absurd(lr):
+    with pytest.raises(ValueError, match="lr must be a finite number in \\(0, 2\\^24\\]"):
+        wj.QG(X, 8, lr)
+    with pytest.raises(ValueError, match="lr must be a finite number in"):
+        wj.QG(X, 8, jnp.float32(lr))
+
+
+def test_e_noise_is_drawn_in_the_backward_with_the_same_bits_as_explicit_noise():
+    """With a key, the error's draws come from the second half of ``split(key)`` in the backward: the same
+    bits as passing ``noise_E = uniform(split(key)[1])``; the forward keeps only the key for them."""
+    key = jax.random.key(5)
+    x = jnp.asarray(X)
+    g = jnp.asarray(RNG.standard_normal(X.shape).astype(F32))
+    noise_E = jax.random.uniform(jax.random.split(key)[1], X.shape)
+
+    def vjp(**kw):
+        out, f = jax.vjp(lambda t: wj.wage_quantize(t, 4, 6, "nearest", "stochastic", **kw), x)
+        return np.asarray(out), np.asarray(f(g)[0])
+
+    by_key, by_noise = vjp(key=key), vjp(noise_E=noise_E)
+    assert np.array_equal(by_key[0].view(np.int32), by_noise[0].view(np.int32))
+    assert np.array_equal(by_key[1].view(np.int32), by_noise[1].view(np.int32))
+    # What the forward keeps for the backward: the bool clamp mask and the key (no float32 noise array).
+    _, f = jax.vjp(lambda t: wj.wage_quantize(t, 4, 6, "nearest", "stochastic", key=key), x)
+    kept = [(str(leaf.dtype), leaf.shape) for leaf in jax.tree_util.tree_leaves(f)]
+    assert kept == [("bool", X.shape), ("key<fry>", ())], kept

@@ -42,7 +42,7 @@ TRAIN_SCRIPT = textwrap.dedent(
     for mod in pkgutil.walk_packages(wage_jax.__path__, "wage_jax."):
         importlib.import_module(mod.name)
     from wage_jax.models import MLP
-    from wage_jax.optax import wage_sgd
+    from wage_jax.optax import clip_params, wage_sgd
     from wage_jax.train import make_train_step
     from wage_spec import WAGEConfig
     assert "torch" not in sys.modules and "qtorch" not in sys.modules, sorted(sys.modules)
@@ -53,7 +53,8 @@ TRAIN_SCRIPT = textwrap.dedent(
     y = jnp.asarray(rng.integers(0, 10, 64))
     params = model.init(jax.random.key(0), x)["params"]
     opt = wage_sgd(cfg.bits_W, cfg.bits_G, 1.0, mode=cfg.G_mode)
-    params, state = opt.init(params)
+    params = clip_params(params, cfg.bits_W)
+    state = opt.init(params)
     step = make_train_step(lambda p, xb, key: model.apply({"params": p}, xb), opt)
     losses = []
     for _ in range(5):

@@ -2,6 +2,12 @@
 
 Bit for bit the arithmetic of QPyTorch's WAGE example on qtorch's CPU kernel (``docs/contract.md``),
 jit-compiled on CPU, GPU and TPU.
+
+Public API: the quantizers ``shift``, ``C``, ``QW``, ``QG``, ``wage_quantize``, ``fixed_point_quantize``,
+``fixed_point_quantize_with_mask``, ``straight_through``; ``checked`` (the same quantizers reporting NaN/Inf
+under ``jit``). Submodules: ``wage_jax.optax`` (``wage_sgd``, ``scale_by_qg``, ``keep_params_clipped``,
+``clip_params``), ``wage_jax.train`` (``make_train_step``, ``sse_loss``), ``wage_jax.parallel``,
+``wage_jax.linen``, ``wage_jax.nnx``, ``wage_jax.models``.
 """
 
 from wage_jax import checked

@@ -42,25 +42,59 @@ __all__ = ["QG", "QW", "check_finite", "checkify", "shift", "wage_quantize"]
 def checkify(fn: Callable[..., Any]) -> Callable[..., tuple[_checkify.Error, Any]]:
     """``fn`` functionalized for the checks of this module: ``checkify.checkify(fn, errors=user_checks)``.
 
-    The result returns ``(err, out)``: ``err.get()`` is ``None`` when every check passed, else the
-    message of the first that failed (``err.throw()`` raises it as ``checkify.JaxRuntimeError``, a
-    ``ValueError``). Jit the result, not ``fn``.
+    Args:
+        fn: a function calling the checked quantizers.
+
+    Returns:
+        a function returning ``(err, out)``: ``err.get()`` is ``None`` when every check passed, else the
+        message of the first that failed (``err.throw()`` raises it as ``checkify.JaxRuntimeError``, a
+        ``ValueError``). Jit the result, not ``fn``.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> err, out = jax.jit(checkify(lambda g: QG(g, 8, 1.0)))(jnp.array([1.0, jnp.nan]))
+        >>> err.get().splitlines()[0]
+        'wage_jax.checked.QG: x contains NaN or Inf (`check` failed)'
     """
     return _checkify.checkify(fn, errors=_checkify.user_checks)
 
 
-def check_finite(x: jax.Array, what: str) -> None:
+def check_finite(x: jax.typing.ArrayLike, what: str) -> None:
     """A ``checkify.check`` that every element of ``x`` (any shape, float dtype) is finite.
 
-    The message is ``"{what} contains NaN or Inf"``.
+    Args:
+        x: the array to check.
+        what: the start of the message, ``"{what} contains NaN or Inf"``.
+
+    Raises:
+        jax.experimental.checkify.JaxRuntimeError: eagerly, outside ``checkify``, when the check fails.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> check_finite(jnp.ones(3), "x")
     """
     _checkify.check(jnp.all(jnp.isfinite(x)), f"{what} contains NaN or Inf")
 
 
-def shift(x: jax.Array) -> jax.Array:
-    """``wage_jax.shift`` (``x / 2^ceil(log2 max|x|)``, WAGE Eq. 9) with a check that ``x`` is finite.
+def shift(x: jax.typing.ArrayLike) -> jax.Array:
+    """``wage_jax.shift`` (``x / 2^ceil(log2 max|x|)``) with a check that ``x`` is finite.
 
-    Args: ``x`` a floating-point array of any shape. Returns: ``x``'s shape and dtype.
+    Args:
+        x: a floating-point array of any shape.
+
+    Returns:
+        ``wage_jax.shift(x)``: ``x``'s shape and dtype.
+
+    Raises:
+        TypeError, ValueError: as ``wage_jax.shift``.
+
+    References:
+        Wu et al., ICLR 2018, Eq. 9.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> shift(jnp.array([3.0, -1.0]))
+        Array([ 0.75, -0.25], dtype=float32)
     """
     y = _functional.shift(x)  # validates x first
     check_finite(x, "wage_jax.checked.shift: x")
@@ -68,17 +102,34 @@ def shift(x: jax.Array) -> jax.Array:
 
 
 def QW(
-    x: jax.Array,
+    x: jax.typing.ArrayLike,
     bits: int,
     scale: float = 1.0,
     mode: str = "nearest",
     *,
     key: jax.Array | None = None,
-    noise: jax.Array | None = None,
+    noise: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
-    """``wage_jax.QW`` (weights to ``bits``-bit fixed point, WAGE Eq. 5-7) with a check that ``x`` is finite.
+    """``wage_jax.QW`` (weights to ``bits``-bit fixed point) with a check that ``x`` is finite.
 
-    NaN passes through ``QW`` unreported; here it is reported. Arguments and result as ``wage_jax.QW``.
+    NaN passes through ``QW`` unreported; here it is reported.
+
+    Args:
+        x, bits, scale, mode, key, noise: as ``wage_jax.QW``.
+
+    Returns:
+        ``wage_jax.QW(...)``.
+
+    Raises:
+        TypeError, ValueError: as ``wage_jax.QW``.
+
+    References:
+        Wu et al., ICLR 2018, Eq. 5-7.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> QW(jnp.array([0.3, -0.9]), 3)
+        Array([ 0.25, -0.75], dtype=float32)
     """
     y = _functional.QW(x, bits, scale, mode, key=key, noise=noise)
     check_finite(x, "wage_jax.checked.QW: x")
@@ -86,16 +137,33 @@ def QW(
 
 
 def QG(
-    x: jax.Array,
+    x: jax.typing.ArrayLike,
     bits_G: int,
-    lr,
+    lr: float | jax.typing.ArrayLike,
     mode: str = "nearest",
     *,
     key: jax.Array | None = None,
-    noise: jax.Array | None = None,
+    noise: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
-    """``wage_jax.QG`` (the ``bits_G``-bit weight update, WAGE Eq. 11-12) with a check that the gradient ``x``
-    is finite. Arguments and result as ``wage_jax.QG``."""
+    """``wage_jax.QG`` (the ``bits_G``-bit weight update) with a check that the gradient ``x`` is finite.
+
+    Args:
+        x, bits_G, lr, mode, key, noise: as ``wage_jax.QG``.
+
+    Returns:
+        ``wage_jax.QG(...)``.
+
+    Raises:
+        TypeError, ValueError: as ``wage_jax.QG``.
+
+    References:
+        Wu et al., ICLR 2018, Eq. 11-12.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> QG(jnp.array([0.5, -0.25]), 4, 1.0)
+        Array([ 0.125, -0.   ], dtype=float32)
+    """
     y = _functional.QG(x, bits_G, lr, mode, key=key, noise=noise)
     check_finite(x, "wage_jax.checked.QG: x")
     return y
@@ -120,21 +188,38 @@ _check_incoming_gradient.defvjp(_check_fwd, _check_bwd)
 
 
 def wage_quantize(
-    x: jax.Array,
+    x: jax.typing.ArrayLike,
     bits_A: int,
     bits_E: int,
     A_mode: str = "nearest",
     E_mode: str = "nearest",
     *,
     key: jax.Array | None = None,
-    noise_A: jax.Array | None = None,
-    noise_E: jax.Array | None = None,
+    noise_A: jax.typing.ArrayLike | None = None,
+    noise_E: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
-    """``wage_jax.wage_quantize`` (activations forward, errors backward; WAGE Eq. 8-10), checked twice:
-    the activations ``x`` in the forward pass, and the incoming gradient in the backward pass (before
-    the error quantizer's ``shift`` would turn a single NaN or Inf into an all-NaN error).
+    """``wage_jax.wage_quantize`` (activations forward, errors backward), checked twice: the activations
+    ``x`` in the forward pass, and the incoming gradient in the backward pass (before the error
+    quantizer's ``shift`` would turn a single NaN or Inf into an all-NaN error).
 
-    Arguments and result as ``wage_jax.wage_quantize``; the gradient is unchanged.
+    Args:
+        x, bits_A, bits_E, A_mode, E_mode, key, noise_A, noise_E: as ``wage_jax.wage_quantize``.
+
+    Returns:
+        ``wage_jax.wage_quantize(...)``; the gradient is unchanged.
+
+    Raises:
+        TypeError, ValueError: as ``wage_jax.wage_quantize``.
+
+    References:
+        Wu et al., ICLR 2018, Eq. 8-10.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> f = checkify(jax.grad(lambda x: (wage_quantize(x, 4, 4) * jnp.nan).sum()))
+        >>> err, _ = jax.jit(f)(jnp.ones(2))
+        >>> "incoming gradient" in err.get()
+        True
     """
     y = _wage_quantizer.wage_quantize(x, bits_A, bits_E, A_mode, E_mode, key=key, noise_A=noise_A, noise_E=noise_E)
     check_finite(x, "wage_jax.checked.wage_quantize: x")

@@ -25,10 +25,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from wage_jax._arrays import as_float32
-from wage_spec import MAX_BITS, check_mode
+from wage_jax._arrays import as_float32, check_key
+from wage_jax.threefry import uniform
+from wage_spec import MAX_BITS, check_mode, check_randomness
 
-__all__ = ["fixed_point_quantize", "fixed_point_quantize_with_mask", "fixed_point_range", "uniform"]
+__all__ = ["fixed_point_quantize", "fixed_point_quantize_with_mask", "fixed_point_range"]
 
 # Below -2^-54 in magnitude, double(s) - 0.5 rounds to exactly -0.5 (ties to even).
 _NEG_TINY = np.float32(-(2.0**-54))
@@ -47,7 +48,22 @@ def _check_word(wl: object, fl: object) -> tuple[int, int]:
 
 
 def fixed_point_range(wl: int, fl: int, symmetric: bool) -> tuple[np.float32, np.float32]:
-    """``(t_min, t_max)`` as qtorch's ``fixed_min_max`` computes them (double, stored as float32)."""
+    """``(t_min, t_max)`` as qtorch's ``fixed_min_max`` computes them (double, stored as float32).
+
+    Args:
+        wl: word length; fl: fractional bits (not validated here).
+        symmetric: raise ``t_min`` by ``2^-fl``.
+
+    Returns:
+        ``(-2^(wl-fl-1) [+ 2^-fl], 2^(wl-fl-1) - 2^-fl)`` as float32 scalars.
+
+    References:
+        docs/contract.md §1; qtorch ``quant_cpu/sim_helper.cpp``.
+
+    Examples:
+        >>> fixed_point_range(8, 7, True)
+        (np.float32(-0.9921875), np.float32(0.9921875))
+    """
     t_min = np.float32(-(2.0 ** (wl - fl - 1)))
     t_max = np.float32(-float(t_min) - 2.0**-fl)
     if symmetric:
@@ -67,7 +83,7 @@ def _round_to_integer(s: jax.Array) -> jax.Array:
     return jnp.where((s >= _NEG_TINY) & (s < np.float32(0.5)), np.float32(-0.0), q)
 
 
-def as_noise(noise: object, shape: tuple[int, ...], name: str = "noise") -> jax.Array:
+def _as_noise(noise: object, shape: tuple[int, ...], name: str = "noise") -> jax.Array:
     """Explicit uniform draws as float32 of ``shape``, else an error naming ``name``."""
     noise, _ = as_float32(noise, name)
     if noise.shape != shape:
@@ -76,62 +92,16 @@ def as_noise(noise: object, shape: tuple[int, ...], name: str = "noise") -> jax.
 
 
 def _noise(x: jax.Array, rounding: str, key: jax.Array | None, noise: jax.Array | None) -> jax.Array:
+    """The ``r`` of the rounding: an opaque ``1/2`` for ``"nearest"``, else uniform draws of ``x``'s shape."""
     if rounding == "nearest":
         if key is not None or noise is not None:
             raise ValueError("key and noise are only used with rounding='stochastic'")
         # An opaque 0.5: as a literal, XLA would fold it into constants around the rounding.
         return lax.optimization_barrier(jnp.float32(0.5))
-    if key is not None and noise is not None:
-        raise ValueError("pass either key or noise for stochastic rounding, not both")
+    check_randomness(True, key is not None, noise is not None, mode_name="rounding", noise_name="noise")
     if noise is not None:
-        return as_noise(noise, x.shape)
-    if key is None:
-        raise ValueError(
-            "stochastic rounding needs randomness: pass key (a jax.random key) or noise (uniform draws in [0, 1))"
-        )
-    return uniform(key, x.shape)
-
-
-# Threefry-2x32 (Salmon et al., SC 2011), 20 rounds, as jax.random's threefry2x32 implementation computes it.
-_THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
-
-
-def _threefry2x32(k0: jax.Array, k1: jax.Array, x0: jax.Array, x1: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """The Threefry-2x32 block function on uint32 counters ``(x0, x1)`` under the key ``(k0, k1)``, unrolled."""
-    ks = (k0, k1, k0 ^ k1 ^ np.uint32(0x1BD11BDA))
-    x0, x1 = x0 + ks[0], x1 + ks[1]
-    for i in range(5):
-        for r in _THREEFRY_ROTATIONS[i % 2]:
-            x0 = x0 + x1
-            x1 = x0 ^ ((x1 << np.uint32(r)) | (x1 >> np.uint32(32 - r)))
-        x0 = x0 + ks[(i + 1) % 3]
-        x1 = x1 + ks[(i + 2) % 3] + np.uint32(i + 1)
-    return x0, x1
-
-
-def uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """``jax.random.uniform(key, shape, jnp.float32)``, bit for bit, in one fused pass on every backend.
-
-    On the CPU, jax lowers its threefry hash to a rolled loop of five separate passes over memory
-    (about 10x slower than the hash itself); this computes the same hash unrolled, as jax does on other
-    backends, so XLA fuses it with its consumer (the rounding) and nothing random is written to memory.
-    Used for keys of jax's default ``threefry2x32`` implementation under ``jax_threefry_partitionable``
-    (the default) and fewer than ``2^32`` elements; any other key or setting goes to ``jax.random.uniform``.
-    Values: ``(bits >> 9) * 2^-23`` for the 32 random bits of each element, in ``[0, 1)``.
-    """
-    n = int(np.prod(shape, dtype=np.int64))
-    typed = jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
-    impl = str(jax.random.key_impl(key)) if typed else str(jax.config.jax_default_prng_impl)
-    if impl != "threefry2x32" or not jax.config.jax_threefry_partitionable or n >= 2**32 or n == 0:
-        return jax.random.uniform(key, shape, jnp.float32)
-    data = jax.random.key_data(key) if typed else jnp.asarray(key, jnp.uint32)
-    if data.shape != (2,):
-        return jax.random.uniform(key, shape, jnp.float32)
-    # jax's counters: the row-major index of each element as a uint64, split into (high, low) words.
-    low = lax.iota(jnp.uint32, n).reshape(shape)
-    b0, b1 = _threefry2x32(data[0], data[1], jnp.zeros(shape, jnp.uint32), low)
-    # jax.random.uniform: mantissa bits under exponent 0 -> [1, 2), minus 1; the same as an exact scaling.
-    return ((b0 ^ b1) >> np.uint32(9)).astype(jnp.float32) * np.float32(2.0**-23)
+        return _as_noise(noise, x.shape)
+    return uniform(check_key(key), x.shape)
 
 
 def _quantize_f32(x: jax.Array, wl: int, fl: int, clamp: bool, symmetric: bool, r) -> tuple[jax.Array, jax.Array]:
@@ -170,6 +140,18 @@ def fixed_point_quantize_with_mask(
     Returns:
         ``(out, mask)``: ``out`` in ``x``'s dtype; ``mask`` (bool, ``x``'s shape) is True where the
         rounded value lay outside ``[t_min, t_max]`` and was clamped.
+
+    Raises:
+        TypeError: ``x`` not floating point, ``wl``/``fl`` not ints, ``key`` not a PRNG key.
+        ValueError: ``wl``, ``fl`` or ``rounding`` out of range; randomness missing, misplaced or doubled.
+
+    References:
+        docs/contract.md §1; qtorch's ``fixed_point_quantize`` with ``clamp_mask``.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> fixed_point_quantize_with_mask(jnp.array([0.3, 2.0]), 4, 3, symmetric=True)
+        (Array([0.25 , 0.875], dtype=float32), Array([False,  True], dtype=bool))
     """
     wl, fl = _check_word(wl, fl)
     rounding = check_mode(rounding, "rounding")
@@ -206,6 +188,22 @@ def fixed_point_quantize(
         key: a PRNG key for stochastic rounding's uniform draws.
         noise: explicit uniform draws in ``[0, 1)`` of ``x``'s shape (float32), instead of ``key``
             (reproduces qtorch exactly given ``torch.rand_like``'s draws).
+
+    Returns:
+        the quantized array, ``x``'s shape and dtype.
+
+    Raises:
+        TypeError: ``x`` not floating point, ``wl``/``fl`` not ints, ``key`` not a PRNG key.
+        ValueError: ``wl``, ``fl`` or ``rounding`` out of range; randomness missing, misplaced or doubled.
+
+    References:
+        docs/contract.md §1; Gupta et al., "Deep Learning with Limited Numerical Precision", ICML 2015
+        (stochastic rounding).
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> fixed_point_quantize(jnp.array([0.3, -0.06, 5.0]), 4, 3)
+        Array([ 0.25 , -0.   ,  0.875], dtype=float32)
     """
     wl, fl = _check_word(wl, fl)
     rounding = check_mode(rounding, "rounding")
@@ -215,8 +213,14 @@ def fixed_point_quantize(
     return out.astype(dtype)
 
 
-def wage_fixed_point(
-    x32: jax.Array, bits: int, *, clamp: bool, rounding: str, key=None, noise=None
+def _wage_fixed_point(
+    x32: jax.Array,
+    bits: int,
+    *,
+    clamp: bool,
+    rounding: str,
+    key: jax.Array | None = None,
+    noise: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """WAGE's format ``FP(x; bits, bits-1, clamp, symmetric=True)`` on float32 input (validated args)."""
     return _quantize_f32(x32, bits, bits - 1, clamp, True, _noise(x32, rounding, key, noise))

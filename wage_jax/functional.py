@@ -16,15 +16,40 @@ import numpy as np
 
 from wage_jax._arrays import as_float32, is_concrete, require_finite
 from wage_jax.exact_shift import scale_by_pow2, shift_f32, shift_f32_ftz
-from wage_jax.fixed_point import wage_fixed_point
-from wage_spec import check_bits, check_clip_bits, check_lr, check_mode, check_scale
+from wage_jax.fixed_point import _wage_fixed_point
+from wage_spec import (
+    check_bits,
+    check_clip_bits,
+    check_learning_rate,
+    check_mode,
+    check_scale,
+    clip_delta,
+    qg_norm,
+    qw_divides_by_scale,
+)
 
 __all__ = ["C", "QG", "QW", "shift", "straight_through"]
 
 
 @jax.custom_jvp
 def straight_through(x: jax.Array, y: jax.Array) -> jax.Array:
-    """Return ``y`` with the derivative of the identity in ``x`` (the straight-through estimator)."""
+    """Return ``y`` with the derivative of the identity in ``x`` (the straight-through estimator).
+
+    Args:
+        x: the array the gradient flows to.
+        y: the value to return, ``x``'s shape (e.g. a quantization of ``x``).
+
+    Returns:
+        ``y``; its derivative with respect to ``x`` is the identity, with respect to ``y`` zero.
+
+    References:
+        Bengio et al., "Estimating or Propagating Gradients Through Stochastic Neurons", 2013.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> jax.grad(lambda x: straight_through(x, jnp.round(x)))(0.3)
+        Array(1., dtype=float32, weak_type=True)
+    """
     return y
 
 
@@ -33,10 +58,10 @@ def _straight_through_jvp(primals, tangents):
     return primals[1], tangents[0]
 
 
-def shift(x: jax.Array) -> jax.Array:
+def shift(x: jax.typing.ArrayLike) -> jax.Array:
     """``x / 2^k``, ``k = ceil(log2(max|x|))`` computed exactly, so that ``max|shift(x)| <= 1``.
 
-    WAGE Eq. 9's ``Shift``. An all-zero or empty ``x`` is returned unchanged.
+    An all-zero or empty ``x`` is returned unchanged.
 
     Args:
         x: a floating-point array of any shape, finite.
@@ -45,23 +70,50 @@ def shift(x: jax.Array) -> jax.Array:
         an array of ``x``'s shape and dtype.
 
     Raises:
+        TypeError: ``x`` is not a floating-point array.
         ValueError: eagerly, when ``x`` holds NaN or Inf. Under ``jit`` nothing can raise: the result is
             all-NaN; use ``wage_jax.checked`` to have it reported.
+
+    References:
+        Wu et al., "Training and Inference with Integers in Deep Neural Networks", ICLR 2018, Eq. 9.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> shift(jnp.array([3.0, -1.0, 0.5]))
+        Array([ 0.75 , -0.25 ,  0.125], dtype=float32)
     """
     x32, dtype = as_float32(x)
     require_finite(x32, "x")
     return shift_f32(x32).astype(dtype)
 
 
-def C(x: jax.Array, bits: int) -> jax.Array:
+def C(x: jax.typing.ArrayLike, bits: int) -> jax.Array:
     """Clip ``x`` to ``[-1 + d, 1 - d]``, ``d = 2^-(bits-1)`` (``d = 0`` if ``bits > 15`` or ``bits == 1``).
 
-    WAGE Eq. 4's ``Clip``. Args: ``x`` a floating-point array of any shape; ``bits`` an int ``>= 1``.
+    Subnormals and NaN pass through unchanged (the clamp is done on the bit patterns).
+
+    Args:
+        x: a floating-point array of any shape.
+        bits: an int ``>= 1``.
+
+    Returns:
+        the clipped array, ``x``'s shape and dtype.
+
+    Raises:
+        TypeError: ``x`` is not a floating-point array or ``bits`` is not an int.
+        ValueError: ``bits < 1``.
+
+    References:
+        Wu et al., ICLR 2018, Eq. 4 (``Clip``); ``wage_spec.clip_delta``.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> C(jnp.array([0.9, -0.3, -2.0]), 2)
+        Array([ 0.5, -0.3, -0.5], dtype=float32)
     """
     bits = check_clip_bits(bits, "bits")
     x32, dtype = as_float32(x)
-    delta = 0.0 if bits > 15 or bits == 1 else 1.0 / 2.0 ** (bits - 1)
-    return _clamp_symmetric(x32, np.float32(1.0 - delta)).astype(dtype)
+    return _clamp_symmetric(x32, np.float32(1.0 - clip_delta(bits))).astype(dtype)
 
 
 def _clamp_symmetric(x: jax.Array, bound: np.float32) -> jax.Array:
@@ -80,35 +132,55 @@ def _clamp_symmetric(x: jax.Array, bound: np.float32) -> jax.Array:
 
 
 def QW(
-    x: jax.Array,
+    x: jax.typing.ArrayLike,
     bits: int,
     scale: float = 1.0,
     mode: str = "nearest",
     *,
     key: jax.Array | None = None,
-    noise: jax.Array | None = None,
+    noise: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
-    """Quantize weights to ``bits``-bit fixed point (WAGE Eq. 5-7), gradients passed straight through.
+    """Quantize weights to ``bits``-bit fixed point, gradients passed straight through.
 
     ``FP(x; wl=bits, fl=bits-1, clamp=True, symmetric=True, rounding=mode)``, then divided by the
-    layer's ``scale`` when ``scale > 1.8``. The derivative is the identity, so the gradient with
-    respect to the accumulator equals the gradient with respect to the quantized weights.
+    layer's ``scale`` when ``scale > 1.8`` (``wage_spec.qw_divides_by_scale``). The derivative is the
+    identity, so the gradient with respect to the accumulator equals the gradient with respect to the
+    quantized weights.
 
     Args:
         x: a floating-point array of any shape (the weight accumulator).
         bits: an int in [2, 24].
         scale: a positive finite number (the initializer's power of two).
         mode: ``"nearest"`` or ``"stochastic"``.
-        key: a PRNG key for ``"stochastic"`` (or ``noise``).
+        key: a JAX PRNG key for ``"stochastic"`` (or ``noise``).
         noise: explicit uniform draws in ``[0, 1)`` of ``x``'s shape for ``"stochastic"``, instead of
             ``key`` (reproduces qtorch exactly given ``torch.rand_like``'s draws).
+
+    Returns:
+        the quantized weights, ``x``'s shape and dtype.
+
+    Raises:
+        TypeError: ``x`` is not a floating-point array, ``key`` is not a PRNG key, or an argument has
+            the wrong type.
+        ValueError: ``bits``, ``scale`` or ``mode`` out of range; randomness missing for
+            ``"stochastic"``, or given for ``"nearest"``, or key and noise both given.
+
+    References:
+        Wu et al., ICLR 2018, Eq. 5-7.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> QW(jnp.array([0.3, -0.9, 0.05]), 3)
+        Array([ 0.25, -0.75,  0.  ], dtype=float32)
+        >>> QW(jnp.array([0.3, -0.9, 0.05]), 3, scale=4.0)
+        Array([ 0.0625, -0.1875,  0.    ], dtype=float32)
     """
     bits = check_bits(bits, "bits")
     scale = check_scale(scale, "scale")
     mode = check_mode(mode, "mode")
     x32, dtype = as_float32(x)
-    y, _ = wage_fixed_point(jax.lax.stop_gradient(x32), bits, clamp=True, rounding=mode, key=key, noise=noise)
-    if scale > 1.8:
+    y, _ = _wage_fixed_point(jax.lax.stop_gradient(x32), bits, clamp=True, rounding=mode, key=key, noise=noise)
+    if qw_divides_by_scale(scale):
         y = _divide_by_scale(y, scale)
     return straight_through(x32, y).astype(dtype)
 
@@ -134,49 +206,71 @@ def _divide_by_scale(y: jax.Array, scale: float) -> jax.Array:
     return y / divisor
 
 
-def _qg_norm(lr, bits_G: int) -> jax.Array:
-    """``lr / 2^(bits_G-1)`` as the float32 factor of QG: formed in double, rounded once to float32."""
+def _qg_norm(lr: float | jax.typing.ArrayLike, bits_G: int) -> jax.Array | np.float32:
+    """``lr / 2^(bits_G-1)`` as the float32 factor of QG: formed in double, rounded once to float32.
+
+    ``lr`` is checked (finite, ``> 0``, at most ``wage_spec.MAX_LR``) whenever its value is known: a
+    Python/NumPy number, or a concrete scalar array. A traced ``lr`` (an optax schedule's value under
+    ``jit``) cannot be checked; a non-finite one gives a non-finite update.
+    """
     if not isinstance(lr, (jax.Array, np.ndarray)):
-        return np.float32(check_lr(lr, "lr") / 2.0 ** (bits_G - 1))
+        return np.float32(qg_norm(check_learning_rate(lr, "lr"), bits_G))
     lr = jnp.asarray(lr)
     if lr.shape != () or not jnp.issubdtype(lr.dtype, jnp.floating):
         raise TypeError(f"lr must be a finite number or a floating-point scalar array, got {lr.dtype}{lr.shape}")
     if is_concrete(lr):
-        check_lr(float(lr), "lr")
+        check_learning_rate(float(lr), "lr")
     # Dividing by a power of two commutes with rounding, so a float32 lr gives the same factor.
-    return (lr / (2.0 ** (bits_G - 1))).astype(jnp.float32)
+    return qg_norm(lr, bits_G).astype(jnp.float32)
 
 
 def QG(
-    x: jax.Array,
+    x: jax.typing.ArrayLike,
     bits_G: int,
-    lr,
+    lr: float | jax.typing.ArrayLike,
     mode: str = "nearest",
     *,
     key: jax.Array | None = None,
-    noise: jax.Array | None = None,
+    noise: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
-    """Quantize a gradient into a ``bits_G``-bit weight update (WAGE Eq. 11-12).
+    """Quantize a gradient into a ``bits_G``-bit weight update.
 
-    ``FP((lr / 2^(bits_G-1)) * shift(x); wl=bits_G, fl=bits_G-1, clamp=False, symmetric=True)``.
+    ``FP((lr / 2^(bits_G-1)) * shift(x); wl=bits_G, fl=bits_G-1, clamp=False, symmetric=True)``
+    (``wage_spec.qg_norm``); ``shift`` takes its max and finds NaN/Inf in one reduction.
 
     Args:
         x: a floating-point array of any shape (a gradient), finite.
         bits_G: an int in [2, 24].
-        lr: a finite number, or a float scalar array (may be traced, e.g. an optax schedule's value).
+        lr: a finite number in ``(0, 2^24]``, or a float scalar array (may be traced, e.g. an optax
+            schedule's value; checked when concrete).
         mode: ``"nearest"`` or ``"stochastic"``.
-        key: a PRNG key for ``"stochastic"`` (or ``noise``).
+        key: a JAX PRNG key for ``"stochastic"`` (or ``noise``).
         noise: explicit uniform draws in ``[0, 1)`` of ``x``'s shape for ``"stochastic"``, instead of
             ``key`` (reproduces qtorch exactly given ``torch.rand_like``'s draws).
 
     Returns:
         the update to subtract from the accumulator, in ``x``'s shape and dtype; zeros for an all-zero
-        gradient. NaN/Inf: ``ValueError`` eagerly, all-NaN under ``jit`` (see ``wage_jax.checked``).
+        gradient.
+
+    Raises:
+        TypeError: ``x`` is not a floating-point array, ``lr`` is not a real number or float scalar,
+            ``key`` is not a PRNG key, or ``bits_G``/``mode`` have the wrong type.
+        ValueError: eagerly, ``x`` holds NaN or Inf (under ``jit``: an all-NaN result, reported by
+            ``wage_jax.checked``); ``lr`` not finite, ``<= 0`` or above ``2^24``; ``bits_G`` or ``mode``
+            out of range; randomness missing, misplaced or doubled.
+
+    References:
+        Wu et al., ICLR 2018, Eq. 11-12.
+
+    Examples:
+        >>> import jax.numpy as jnp
+        >>> QG(jnp.array([0.5, -0.25, 0.01]), 4, 1.0)
+        Array([ 0.125, -0.   ,  0.   ], dtype=float32)
     """
     bits_G = check_bits(bits_G, "bits_G")
     mode = check_mode(mode, "mode")
     x32, dtype = as_float32(x)
     require_finite(x32, "x")
     norm = _qg_norm(lr, bits_G)
-    y, _ = wage_fixed_point(norm * shift_f32_ftz(x32), bits_G, clamp=False, rounding=mode, key=key, noise=noise)
+    y, _ = _wage_fixed_point(norm * shift_f32_ftz(x32), bits_G, clamp=False, rounding=mode, key=key, noise=noise)
     return y.astype(dtype)

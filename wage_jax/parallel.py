@@ -41,8 +41,10 @@ Usage (one process, all local devices)::
 
     from wage_jax import parallel
     mesh = parallel.data_mesh()                       # or data_mesh(4): the first 4 devices
-    params, opt_state = parallel.replicate(optimizer.init(params), mesh)
-    step = parallel.make_data_parallel_train_step(apply_fn, optimizer, mesh)
+    tx = wage_sgd(bits_W, bits_G, lr, key=key_G)      # wage_jax.optax
+    params = clip_params(params, bits_W)
+    params, opt_state = parallel.replicate((params, tx.init(params)), mesh)
+    step = parallel.make_data_parallel_train_step(apply_fn, tx, mesh)
     for x, y in batches:                              # global batch, divisible by mesh.size
         x, y = parallel.shard_batch((x, y), mesh)     # optional: numpy inputs are placed by step
         params, opt_state, loss, logits = step(params, opt_state, x, y, key)
@@ -70,10 +72,10 @@ from typing import Any
 
 import jax
 import numpy as np
+import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from wage_jax.optax import WAGEOptimizer
-from wage_jax.train import make_train_step
+from wage_jax.train import LossFn, make_train_step, sse_loss
 
 __all__ = [
     "DATA_AXIS",
@@ -174,23 +176,24 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 
 def make_data_parallel_train_step(
     apply_fn: Callable[[Any, jax.Array, jax.Array | None], jax.Array],
-    optimizer: WAGEOptimizer,
+    tx: optax.GradientTransformation,
     mesh: Mesh,
     *,
+    loss_fn: LossFn = sse_loss,
     donate: bool = True,
 ) -> Callable[..., tuple[Any, Any, jax.Array, jax.Array]]:
     """The WAGE train step of ``wage_jax.train.make_train_step``, data-parallel over ``mesh``.
 
     Returns ``step(params, opt_state, x, y, key=None) -> (params, opt_state, loss, logits)``:
 
-    * ``params``, ``opt_state``: the accumulators and the ``WAGEOptimizer`` state, replicated (pass
+    * ``params``, ``opt_state``: the accumulators and ``tx``'s state, replicated (pass
       ``replicate(...)`` results, or host arrays: they are copied). Returned replicated.
     * ``x``: the global batch ``(N, ...)`` float32 (e.g. ``(N, 8, 8)`` for the MLP, ``(N, H, W, C)``
       for VGG7), ``y``: labels ``(N,)`` int; ``N`` divisible by ``mesh.size``. Sharded ``P("data")`` (pass
       ``shard_batch(...)`` results, or host arrays with one process).
     * ``key``: the model's ``"wage"`` rng key for this step (replicated), or ``None`` when nothing in the
       forward/backward pass is stochastic. The optimizer's ``QG`` key lives in ``opt_state``.
-    * ``loss``: the scalar ``0.5 * sum((logits - onehot)^2)`` over the global batch, replicated;
+    * ``loss``: the scalar ``loss_fn(logits, y)`` over the global batch (default: ``sse_loss``), replicated;
       ``logits``: ``(N, num_classes)`` float32, sharded ``P("data")``.
 
     The update is WAGE's ``w <- C(w - QG(dL/dw, bits_G, lr))`` (Eq. 11-12) with the error shifts
@@ -201,8 +204,9 @@ def make_data_parallel_train_step(
     Args:
         apply_fn: ``apply_fn(params, x, key) -> logits``, e.g.
             ``lambda p, x, k: model.apply({"params": p}, x, rngs=None if k is None else {"wage": k})``.
-        optimizer: a ``WAGEOptimizer`` (``wage_jax.optax.wage_sgd``).
+        tx: an optax transformation, e.g. ``wage_jax.optax.wage_sgd`` (start from ``clip_params(params)``).
         mesh: a mesh with the axis ``"data"`` (``data_mesh()``).
+        loss_fn: ``loss_fn(logits, y) -> scalar``, summed over the batch for the bit-identity argument above.
         donate: donate ``params``/``opt_state`` buffers to the outputs (as ``make_train_step`` does);
             the arrays passed in must not be used after the call.
 
@@ -213,7 +217,7 @@ def make_data_parallel_train_step(
         raise ValueError(f"mesh must have an axis named {DATA_AXIS!r}, got {mesh.axis_names}")
     rep, data = replicated_sharding(mesh), batch_sharding(mesh)
     compiled = jax.jit(
-        make_train_step(apply_fn, optimizer, jit=False),
+        make_train_step(apply_fn, tx, loss_fn, jit=False),
         in_shardings=(rep, rep, data, data, rep),
         out_shardings=(rep, rep, rep, data),
         donate_argnums=(0, 1) if donate else (),

@@ -1,9 +1,13 @@
 """The WAGE quantizer as a function with a ``jax.custom_vjp`` (docs/contract.md §2; WAGE Eq. 8-10).
 
 forward: activations ``FP(x; bits_A, bits_A-1, clamp, symmetric, A_mode)`` (identity for
-``bits_A == -1``), remembering the clamp mask.
+``bits_A == -1``), remembering the clamp mask (``bool``, one byte per element).
 backward: errors ``FP(shift(g); bits_E, bits_E-1, clamp, symmetric, E_mode)``, zeroed where the
 forward clamped; ``bits_E == -1`` passes ``g`` unchanged (no mask), as qtorch's ``quantizer`` does.
+
+With a ``key``, the backward's stochastic draws are made *in the backward* from ``E``'s half of the
+split key, which is all the forward keeps for them: no float32 noise array of the activation's size
+lives from the forward to the backward. The draws are the same bits as drawing them in the forward.
 """
 
 from __future__ import annotations
@@ -14,66 +18,97 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wage_jax._arrays import as_float32
+from wage_jax._arrays import all_finite_now, as_float32, check_key
 from wage_jax.exact_shift import shift_f32_ftz
-from wage_jax.fixed_point import as_noise, uniform, wage_fixed_point
-from wage_spec import FULL_PRECISION, check_bits, check_mode, draws_randomness
+from wage_jax.fixed_point import _as_noise, _wage_fixed_point
+from wage_jax.threefry import uniform
+from wage_spec import FULL_PRECISION, check_bits, check_mode, check_randomness, draws_randomness
 
 __all__ = ["wage_quantize"]
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5, 6))
-def _wage_q(x, noise_A, noise_E, bits_A, bits_E, A_mode, E_mode):
-    return _wage_fwd(x, noise_A, noise_E, bits_A, bits_E, A_mode, E_mode)[0]
+@partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+def _wage_q(x, noise_A, noise_E, key_E, bits_A, bits_E, A_mode, E_mode):
+    return _wage_fwd(x, noise_A, noise_E, key_E, bits_A, bits_E, A_mode, E_mode)[0]
 
 
-def _wage_fwd(x, noise_A, noise_E, bits_A, bits_E, A_mode, E_mode):
+def _wage_fwd(x, noise_A, noise_E, key_E, bits_A, bits_E, A_mode, E_mode):
     if bits_A == FULL_PRECISION:
         out, mask = x, None
     else:
-        out, mask = wage_fixed_point(x, bits_A, clamp=True, rounding=A_mode, noise=noise_A)
-    return out, (mask, noise_A, noise_E)
+        out, mask = _wage_fixed_point(x, bits_A, clamp=True, rounding=A_mode, noise=noise_A)
+    # The residuals: the clamp mask (bool) and E's randomness, as a key when one was given.
+    return out, (mask, noise_E, key_E)
 
 
 def _wage_bwd(bits_A, bits_E, A_mode, E_mode, res, g):
-    mask, noise_A, noise_E = res
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, (noise_A, noise_E))
+    mask, noise_E, key_E = res
     if bits_E == FULL_PRECISION:
-        return (g, *zeros)
-    e, _ = wage_fixed_point(shift_f32_ftz(g), bits_E, clamp=True, rounding=E_mode, noise=noise_E)
-    if mask is not None:
-        e = jnp.where(mask, np.float32(0.0), e)
-    return (e, *zeros)
+        e = g
+    else:
+        if not all_finite_now(g):
+            # As wage_torch does; under jit the error is all-NaN (wage_jax.checked reports it).
+            raise ValueError(
+                "wage_quantize's backward: the incoming gradient contains NaN or Inf (WAGE's error shift needs"
+                " finite values)"
+            )
+        if key_E is not None:
+            noise_E = uniform(key_E, g.shape)
+        e, _ = _wage_fixed_point(shift_f32_ftz(g), bits_E, clamp=True, rounding=E_mode, noise=noise_E)
+        if mask is not None:
+            e = jnp.where(mask, np.float32(0.0), e)
+    # No cotangent for the draws or the key (None: zero).
+    return (e, None, None, None)
 
 
 _wage_q.defvjp(_wage_fwd, _wage_bwd)
 
 
 def wage_quantize(
-    x: jax.Array,
+    x: jax.typing.ArrayLike,
     bits_A: int,
     bits_E: int,
     A_mode: str = "nearest",
     E_mode: str = "nearest",
     *,
     key: jax.Array | None = None,
-    noise_A: jax.Array | None = None,
-    noise_E: jax.Array | None = None,
+    noise_A: jax.typing.ArrayLike | None = None,
+    noise_E: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
-    """Quantize activations forward and errors backward: ``WAGEQuantizer`` as a function.
+    """Quantize activations forward and errors backward: ``WAGEQuantizer`` as a function (WAGE Eq. 8-10).
 
     Args:
         x: a floating-point array of any shape; computed in float32, returned in ``x``'s dtype.
         bits_A: activation bits, an int in [2, 24] or -1 (full precision: identity, no mask).
         bits_E: error bits, an int in [2, 24] or -1 (full precision: the gradient passes unchanged).
-        A_mode, E_mode: ``"nearest"`` or ``"stochastic"``.
-        key: a PRNG key for the stochastic modes; the forward and backward draws are independent
-            (``jax.random.split(key)``).
-        noise_A, noise_E: explicit uniform draws in ``[0, 1)`` of ``x``'s shape instead of ``key``
+        A_mode: ``"nearest"`` or ``"stochastic"`` rounding of the activations.
+        E_mode: ``"nearest"`` or ``"stochastic"`` rounding of the errors.
+        key: a JAX PRNG key for the stochastic modes; the forward and backward draws are independent
+            (``key_A, key_E = jax.random.split(key)``; the backward draws from ``key_E`` when it runs).
+        noise_A: explicit uniform draws in ``[0, 1)`` of ``x``'s shape for ``A_mode``, instead of ``key``
             (for exact parity with qtorch given ``torch.rand_like``'s draws).
+        noise_E: the same for ``E_mode``.
 
     Returns:
         the quantized activations, ``x``'s shape and dtype.
+
+    Raises:
+        TypeError: ``x`` is not a floating-point array, ``key`` is not a PRNG key, or a bits/mode
+            argument has the wrong type.
+        ValueError: a bits/mode value out of range; key and noise both passed, or randomness missing
+            for a stochastic mode; eagerly, in the backward, an incoming gradient holding NaN or Inf
+            (under ``jit`` the error is all-NaN instead; ``wage_jax.checked.wage_quantize`` reports it).
+
+    References:
+        Wu et al., "Training and Inference with Integers in Deep Neural Networks", ICLR 2018, Eq. 8-10.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> x = jnp.array([0.3, -2.0, 0.01])
+        >>> wage_quantize(x, 4, 4)
+        Array([ 0.25 , -0.875,  0.   ], dtype=float32)
+        >>> jax.grad(lambda x: wage_quantize(x, 4, 4).sum())(x)  # zero where the forward clamped
+        Array([0.875, 0.   , 0.875], dtype=float32)
     """
     bits_A = check_bits(bits_A, "bits_A", allow_full_precision=True)
     bits_E = check_bits(bits_E, "bits_E", allow_full_precision=True)
@@ -82,21 +117,14 @@ def wage_quantize(
     x32, dtype = as_float32(x)
     needs_A = draws_randomness(A_mode, bits_A)
     needs_E = draws_randomness(E_mode, bits_E)
-    if key is not None and (noise_A is not None or noise_E is not None):
-        raise ValueError("pass either key or noise_A/noise_E, not both")
-    if key is not None and (needs_A or needs_E):
-        key_A, key_E = jax.random.split(key)
+    has_key = key is not None
+    check_randomness(needs_A, has_key, noise_A is not None, mode_name="A_mode", noise_name="noise_A")
+    check_randomness(needs_E, has_key, noise_E is not None, mode_name="E_mode", noise_name="noise_E")
+    key_E = None
+    if has_key and (needs_A or needs_E):
+        key_A, key_E = jax.random.split(check_key(key))
         noise_A = uniform(key_A, x32.shape) if needs_A else None
-        noise_E = uniform(key_E, x32.shape) if needs_E else None
-    for needed, noise, name, mode_name in (
-        (needs_A, noise_A, "noise_A", "A_mode"),
-        (needs_E, noise_E, "noise_E", "E_mode"),
-    ):
-        if needed and noise is None:
-            raise ValueError(f"{mode_name}='stochastic' needs randomness: pass key (a jax.random key) or {name}")
-        if not needed and noise is not None:
-            raise ValueError(f"{name} is only used when {mode_name}='stochastic' and its bits are not -1")
-    noise_A = None if noise_A is None else as_noise(noise_A, x32.shape, "noise_A")
-    noise_E = None if noise_E is None else as_noise(noise_E, x32.shape, "noise_E")
-    return _wage_q(x32, noise_A, noise_E, bits_A, bits_E, A_mode, E_mode).astype(dtype)
-
+        key_E = key_E if needs_E else None
+    noise_A = None if noise_A is None else _as_noise(noise_A, x32.shape, "noise_A")
+    noise_E = None if noise_E is None else _as_noise(noise_E, x32.shape, "noise_E")
+    return _wage_q(x32, noise_A, noise_E, key_E, bits_A, bits_E, A_mode, E_mode).astype(dtype)

@@ -5,8 +5,8 @@ of the same call on the same inputs. A ``Case`` groups the calls of one function
 compilation: ``Case.compare(mode)`` runs them eagerly (``"eager"``) or as one ``jax.jit`` program
 (``"jit"``; one compilation per case instead of one per call keeps the suite fast) and compares
 every output with the reference bit for bit. The pytest modules parametrize over ``cases(function)``;
-``python -m wage_parity.report`` runs every case of ``all_cases()``. (Each call jitted on its own, as
-a user would, is what ``test_properties`` does for random arguments.)
+``wage-parity`` runs ``cases(f)`` for each ``f`` in ``FUNCTIONS``. (Each call jitted on its
+own, as a user would, is what ``test_properties`` does for random arguments.)
 
 Stochastic rounding is compared exactly: qtorch draws ``torch.rand_like`` from torch's default
 generator, so after ``torch.manual_seed(seed)`` the draws are reproduced (``torch_draws``) and handed
@@ -40,7 +40,7 @@ from wage_parity.corpus import (
     subnormal_gradient,
 )
 
-__all__ = ["FUNCTIONS", "MODES", "Call", "Case", "all_cases", "cases"]
+__all__ = ["FUNCTIONS", "MODES", "Call", "Case", "cases"]
 
 
 class _OnFirstUse:
@@ -482,8 +482,3 @@ FUNCTIONS = tuple(_BUILDERS)
 def cases(function: str) -> list[Case]:
     """Every case of one wage_jax function."""
     return list(_BUILDERS[function]())
-
-
-def all_cases() -> list[Case]:
-    """Every case of every function, in ``FUNCTIONS`` order."""
-    return [case for function in FUNCTIONS for case in cases(function)]

@@ -6,17 +6,21 @@ per-layer scale (docs/contract.md §3), and the paper's learning-rate schedule.
 """
 
 from wage_spec.config import WAGEConfig
-from wage_spec.init_math import fan_in, wage_init_limits
+from wage_spec.formulas import clip_delta, qg_norm, qw_divides_by_scale
+from wage_spec.init_math import fan_in, float_init_limit, wage_init_limits
 from wage_spec.schedule import paper_lr, paper_lr_epochs
 from wage_spec.validation import (
     FULL_PRECISION,
     MAX_BITS,
+    MAX_LR,
     MIN_BITS,
     ROUNDING_MODES,
     check_bits,
     check_clip_bits,
+    check_learning_rate,
     check_lr,
     check_mode,
+    check_randomness,
     check_scale,
     draws_randomness,
 )
@@ -24,17 +28,24 @@ from wage_spec.validation import (
 __all__ = [
     "FULL_PRECISION",
     "MAX_BITS",
+    "MAX_LR",
     "MIN_BITS",
     "ROUNDING_MODES",
     "WAGEConfig",
     "check_bits",
     "check_clip_bits",
+    "check_learning_rate",
     "check_lr",
     "check_mode",
+    "check_randomness",
     "check_scale",
+    "clip_delta",
     "draws_randomness",
     "fan_in",
+    "float_init_limit",
     "paper_lr",
     "paper_lr_epochs",
+    "qg_norm",
+    "qw_divides_by_scale",
     "wage_init_limits",
 ]

@@ -34,6 +34,33 @@ def fan_in(shape: Sequence[int], *, layout: str = "torch") -> int:
     return fan
 
 
+def float_init_limit(fan: int, factor: float = 2.0) -> float:
+    """The float baseline's uniform limit ``sqrt(3 * factor / fan)`` (``U(-limit, limit)`` has variance
+    ``factor / fan``); also the ``L_float`` of WAGE's initializer.
+
+    Args:
+        fan: the kernel's fan-in, a positive int.
+        factor: the variance factor, a positive finite number (2.0 as ``wage_init_``; the paper's models 1.0).
+
+    Returns:
+        the limit, a float.
+
+    Raises:
+        TypeError, ValueError: a bad ``factor``; ``fan <= 0``.
+
+    References:
+        Wu et al., ICLR 2018, Sec. 3.3.1 (Eq. 6); He et al., ICCV 2015.
+
+    Examples:
+        >>> float_init_limit(48, 1.0)
+        0.25
+    """
+    factor = check_scale(factor, "factor")
+    if int(fan) <= 0:
+        raise ValueError(f"fan_in must be positive, got {fan}")
+    return math.sqrt(3.0 * factor / fan)
+
+
 def wage_init_limits(fan: int, bits_W: int, factor: float = 2.0) -> tuple[float, float]:
     """Return ``(L, scale)``: the uniform limit and the per-layer power-of-two scale.
 
@@ -42,10 +69,7 @@ def wage_init_limits(fan: int, bits_W: int, factor: float = 2.0) -> tuple[float,
     ``round`` is NumPy's (half to even), as the reference computes it.
     """
     bits_W = check_bits(bits_W, "bits_W")
-    factor = check_scale(factor, "factor")
-    if int(fan) <= 0:
-        raise ValueError(f"fan_in must be positive, got {fan}")
-    float_limit = math.sqrt(3.0 * factor / fan)
+    float_limit = float_init_limit(fan, factor)
     wm = 1.5 / 2.0 ** (bits_W - 1)
     # Python's round() is half-to-even like np.round; an exact tie needs Wm/float_limit = 2^(k+1/2).
     scale = max(2.0 ** round(math.log2(wm / float_limit)), 1.0)

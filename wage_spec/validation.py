@@ -66,14 +66,101 @@ def check_scale(value: object, name: str = "scale") -> float:
     return value
 
 
+# An lr above this is refused: QG's update is ``lr / 2^(bits_G-1)`` times a number of magnitude <= 1, and
+# the accumulators live in [-1, 1]; the paper's largest lr is 8. The bound only catches typos (1e9 for 1e-9)
+# and overflow; any lr a WAGE run can use lies far below it.
+MAX_LR = 2.0**24
+
+
 def check_lr(value: object, name: str = "lr") -> float:
-    """A finite real number given as a Python or NumPy scalar."""
+    """A finite real number given as a Python or NumPy scalar (``wage_torch.QG``'s documented contract).
+
+    Args:
+        value: the learning rate.
+        name: the argument's name, for the message.
+
+    Returns:
+        ``value`` as a float.
+
+    Raises:
+        TypeError: ``value`` is not a real number (or is a bool).
+        ValueError: ``value`` is NaN or infinite.
+
+    Examples:
+        >>> check_lr(-2)
+        -2.0
+    """
     if not isinstance(value, numbers.Real) or isinstance(value, bool):
         raise TypeError(f"{name} must be a finite number, got {value!r} of type {type(value).__name__}")
     value = float(value)
     if not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value}")
     return value
+
+
+def check_learning_rate(value: object, name: str = "lr") -> float:
+    """A learning rate for WAGE's update: finite, ``> 0`` and at most ``MAX_LR`` (``2^24``).
+
+    ``wage_jax.QG`` and ``wage_jax.optax.scale_by_qg`` use it; ``wage_torch.QG`` keeps its documented
+    ``check_lr`` (any finite lr, zero and negative included).
+
+    Args:
+        value: the learning rate (a Python or NumPy real scalar).
+        name: the argument's name, for the message.
+
+    Returns:
+        ``value`` as a float.
+
+    Raises:
+        TypeError: ``value`` is not a real number (or is a bool).
+        ValueError: ``value`` is NaN, infinite, ``<= 0`` or above ``MAX_LR``.
+
+    Examples:
+        >>> check_learning_rate(8)
+        8.0
+        >>> check_learning_rate(0.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: lr must be a finite number in (0, 2^24], got 0.0
+    """
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a finite number, got {value!r} of type {type(value).__name__}")
+    value = float(value)
+    if not (math.isfinite(value) and 0 < value <= MAX_LR):
+        raise ValueError(f"{name} must be a finite number in (0, 2^24], got {value}")
+    return value
+
+
+def check_randomness(needed: bool, has_key: bool, has_noise: bool, *, mode_name: str, noise_name: str) -> None:
+    """"Key or noise, not both": the one rule for where a stochastic quantizer's draws come from.
+
+    Args:
+        needed: whether the quantizer draws (``draws_randomness(mode, bits)``).
+        has_key: whether a PRNG key was passed.
+        has_noise: whether explicit uniform draws were passed.
+        mode_name: the name of the rounding-mode argument (``"rounding"``, ``"A_mode"``, ...), for the message.
+        noise_name: the name of the noise argument (``"noise"``, ``"noise_E"``, ...), for the message.
+
+    Raises:
+        ValueError: both a key and noise were passed; or the mode draws and neither was passed; or
+            noise was passed to a quantizer that does not draw.
+
+    Examples:
+        >>> check_randomness(True, True, False, mode_name="E_mode", noise_name="noise_E")
+        >>> check_randomness(True, True, True, mode_name="E_mode", noise_name="noise_E")
+        Traceback (most recent call last):
+        ...
+        ValueError: pass either key or noise_E for E_mode='stochastic', not both
+    """
+    what = "stochastic rounding" if mode_name == "rounding" else f"{mode_name}='stochastic'"
+    if has_key and has_noise:
+        raise ValueError(f"pass either key or {noise_name} for {what}, not both")
+    if needed and not (has_key or has_noise):
+        raise ValueError(
+            f"{what} needs randomness: pass key (a jax.random key) or {noise_name} (uniform draws in [0, 1))"
+        )
+    if not needed and has_noise:
+        raise ValueError(f"{noise_name} is only used when {mode_name}='stochastic' and its bits are not -1")
 
 
 def draws_randomness(mode: str, bits: int) -> bool:

@@ -21,7 +21,16 @@ from qtorch import FixedPoint
 from qtorch.quant import fixed_point_quantize, quantizer
 from torch import nn
 
-from wage_spec import check_bits, check_clip_bits, check_lr, check_mode, check_scale
+from wage_spec import (
+    check_bits,
+    check_clip_bits,
+    check_lr,
+    check_mode,
+    check_scale,
+    clip_delta,
+    qg_norm,
+    qw_divides_by_scale,
+)
 
 __all__ = ["C", "QG", "QW", "WAGEQuantizer", "shift"]
 
@@ -91,7 +100,7 @@ def C(x: torch.Tensor, bits: int) -> torch.Tensor:
     """
     bits = check_clip_bits(bits, "bits")
     x32 = _as_float32(x)
-    delta = 0.0 if bits > 15 or bits == 1 else 1.0 / 2.0 ** (bits - 1)
+    delta = clip_delta(bits)
     return torch.clamp(x32, -1.0 + delta, 1.0 - delta).to(x.dtype)
 
 
@@ -112,7 +121,7 @@ def QW(x: torch.Tensor, bits: int, scale: float = 1.0, mode: str = "nearest") ->
     mode = check_mode(mode, "mode")
     x32 = _as_float32(x)
     y = fixed_point_quantize(x32, wl=bits, fl=bits - 1, clamp=True, symmetric=True, rounding=mode)
-    if scale > 1.8:
+    if qw_divides_by_scale(scale):
         y = y / scale
     return y.to(x.dtype)
 
@@ -140,7 +149,7 @@ def QG(x: torch.Tensor, bits_G: int, lr: float, mode: str = "nearest") -> torch.
     lr = check_lr(lr, "lr")
     mode = check_mode(mode, "mode")
     x32 = _as_float32(x)
-    norm = lr / 2.0 ** (bits_G - 1)
+    norm = qg_norm(lr, bits_G)
     y = norm * _shift_f32(x32, "x")
     y = fixed_point_quantize(y.contiguous(), wl=bits_G, fl=bits_G - 1, clamp=False, symmetric=True, rounding=mode)
     return y.to(x.dtype)

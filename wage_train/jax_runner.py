@@ -12,7 +12,7 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -23,27 +23,12 @@ from wage_jax import parallel
 from wage_jax.functional import QW
 from wage_jax.initializers import kernel_scale
 from wage_jax.models import MLP, VGG7, LeNet5
-from wage_jax.optax import wage_sgd
+from wage_jax.optax import clip_params, wage_sgd
 from wage_jax.train import make_train_step
 from wage_spec import WAGEConfig
 from wage_train.runspec import ModelSpec
 
-__all__ = ["FloatSGD", "JaxRunner", "build_model", "layer_order"]
-
-
-class FloatSGD(NamedTuple):
-    """Plain SGD (``optax.sgd``) with the ``init``/``step`` interface of ``WAGEOptimizer``, for the float baseline."""
-
-    tx: optax.GradientTransformation
-
-    def init(self, params: Any) -> tuple[Any, Any]:
-        """``(params, opt_state)``; the parameters are returned unchanged."""
-        return params, self.tx.init(params)
-
-    def step(self, grads: Any, opt_state: Any, params: Any) -> tuple[Any, Any]:
-        """``params <- params - lr * grads``."""
-        updates, opt_state = self.tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state
+__all__ = ["JaxRunner", "build_model", "layer_order"]
 
 
 def build_model(spec: ModelSpec, config: WAGEConfig, quantized: bool) -> Any:
@@ -130,11 +115,12 @@ class JaxRunner:
         def schedule(count: jax.Array) -> jax.Array:
             return table[jnp.minimum(count // spe, n_epochs - 1)]
 
-        if quantized:
+        if quantized:  # WAGE's accumulators start clipped (wage_jax.optax)
             optimizer = wage_sgd(config.bits_W, config.bits_G, schedule, mode=config.G_mode, key=k_opt)
+            params = jax.jit(clip_params, static_argnums=1)(params, config.bits_W)
         else:
-            optimizer = FloatSGD(optax.sgd(schedule))
-        self.params, self.opt_state = jax.jit(optimizer.init)(params)
+            optimizer = optax.sgd(schedule)
+        self.params, self.opt_state = params, jax.jit(optimizer.init)(params)
         # The forward pass draws random numbers only for stochastic W, A or E rounding.
         modes = (config.W_mode, config.A_mode, config.E_mode)
         self.needs_key = quantized and "stochastic" in modes

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from wage_spec import paper_lr, paper_lr_epochs, wage_init_limits
@@ -91,7 +90,3 @@ def schedule_index(step: int, steps_per_epoch: int, n_epochs: int) -> int:
     """The epoch whose lr applies at global step ``step`` (clamped to the last epoch)."""
     return min(step // steps_per_epoch, n_epochs - 1)
 
-
-def as_tuple(values: Sequence[int]) -> tuple[int, ...]:
-    """``values`` as a tuple of ints."""
-    return tuple(int(v) for v in values)
