@@ -24,7 +24,10 @@ __all__ = ["fixed_point_quantize", "fixed_point_quantize_with_mask", "fixed_rang
 
 
 def fixed_range(wl: int, fl: int, symmetric: bool) -> tuple[float, float]:
-    """``(t_min, t_max)`` of qtorch's ``fixed_min_max``: ``-2^(wl-fl-1)`` (``+ 2^-fl`` if symmetric), ``2^(wl-fl-1) - 2^-fl``."""
+    """``(t_min, t_max)`` of qtorch's ``fixed_min_max``.
+
+    ``t_min = -2^(wl-fl-1)`` (``+ 2^-fl`` if ``symmetric``), ``t_max = 2^(wl-fl-1) - 2^-fl``.
+    """
     t_min = -(2.0 ** (wl - fl - 1))
     t_max = -t_min - 2.0**-fl
     if symmetric:
