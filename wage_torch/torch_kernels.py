@@ -20,7 +20,12 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["fixed_point_quantize", "fixed_point_quantize_with_mask", "fixed_range"]
+__all__ = ["draw", "fixed_point_quantize", "fixed_point_quantize_with_mask", "fixed_range"]
+
+
+def draw(x: torch.Tensor) -> torch.Tensor:
+    """The stochastic-rounding draw: ``torch.rand_like(x)``, qtorch's call (a hook for device parity checks)."""
+    return torch.rand_like(x)
 
 
 def fixed_range(wl: int, fl: int, symmetric: bool) -> tuple[float, float]:
@@ -38,7 +43,7 @@ def fixed_range(wl: int, fl: int, symmetric: bool) -> tuple[float, float]:
 def _round(x: torch.Tensor, fl: int, rounding: str) -> torch.Tensor:
     """``nearbyint(double(float32(x * 2^fl + r)) - 0.5) * 2^-fl`` in float32, exactly; ``x`` float32 contiguous."""
     y = x * (2.0**fl)  # exact: a power-of-two scaling (overflow gives Inf, as ldexp does)
-    r = torch.rand_like(x) if rounding == "stochastic" else 0.5
+    r = draw(x) if rounding == "stochastic" else 0.5
     s = y + r  # the kernel's float32 addition
     f = torch.floor(s)
     q = torch.where(f == s, torch.floor(s * 0.5) * 2.0, f)  # an integer s: the even one of s - 1 and s
