@@ -9,7 +9,9 @@ float32, so ``q`` is formed without it, exactly, from ``floor(s)``:
 * ``s`` not an integer: ``q = floor(s)`` (``s - 0.5`` lies strictly between two half-integers);
 * ``s`` an integer: ``s - 0.5`` is a tie between ``s - 1`` and ``s``: ``q`` is the even one,
   ``2 * floor(s / 2)`` (``s / 2`` is exact);
-* a zero ``q`` takes the sign of ``s - 0.5`` (``nearbyint(-0.3) = -0.0``): ``-0`` when ``s < 0.5``.
+* a zero ``q`` takes the sign of ``s - 0.5`` (``nearbyint(-0.3) = -0.0``): ``-0`` when ``s < 0.5``;
+* ``double(s) - 0.5`` itself rounds when ``s`` lies in ``[-2^-54, 0)`` (only when a draw ``r = 0`` meets a tiny
+  negative ``y``): it becomes ``-0.5`` and ``q = -0``, not ``-1``.
 
 Stochastic rounding draws ``r = torch.rand_like(x)`` from torch's default generator (the
 generator of ``x``'s device), exactly as qtorch does: the same call, on the same shape, in the same
@@ -45,7 +47,9 @@ def _round(x: torch.Tensor, fl: int, rounding: str) -> torch.Tensor:
     y = x * (2.0**fl)  # exact: a power-of-two scaling (overflow gives Inf, as ldexp does)
     r = draw(x) if rounding == "stochastic" else 0.5
     s = y + r  # the kernel's float32 addition
-    f = torch.floor(s)
+    # floor(s), except that s in [-2^-54, 0) gives 0: there double(s) - 0.5 rounds to -0.5 in double
+    # (possible only when r == 0 is drawn), whose nearbyint is -0. Adding 2^-54 changes no other floor.
+    f = torch.floor(s + 2.0**-54)
     q = torch.where(f == s, torch.floor(s * 0.5) * 2.0, f)  # an integer s: the even one of s - 1 and s
     q = torch.copysign(q, s - 0.5)  # a zero q takes the sign of s - 0.5
     return q * (2.0**-fl)  # exact: q is an integer below 2^25 in magnitude, or Inf/NaN
