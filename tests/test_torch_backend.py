@@ -22,14 +22,6 @@ def _bits(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().contiguous().view(torch.int32).numpy()
 
 
-@pytest.fixture
-def torch_backend():
-    previous = wage_torch.get_backend()
-    wage_torch.set_backend("torch")
-    yield
-    wage_torch.set_backend(previous)
-
-
 def _random_bit_patterns(n: int = 1 << 18) -> torch.Tensor:
     g = torch.Generator().manual_seed(7)
     return torch.randint(-(2**31), 2**31 - 1, (n,), generator=g, dtype=torch.int64).to(torch.int32).view(torch.float32)
@@ -192,13 +184,15 @@ def test_fallback_warning_class_is_exported() -> None:
     assert wage_torch.QtorchUnavailableWarning is QtorchUnavailableWarning
 
 
-def test_torch_backend_parity_function_finds_differences(torch_backend) -> None:
+def test_torch_backend_parity_function_finds_differences() -> None:
     from wage_parity.torch_backend import torch_backend_device_parity
 
     original = torch_kernels.draw
     torch_kernels.draw = lambda x: torch.full_like(x, 0.25)  # not qtorch's draws: stochastic cases must differ
     try:
+        wage_torch.set_backend("torch")  # the reference is qtorch whatever the selection
         counts = torch_backend_device_parity("cpu", functions=["QW"])
     finally:
         torch_kernels.draw = original
+        wage_torch.set_backend("qtorch")
     assert counts["QW"] > 0
