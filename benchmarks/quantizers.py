@@ -19,6 +19,9 @@ Implementations:
   their uniforms inside the jitted function from a PRNG key (``jax.random.uniform``'s values).
 * ``qtorch``: ``wage_torch`` (qtorch's C++ CPU kernels, ``torch.rand_like`` for stochastic rounding);
   the WAGE quantizer is ``WAGEQuantizer`` forward, then ``backward`` of a gradient through it.
+* ``wt-torch``: ``wage_torch`` on its torch backend (``wage_torch.set_backend("torch")``: the same
+  bits as qtorch's CPU kernel from plain torch operations, eager, torch's threads); ``wt-compiled``: the
+  same functions under ``torch.compile`` (inductor, ``fallback_random=True`` so the draws stay torch's).
 * ``torch``: the same arithmetic as a plain torch expression (``clamp(round(x * 2^fl) / 2^fl, lo, hi)``,
   ``floor(x * 2^fl + rand) / 2^fl`` for stochastic; ``shift`` from a float ``log2``), which is *not* bit
   exact (round-half-even of ``x * 2^fl`` instead of the kernel's float32 ``+ 0.5``); for scale only.
@@ -47,6 +50,7 @@ BITS_W, SCALE_W, BITS, LR = 2, 16.0, 8, 8.0
 FULL_SIZES = [2**e for e in range(10, 25, 2)]
 QUICK_SIZES = [2**10, 2**16, 2**22]
 TARGET_SIZE = 2**22
+IMPLS = ("jax", "qtorch", "wt-torch", "wt-compiled", "torch")
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,47 @@ def _qtorch_ops() -> dict[str, Callable[[int], Callable[[], object]]]:
     }
 
 
+def _torch_backend_ops(compiled: bool) -> dict[str, Callable[[int], Callable[[], object]]]:
+    """wage_torch's torch backend (select it with ``set_backend("torch")`` before timing), eager or compiled."""
+    import torch
+    import torch._inductor.config as inductor_config
+
+    import wage_torch as wt
+    from wage_torch import torch_kernels
+
+    inductor_config.fallback_random = True  # torch.rand_like's own draws under compile (bit parity)
+
+    def c(fn):
+        return torch.compile(fn, dynamic=False) if compiled else fn
+
+    def wq_fb(E_mode: str):
+        q = c(wt.WAGEQuantizer(BITS, BITS, "nearest", E_mode))
+
+        def setup(n: int):
+            x, g = torch.from_numpy(_data(n, 0)), torch.from_numpy(_data(n, 1))
+
+            def run():
+                xr = x.detach().requires_grad_()
+                q(xr).backward(g)
+                return xr.grad
+
+            return run
+
+        return setup
+
+    fp = c(torch_kernels.fixed_point_quantize)
+    return {
+        OPS[0].name: _torch_unary(c(lambda x: wt.QW(x, BITS_W, SCALE_W))),
+        OPS[1].name: _torch_unary(c(lambda x: wt.QG(x, BITS, LR))),
+        OPS[2].name: _torch_unary(c(lambda x: wt.QG(x, BITS, LR, "stochastic"))),
+        OPS[3].name: _torch_unary(lambda x: fp(x, BITS, BITS - 1, True, True, "nearest")),
+        OPS[4].name: _torch_unary(lambda x: fp(x, BITS, BITS - 1, True, True, "stochastic")),
+        OPS[5].name: wq_fb("nearest"),
+        OPS[6].name: wq_fb("stochastic"),
+        OPS[7].name: _torch_unary(torch.rand_like),
+    }
+
+
 def _plain_torch_ops() -> dict[str, Callable[[int], Callable[[], object]]]:
     import torch
 
@@ -234,12 +279,21 @@ def measure(quick: bool = False, log: Callable[[str], None] = print) -> dict:
     torch.set_num_threads(torch.get_num_threads())  # keep torch's default (all usable cores)
     sizes = QUICK_SIZES if quick else FULL_SIZES
     budget = 0.1 if quick else 0.4
-    impls = {"jax": _jax_ops(), "qtorch": _qtorch_ops(), "torch": _plain_torch_ops()}
+    import wage_torch
+
+    impls = {
+        "jax": _jax_ops(),
+        "qtorch": _qtorch_ops(),
+        "wt-torch": _torch_backend_ops(compiled=False),
+        "wt-compiled": _torch_backend_ops(compiled=True),
+        "torch": _plain_torch_ops(),
+    }
     result: dict = {"sizes": sizes, "ceiling": {}, "t": {}}
     ceilings = {n: ceiling_setup(n) for n in sizes}
     for op in OPS:
         log(f"  quantizers: {op.name}")
         for impl, table in impls.items():
+            wage_torch.set_backend("torch" if impl.startswith("wt-") else "qtorch")
             for n in sizes:
                 # Enough warm-up calls for the allocator to settle on reused buffers (see steady_malloc),
                 # except for qtorch/torch at large sizes, whose single call takes 0.1-0.7 s.
@@ -290,7 +344,7 @@ def tables(result: dict, markdown: bool = False) -> str:
             ceil = ceiling(result, n, op)
             row = [f"2^{int(math.log2(n))}"]
             tj = result["t"][(op.name, "jax", n)]
-            for impl in ("jax", "qtorch", "torch"):
+            for impl in IMPLS:
                 t = result["t"][(op.name, impl, n)]
                 row += [f"{t.median * 1e3:.3f}", f"{op.bytes_per_elem * n / t.median / 1e9:.2f}"]
             row += [
@@ -298,9 +352,11 @@ def tables(result: dict, markdown: bool = False) -> str:
                 f"{result['t'][(op.name, 'qtorch', n)].median / tj.median:.1f}",
                 f"{result['t'][(op.name, 'torch', n)].median / tj.median:.1f}",
             ]
+            tq = result["t"][(op.name, "qtorch", n)].median
+            row += [f"{tq / result['t'][(op.name, impl, n)].median:.1f}" for impl in ("wt-torch", "wt-compiled")]
             rows.append(row)
-        header = ["n", "jax ms", "GB/s", "qtorch ms", "GB/s", "torch ms", "GB/s"]
-        header += ["jax x ceil", "qtorch/jax", "torch/jax"]
+        header = ["n"] + [h for impl in IMPLS for h in (f"{impl} ms", "GB/s")]
+        header += ["jax x ceil", "qtorch/jax", "torch/jax", "qtorch/wt-torch", "qtorch/wt-compiled"]
         out.append(f"{op.name}  ({op.bytes_per_elem} bytes/elem)\n" + format_table(header, rows, markdown))
     return "\n\n".join(out)
 

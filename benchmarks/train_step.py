@@ -405,7 +405,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--torch-backend", choices=("qtorch", "torch"), help="wage_torch's kernel for the torch rows (default: qtorch)"
+    )
     args = parser.parse_args(argv)
+    if args.torch_backend:  # read by wage_torch in this process and in the worker processes
+        os.environ["WAGE_TORCH_BACKEND"] = args.torch_backend
     if args.worker:
         worker_main(args.worker)
         return

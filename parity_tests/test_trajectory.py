@@ -31,6 +31,15 @@ from wage_torch.training import WAGETrainer
 from wage_train.interop import flax_params_to_torch_weights, torch_weights_to_flax_params
 
 
+@pytest.fixture(autouse=True, params=["qtorch", "torch"])
+def torch_backend(request):
+    """Every trajectory with both wage_torch backends (qtorch's kernel and the pure-torch one)."""
+    previous = wage_torch.get_backend()
+    wage_torch.set_backend(request.param)
+    yield request.param
+    wage_torch.set_backend(previous)
+
+
 def _bits(a) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(a, np.float32)).view(np.int32)
 

@@ -2,7 +2,10 @@
 
 ``from wage_torch import shift, C, QW, QG, WAGEQuantizer`` or
 ``from wage_torch.wage_qtorch import ...`` (the documented module's name). Models and the reference
-training loop: ``wage_torch.models``, ``wage_torch.training``.
+training loop: ``wage_torch.models``, ``wage_torch.training``. The rounding kernel is qtorch's
+(default) or a pure-torch one with the same bits: ``wage_torch.set_backend("torch" | "qtorch")`` or
+``WAGE_TORCH_BACKEND`` (see ``wage_torch.backend``). ``import wage_torch`` neither imports qtorch nor
+changes the environment.
 """
 
 # isort: off
@@ -12,13 +15,22 @@ except ImportError:  # one line, not a traceback into qtorch: the JAX install ha
     raise ImportError(
         "wage_torch needs torch and qtorch: pip install 'wage-jax[torch]' (install your torch build first)"
     ) from None
-from wage_torch import _qtorch_env  # noqa: F401  (sets the build cache before qtorch's first import)
-
 # isort: on
 from wage_spec._version import installed_version
+from wage_torch.backend import QtorchUnavailableWarning, get_backend, set_backend
 from wage_torch.initializer import wage_init_
 from wage_torch.wage_qtorch import QG, QW, C, WAGEQuantizer, shift
 
 __version__ = installed_version()
 
-__all__ = ["C", "QG", "QW", "WAGEQuantizer", "shift", "wage_init_"]
+__all__ = [
+    "C",
+    "QG",
+    "QW",
+    "QtorchUnavailableWarning",
+    "WAGEQuantizer",
+    "get_backend",
+    "set_backend",
+    "shift",
+    "wage_init_",
+]

@@ -2,6 +2,10 @@
 
 Each step: forward weights ``param.data = QW(w_acc, bits_W, scale)``; sum-of-squares loss against
 one-hot targets; backward; then for every layer ``w_acc <- C(w_acc, bits_W) - QG(grad, bits_G, lr)``.
+The gradients are quantized walking the layers last to first, as QPyTorch's example does
+(``examples/WAGE/utils.py``, ``train_epoch``: ``for name, param in list(model.named_parameters())[::-1]``),
+so stochastic ``QG`` consumes torch's random draws in the reference's order and a seeded run reproduces
+QPyTorch's example bit for bit.
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ class WAGETrainer:
         loss = sse_loss(logits, y)
         loss.backward()
         with torch.no_grad():
-            for name, p in self.params.items():
+            # Last layer first: QPyTorch's draw order for stochastic G (the accumulators keep their order).
+            for name, p in reversed(list(self.params.items())):
                 grad = p.grad if p.grad is not None else torch.zeros_like(p)
                 self.accumulators[name] = C(self.accumulators[name], c.bits_W) - QG(grad, c.bits_G, lr, c.G_mode)
         return loss.detach(), logits.detach()

@@ -12,13 +12,17 @@ Names, parameter order, defaults and behaviour follow the documented module (QPy
 
 Every function takes a floating-point tensor of any shape. qtorch computes in float32 only: float16,
 bfloat16 and float64 inputs are converted to float32, computed, and returned in their own dtype.
+
+The fixed-point rounding runs on the backend of ``wage_torch.backend`` (qtorch by default, or
+``wage_torch.torch_kernels`` with ``set_backend("torch")`` / ``WAGE_TORCH_BACKEND=torch``), chosen at
+each call; qtorch is imported only when first used.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-from qtorch import FixedPoint
-from qtorch.quant import fixed_point_quantize, quantizer
 from torch import nn
 
 from wage_spec import (
@@ -31,6 +35,8 @@ from wage_spec import (
     qg_norm,
     qw_divides_by_scale,
 )
+from wage_torch import torch_kernels
+from wage_torch.backend import get_backend, qtorch_modules
 
 __all__ = ["C", "QG", "QW", "WAGEQuantizer", "shift"]
 
@@ -46,6 +52,16 @@ def _as_float32(x: object, name: str = "x") -> torch.Tensor:
             f"{name} must be a floating-point tensor (float16, bfloat16, float32 or float64), got {x.dtype}"
         )
     return x.to(torch.float32).contiguous()
+
+
+def fixed_point_quantize(
+    x: torch.Tensor, wl: int, fl: int, clamp: bool, symmetric: bool, rounding: str
+) -> torch.Tensor:
+    """qtorch's ``fixed_point_quantize`` on the selected backend (``x`` float32)."""
+    if get_backend() == "qtorch":
+        quant = qtorch_modules()[1]
+        return quant.fixed_point_quantize(x, wl=wl, fl=fl, clamp=clamp, symmetric=symmetric, rounding=rounding)
+    return torch_kernels.fixed_point_quantize(x, wl, fl, clamp=clamp, symmetric=symmetric, rounding=rounding)
 
 
 def _pow2(k: torch.Tensor) -> torch.Tensor:
@@ -182,24 +198,66 @@ class WAGEQuantizer(nn.Module):
         self.bits_E = check_bits(bits_E, "bits_E", allow_full_precision=True)
         self.A_mode = check_mode(A_mode, "A_mode")
         self.E_mode = check_mode(E_mode, "E_mode")
-        self.activate_number = (
-            FixedPoint(wl=self.bits_A, fl=self.bits_A - 1, clamp=True, symmetric=True) if self.bits_A != -1 else None
-        )
-        self.error_number = (
-            FixedPoint(wl=self.bits_E, fl=self.bits_E - 1, clamp=True, symmetric=True) if self.bits_E != -1 else None
-        )
-        self.quantizer = quantizer(
-            forward_number=self.activate_number,
-            forward_rounding=self.A_mode,
-            backward_number=self.error_number,
-            backward_rounding=self.E_mode,
-            clamping_grad_zero=True,
-            backward_hooks=[_shift_error],
-        )
+        self._qtorch_quantizer: Any = None  # built on first use of the qtorch backend
+
+    def _qtorch_apply(self) -> Any:
+        if self._qtorch_quantizer is None:
+            qtorch, quant = qtorch_modules()
+            activate_number = (
+                qtorch.FixedPoint(wl=self.bits_A, fl=self.bits_A - 1, clamp=True, symmetric=True)
+                if self.bits_A != -1
+                else None
+            )
+            error_number = (
+                qtorch.FixedPoint(wl=self.bits_E, fl=self.bits_E - 1, clamp=True, symmetric=True)
+                if self.bits_E != -1
+                else None
+            )
+            self._qtorch_quantizer = quant.quantizer(
+                forward_number=activate_number,
+                forward_rounding=self.A_mode,
+                backward_number=error_number,
+                backward_rounding=self.E_mode,
+                clamping_grad_zero=True,
+                backward_hooks=[_shift_error],
+            )
+        return self._qtorch_quantizer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x32 = _as_float32(x)
-        return self.quantizer(x32).to(x.dtype)
+        if get_backend() == "qtorch":
+            return self._qtorch_apply()(x32).to(x.dtype)
+        return _TorchRounding.apply(x32, self.bits_A, self.bits_E, self.A_mode, self.E_mode).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"bits_A={self.bits_A}, bits_E={self.bits_E}, A_mode={self.A_mode!r}, E_mode={self.E_mode!r}"
+
+
+class _TorchRounding(torch.autograd.Function):
+    """qtorch's ``quantizer(..., clamping_grad_zero=True, backward_hooks=[shift])`` on the torch kernels.
+
+    The same steps, in the same order (so the same ``rand_like`` draws): forward rounds with the clamp
+    mask (no mask, no draw for ``bits_A == -1``); backward passes ``g`` unchanged for ``bits_E == -1``,
+    else ``FP(shift(g))`` zeroed where the mask is set.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, bits_A: int, bits_E: int, A_mode: str, E_mode: str) -> torch.Tensor:
+        if bits_A == -1:
+            out, mask = x.clone(), torch.zeros_like(x, dtype=torch.bool)
+        else:
+            out, mask = torch_kernels.fixed_point_quantize_with_mask(x, bits_A, bits_A - 1, True, A_mode)
+        ctx.save_for_backward(mask)
+        ctx.bits_E, ctx.E_mode = bits_E, E_mode
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, None, None, None, None]:
+        if not ctx.needs_input_grad[0]:
+            return None, None, None, None, None
+        if ctx.bits_E == -1:
+            return grad_output, None, None, None, None
+        (mask,) = ctx.saved_tensors
+        g = _shift_error(grad_output.to(torch.float32).contiguous())
+        g = torch_kernels.fixed_point_quantize(g, ctx.bits_E, ctx.bits_E - 1, True, True, ctx.E_mode)
+        return g.masked_fill(mask, 0), None, None, None, None
