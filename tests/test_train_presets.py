@@ -11,7 +11,7 @@ from tests.test_train_data import write_fake_cifar, write_fake_mnist
 from tests.test_train_svhn import write_svhn_mat
 from wage_train.augment import augment_crop
 from wage_train.cli import build_parser, run
-from wage_train.config import UsageError, resolve_config
+from wage_train.config import UsageError, float_lr, resolve_config
 from wage_train.presets import PRESETS
 from wage_train.runspec import lr_table
 
@@ -51,7 +51,9 @@ def test_explicit_options_override_the_preset():
     assert cfg["batch_size"] == 128 and cfg["schedule"] == "paper-epochs" and cfg["model"] == "vgg7"
     compare = _resolve(["--preset", "paper-mnist", "--compare"])
     assert {compare[m] for m in ("W_mode", "A_mode", "G_mode", "E_mode")} == {"nearest"}
-    assert _resolve(["--preset", "paper-mnist", "--float"])["lr"] == 0.002
+    # --float keeps the float baseline's own lr, which is set from the data once it is loaded (float_lr).
+    assert _resolve(["--preset", "paper-mnist", "--float"])["lr"] is None
+    assert float_lr((28, 28, 1)) == pytest.approx(0.002 * 64 / 784)
     with pytest.raises(UsageError, match="2 LeNet-5 conv widths"):
         _resolve(["--preset", "paper-mnist", "--widths", "4,4,8"])
 
