@@ -7,6 +7,7 @@ test the layers' arithmetic only. Sizes are small; each net is one ``lax.scan`` 
 from __future__ import annotations
 
 import re
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -148,7 +149,7 @@ def test_hlo_of_the_integer_step_is_int8_times_int8_into_int32(net):
         expected = 23
     params = model.init(jax.random.key(0), x)["params"]
 
-    def loss(p, key):
+    def loss(p, key, model=model):
         return jnp.sum(model.apply({"params": p}, x, rngs={"wage": key}) ** 2)
 
     hlo = jax.jit(jax.grad(loss)).lower(params, jax.random.key(1)).as_text()
@@ -158,9 +159,9 @@ def test_hlo_of_the_integer_step_is_int8_times_int8_into_int32(net):
         operands, result = line.rsplit("->", 1)
         assert re.findall(r"tensor<[^>]*x(\w+)>", operands) == ["i8", "i8"], line
         assert re.search(r"tensor<[^>]*xi32>", result), line
-    float_hlo = jax.jit(jax.grad(loss)).lower(
-        model.copy(integer=False).init(jax.random.key(0), x)["params"], jax.random.key(1)).as_text()
-    assert all("xf32" in line for line in _products(float_hlo))
+    float_loss = partial(loss, model=model.copy(integer=False))
+    float_products = _products(jax.jit(jax.grad(float_loss)).lower(params, jax.random.key(1)).as_text())
+    assert len(float_products) == expected and all("xi8" not in line for line in float_products)
 
 
 def test_the_exactness_bound():
