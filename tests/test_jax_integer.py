@@ -177,11 +177,12 @@ def test_the_exactness_bound():
         integer_plan("pool", (2, 3), (3, 4), 8, 8, 8, 1.0)
 
 
-@pytest.mark.parametrize("bits", [(8, 2, 8), (12, 8, 10)])  # int8, and int16 grids
+@pytest.mark.parametrize("bits", [(8, 2, 8), (10, 2, 9)])  # int8, and int16 grids
 def test_products_and_gradients_equal_the_float_path(bits):
     bits_A, bits_W, bits_E = bits
     rng = np.random.default_rng(1)
     x, w = _grid(rng, (3, 6, 6, 4), bits_A, nonneg=True), _grid(rng, (3, 3, 4, 5), bits_W, 4.0)
+    assert all(integer_plan("conv", x.shape, w.shape, bits_A, bits_W, bits_E, 4.0).values())
     for st, pad in [((1, 1), "SAME"), ((2, 2), "VALID"), ((1, 1), ((2, 0), (1, 1)))]:
         def f_int(a, b, st=st, pad=pad):
             return integer_conv(a, b, bits_A, bits_W, bits_E, 4.0, strides=st, padding=pad)

@@ -102,8 +102,10 @@ def on_grid(x: jax.Array, bits: int, scale: float = 1.0) -> jax.Array:
     return jnp.all((k == jnp.round(k)) & (jnp.abs(k) <= g.kmax))
 
 
-def _to_int(x: jax.Array, g: _Grid) -> jax.Array:
-    return (x * np.float32(1.0 / g.unit)).astype(g.dtype)
+def _to_int(x: jax.Array, g: _Grid, other: _Grid) -> jax.Array:
+    """``x``'s integers ``k`` in the wider of the two operands' integer dtypes (XLA needs one dtype)."""
+    dtype = np.int16 if np.int16 in (g.dtype, other.dtype) else np.int8
+    return (x * np.float32(1.0 / g.unit)).astype(dtype)
 
 
 def _rescale(s: jax.Array, ga: _Grid, gb: _Grid) -> jax.Array:
@@ -161,6 +163,13 @@ def _dense_float(x, w):
     return jnp.matmul(x, w, precision=lax.Precision.HIGHEST)
 
 
+def _int_dot(a: jax.Array, ga: _Grid, b: jax.Array, gb: _Grid, contracting) -> jax.Array:
+    """``dot_general`` of two grids' integers with int32 sums, rescaled to float32."""
+    s = lax.dot_general(_to_int(a, ga, gb), _to_int(b, gb, ga), (contracting, ((), ())),
+                        preferred_element_type=jnp.int32)
+    return _rescale(s, ga, gb)
+
+
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
 def _int_dense(x, w, plan: _Plan):
     return _int_dense_fwd(x, w, plan)[0]
@@ -168,9 +177,7 @@ def _int_dense(x, w, plan: _Plan):
 
 def _int_dense_fwd(x, w, plan: _Plan):
     if plan.forward:
-        s = lax.dot_general(_to_int(x, plan.x), _to_int(w, plan.w), (((x.ndim - 1,), (0,)), ((), ())),
-                            preferred_element_type=jnp.int32)
-        y = _rescale(s, plan.x, plan.w)
+        y = _int_dot(x, plan.x, w, plan.w, ((x.ndim - 1,), (0,)))
     else:
         y = _dense_float(x, w)
     return y, (x, w)
@@ -181,16 +188,13 @@ def _int_dense_bwd(plan: _Plan, res, g):
     float_grads = None
     if not (plan.input_grad and plan.kernel_grad):
         float_grads = jax.vjp(_dense_float, x, w)[1](g)
-    gi = _to_int(g, plan.e) if plan.e.dtype is not None else None
     if plan.input_grad:
-        dx = _rescale(lax.dot_general(gi, _to_int(w, plan.w), (((g.ndim - 1,), (1,)), ((), ())),
-                                      preferred_element_type=jnp.int32), plan.e, plan.w)
+        dx = _int_dot(g, plan.e, w, plan.w, ((g.ndim - 1,), (1,)))
     else:
         dx = float_grads[0]
     if plan.kernel_grad:
         batch = tuple(range(x.ndim - 1))
-        dw = _rescale(lax.dot_general(_to_int(x, plan.x), gi, ((batch, batch), ((), ())),
-                                      preferred_element_type=jnp.int32), plan.x, plan.e)
+        dw = _int_dot(x, plan.x, g, plan.e, (batch, batch))
     else:
         dw = float_grads[1]
     return dx, dw
@@ -246,7 +250,7 @@ def _int_conv(x, w, strides, pads, plan: _Plan):
 
 def _int_conv_fwd(x, w, strides, pads, plan: _Plan):
     if plan.forward:
-        s = lax.conv_general_dilated(_to_int(x, plan.x), _to_int(w, plan.w), strides, pads,
+        s = lax.conv_general_dilated(_to_int(x, plan.x, plan.w), _to_int(w, plan.w, plan.x), strides, pads,
                                      dimension_numbers=_DN, preferred_element_type=jnp.int32)
         y = _rescale(s, plan.x, plan.w)
     else:
@@ -272,15 +276,13 @@ def _int_conv_bwd(strides, pads, plan: _Plan, res, g):
         dimension_numbers=lax.conv_dimension_numbers(x.shape, w.shape, _DN), feature_group_count=1,
         batch_group_count=1, precision=None, preferred_element_type=jnp.int32, out_sharding=None,
     )
-    if plan.input_grad or plan.kernel_grad:
-        gi = _to_int(g, plan.e)
     if plan.input_grad:
-        wi = _to_int(w, plan.w)
+        gi, wi = _to_int(g, plan.e, plan.w), _to_int(w, plan.w, plan.e)
         dx = _rescale(_conv._conv_general_dilated_transpose_lhs(gi, _Int32Like(x), wi, **common), plan.e, plan.w)
     else:
         dx = float_grads[0]
     if plan.kernel_grad:
-        xi = _to_int(x, plan.x)
+        gi, xi = _to_int(g, plan.e, plan.x), _to_int(x, plan.x, plan.e)
         dw = _rescale(_conv._conv_general_dilated_transpose_rhs(gi, xi, _Int32Like(w), **common), plan.x, plan.e)
     else:
         dw = float_grads[1]
