@@ -176,10 +176,7 @@ def _int_dense(x, w, plan: _Plan):
 
 
 def _int_dense_fwd(x, w, plan: _Plan):
-    if plan.forward:
-        y = _int_dot(x, plan.x, w, plan.w, ((x.ndim - 1,), (0,)))
-    else:
-        y = _dense_float(x, w)
+    y = _int_dot(x, plan.x, w, plan.w, ((x.ndim - 1,), (0,))) if plan.forward else _dense_float(x, w)
     return y, (x, w)
 
 
@@ -188,10 +185,7 @@ def _int_dense_bwd(plan: _Plan, res, g):
     float_grads = None
     if not (plan.input_grad and plan.kernel_grad):
         float_grads = jax.vjp(_dense_float, x, w)[1](g)
-    if plan.input_grad:
-        dx = _int_dot(g, plan.e, w, plan.w, ((g.ndim - 1,), (1,)))
-    else:
-        dx = float_grads[0]
+    dx = _int_dot(g, plan.e, w, plan.w, ((g.ndim - 1,), (1,))) if plan.input_grad else float_grads[0]
     if plan.kernel_grad:
         batch = tuple(range(x.ndim - 1))
         dw = _int_dot(x, plan.x, g, plan.e, (batch, batch))
