@@ -65,7 +65,10 @@ def kernel_size_2d(kernel_size: int | Sequence[int]) -> tuple[int, int]:
     """``kernel_size`` as ``(kh, kw)``: an int ``k`` means ``(k, k)``; raises ValueError otherwise."""
     if isinstance(kernel_size, (int, np.integer)) and not isinstance(kernel_size, bool):
         kernel_size = (kernel_size, kernel_size)
-    size = tuple(kernel_size)
+    try:
+        size = tuple(kernel_size)
+    except TypeError:
+        raise ValueError(f"kernel_size must be a positive int or two positive ints, got {kernel_size!r}") from None
     if len(size) != 2 or not all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k > 0 for k in size):
         raise ValueError(f"kernel_size must be a positive int or two positive ints, got {kernel_size!r}")
     return int(size[0]), int(size[1])
