@@ -6,6 +6,11 @@ with ``integer=False`` (float32 products) and ``integer=True`` (int8 products, i
 temporary buffer size and the number of int8 and float32 dots/convolutions in the optimized HLO.
 
     python -m benchmarks.integer --quick
+
+Measured on the shared 2-core CPU (XLA CPU, --quick, 2026-11-29): MLP 64-256-10 batch 32 float 1.43 ms,
+integer 7.09 ms; VGG7 at widths (16, 32, 64) batch 8 float 83.9 ms, integer 213 ms (19 of 23 products on
+integers, the 4 conv kernel gradients over 8*32*32 terms stay float32). XLA's CPU backend has no fast
+int8 matmul, so the integer mode is slower there; the target is int8 tensor cores (GPU) and MXUs (TPU).
 """
 
 from __future__ import annotations
