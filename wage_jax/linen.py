@@ -6,17 +6,18 @@ stream named ``"wage"``: ``model.apply(variables, x, rngs={"wage": key})``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
+from jax.typing import ArrayLike, DTypeLike
 
 from wage_jax._rng import RNG_STREAM
 from wage_jax.initializers import kernel_scale, wage_kernel_init
-from wage_jax.ops import wage_conv, wage_dense
+from wage_jax.ops import conv_padding, kernel_size_2d, wage_conv, wage_dense
 from wage_jax.wage_quantizer import wage_quantize
-from wage_spec import check_bits, check_mode, draws_randomness
+from wage_spec import FULL_PRECISION, check_bits, check_mode, draws_randomness
 
 __all__ = ["WAGEConv", "WAGEDense", "WAGEQuantizer"]
 
@@ -44,9 +45,35 @@ def _wage_kernel(module: nn.Module, shape: tuple[int, ...]) -> tuple[jax.Array, 
     """Declare the layer's kernel (the accumulator) and return it with its static scale and W's rng key."""
     check_bits(module.bits_W, "bits_W")
     check_mode(module.W_mode, "W_mode")
-    kernel = module.param("kernel", wage_kernel_init(module.bits_W, module.factor), shape, jnp.float32)
+    if module.integer:
+        check_bits(module.bits_A, "bits_A", allow_full_precision=True)
+        check_bits(module.bits_E, "bits_E", allow_full_precision=True)
+    init = module.kernel_init if module.kernel_init is not None else wage_kernel_init(module.bits_W, module.factor)
+    kernel = module.param("kernel", init, shape, module.param_dtype)
     key = module.make_rng(RNG_STREAM) if module.W_mode == "stochastic" else None
     return kernel, kernel_scale(shape, module.bits_W, module.factor), key
+
+
+def _output(y: jax.Array, dtype: DTypeLike | None) -> jax.Array:
+    return y if dtype is None else y.astype(dtype)
+
+
+_LAYER_FIELDS = """
+    Attributes:
+        bits_W: weight bits, an int in [2, 24].
+        factor: the initializer's variance factor. The default 2.0 is the documented torch
+            ``wage_init_``'s; the paper's models use 1.0 (``WAGEConfig.factor``, passed by
+            ``wage_jax.models``). The layer's ``scale`` always comes from ``factor``.
+        W_mode: ``QW``'s rounding, ``"nearest"`` or ``"stochastic"`` (draws from the ``"wage"`` stream).
+        kernel_init: overrides the WAGE initializer's draw ``init(key, shape, dtype)`` (the scale still
+            comes from ``bits_W`` and ``factor``).
+        param_dtype: the kernel's dtype (float32).
+        dtype: the output's dtype; None: float32. WAGE computes in float32 whatever this is.
+        integer: compute the products on int8/int16 with int32 sums (``wage_jax.integer``),
+            bit-identical to the float path. Contract: the input comes from a ``WAGEQuantizer`` with
+            ``bits_A`` and the backward's error from one with ``bits_E`` (through ReLU/pooling only).
+        bits_A, bits_E: those grids; only read when ``integer``; -1: float path for those products.
+"""
 
 
 class WAGEDense(nn.Module):
@@ -54,33 +81,62 @@ class WAGEDense(nn.Module):
 
     ``kernel`` ``(in, features)`` is the weight accumulator, drawn by the WAGE initializer; ``scale`` is
     the layer's power of two from the same initializer, a static function of the kernel's shape.
+    Input ``(..., in)`` (at least 1-d), output ``(..., features)``.
     """
 
     features: int
     bits_W: int
     factor: float = 2.0
     W_mode: str = "nearest"
+    kernel_init: Callable[..., jax.Array] | None = None
+    param_dtype: DTypeLike = jnp.float32
+    dtype: DTypeLike | None = None
+    integer: bool = False
+    bits_A: int = FULL_PRECISION
+    bits_E: int = FULL_PRECISION
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel, scale, key = _wage_kernel(self, (x.shape[-1], self.features))
-        return wage_dense(x, kernel, self.bits_W, scale, self.W_mode, key=key)
+    def __call__(self, x: ArrayLike) -> jax.Array:
+        if jnp.ndim(x) == 0:
+            raise ValueError(f"WAGEDense input x must be at least 1-d (..., in), got a 0-d array {x!r}")
+        kernel, scale, key = _wage_kernel(self, (jnp.shape(x)[-1], self.features))
+        y = wage_dense(x, kernel, self.bits_W, scale, self.W_mode, key=key, integer=self.integer,
+                       bits_A=self.bits_A, bits_E=self.bits_E)
+        return _output(y, self.dtype)
 
 
 class WAGEConv(nn.Module):
-    """2-D convolution without bias (NHWC, kernel HWIO) whose forward uses ``QW(kernel, bits_W, scale)``."""
+    """2-D convolution without bias (NHWC, kernel HWIO) whose forward uses ``QW(kernel, bits_W, scale)``.
+
+    ``kernel_size``: an int or two ints; ``padding``: Flax's forms (``"SAME"``, ``"VALID"``, an int,
+    two ints, two ``(lo, hi)`` pairs; see ``wage_jax.ops.conv_padding``). Input 4-d NHWC.
+    """
 
     features: int
     bits_W: int
-    kernel_size: Sequence[int] = (3, 3)
+    kernel_size: int | Sequence[int] = (3, 3)
     strides: Sequence[int] = (1, 1)
-    padding: str = "SAME"
+    padding: str | int | Sequence[int] | Sequence[tuple[int, int]] = "SAME"
     factor: float = 2.0
     W_mode: str = "nearest"
+    kernel_init: Callable[..., jax.Array] | None = None
+    param_dtype: DTypeLike = jnp.float32
+    dtype: DTypeLike | None = None
+    integer: bool = False
+    bits_A: int = FULL_PRECISION
+    bits_E: int = FULL_PRECISION
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel, scale, key = _wage_kernel(self, (*self.kernel_size, x.shape[-1], self.features))
-        return wage_conv(
-            x, kernel, self.bits_W, scale, self.W_mode, strides=self.strides, padding=self.padding, key=key
-        )
+    def __call__(self, x: ArrayLike) -> jax.Array:
+        if jnp.ndim(x) != 4:
+            raise ValueError(f"WAGEConv input x must be 4-d NHWC (batch, height, width, channels), "
+                             f"got shape {jnp.shape(x)}")
+        padding = conv_padding(self.padding)
+        kernel, scale, key = _wage_kernel(self, (*kernel_size_2d(self.kernel_size), jnp.shape(x)[-1], self.features))
+        y = wage_conv(x, kernel, self.bits_W, scale, self.W_mode, strides=self.strides, padding=padding, key=key,
+                      integer=self.integer, bits_A=self.bits_A, bits_E=self.bits_E)
+        return _output(y, self.dtype)
+
+
+WAGEDense.__doc__ += _LAYER_FIELDS
+WAGEConv.__doc__ += _LAYER_FIELDS

@@ -23,20 +23,25 @@ class _WAGEBlocks(nn.Module):
 
     config: WAGEConfig = WAGEConfig()
     quantized: bool = True
+    integer: bool = False  # WAGE layers compute on int8 with int32 sums (wage_jax.integer), bit-identically
 
     def dense(self, features: int, name: str) -> nn.Module:
         c = self.config
         if self.quantized:
-            return WAGEDense(features, c.bits_W, c.factor, c.W_mode, name=name)
+            return WAGEDense(features, c.bits_W, c.factor, c.W_mode, name=name, **self._integer())
         init = nn.initializers.variance_scaling(c.factor, "fan_in", "uniform")
         return nn.Dense(features, use_bias=False, kernel_init=init, name=name)
 
     def conv(self, features: int, name: str) -> nn.Module:
         c = self.config
         if self.quantized:
-            return WAGEConv(features, c.bits_W, factor=c.factor, W_mode=c.W_mode, name=name)
+            return WAGEConv(features, c.bits_W, factor=c.factor, W_mode=c.W_mode, name=name, **self._integer())
         init = nn.initializers.variance_scaling(c.factor, "fan_in", "uniform")
         return nn.Conv(features, (3, 3), padding="SAME", use_bias=False, kernel_init=init, name=name)
+
+    def _integer(self) -> dict:
+        """Every WAGE layer's input comes from a Q_A and its error from a Q_E of this config's bits."""
+        return {"integer": self.integer, "bits_A": self.config.bits_A, "bits_E": self.config.bits_E}
 
     def quant(self, x: jax.Array, bits_A: int, bits_E: int) -> jax.Array:
         if not self.quantized:

@@ -7,16 +7,18 @@ Stochastic modes draw from the rng stream named ``"wage"`` of the ``nnx.Rngs`` g
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
+from jax.typing import ArrayLike, DTypeLike
 
 from wage_jax._rng import RNG_STREAM
 from wage_jax.initializers import wage_init
-from wage_jax.ops import wage_conv, wage_dense
+from wage_jax.ops import conv_padding, kernel_size_2d, wage_conv, wage_dense
 from wage_jax.wage_quantizer import wage_quantize
-from wage_spec import check_bits, check_mode, draws_randomness
+from wage_spec import FULL_PRECISION, check_bits, check_mode, draws_randomness
 
 __all__ = ["WAGEConv", "WAGEDense", "WAGEQuantizer"]
 
@@ -61,17 +63,51 @@ class WAGEQuantizer(nnx.Module):
 
 
 class _WAGEKernelLayer(nnx.Module):
-    """Shared by the layers: the kernel (the accumulator), its scale, and W's rng stream."""
+    """Shared by the layers: the kernel (the accumulator), its scale, W's rng stream, the integer mode."""
 
-    def _init_kernel(self, shape: tuple[int, ...], bits_W: int, factor: float, W_mode: str, rngs: nnx.Rngs) -> None:
+    def _init_kernel(self, shape: tuple[int, ...], bits_W: int, factor: float, W_mode: str, rngs: nnx.Rngs,
+                     options: dict) -> None:
         self.bits_W = check_bits(bits_W, "bits_W")
         self.W_mode = check_mode(W_mode, "W_mode")
-        kernel, self.scale = wage_init(rngs.params(), shape, bits_W, factor)
+        self.integer = bool(options["integer"])
+        self.bits_A = check_bits(options["bits_A"], "bits_A", allow_full_precision=True)
+        self.bits_E = check_bits(options["bits_E"], "bits_E", allow_full_precision=True)
+        self.dtype = options["dtype"]
+        kernel, self.scale = wage_init(rngs.params(), shape, bits_W, factor, options["param_dtype"])
+        if options["kernel_init"] is not None:
+            kernel = options["kernel_init"](rngs.params(), shape, options["param_dtype"])
         self.kernel = nnx.Param(kernel)
         self.rngs = _fork_stream(rngs, W_mode == "stochastic")
 
     def _key(self, rngs) -> jax.Array | None:
         return _draw(self.rngs, rngs, type(self).__name__) if self.W_mode == "stochastic" else None
+
+    def _integer(self) -> dict:
+        return {"integer": self.integer, "bits_A": self.bits_A, "bits_E": self.bits_E}
+
+    def _output(self, y: jax.Array) -> jax.Array:
+        return y if self.dtype is None else y.astype(self.dtype)
+
+
+_LAYER_ARGS = """
+    Args (besides the shapes):
+        bits_W: weight bits, an int in [2, 24].
+        factor: the initializer's variance factor. The default 2.0 is the documented torch
+            ``wage_init_``'s; the paper's models use 1.0 (``WAGEConfig.factor``). ``scale`` comes from it.
+        W_mode: ``QW``'s rounding, ``"nearest"`` or ``"stochastic"`` (draws from the ``"wage"`` stream).
+        kernel_init: overrides the initializer's draw ``init(key, shape, dtype)`` (scale unchanged).
+        param_dtype: the kernel's dtype (float32). dtype: the output's dtype; None: float32.
+        integer: compute the products on int8/int16 with int32 sums (``wage_jax.integer``),
+            bit-identical to the float path. Contract: the input comes from a ``WAGEQuantizer`` with
+            ``bits_A`` and the backward's error from one with ``bits_E`` (through ReLU/pooling only).
+        bits_A, bits_E: those grids; only read when ``integer``; -1: float path for those products.
+        rngs: ``nnx.Rngs`` with ``params`` (and ``wage`` for a stochastic ``W_mode``).
+"""
+
+
+def _options(kernel_init, param_dtype, dtype, integer, bits_A, bits_E) -> dict:
+    return {"kernel_init": kernel_init, "param_dtype": param_dtype, "dtype": dtype, "integer": integer,
+            "bits_A": bits_A, "bits_E": bits_E}
 
 
 class WAGEDense(_WAGEKernelLayer):
@@ -79,6 +115,7 @@ class WAGEDense(_WAGEKernelLayer):
 
     ``kernel`` ``(in_features, out_features)`` is the weight accumulator, drawn by the WAGE initializer
     from ``rngs.params``; ``scale`` is the layer's power of two from the same initializer.
+    Input ``(..., in_features)`` (at least 1-d), output ``(..., out_features)``.
     """
 
     def __init__(
@@ -89,36 +126,65 @@ class WAGEDense(_WAGEKernelLayer):
         factor: float = 2.0,
         W_mode: str = "nearest",
         *,
+        kernel_init: Callable[..., jax.Array] | None = None,
+        param_dtype: DTypeLike = jnp.float32,
+        dtype: DTypeLike | None = None,
+        integer: bool = False,
+        bits_A: int = FULL_PRECISION,
+        bits_E: int = FULL_PRECISION,
         rngs: nnx.Rngs,
     ) -> None:
-        self._init_kernel((in_features, out_features), bits_W, factor, W_mode, rngs)
+        options = _options(kernel_init, param_dtype, dtype, integer, bits_A, bits_E)
+        self._init_kernel((in_features, out_features), bits_W, factor, W_mode, rngs, options)
 
-    def __call__(self, x: jax.Array, *, rngs=None) -> jax.Array:
-        return wage_dense(x, self.kernel[...], self.bits_W, self.scale, self.W_mode, key=self._key(rngs))
+    def __call__(self, x: ArrayLike, *, rngs=None) -> jax.Array:
+        if jnp.ndim(x) == 0:
+            raise ValueError(f"WAGEDense input x must be at least 1-d (..., in), got a 0-d array {x!r}")
+        y = wage_dense(x, self.kernel[...], self.bits_W, self.scale, self.W_mode, key=self._key(rngs),
+                       **self._integer())
+        return self._output(y)
 
 
 class WAGEConv(_WAGEKernelLayer):
-    """2-D convolution without bias (NHWC, kernel HWIO) whose forward uses ``QW(kernel, bits_W, scale)``."""
+    """2-D convolution without bias (NHWC, kernel HWIO) whose forward uses ``QW(kernel, bits_W, scale)``.
+
+    ``kernel_size``: an int or two ints; ``padding``: Flax's forms (``"SAME"``, ``"VALID"``, an int,
+    two ints, two ``(lo, hi)`` pairs; see ``wage_jax.ops.conv_padding``). Input 4-d NHWC.
+    """
 
     def __init__(
         self,
         in_features: int,
         out_features: int,
         bits_W: int,
-        kernel_size: Sequence[int] = (3, 3),
+        kernel_size: int | Sequence[int] = (3, 3),
         strides: Sequence[int] = (1, 1),
-        padding: str = "SAME",
+        padding: str | int | Sequence[int] | Sequence[tuple[int, int]] = "SAME",
         factor: float = 2.0,
         W_mode: str = "nearest",
         *,
+        kernel_init: Callable[..., jax.Array] | None = None,
+        param_dtype: DTypeLike = jnp.float32,
+        dtype: DTypeLike | None = None,
+        integer: bool = False,
+        bits_A: int = FULL_PRECISION,
+        bits_E: int = FULL_PRECISION,
         rngs: nnx.Rngs,
     ) -> None:
-        self._init_kernel((*kernel_size, in_features, out_features), bits_W, factor, W_mode, rngs)
+        options = _options(kernel_init, param_dtype, dtype, integer, bits_A, bits_E)
+        self._init_kernel((*kernel_size_2d(kernel_size), in_features, out_features), bits_W, factor, W_mode, rngs,
+                          options)
         self.strides = tuple(strides)
-        self.padding = padding
+        self.padding = conv_padding(padding)
 
-    def __call__(self, x: jax.Array, *, rngs=None) -> jax.Array:
-        w = self.kernel[...]
-        return wage_conv(
-            x, w, self.bits_W, self.scale, self.W_mode, strides=self.strides, padding=self.padding, key=self._key(rngs)
-        )
+    def __call__(self, x: ArrayLike, *, rngs=None) -> jax.Array:
+        if jnp.ndim(x) != 4:
+            raise ValueError(f"WAGEConv input x must be 4-d NHWC (batch, height, width, channels), "
+                             f"got shape {jnp.shape(x)}")
+        y = wage_conv(x, self.kernel[...], self.bits_W, self.scale, self.W_mode, strides=self.strides,
+                      padding=self.padding, key=self._key(rngs), **self._integer())
+        return self._output(y)
+
+
+WAGEDense.__doc__ += _LAYER_ARGS
+WAGEConv.__doc__ += _LAYER_ARGS

@@ -1,0 +1,229 @@
+"""Integer execution (``wage_jax.integer``): trajectories bit-identical to the float32 path, int8/int32 HLO.
+
+The trajectories use WAGE's update written from the functional pieces (``C(w - QG(g))``), so that they
+test the layers' arithmetic only. Sizes are small; each net is one ``lax.scan`` per mode.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+from flax import nnx as fnnx
+from jax import lax
+
+import wage_jax.nnx as wn
+from wage_jax.functional import QG, C
+from wage_jax.integer import exact_in_float32, integer_conv, integer_dense, integer_plan, on_grid
+from wage_jax.linen import WAGEConv, WAGEDense, WAGEQuantizer
+from wage_jax.models import MLP, VGG7
+from wage_jax.ops import max_pool_2x2
+from wage_spec import FULL_PRECISION, WAGEConfig
+
+NEAREST = WAGEConfig(G_mode="nearest", E_mode="nearest")
+PAPER = WAGEConfig()  # 2-8-8-8, G and E stochastic
+CONFIGS = {"nearest": NEAREST, "paper": PAPER}
+
+
+def _bits(a) -> np.ndarray:
+    return np.asarray(a, np.float32).view(np.int32)
+
+
+def _grid(rng, shape, bits, scale=1.0, nonneg=False):
+    k = rng.integers(-(2 ** (bits - 1) - 1), 2 ** (bits - 1), shape)
+    return jnp.asarray((np.maximum(k, 0) if nonneg else k) * 2.0 ** -(bits - 1) / scale, jnp.float32)
+
+
+class LeNet5(nn.Module):
+    """LeNet-5-sized: conv5 6 VALID, pool, conv5 16 VALID, pool, dense 120, 84, 10 on 32x32x1 (test-local)."""
+
+    config: WAGEConfig
+    integer: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        c = self.config
+        ints = {"integer": self.integer, "bits_A": c.bits_A, "bits_E": c.bits_E}
+
+        def q(v, a, e):
+            return WAGEQuantizer(a, e, c.A_mode, c.E_mode)(v)
+
+        x = q(x, c.bits_A, FULL_PRECISION)
+        for i, width in enumerate((6, 16)):
+            x = WAGEConv(width, c.bits_W, kernel_size=5, padding="VALID", factor=c.factor, name=f"conv{i}", **ints)(x)
+            x = q(nn.relu(max_pool_2x2(x)), c.bits_A, c.bits_E)
+        x = x.reshape(x.shape[0], -1)
+        for i, width in enumerate((120, 84)):
+            x = q(nn.relu(WAGEDense(width, c.bits_W, c.factor, name=f"dense{i}", **ints)(x)), c.bits_A, c.bits_E)
+        x = WAGEDense(10, c.bits_W, c.factor, name="dense2", **ints)(x)
+        return q(x, FULL_PRECISION, c.bits_E)
+
+
+def _trajectory(model, cfg: WAGEConfig, xs, ys, steps: int, lr: float = 8.0):
+    """Params after ``steps`` WAGE updates and the per-step losses (one ``lax.scan``)."""
+    params = model.init(jax.random.key(0), xs[0])["params"]
+    params = jax.tree_util.tree_map(lambda w: C(w, cfg.bits_W), params)
+
+    def step(params, inputs):
+        x, y, key = inputs
+        k_model, k_grad = jax.random.split(key)
+
+        def loss_fn(p):
+            logits = model.apply({"params": p}, x, rngs={"wage": k_model})
+            return 0.5 * jnp.sum((logits - y) ** 2)
+
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        leaves, treedef = jax.tree_util.tree_flatten(grads)
+        keys = jax.random.split(k_grad, len(leaves))
+        upd = [QG(g, cfg.bits_G, lr, cfg.G_mode, key=k if cfg.G_mode == "stochastic" else None)
+               for g, k in zip(leaves, keys, strict=True)]
+        upd = jax.tree_util.tree_unflatten(treedef, upd)
+        params = jax.tree_util.tree_map(lambda w, u: C(w - u, cfg.bits_W), params, upd)
+        return params, loss
+
+    n = xs.shape[0]
+    idx = jnp.arange(steps) % n
+    keys = jax.random.split(jax.random.key(7), steps)
+    return jax.jit(lambda p: lax.scan(step, p, (xs[idx], ys[idx], keys)))(params)
+
+
+def _assert_same(a, b):
+    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
+    assert len(la) == len(lb)
+    for u, v in zip(la, lb, strict=True):
+        np.testing.assert_array_equal(_bits(u), _bits(v))
+
+
+def _data(shape, batches, seed=0):
+    rng = np.random.default_rng(seed)
+    xs = jnp.asarray(rng.uniform(-1, 1, (batches, *shape)), jnp.float32)
+    ys = jax.nn.one_hot(rng.integers(0, 10, (batches, shape[0])), 10)
+    return xs, ys
+
+
+def _compare(make, cfg, xs, ys, steps):
+    p_f, loss_f = _trajectory(make(False), cfg, xs, ys, steps)
+    p_i, loss_i = _trajectory(make(True), cfg, xs, ys, steps)
+    _assert_same(loss_f, loss_i)
+    _assert_same(p_f, p_i)
+    assert np.all(np.isfinite(np.asarray(loss_f))) and float(loss_f[-1]) != float(loss_f[0])
+
+
+@pytest.mark.parametrize("mode", sorted(CONFIGS))
+def test_mlp_200_steps_bit_identical(mode):
+    xs, ys = _data((16, 64), 8)
+    _compare(lambda integer: MLP(config=CONFIGS[mode], hidden=(32,), integer=integer), CONFIGS[mode], xs, ys, 200)
+
+
+@pytest.mark.parametrize("mode", sorted(CONFIGS))
+def test_vgg7_shaped_20_steps_bit_identical(mode):
+    xs, ys = _data((4, 8, 8, 3), 4)
+    _compare(lambda integer: VGG7(config=CONFIGS[mode], widths=(4, 8, 8), hidden=16, integer=integer),
+             CONFIGS[mode], xs, ys, 20)
+
+
+def test_lenet5_sized_20_steps_bit_identical_with_a_float_fallback():
+    xs, ys = _data((2, 32, 32, 1), 3)
+    # conv0's kernel gradient sums 2 * 28 * 28 terms: not exact in the worst case, so it takes the float path
+    plan = integer_plan("conv", (2, 32, 32, 1), (5, 5, 1, 6), 8, 2, 8, 1.0, padding="VALID")
+    assert plan == {"forward": True, "input_grad": True, "kernel_grad": False}
+    _compare(lambda integer: LeNet5(PAPER, integer), PAPER, xs, ys, 20)
+
+
+def _products(hlo: str) -> list[str]:
+    return [line for line in hlo.splitlines() if re.search(r"stablehlo\.(dot_general|convolution)", line)]
+
+
+@pytest.mark.parametrize("net", ["mlp", "vgg7"])
+def test_hlo_of_the_integer_step_is_int8_times_int8_into_int32(net):
+    if net == "mlp":
+        model, x = MLP(config=PAPER, hidden=(32,), integer=True), jnp.zeros((16, 64))
+        expected = 5  # 2 layers x (forward, input grad, kernel grad), less the unused input grad of the first
+    else:
+        model, x = VGG7(config=PAPER, widths=(4, 8, 8), hidden=16, integer=True), jnp.zeros((4, 8, 8, 3))
+        expected = 23
+    params = model.init(jax.random.key(0), x)["params"]
+
+    def loss(p, key, model=model):
+        return jnp.sum(model.apply({"params": p}, x, rngs={"wage": key}) ** 2)
+
+    hlo = jax.jit(jax.grad(loss)).lower(params, jax.random.key(1)).as_text()
+    products = _products(hlo)
+    assert len(products) == expected
+    for line in products:
+        operands, result = line.rsplit("->", 1)
+        assert re.findall(r"tensor<[^>]*x(\w+)>", operands) == ["i8", "i8"], line
+        assert re.search(r"tensor<[^>]*xi32>", result), line
+    float_loss = partial(loss, model=model.copy(integer=False))
+    float_products = _products(jax.jit(jax.grad(float_loss)).lower(params, jax.random.key(1)).as_text())
+    assert len(float_products) == expected and all("xi8" not in line for line in float_products)
+
+
+def test_the_exactness_bound():
+    assert exact_in_float32(1040, 8, 8) and not exact_in_float32(1041, 8, 8)
+    assert exact_in_float32(2**23, 2, 2)
+    plan = integer_plan("dense", (8, 2000), (2000, 10), 8, 8, 8, 1.0)
+    assert plan == {"forward": False, "input_grad": True, "kernel_grad": True}
+    # no integer grid: full precision, more than 16 bits, a scale that is not a power of two
+    assert not any(integer_plan("dense", (2, 3), (3, 4), -1, 8, -1, 1.0).values())
+    assert not any(integer_plan("dense", (2, 3), (3, 4), 20, 20, 20, 1.0).values())
+    assert integer_plan("dense", (2, 3), (3, 4), 8, 8, 8, 3.0)["input_grad"] is False
+    with pytest.raises(ValueError, match="kind"):
+        integer_plan("pool", (2, 3), (3, 4), 8, 8, 8, 1.0)
+
+
+@pytest.mark.parametrize("bits", [(8, 2, 8), (10, 2, 9)])  # int8, and int16 grids
+def test_products_and_gradients_equal_the_float_path(bits):
+    bits_A, bits_W, bits_E = bits
+    rng = np.random.default_rng(1)
+    x, w = _grid(rng, (3, 6, 6, 4), bits_A, nonneg=True), _grid(rng, (3, 3, 4, 5), bits_W, 4.0)
+    assert all(integer_plan("conv", x.shape, w.shape, bits_A, bits_W, bits_E, 4.0).values())
+    for st, pad in [((1, 1), "SAME"), ((2, 2), "VALID"), ((1, 1), ((2, 0), (1, 1)))]:
+        def f_int(a, b, st=st, pad=pad):
+            return integer_conv(a, b, bits_A, bits_W, bits_E, 4.0, strides=st, padding=pad)
+
+        def f_float(a, b, st=st, pad=pad):
+            return lax.conv_general_dilated(a, b, st, pad, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                            precision=lax.Precision.HIGHEST)
+
+        y_i, vjp_i = jax.vjp(f_int, x, w)
+        y_f, vjp_f = jax.vjp(f_float, x, w)
+        g = _grid(rng, y_f.shape, bits_E)
+        _assert_same((y_i, *vjp_i(g)), (y_f, *vjp_f(g)))
+    x2, w2 = _grid(rng, (5, 2, 7), bits_A), _grid(rng, (7, 3), bits_W, 2.0)
+    y_i, vjp_i = jax.vjp(lambda a, b: integer_dense(a, b, bits_A, bits_W, bits_E, 2.0), x2, w2)
+    y_f, vjp_f = jax.vjp(lambda a, b: jnp.matmul(a, b, precision=lax.Precision.HIGHEST), x2, w2)
+    g = _grid(rng, y_f.shape, bits_E)
+    _assert_same((y_i, *vjp_i(g)), (y_f, *vjp_f(g)))
+
+
+def test_on_grid():
+    assert bool(on_grid(jnp.array([0.5, -0.25, 127 / 128]), 8))
+    assert not bool(on_grid(jnp.array([1.0]), 8))  # |k| = 128 > 127
+    assert not bool(on_grid(jnp.array([0.5 + 2**-9]), 8))
+    assert bool(on_grid(jnp.array([0.125]), 2, scale=4.0))  # 2-bit weights divided by scale 4
+    with pytest.raises(ValueError, match="grid"):
+        on_grid(jnp.zeros(2), -1)
+
+
+def test_nnx_layers_integer_mode_matches_float():
+    rng = np.random.default_rng(3)
+    x = _grid(rng, (2, 6, 6, 3), 8, nonneg=True)
+    outs = {}
+    for integer in (False, True):
+        conv = wn.WAGEConv(3, 4, 2, kernel_size=3, integer=integer, bits_A=8, bits_E=8, rngs=fnnx.Rngs(params=0))
+        dense = wn.WAGEDense(6 * 6 * 4, 5, 2, integer=integer, bits_A=8, bits_E=8, rngs=fnnx.Rngs(params=1))
+        q = wn.WAGEQuantizer(8, 8)
+        qe = wn.WAGEQuantizer(FULL_PRECISION, 8)
+
+        def loss(conv, dense, q=q, qe=qe):
+            h = q(jax.nn.relu(conv(x))).reshape(2, -1)
+            return jnp.sum(qe(dense(h)) ** 2)
+
+        outs[integer] = fnnx.value_and_grad(loss, argnums=(0, 1))(conv, dense)
+    _assert_same(jax.tree_util.tree_leaves(outs[False]), jax.tree_util.tree_leaves(outs[True]))
