@@ -257,3 +257,18 @@ def test_jax_run_on_several_devices_equals_one_device(tmp_path):
     assert a.files == b.files
     for name in a.files:
         assert np.array_equal(_bits(a[name]), _bits(b[name])), name
+
+
+def test_integer_run_equals_the_float32_path_bit_for_bit(tmp_path, capsys):
+    """``--integer`` (int8 operands, int32 sums) trains the same accumulators as the float32 path."""
+    args = ["--epochs", "1", "--hidden", "32", *QUICK, "--G-mode", "stochastic", "--E-mode", "stochastic"]
+    run([*args, "--out-dir", str(tmp_path / "f32")])
+    run([*args, "--integer", "--out-dir", str(tmp_path / "int")])
+    a, b = np.load(tmp_path / "f32" / "weights.npz"), np.load(tmp_path / "int" / "weights.npz")
+    assert sorted(a.files) == sorted(b.files)
+    for name in a.files:
+        np.testing.assert_array_equal(_bits(a[name]), _bits(b[name]), err_msg=name)
+    assert json.loads((tmp_path / "int" / "config.json").read_text())["integer"] is True
+    with pytest.raises(SystemExit):
+        run(["--integer", "--framework", "torch", "--out-dir", str(tmp_path / "t")])
+    assert "--integer" in capsys.readouterr().err

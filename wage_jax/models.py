@@ -32,12 +32,13 @@ class _WAGEBlocks(nn.Module):
         init = nn.initializers.variance_scaling(c.factor, "fan_in", "uniform")
         return nn.Dense(features, use_bias=False, kernel_init=init, name=name)
 
-    def conv(self, features: int, name: str) -> nn.Module:
+    def conv(self, features: int, name: str, kernel_size: tuple[int, int] = (3, 3), padding: str = "SAME") -> nn.Module:
         c = self.config
         if self.quantized:
-            return WAGEConv(features, c.bits_W, factor=c.factor, W_mode=c.W_mode, name=name, **self._integer())
+            return WAGEConv(features, c.bits_W, kernel_size, padding=padding, factor=c.factor, W_mode=c.W_mode,
+                            name=name, **self._integer())
         init = nn.initializers.variance_scaling(c.factor, "fan_in", "uniform")
-        return nn.Conv(features, (3, 3), padding="SAME", use_bias=False, kernel_init=init, name=name)
+        return nn.Conv(features, kernel_size, padding=padding, use_bias=False, kernel_init=init, name=name)
 
     def _integer(self) -> dict:
         """Every WAGE layer's input comes from a Q_A and its error from a Q_E of this config's bits."""
@@ -115,19 +116,12 @@ class LeNet5(_WAGEBlocks):
     hidden: int = 512
     num_classes: int = 10
 
-    def conv5(self, features: int, name: str) -> nn.Module:
-        c = self.config
-        if self.quantized:
-            return WAGEConv(features, c.bits_W, (5, 5), padding="VALID", factor=c.factor, W_mode=c.W_mode, name=name)
-        init = nn.initializers.variance_scaling(c.factor, "fan_in", "uniform")
-        return nn.Conv(features, (5, 5), padding="VALID", use_bias=False, kernel_init=init, name=name)
-
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = self.config
         x = self.quant(x, c.bits_A, FULL_PRECISION)
         for i, width in enumerate(self.widths):
-            x = max_pool_2x2(self.conv5(width, f"conv{i}")(x))
+            x = max_pool_2x2(self.conv(width, f"conv{i}", (5, 5), "VALID")(x))
             x = self.quant(nn.relu(x), c.bits_A, c.bits_E)
         x = x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)
         x = self.quant(nn.relu(self.dense(self.hidden, "dense0")(x)), c.bits_A, c.bits_E)

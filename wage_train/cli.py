@@ -143,6 +143,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     which.add_argument("--float", action="store_true", default=None, help="float baseline: no quantizers, plain SGD")
     which.add_argument(
+        "--integer",
+        action="store_true",
+        default=None,
+        help="JAX: run the WAGE layers' matmuls and convolutions on int8/int16 operands with int32 sums "
+        "(wage_jax.integer): the same bits as the float32 path, on integer units",
+    )
+    which.add_argument(
         "--preset",
         choices=tuple(PRESETS),
         help="the paper's published setup (model, data set, batch 128, lr 8 -> 1 at epoch 200 -> 1/8 at 250, "

@@ -37,7 +37,7 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
 # Options that only say where/how to run, not what to train (never compared on --resume).
 RUNTIME_ARGS = {"resume", "overwrite", "stop_after", "no_progress", "out_dir", "name", "torch_threads", "devices"}
 # Options that --resume may change: more epochs (the lr schedule is recomputed), where the data is.
-RESUME_OVERRIDABLE = {"epochs", "data_dir", "eval_batch_size"}
+RESUME_OVERRIDABLE = {"epochs", "data_dir", "eval_batch_size", "integer"}
 MODES = ("W_mode", "A_mode", "G_mode", "E_mode")
 
 
@@ -56,12 +56,17 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     compare, is_float = bool(args.compare), bool(args.float)
     if compare and is_float:
         raise UsageError("--compare checks WAGE's bit-exact JAX/torch parity; it does not apply to --float")
+    integer = bool(getattr(args, "integer", None))
+    if integer and (is_float or compare or (args.framework or "jax") != "jax"):
+        raise UsageError("--integer runs WAGE's JAX layers on integers; it does not apply to --float, --compare "
+                         "or --framework torch")
     paper = WAGEConfig()
     modes = {m: getattr(args, m) or ("nearest" if compare else getattr(paper, m)) for m in MODES}
     bits = args.bits or [paper.bits_W, paper.bits_A, paper.bits_G, paper.bits_E]
     cfg: dict[str, Any] = {
         "framework": "compare" if compare else (args.framework or "jax"),
         "float": is_float,
+        "integer": integer,
         "dataset": dataset,
         "data_dir": args.data_dir,
         "model": (model := args.model or d["model"]),

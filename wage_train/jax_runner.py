@@ -31,18 +31,18 @@ from wage_train.runspec import ModelSpec
 __all__ = ["JaxRunner", "build_model", "layer_order"]
 
 
-def build_model(spec: ModelSpec, config: WAGEConfig, quantized: bool) -> Any:
-    """The Flax linen model for ``spec`` (MLP on any input, VGG7 on NHWC images)."""
+def build_model(spec: ModelSpec, config: WAGEConfig, quantized: bool, integer: bool = False) -> Any:
+    """The Flax linen model for ``spec`` (MLP on any input, VGG7 and LeNet-5 on NHWC images).
+
+    ``integer``: the WAGE layers compute on integers (``wage_jax.integer``), bit-identically.
+    """
+    common = dict(num_classes=spec.num_classes, config=config, quantized=quantized, integer=integer)
     if spec.kind == "mlp":
-        return MLP(hidden=spec.hidden, num_classes=spec.num_classes, config=config, quantized=quantized)
+        return MLP(hidden=spec.hidden, **common)
     if spec.kind == "vgg7":
-        return VGG7(
-            widths=spec.widths, hidden=spec.vgg_hidden, num_classes=spec.num_classes, config=config, quantized=quantized
-        )
+        return VGG7(widths=spec.widths, hidden=spec.vgg_hidden, **common)
     if spec.kind == "lenet5":
-        return LeNet5(
-            widths=spec.widths, hidden=spec.vgg_hidden, num_classes=spec.num_classes, config=config, quantized=quantized
-        )
+        return LeNet5(widths=spec.widths, hidden=spec.vgg_hidden, **common)
     raise ValueError(f"unknown model kind {spec.kind!r}")
 
 
@@ -97,10 +97,11 @@ class JaxRunner:
         eval_batch_size: int = 500,
         devices: int | None = None,
         batch_size: int | None = None,
+        integer: bool = False,
     ) -> None:
         self.spec, self.config, self.quantized = spec, config, quantized
         self.eval_batch_size = eval_batch_size
-        self.model = build_model(spec, config, quantized)
+        self.model = build_model(spec, config, quantized, integer)
         k_param, k_opt, k_fwd, k_eval = jax.random.split(jax.random.key(seed), 4)
         dummy = jnp.zeros((1, *spec.image_shape), jnp.float32)
         # Jitted: eager Flax init would compile every primitive on its own (seconds on CPU).

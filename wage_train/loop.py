@@ -79,7 +79,7 @@ def _make_runners(
         # --compare: JAX starts from torch's initial weights (its own draw would differ).
         init = runners[0].accumulators() if cfg["framework"] == "compare" else None
         runners.append(JaxRunner(spec, config, init_weights=init, devices=devices, batch_size=cfg["batch_size"],
-                                 **common))
+                                 integer=bool(cfg.get("integer")), **common))
     return runners
 
 
