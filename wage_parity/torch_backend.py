@@ -39,7 +39,7 @@ def torch_backend(device: str | torch.device = "cpu", compile: bool = False) -> 
     """
     device = torch.device(device)
     previous_backend, previous_draw = get_backend(), torch_kernels.draw
-    saved = {name: getattr(_cases, name) for name in ("_t", "qtorch_fixed_point_quantize", "quant_cpu", "wt")}
+    saved = {name: getattr(_cases, name) for name in ("_t", "_qtorch_quant", "_qtorch_kernels", "wt")}
 
     def fp(x, wl, fl, clamp=True, symmetric=False, rounding="stochastic"):
         return torch_kernels.fixed_point_quantize(x, wl, fl, clamp, symmetric, rounding)
@@ -56,10 +56,12 @@ def torch_backend(device: str | torch.device = "cpu", compile: bool = False) -> 
     set_backend("torch")
     torch_kernels.draw = _cpu_draw if device.type != "cpu" else previous_draw
     _cases._t = lambda x: saved["_t"](x).to(device)
-    _cases.qtorch_fixed_point_quantize = compiled(fp)
-    _cases.quant_cpu = SimpleNamespace(
-        fixed_point_quantize_nearest_mask=compiled(masked("nearest")),
-        fixed_point_quantize_stochastic_mask=compiled(masked("stochastic")),
+    _cases._qtorch_quant = SimpleNamespace(fixed_point_quantize=compiled(fp))
+    _cases._qtorch_kernels = SimpleNamespace(
+        quant_cpu=SimpleNamespace(
+            fixed_point_quantize_nearest_mask=compiled(masked("nearest")),
+            fixed_point_quantize_stochastic_mask=compiled(masked("stochastic")),
+        )
     )
     _cases.wt = SimpleNamespace(
         shift=compiled(wt.shift), C=compiled(wt.C), QW=compiled(wt.QW), QG=compiled(wt.QG), WAGEQuantizer=quantizer
