@@ -17,7 +17,7 @@ run: setup
 	$(PY) -m wage_train
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 lint: setup
 	$(PY) -m ruff check .
