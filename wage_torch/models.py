@@ -67,6 +67,20 @@ class MLP(nn.Module):
         return self.layers(x)
 
 
+def _classifier_head(
+    c: WAGEConfig, quantized: bool, in_features: int, hidden: int, num_classes: int
+) -> list[nn.Module]:
+    """The conv nets' head: flatten, dense ``hidden``, ReLU, Q, dense ``num_classes``, the error-only ``Q_E``."""
+    return [
+        nn.Flatten(),
+        nn.Linear(in_features, hidden, bias=False),
+        nn.ReLU(),
+        _quant(c, quantized, c.bits_A, c.bits_E),
+        nn.Linear(hidden, num_classes, bias=False),
+        _quant(c, quantized, FULL_PRECISION, c.bits_E),
+    ]
+
+
 class VGG7(nn.Module):
     """The paper's VGG7 for ``(N, C, 32, 32)`` images (contract §3); ``widths``/``hidden`` shrink it for tests."""
 
@@ -92,14 +106,7 @@ class VGG7(nn.Module):
                 layers += [nn.ReLU(), _quant(c, quantized, c.bits_A, c.bits_E)]
                 channels = width
         side = image_size // 2 ** len(widths)
-        layers += [
-            nn.Flatten(),
-            nn.Linear(channels * side * side, hidden, bias=False),
-            nn.ReLU(),
-            _quant(c, quantized, c.bits_A, c.bits_E),
-            nn.Linear(hidden, num_classes, bias=False),
-            _quant(c, quantized, FULL_PRECISION, c.bits_E),
-        ]
+        layers += _classifier_head(c, quantized, channels * side * side, hidden, num_classes)
         self.layers = nn.Sequential(*layers)
         init_weights(self, c, quantized)
 
@@ -139,14 +146,7 @@ class LeNet5(nn.Module):
             channels, side = width, (side - 4) // 2
         if side < 1:
             raise ValueError(f"image_size {image_size} is too small for {len(widths)} 5x5-conv/pool stages")
-        layers += [
-            nn.Flatten(),
-            nn.Linear(channels * side * side, hidden, bias=False),
-            nn.ReLU(),
-            _quant(c, quantized, c.bits_A, c.bits_E),
-            nn.Linear(hidden, num_classes, bias=False),
-            _quant(c, quantized, FULL_PRECISION, c.bits_E),
-        ]
+        layers += _classifier_head(c, quantized, channels * side * side, hidden, num_classes)
         self.layers = nn.Sequential(*layers)
         init_weights(self, c, quantized)
 
