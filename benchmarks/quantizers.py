@@ -134,6 +134,23 @@ def _torch_unary(fn: Callable[[object], object]) -> Callable[[int], Callable[[],
     return setup
 
 
+def _torch_forward_backward(q: Callable[[object], object]) -> Callable[[int], Callable[[], object]]:
+    """Setup of a torch quantizer module's forward and backward at ``n`` elements (input gradient returned)."""
+    import torch
+
+    def setup(n: int):
+        x, g = torch.from_numpy(_data(n, 0)), torch.from_numpy(_data(n, 1))
+
+        def run():
+            xr = x.detach().requires_grad_()
+            q(xr).backward(g)
+            return xr.grad
+
+        return run
+
+    return setup
+
+
 def _qtorch_ops() -> dict[str, Callable[[int], Callable[[], object]]]:
     import torch
     from qtorch.quant import fixed_point_quantize
@@ -141,19 +158,7 @@ def _qtorch_ops() -> dict[str, Callable[[int], Callable[[], object]]]:
     import wage_torch as wt
 
     def wq_fb(E_mode: str):
-        q = wt.WAGEQuantizer(BITS, BITS, "nearest", E_mode)
-
-        def setup(n: int):
-            x, g = torch.from_numpy(_data(n, 0)), torch.from_numpy(_data(n, 1))
-
-            def run():
-                xr = x.detach().requires_grad_()
-                q(xr).backward(g)
-                return xr.grad
-
-            return run
-
-        return setup
+        return _torch_forward_backward(wt.WAGEQuantizer(BITS, BITS, "nearest", E_mode))
 
     return {
         OPS[0].name: _torch_unary(lambda x: wt.QW(x, BITS_W, SCALE_W)),
@@ -185,19 +190,7 @@ def _torch_backend_ops(compiled: bool) -> dict[str, Callable[[int], Callable[[],
         return torch.compile(fn, dynamic=False) if compiled else fn
 
     def wq_fb(E_mode: str):
-        q = c(wt.WAGEQuantizer(BITS, BITS, "nearest", E_mode))
-
-        def setup(n: int):
-            x, g = torch.from_numpy(_data(n, 0)), torch.from_numpy(_data(n, 1))
-
-            def run():
-                xr = x.detach().requires_grad_()
-                q(xr).backward(g)
-                return xr.grad
-
-            return run
-
-        return setup
+        return _torch_forward_backward(c(wt.WAGEQuantizer(BITS, BITS, "nearest", E_mode)))
 
     fp = c(torch_kernels.fixed_point_quantize)
     return {
