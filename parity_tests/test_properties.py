@@ -28,6 +28,7 @@ import wage_jax as wj
 import wage_torch as wt
 from wage_parity.bits import assert_bits_equal, torch_draws
 from wage_parity.corpus import F32, MAX, SUB, TINY
+from wage_parity.testing import f32_tensor
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -72,10 +73,6 @@ def _both(fn, *args) -> list[np.ndarray]:
     return out
 
 
-def _t(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(x, F32, copy=True))
-
-
 @PROPERTY
 @given(
     x=_TENSORS,
@@ -88,11 +85,11 @@ def _t(x: np.ndarray) -> torch.Tensor:
 )
 def test_fixed_point_quantize_and_mask(x, wl, fl_offset, clamp, symmetric, rounding, seed):
     fl = wl - 1 + fl_offset
-    noise = torch_draws(seed, _t(x))[0] if rounding == "stochastic" else None
+    noise = torch_draws(seed, f32_tensor(x))[0] if rounding == "stochastic" else None
     torch.manual_seed(seed)
-    ref = qtorch_fixed_point_quantize(_t(x), wl, fl, clamp=clamp, symmetric=symmetric, rounding=rounding)
+    ref = qtorch_fixed_point_quantize(f32_tensor(x), wl, fl, clamp=clamp, symmetric=symmetric, rounding=rounding)
     torch.manual_seed(seed)
-    ref_out, ref_mask = getattr(quant_cpu, f"fixed_point_quantize_{rounding}_mask")(_t(x), wl, fl, symmetric)
+    ref_out, ref_mask = getattr(quant_cpu, f"fixed_point_quantize_{rounding}_mask")(f32_tensor(x), wl, fl, symmetric)
 
     def fn(x, noise):
         q = wj.fixed_point_quantize(x, wl, fl, clamp=clamp, symmetric=symmetric, rounding=rounding, noise=noise)
@@ -111,7 +108,7 @@ def test_shift(x, exponent):
     with np.errstate(over="ignore", under="ignore"):
         x = (x.astype(np.float64) * 2.0**exponent).astype(F32)
     x = np.where(np.isfinite(x), x, F32(1.0))
-    ref = wt.shift(_t(x))
+    ref = wt.shift(f32_tensor(x))
     for mode, (out,) in zip(("eager", "jit"), _both(wj.shift, x), strict=True):
         assert_bits_equal(out, ref, f"shift {mode}")
 
@@ -119,7 +116,7 @@ def test_shift(x, exponent):
 @PROPERTY
 @given(x=_TENSORS, bits=st.integers(1, 40))
 def test_clip(x, bits):
-    ref = wt.C(_t(x), bits)
+    ref = wt.C(f32_tensor(x), bits)
     for mode, (out,) in zip(("eager", "jit"), _both(partial(_clip, bits=bits), x), strict=True):
         assert_bits_equal(out, ref, f"C {mode}")
 
@@ -137,9 +134,9 @@ def _clip(x, *, bits):
     seed=st.integers(0, 2**31 - 1),
 )
 def test_qw(x, bits, scale, mode, seed):
-    noise = torch_draws(seed, _t(x))[0] if mode == "stochastic" else None
+    noise = torch_draws(seed, f32_tensor(x))[0] if mode == "stochastic" else None
     torch.manual_seed(seed)
-    ref = wt.QW(_t(x), bits, scale, mode)
+    ref = wt.QW(f32_tensor(x), bits, scale, mode)
     fn = lambda x, noise: wj.QW(x, bits, scale, mode, noise=noise)  # noqa: E731
     for m, (out,) in zip(("eager", "jit"), _both(fn, x, noise), strict=True):
         assert_bits_equal(out, ref, f"QW {m}")
@@ -158,9 +155,9 @@ def test_qg(x, exponent, bits, lr, mode, seed):
     with np.errstate(over="ignore", under="ignore"):
         x = (x.astype(np.float64) * 2.0**exponent).astype(F32)
     x = np.where(np.isfinite(x), x, F32(1.0))
-    noise = torch_draws(seed, _t(x))[0] if mode == "stochastic" else None
+    noise = torch_draws(seed, f32_tensor(x))[0] if mode == "stochastic" else None
     torch.manual_seed(seed)
-    ref = wt.QG(_t(x), bits, lr, mode)
+    ref = wt.QG(f32_tensor(x), bits, lr, mode)
     static = lambda x, noise: wj.QG(x, bits, lr, mode, noise=noise)  # noqa: E731
     for m, (out,) in zip(("eager", "jit"), _both(static, x, noise), strict=True):
         assert_bits_equal(out, ref, f"QG {m}")
@@ -190,12 +187,12 @@ def test_wage_quantize(x, g, g_exponent, bits_A, bits_E, A_mode, E_mode, seed):
     needs_A = A_mode == "stochastic" and bits_A != -1
     needs_E = E_mode == "stochastic" and bits_E != -1
     torch.manual_seed(seed)
-    noise_A = torch.rand_like(_t(x)).numpy() if needs_A else None
-    noise_E = torch.rand_like(_t(g)).numpy() if needs_E else None
-    xt = _t(x).requires_grad_()
+    noise_A = torch.rand_like(f32_tensor(x)).numpy() if needs_A else None
+    noise_E = torch.rand_like(f32_tensor(g)).numpy() if needs_E else None
+    xt = f32_tensor(x).requires_grad_()
     torch.manual_seed(seed)
     y = wt.WAGEQuantizer(bits_A, bits_E, A_mode, E_mode)(xt)
-    y.backward(_t(g))
+    y.backward(f32_tensor(g))
 
     def fn(x, g, noise_A, noise_E):
         def quantize(v):

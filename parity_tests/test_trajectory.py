@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
 
 import wage_torch
 from wage_jax.models import MLP as JaxMLP
@@ -23,6 +22,7 @@ from wage_jax.models import VGG7 as JaxVGG7
 from wage_jax.models import LeNet5 as JaxLeNet5
 from wage_jax.optax import clip_params, wage_sgd
 from wage_jax.train import make_train_step
+from wage_parity.testing import digits_batches, f32_bits
 from wage_spec import WAGEConfig
 from wage_torch.models import MLP as TorchMLP
 from wage_torch.models import VGG7 as TorchVGG7
@@ -40,30 +40,23 @@ def torch_backend(request):
     wage_torch.set_backend(previous)
 
 
-def _bits(a) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(a, np.float32)).view(np.int32)
-
-
-def _digits(n_batches: int, batch: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    data = load_digits()
-    x = (data.images.astype(np.float32) / 16.0) * 2.0 - 1.0  # [0, 1] -> [-1, 1] (docs/contract.md §3)
-    y = data.target.astype(np.int64)
-    rng = np.random.default_rng(seed)
-    out = []
-    while len(out) < n_batches:
-        order = rng.permutation(len(x))
-        for i in range(0, len(x) - batch + 1, batch):
-            idx = order[i : i + batch]
-            out.append((x[idx], y[idx]))
-    return out[:n_batches]
+def _jax_side(jax_model, trainer: WAGETrainer, input_shape: tuple[int, ...], lr):
+    """The JAX run starting from the torch trainer's accumulators: ``(params, opt_state, train_step)``."""
+    cfg = trainer.config
+    template = jax_model.init(jax.random.key(0), jnp.zeros(input_shape))["params"]
+    params = torch_weights_to_flax_params(list(trainer.accumulators.values()), template)
+    opt = wage_sgd(cfg.bits_W, cfg.bits_G, lr, mode="nearest")
+    params = clip_params(params, cfg.bits_W)
+    train_step = make_train_step(lambda p, x, key: jax_model.apply({"params": p}, x), opt)
+    return params, opt.init(params), train_step
 
 
 def _compare_step(step: int, trainer: WAGETrainer, params, logits_t, logits_j, bits_W: int) -> None:
-    assert np.array_equal(_bits(logits_t), _bits(logits_j)), f"step {step}: predictions differ"
+    assert np.array_equal(f32_bits(logits_t), f32_bits(logits_j)), f"step {step}: predictions differ"
     torch_acc = [wage_torch.C(a, bits_W) for a in trainer.accumulators.values()]
     jax_acc = flax_params_to_torch_weights(jax.device_get(params))
     for i, (a, b) in enumerate(zip(torch_acc, jax_acc, strict=True)):
-        differ = int((_bits(a.numpy()) != _bits(b)).sum())
+        differ = int((f32_bits(a.numpy()) != f32_bits(b)).sum())
         assert differ == 0, f"step {step}: layer {i} accumulators differ in {differ} elements"
 
 
@@ -77,19 +70,14 @@ def test_mlp_trajectory_is_bit_identical_for_200_steps():
     torch_model = TorchMLP(64, hidden=(hidden,), config=cfg)
     trainer = WAGETrainer(torch_model, cfg)
     jax_model = JaxMLP(hidden=(hidden,), config=cfg)
-    template = jax_model.init(jax.random.key(0), jnp.zeros((1, 8, 8)))["params"]
-    params = torch_weights_to_flax_params(list(trainer.accumulators.values()), template)
     lr = 8.0
-    opt = wage_sgd(cfg.bits_W, cfg.bits_G, lr, mode="nearest")
-    params = clip_params(params, cfg.bits_W)
-    opt_state = opt.init(params)
-    train_step = make_train_step(lambda p, x, key: jax_model.apply({"params": p}, x), opt)
-    for step, (x, y) in enumerate(_digits(steps, batch)):
+    params, opt_state, train_step = _jax_side(jax_model, trainer, (1, 8, 8), lr)
+    for step, (x, y) in enumerate(digits_batches(steps, batch)):
         _, logits_t = trainer.step(torch.from_numpy(x), torch.from_numpy(y), lr)
         params, opt_state, _, logits_j = train_step(params, opt_state, jnp.asarray(x), jnp.asarray(y))
         _compare_step(step, trainer, params, logits_t.numpy(), logits_j, cfg.bits_W)
     # The run learned something (not a trajectory of zeros).
-    x, y = _digits(1, 512, seed=1)[0]
+    x, y = digits_batches(1, 512, seed=1)[0]
     acc = float((np.asarray(jax_model.apply({"params": params}, jnp.asarray(x))).argmax(-1) == y).mean())
     assert acc > 0.5
 
@@ -101,17 +89,11 @@ def test_lr_schedule_trajectory_matches(lr):
     torch.manual_seed(1)
     trainer = WAGETrainer(TorchMLP(64, hidden=(32,), config=cfg), cfg)
     jax_model = JaxMLP(hidden=(32,), config=cfg)
-    template = jax_model.init(jax.random.key(0), jnp.zeros((1, 8, 8)))["params"]
-    params = torch_weights_to_flax_params(list(trainer.accumulators.values()), template)
-    opt = wage_sgd(cfg.bits_W, cfg.bits_G, lambda count: jnp.float32(lr), mode="nearest")
-    params = clip_params(params, cfg.bits_W)
-    opt_state = opt.init(params)
-    train_step = make_train_step(lambda p, x, key: jax_model.apply({"params": p}, x), opt)
-    for step, (x, y) in enumerate(_digits(10, 32, seed=2)):
+    params, opt_state, train_step = _jax_side(jax_model, trainer, (1, 8, 8), lambda count: jnp.float32(lr))
+    for step, (x, y) in enumerate(digits_batches(10, 32, seed=2)):
         _, logits_t = trainer.step(torch.from_numpy(x), torch.from_numpy(y), lr)
         params, opt_state, _, logits_j = train_step(params, opt_state, jnp.asarray(x), jnp.asarray(y))
         _compare_step(step, trainer, params, logits_t.numpy(), logits_j, cfg.bits_W)
-
 
 
 def test_conv_net_trajectory_is_bit_identical_for_20_steps():
@@ -128,17 +110,12 @@ def test_conv_net_trajectory_is_bit_identical_for_20_steps():
         TorchVGG7(in_channels=1, widths=widths, hidden=hidden, image_size=8, config=cfg), cfg
     )
     jax_model = JaxVGG7(widths=widths, hidden=hidden, config=cfg)
-    template = jax_model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))["params"]
-    params = torch_weights_to_flax_params(list(trainer.accumulators.values()), template)
-    opt = wage_sgd(cfg.bits_W, cfg.bits_G, lr, mode="nearest")
-    params = clip_params(params, cfg.bits_W)
-    opt_state = opt.init(params)
-    train_step = make_train_step(lambda p, x, key: jax_model.apply({"params": p}, x), opt)
+    params, opt_state, train_step = _jax_side(jax_model, trainer, (1, 8, 8, 1), lr)
     pool_inputs: list[np.ndarray] = []
     for module in trainer.model.modules():
         if isinstance(module, torch.nn.MaxPool2d):
             module.register_forward_hook(lambda m, args, out: pool_inputs.append(args[0].detach().numpy()))
-    for step, (x, y) in enumerate(_digits(steps, batch, seed=3)):
+    for step, (x, y) in enumerate(digits_batches(steps, batch, seed=3)):
         _, logits_t = trainer.step(torch.from_numpy(x[:, None]), torch.from_numpy(y), lr)
         params, opt_state, _, logits_j = train_step(params, opt_state, jnp.asarray(x[..., None]), jnp.asarray(y))
         _compare_step(step, trainer, params, logits_t.numpy(), logits_j, cfg.bits_W)
@@ -166,14 +143,9 @@ def test_lenet5_trajectory_is_bit_identical_for_20_steps():
     torch.manual_seed(3)
     trainer = WAGETrainer(TorchLeNet5(widths=widths, hidden=hidden, config=cfg), cfg)
     jax_model = JaxLeNet5(widths=widths, hidden=hidden, config=cfg)
-    template = jax_model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
-    assert template["dense0"]["kernel"].shape == (4 * 4 * widths[1], hidden)
-    params = torch_weights_to_flax_params(list(trainer.accumulators.values()), template)
-    opt = wage_sgd(cfg.bits_W, cfg.bits_G, lr, mode="nearest")
-    params = clip_params(params, cfg.bits_W)
-    opt_state = opt.init(params)
-    train_step = make_train_step(lambda p, x, key: jax_model.apply({"params": p}, x), opt)
-    for step, (x8, y) in enumerate(_digits(steps, batch, seed=4)):
+    params, opt_state, train_step = _jax_side(jax_model, trainer, (1, 28, 28, 1), lr)
+    assert params["dense0"]["kernel"].shape == (4 * 4 * widths[1], hidden)
+    for step, (x8, y) in enumerate(digits_batches(steps, batch, seed=4)):
         x = np.pad(np.kron(x8, np.ones((3, 3), np.float32)), ((0, 0), (2, 2), (2, 2)), constant_values=-1.0)
         _, logits_t = trainer.step(torch.from_numpy(x[:, None]), torch.from_numpy(y), lr)
         params, opt_state, _, logits_j = train_step(params, opt_state, jnp.asarray(x[..., None]), jnp.asarray(y))

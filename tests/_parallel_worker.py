@@ -31,12 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import PartitionSpec
-from sklearn.datasets import load_digits
 
 from wage_jax import parallel
 from wage_jax.models import MLP
 from wage_jax.optax import clip_params, wage_sgd
 from wage_jax.train import make_train_step, sse_loss
+from wage_parity.testing import digits_batches
 from wage_spec import WAGEConfig
 
 HIDDEN, BATCH, STEPS, LR = 96, 64, 50, 8.0
@@ -47,19 +47,6 @@ CONFIGS = {
     "nearest": WAGEConfig.nearest(),
     "stochastic": WAGEConfig.nearest(G_mode="stochastic", E_mode="stochastic"),
 }
-
-
-def digits_batches(n_batches: int, batch: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-    data = load_digits()
-    x = (data.images.astype(np.float32) / 16.0) * 2.0 - 1.0  # [0, 1] -> [-1, 1] (docs/contract.md §3)
-    y = data.target.astype(np.int32)
-    rng = np.random.default_rng(seed)
-    out: list[tuple[np.ndarray, np.ndarray]] = []
-    while len(out) < n_batches:
-        order = rng.permutation(len(x))
-        for i in range(0, len(x) - batch + 1, batch):
-            out.append((x[order[i : i + batch]], y[order[i : i + batch]]))
-    return out[:n_batches]
 
 
 @functools.cache
@@ -185,7 +172,7 @@ def naive_step(apply_fn, opt, mesh):
 
 def main(out_dir: Path) -> None:
     assert len(jax.devices()) == 8, f"needs 8 devices, got {jax.devices()}"
-    batches = digits_batches(STEPS, BATCH)
+    batches = digits_batches(STEPS, BATCH, label_dtype=np.int32)
     arrays: dict[str, np.ndarray] = {}
     meta = {"threefry_partitionable": bool(jax.config.jax_threefry_partitionable), "seconds": {}}
 
@@ -266,7 +253,7 @@ def multihost(out_dir: Path, process_id: int, n_processes: int, port: int) -> No
     jax.distributed.initialize(f"localhost:{port}", num_processes=n_processes, process_id=process_id)
     mesh = parallel.data_mesh()
     assert mesh.size == 2 * n_processes and len(jax.local_devices()) == 2, jax.devices()
-    batches = digits_batches(STEPS, BATCH)[:MULTIHOST_STEPS]
+    batches = digits_batches(STEPS, BATCH, label_dtype=np.int32)[:MULTIHOST_STEPS]
     arrays: dict[str, np.ndarray] = {}
     for mode, cfg in CONFIGS.items():
         _, opt, apply_fn = setup(cfg)

@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +18,7 @@ import pytest
 from benchmarks.accel_common import differing_elements, tree_differing_elements
 from benchmarks.accel_report import evaluate_targets, markdown
 from benchmarks.accel_train import VARIANTS, ModelSpec, init_params, model_specs
+from wage_parity.testing import python_env, run_python
 from wage_spec import fan_in, wage_init_limits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,11 +37,7 @@ runpy.run_module("benchmarks.accelerator", run_name="__main__", alter_sys=True)
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("accelerator")
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(
-        [sys.executable, "-c", _RUN, "--smoke", "--out", str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False,
-    )
+    proc = run_python(["-c", _RUN, "--smoke", "--out", out], cwd=ROOT, env=python_env(pythonpath=[ROOT]), timeout=600)
     result = json.loads((out / "accelerator.json").read_text()) if (out / "accelerator.json").exists() else None
     md = (out / "accelerator.md").read_text() if (out / "accelerator.md").exists() else ""
     return proc, result, md

@@ -10,12 +10,9 @@ from jax.experimental import checkify
 
 import wage_jax as wj
 from wage_jax import checked
+from wage_parity.testing import f32_bits
 
 X = jnp.array([[0.3, -0.7, 0.1], [0.05, 2.5, -1.25]], jnp.float32)
-
-
-def _bits(a) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(a, np.float32)).view(np.int32)
 
 
 def _poisoned(value: float) -> jax.Array:
@@ -55,7 +52,7 @@ def test_jitted_check_names_the_function_and_argument(name, fn):
 def test_finite_input_passes_and_results_are_the_unchecked_ones(fn, plain):
     err, out = jax.jit(checked.checkify(fn))(X)
     assert err.get() is None
-    np.testing.assert_array_equal(_bits(out), _bits(jax.jit(plain)(X)))
+    np.testing.assert_array_equal(f32_bits(out), f32_bits(jax.jit(plain)(X)))
 
 
 def test_unchecked_jit_gives_the_documented_all_nan_that_checked_mode_reports():
@@ -83,7 +80,7 @@ def test_backward_check_passes_finite_gradients_unchanged():
     err, grad = jax.jit(checked.checkify(jax.grad(_loss)))(x, upstream)
     assert err.get() is None
     expected = jax.jit(jax.grad(lambda x, u: jnp.sum(wj.wage_quantize(x, 8, 8) * u)))(x, upstream)
-    np.testing.assert_array_equal(_bits(grad), _bits(expected))
+    np.testing.assert_array_equal(f32_bits(grad), f32_bits(expected))
 
 
 def test_forward_check_fires_before_the_backward_one():

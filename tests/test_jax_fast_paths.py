@@ -26,20 +26,11 @@ import wage_jax as wj
 import wage_torch as wt
 from wage_jax.threefry import uniform
 from wage_parity import spec_model
+from wage_parity.testing import assert_bits_equal
 
 F32 = np.float32
 TINY = float(np.finfo(F32).tiny)  # 2^-126, the smallest normal float32
 SUB = float(np.finfo(F32).smallest_subnormal)  # 2^-149
-
-
-def _bits(a) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(a, F32)).view(np.int32)
-
-
-def _assert_bits(a, b, what: str) -> None:
-    a, b = _bits(a), _bits(b)
-    differ = np.flatnonzero(a != b)
-    assert differ.size == 0, f"{what}: {differ.size} elements differ, first at {differ[:5]}"
 
 
 def _cases() -> dict[str, np.ndarray]:
@@ -80,10 +71,10 @@ def _error(a, e):
 def test_shift_and_qg_match_torch(name):
     x = _padded(CASES[name])
     ref_shift = wt.shift(torch.from_numpy(x)).numpy()
-    _assert_bits(_shift(x), ref_shift, "shift jit")
-    _assert_bits(_qg(x), wt.QG(torch.from_numpy(x), 8, 8.0).numpy(), "QG jit")
+    assert_bits_equal(_shift(x), ref_shift, "shift jit")
+    assert_bits_equal(_qg(x), wt.QG(torch.from_numpy(x), 8, 8.0).numpy(), "QG jit")
     if name in ("subnormal only", "subnormals with a small normal max"):
-        _assert_bits(wj.shift(jnp.asarray(x)), ref_shift, "shift eager")
+        assert_bits_equal(wj.shift(jnp.asarray(x)), ref_shift, "shift eager")
 
 
 @pytest.mark.parametrize(
@@ -97,7 +88,7 @@ def test_error_quantization_matches_torch(name):
     x = np.linspace(-1.5, 1.5, N, dtype=F32)
     xt = torch.from_numpy(x).requires_grad_()
     wt.WAGEQuantizer(8, 8)(xt).backward(torch.from_numpy(g))
-    _assert_bits(_error(x, g), xt.grad.numpy(), "error jit")
+    assert_bits_equal(_error(x, g), xt.grad.numpy(), "error jit")
 
 
 def _tiny_results() -> np.ndarray:
@@ -116,11 +107,11 @@ def test_tiny_shift_results_round_as_the_spec_says(draws):
     err = jax.jit(
         lambda a, e, n: jax.vjp(lambda t: wj.wage_quantize(t, 8, 8, "nearest", "stochastic", noise_E=n), a)[1](e)[0]
     )(x, g, r)
-    _assert_bits(err, spec_model.wage_backward(g, np.zeros(N, bool), 8, r), "error")
+    assert_bits_equal(err, spec_model.wage_backward(g, np.zeros(N, bool), 8, r), "error")
     key = jax.random.key(5)
     for lr in (8.0, 0.1):
         qg = jax.jit(lambda a, k, lr=lr: wj.QG(a, 8, lr, "stochastic", key=k))(g, key)
-        _assert_bits(qg, spec_model.QG(g, 8, lr, np.asarray(jax.random.uniform(key, (N,)))), f"QG lr={lr}")
+        assert_bits_equal(qg, spec_model.QG(g, 8, lr, np.asarray(jax.random.uniform(key, (N,)))), f"QG lr={lr}")
 
 
 @pytest.mark.parametrize("bad", [np.nan, -np.nan, np.inf, -np.inf])
@@ -143,7 +134,7 @@ def test_qw_power_of_two_scales_match_torch(bits, scale):
     rng = np.random.default_rng(bits)
     x = np.concatenate([rng.uniform(-1.2, 1.2, 500), [0.0, -0.0, 2.0**-23, -(2.0**-23), np.nan]]).astype(F32)
     ref = wt.QW(torch.from_numpy(x), bits, scale).numpy()
-    _assert_bits(jax.jit(lambda a: wj.QW(a, bits, scale))(x), ref, "QW jit")
+    assert_bits_equal(jax.jit(lambda a: wj.QW(a, bits, scale))(x), ref, "QW jit")
 
 
 _uniform = jax.jit(uniform, static_argnums=1)
@@ -152,14 +143,14 @@ _uniform = jax.jit(uniform, static_argnums=1)
 @pytest.mark.parametrize("shape", [(), (7,), (2, 3, 4, 5), (64, 1024)])
 def test_uniform_is_jax_random_uniform(shape):
     for key in (jax.random.key(0), jax.random.fold_in(jax.random.key(3), 9), jax.random.PRNGKey(2**31 - 1)):
-        _assert_bits(_uniform(key, shape), jax.random.uniform(key, shape, jnp.float32), "jit")
+        assert_bits_equal(_uniform(key, shape), jax.random.uniform(key, shape, jnp.float32), "jit")
     if shape == (7,):
-        _assert_bits(uniform(jax.random.key(1), shape), jax.random.uniform(jax.random.key(1), shape), "eager")
+        assert_bits_equal(uniform(jax.random.key(1), shape), jax.random.uniform(jax.random.key(1), shape), "eager")
     keys = jax.random.split(jax.random.key(5), 3)
-    _assert_bits(jax.vmap(lambda k: uniform(k, shape))(keys),
+    assert_bits_equal(jax.vmap(lambda k: uniform(k, shape))(keys),
                  jax.vmap(lambda k: jax.random.uniform(k, shape))(keys), "vmap")
     rbg = jax.random.key(0, impl="rbg")  # another implementation: handed to jax.random.uniform
-    _assert_bits(uniform(rbg, shape), jax.random.uniform(rbg, shape), "rbg")
+    assert_bits_equal(uniform(rbg, shape), jax.random.uniform(rbg, shape), "rbg")
 
 
 def test_stochastic_rounding_with_a_key_uses_jax_random_uniform_draws():
@@ -168,7 +159,7 @@ def test_stochastic_rounding_with_a_key_uses_jax_random_uniform_draws():
     key = jax.random.key(11)
     noise = jax.random.uniform(key, x.shape)
     with_key = jax.jit(lambda a, k: wj.fixed_point_quantize(a, 8, 7, rounding="stochastic", key=k))(x, key)
-    _assert_bits(with_key, wj.fixed_point_quantize(x, 8, 7, rounding="stochastic", noise=noise), "fixed_point")
+    assert_bits_equal(with_key, wj.fixed_point_quantize(x, 8, 7, rounding="stochastic", noise=noise), "fixed_point")
     k_a, k_e = jax.random.split(key)
     g = np.random.default_rng(2).standard_normal(x.shape).astype(F32)
 
@@ -178,5 +169,5 @@ def test_stochastic_rounding_with_a_key_uses_jax_random_uniform_draws():
 
     out_k, err_k = jax.jit(lambda a, e, k: fb(a, e, key=k))(x, g, key)
     out_n, err_n = fb(x, g, noise_A=jax.random.uniform(k_a, x.shape), noise_E=jax.random.uniform(k_e, x.shape))
-    _assert_bits(out_k, out_n, "wage_quantize forward")
-    _assert_bits(err_k, err_n, "wage_quantize backward")
+    assert_bits_equal(out_k, out_n, "wage_quantize forward")
+    assert_bits_equal(err_k, err_n, "wage_quantize backward")

@@ -12,7 +12,6 @@ import pytest
 import torch
 from flax import linen as nn
 from flax import nnx as fnnx
-from sklearn.datasets import load_digits
 
 import wage_jax
 import wage_jax.linen as wl
@@ -21,12 +20,9 @@ from wage_jax.initializers import kernel_scale, wage_init
 from wage_jax.models import MLP
 from wage_jax.optax import clip_params, keep_params_clipped, scale_by_qg, wage_sgd
 from wage_jax.train import make_train_step
+from wage_parity.testing import digits, f32_bits
 from wage_spec import WAGEConfig
 from wage_torch import wage_init_
-
-
-def _bits(a) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(a, np.float32)).view(np.int32)
 
 
 def _expected_limit_and_scale(fan_in: int, bits_W: int, factor: float) -> tuple[float, float]:
@@ -68,10 +64,10 @@ def test_linen_and_nnx_dense_match_the_functional_core():
     params = lin.init(jax.random.key(2), x)["params"]
     kernel = params["kernel"]
     expected = x @ wage_jax.QW(kernel, 2, kernel_scale((12, 7), 2, 1.0))
-    assert np.array_equal(_bits(lin.apply({"params": params}, x)), _bits(expected))
+    assert np.array_equal(f32_bits(lin.apply({"params": params}, x)), f32_bits(expected))
     mod = wn.WAGEDense(12, 7, bits_W=2, factor=1.0, rngs=fnnx.Rngs(params=0))
     mod.kernel[...] = kernel
-    assert np.array_equal(_bits(mod(x)), _bits(expected))
+    assert np.array_equal(f32_bits(mod(x)), f32_bits(expected))
     assert mod.scale == kernel_scale((12, 7), 2, 1.0)
 
 
@@ -85,7 +81,7 @@ def test_linen_and_nnx_conv_match_each_other_and_lax():
     expected = jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     out_lin, out_nnx = lin.apply({"params": params}, x), mod(x)
     assert out_lin.shape == (2, 6, 6, 4)
-    assert np.array_equal(_bits(out_lin), _bits(out_nnx))
+    assert np.array_equal(f32_bits(out_lin), f32_bits(out_nnx))
     np.testing.assert_allclose(out_lin, expected, rtol=1e-6, atol=1e-6)
 
 
@@ -107,8 +103,8 @@ def test_quantizer_modules_equal_wage_quantize(bits_A, bits_E):
         (wn.WAGEQuantizer(bits_A, bits_E), lambda m, v: m(v)),
     ]:
         out, vjp_m = jax.vjp(lambda v, m=module, c=call: c(m, v), x)
-        assert np.array_equal(_bits(out), _bits(expected))
-        assert np.array_equal(_bits(vjp_m(g)[0]), _bits(vjp(g)[0]))
+        assert np.array_equal(f32_bits(out), f32_bits(expected))
+        assert np.array_equal(f32_bits(vjp_m(g)[0]), f32_bits(vjp(g)[0]))
 
 
 def test_stochastic_quantizer_draws_from_the_wage_stream():
@@ -117,14 +113,14 @@ def test_stochastic_quantizer_draws_from_the_wage_stream():
     a = lin.apply({}, x, rngs={"wage": jax.random.key(1)})
     b = lin.apply({}, x, rngs={"wage": jax.random.key(1)})
     c = lin.apply({}, x, rngs={"wage": jax.random.key(2)})
-    assert np.array_equal(_bits(a), _bits(b)) and not np.array_equal(_bits(a), _bits(c))
+    assert np.array_equal(f32_bits(a), f32_bits(b)) and not np.array_equal(f32_bits(a), f32_bits(c))
     with pytest.raises(Exception, match="wage"):
         lin.apply({}, x)
     mod = wn.WAGEQuantizer(4, 8, A_mode="stochastic")
     with pytest.raises(ValueError, match="wage"):
         mod(x)
     mod = wn.WAGEQuantizer(4, 8, A_mode="stochastic", rngs=fnnx.Rngs(wage=3))
-    assert not np.array_equal(_bits(mod(x)), _bits(mod(x)))  # the stream advances
+    assert not np.array_equal(f32_bits(mod(x)), f32_bits(mod(x)))  # the stream advances
 
 
 def test_modules_validate_their_arguments():
@@ -143,7 +139,7 @@ def test_scale_by_qg_maps_every_leaf_to_minus_QG_and_zero_stays_zero():
     grads = {"a": jax.random.normal(jax.random.key(0), (5, 4)), "b": jnp.zeros((3,))}
     tx = optax.chain(scale_by_qg(8, 8.0, mode="nearest"), optax.identity())
     updates, _ = tx.update(grads, tx.init(grads))
-    assert np.array_equal(_bits(updates["a"]), _bits(-wage_jax.QG(grads["a"], 8, 8.0)))
+    assert np.array_equal(f32_bits(updates["a"]), f32_bits(-wage_jax.QG(grads["a"], 8, 8.0)))
     assert not np.any(np.asarray(updates["b"]))
 
 
@@ -154,15 +150,15 @@ def test_scale_by_qg_schedule_and_key_state():
     state = tx.init(grads)
     for lr in (8.0, 8.0, 1.0, 1.0):  # the schedule (boundaries scale: 8 * 0.125) at count 0..3
         u, state = tx.update(grads, state)
-        assert np.array_equal(_bits(u["w"]), _bits(-wage_jax.QG(grads["w"], 8, lr)))
+        assert np.array_equal(f32_bits(u["w"]), f32_bits(-wage_jax.QG(grads["w"], 8, lr)))
     assert int(state.count) == 4
     stoch = scale_by_qg(8, 1.0, mode="stochastic", key=jax.random.key(4))
     s0 = stoch.init(grads)
     u1, s1 = stoch.update(grads, s0)
     u1b, _ = stoch.update(grads, s0)
     u2, _ = stoch.update(grads, s1)
-    assert np.array_equal(_bits(u1["w"]), _bits(u1b["w"]))
-    assert not np.array_equal(_bits(u1["w"]), _bits(u2["w"]))
+    assert np.array_equal(f32_bits(u1["w"]), f32_bits(u1b["w"]))
+    assert not np.array_equal(f32_bits(u1["w"]), f32_bits(u2["w"]))
     with pytest.raises(ValueError, match="key"):
         scale_by_qg(8, 1.0, mode="stochastic")
 
@@ -175,21 +171,15 @@ def test_clipped_update_is_the_reference_clip_then_subtract():
     w = np.asarray(clip_params(jnp.asarray(w_ref), 2))  # ours: clipped once at init
     ours = np.asarray(optax.apply_updates(jnp.asarray(w), jnp.asarray(-q)))
     reference = np.asarray(wage_jax.C(jnp.asarray(w_ref), 2)) - q
-    assert np.array_equal(_bits(ours), _bits(reference))
-    assert np.array_equal(_bits(clip_params(jnp.asarray(ours), 2)), _bits(wage_jax.C(jnp.asarray(reference), 2)))
+    assert np.array_equal(f32_bits(ours), f32_bits(reference))
+    assert np.array_equal(f32_bits(clip_params(jnp.asarray(ours), 2)), f32_bits(wage_jax.C(jnp.asarray(reference), 2)))
 
 
 # ---------------------------------------------------------------- training
 
 
-def _digits():
-    d = load_digits()
-    x = (d.images.astype(np.float32) / 16.0) * 2 - 1
-    return x, d.target.astype(np.int32)
-
-
 def _train(cfg: WAGEConfig, seed: int, steps: int, batch: int = 64):
-    x, y = _digits()
+    x, y = digits(np.int32)
     model = MLP(hidden=(128,), config=cfg)
     key = jax.random.key(seed)
     params = model.init(key, jnp.zeros((1, 8, 8)))["params"]
@@ -212,7 +202,7 @@ def test_stochastic_training_is_reproducible_and_learns():
     p1, acc1 = _train(cfg, seed=0, steps=120)
     p2, acc2 = _train(cfg, seed=0, steps=120)
     for a, b in zip(jax.tree_util.tree_leaves(p1), jax.tree_util.tree_leaves(p2), strict=True):
-        assert np.array_equal(_bits(a), _bits(b))
+        assert np.array_equal(f32_bits(a), f32_bits(b))
     assert acc1 == acc2
     assert acc1 > 0.8, f"WAGE 2-8-8-8 with stochastic G/E should learn digits, got {acc1:.3f}"
 
@@ -263,8 +253,8 @@ def test_keep_params_clipped_lands_on_the_clip_exactly(bits_W):
         return optax.apply_updates(w, upd)
 
     reference = jax.jit(lambda w, u: wage_jax.C(w + u, bits_W))
-    assert np.array_equal(_bits(ours(w, u)), _bits(reference(w, u)))
-    assert np.array_equal(_bits(ours(w, -u)), _bits(reference(w, -u)))
+    assert np.array_equal(f32_bits(ours(w, u)), f32_bits(reference(w, u)))
+    assert np.array_equal(f32_bits(ours(w, -u)), f32_bits(reference(w, -u)))
 
 
 def test_keep_params_clipped_passes_nan_and_needs_params():
@@ -283,7 +273,7 @@ def test_wage_sgd_train_step_train_state_and_chain_match_the_reference(stochasti
     from flax.training.train_state import TrainState
 
     cfg = WAGEConfig() if stochastic else WAGEConfig.nearest()
-    x, y = _digits()
+    x, y = digits(np.int32)
     model = MLP(hidden=(64,), config=cfg)
     params0 = clip_params(model.init(jax.random.key(0), jnp.zeros((1, 8, 8)))["params"], cfg.bits_W)
     key_G = jax.random.key(7) if stochastic else None
@@ -312,8 +302,8 @@ def test_wage_sgd_train_step_train_state_and_chain_match_the_reference(stochasti
         p, s, _, _ = step(p, s, xb, yb, k)
         ts = apply_ts(ts, loss_and_grads(ts.params, xb, yb, k)[1])
         for a, b, c in zip(*map(jax.tree_util.tree_leaves, (ref_params, p, ts.params)), strict=True):
-            assert np.array_equal(_bits(a), _bits(b)) and np.array_equal(_bits(a), _bits(c))
-    assert not np.array_equal(_bits(ref_params["dense0"]["kernel"]), _bits(params0["dense0"]["kernel"]))
+            assert np.array_equal(f32_bits(a), f32_bits(b)) and np.array_equal(f32_bits(a), f32_bits(c))
+    assert not np.array_equal(f32_bits(ref_params["dense0"]["kernel"]), f32_bits(params0["dense0"]["kernel"]))
 
 
 def test_nnx_optimizer_trains_wage_as_the_reference():
@@ -328,7 +318,7 @@ def test_nnx_optimizer_trains_wage_as_the_reference():
         def __call__(self, x):
             return self.d1(self.q(self.d0(x.reshape(x.shape[0], -1))))
 
-    x, y = _digits()
+    x, y = digits(np.int32)
     model = Net(fnnx.Rngs(params=0))
     graphdef, params0 = fnnx.split(model, fnnx.Param)
     params0 = clip_params(params0, 2)
@@ -353,11 +343,11 @@ def test_nnx_optimizer_trains_wage_as_the_reference():
         nnx_step(model, optimizer, xb, yb)
     got = fnnx.state(model, fnnx.Param)
     for a, b in zip(jax.tree_util.tree_leaves(ref_params), jax.tree_util.tree_leaves(got), strict=True):
-        assert np.array_equal(_bits(a), _bits(b))
+        assert np.array_equal(f32_bits(a), f32_bits(b))
 
 
 def test_make_train_step_takes_any_loss_and_any_optax_transformation():
-    x, y = _digits()
+    x, y = digits(np.int32)
     model = MLP(hidden=(16,), quantized=False)
     params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8)))["params"]
     tx = optax.adam(1e-2)

@@ -8,8 +8,6 @@ gradient equals the upstream gradient), never from the code under test.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -22,22 +20,12 @@ from jax.sharding import PartitionSpec as P
 
 import wage_jax as wj
 from wage_parity import spec_model
+from wage_parity.testing import assert_bits_equal, f32_bits, python_env, run_python
 
 F32 = np.float32
 RNG = np.random.default_rng(0)
 X = (RNG.standard_normal((4, 6)) * 0.6).astype(F32)  # some beyond [-1, 1]: clamped by QW / the forward
 G = (RNG.standard_normal((4, 6)) * 3e-3).astype(F32)
-
-
-def _bits(a) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(a, F32)).view(np.int32)
-
-
-def _same(actual, expected, what: str = "") -> None:
-    a, e = _bits(actual), _bits(expected)
-    assert a.shape == e.shape, f"{what}: shape {a.shape} != {e.shape}"
-    bad = np.flatnonzero(a != e)
-    assert bad.size == 0, f"{what}: {bad.size} elements differ, e.g. at {bad[:5]}"
 
 
 # ------------------------------------------------------------------------------------------------ vmap
@@ -46,8 +34,8 @@ def _same(actual, expected, what: str = "") -> None:
 def test_vmap_of_shift_and_qg_reduces_each_example_on_its_own():
     # Rows of very different magnitudes: each row's shift uses its own max|x|.
     x = X * np.array([[1e-3], [1.0], [40.0], [3e-39]], F32)
-    _same(jax.jit(jax.vmap(wj.shift))(x), np.stack([spec_model.shift(row) for row in x]), "vmap(shift)")
-    _same(
+    assert_bits_equal(jax.jit(jax.vmap(wj.shift))(x), np.stack([spec_model.shift(row) for row in x]), "vmap(shift)")
+    assert_bits_equal(
         jax.jit(jax.vmap(lambda r: wj.QG(r, 8, 8.0)))(x),
         np.stack([spec_model.QG(row, 8, 8.0) for row in x]),
         "vmap(QG)",
@@ -55,11 +43,11 @@ def test_vmap_of_shift_and_qg_reduces_each_example_on_its_own():
 
 
 def test_vmap_of_elementwise_quantizers():
-    _same(jax.vmap(lambda r: wj.QW(r, 4, 2.0))(X), spec_model.QW(X, 4, 2.0), "vmap(QW)")
-    _same(jax.vmap(lambda r: wj.C(r, 3))(X), spec_model.C(X, 3), "vmap(C)")
+    assert_bits_equal(jax.vmap(lambda r: wj.QW(r, 4, 2.0))(X), spec_model.QW(X, 4, 2.0), "vmap(QW)")
+    assert_bits_equal(jax.vmap(lambda r: wj.C(r, 3))(X), spec_model.C(X, 3), "vmap(C)")
     out, mask = jax.vmap(lambda r: wj.fixed_point_quantize_with_mask(r, 5, 4, symmetric=True))(X)
     ref, ref_mask = spec_model.fixed_point(X, 5, 4, clamp=True, symmetric=True)
-    _same(out, ref, "vmap(fixed_point_quantize_with_mask)")
+    assert_bits_equal(out, ref, "vmap(fixed_point_quantize_with_mask)")
     np.testing.assert_array_equal(np.asarray(mask), ref_mask)
 
 
@@ -72,8 +60,8 @@ def test_vmap_of_wage_quantize_vjp_is_per_example():
     y, grad = jax.jit(jax.vmap(fwd_bwd))(X, g)
     for i in range(X.shape[0]):
         y_ref, mask = spec_model.wage_forward(X[i], 4)
-        _same(y[i], y_ref, f"row {i} forward")
-        _same(grad[i], spec_model.wage_backward(g[i], mask, 6), f"row {i} backward")
+        assert_bits_equal(y[i], y_ref, f"row {i} forward")
+        assert_bits_equal(grad[i], spec_model.wage_backward(g[i], mask, 6), f"row {i} backward")
 
 
 def test_vmap_with_per_example_keys():
@@ -81,8 +69,8 @@ def test_vmap_with_per_example_keys():
     quantize = jax.jit(lambda r, k: wj.QW(r, 4, mode="stochastic", key=k))
     out = jax.jit(jax.vmap(quantize))(X, keys)
     for i in range(X.shape[0]):
-        _same(out[i], quantize(X[i], keys[i]), f"row {i}")
-    assert len({_bits(out[i]).tobytes() for i in range(4)} | {_bits(quantize(X[0], keys[1])).tobytes()}) > 1
+        assert_bits_equal(out[i], quantize(X[i], keys[i]), f"row {i}")
+    assert len({f32_bits(out[i]).tobytes() for i in range(4)} | {f32_bits(quantize(X[0], keys[1])).tobytes()}) > 1
 
 
 # ------------------------------------------------------------------------------------------------ grad
@@ -93,9 +81,9 @@ def test_qw_gradient_is_straight_through(scale, mode):
     c = RNG.standard_normal(X.shape).astype(F32)
     key = jax.random.key(1) if mode == "stochastic" else None
     grad = jax.grad(lambda w: jnp.sum(wj.QW(w, 2, scale, mode, key=key) * c))(X)
-    _same(grad, c, "d/dw sum(QW(w) * c)")  # including the elements QW clamps
+    assert_bits_equal(grad, c, "d/dw sum(QW(w) * c)")  # including the elements QW clamps
     grad = jax.jit(jax.grad(lambda w: jnp.sum(wj.QW(w, 8, scale, mode, key=key) * c)))(X * 10)
-    _same(grad, c, "jitted, every element clamped")
+    assert_bits_equal(grad, c, "jitted, every element clamped")
 
 
 def test_wage_quantize_custom_vjp_matches_the_model():
@@ -104,7 +92,7 @@ def test_wage_quantize_custom_vjp_matches_the_model():
         grad = jax.jit(jax.grad(lambda x, a=bits_A, e=bits_E: jnp.sum(wj.wage_quantize(x, a, e) * c)))(X)
         _, mask = spec_model.wage_forward(X, bits_A)
         expected = c if bits_E == -1 else spec_model.wage_backward(c, mask, bits_E)
-        _same(grad, expected, f"bits_A={bits_A} bits_E={bits_E}")
+        assert_bits_equal(grad, expected, f"bits_A={bits_A} bits_E={bits_E}")
     # The clamped elements get no gradient; the -1 passes the gradient through untouched.
     grad = jax.grad(lambda x: jnp.sum(wj.wage_quantize(x, 2, 8) * c))(X * 10)
     assert np.all(np.asarray(grad)[np.abs(X * 10) > 1] == 0)
@@ -113,7 +101,7 @@ def test_wage_quantize_custom_vjp_matches_the_model():
 def test_second_order_and_jvp_of_qw():
     # QW is piecewise constant with a straight-through derivative: its JVP is the identity.
     _, tangent = jax.jvp(lambda w: wj.QW(w, 4), (X,), (G,))
-    _same(tangent, G, "jvp(QW)")
+    assert_bits_equal(tangent, G, "jvp(QW)")
 
 
 # ------------------------------------------------------------------------------------------------ jit
@@ -121,11 +109,11 @@ def test_second_order_and_jvp_of_qw():
 
 def test_jit_with_static_bits_and_modes():
     qw = jax.jit(wj.QW, static_argnames=("bits", "scale", "mode"))
-    _same(qw(X, bits=3, scale=2.0, mode="nearest"), spec_model.QW(X, 3, 2.0), "jit(QW)")
+    assert_bits_equal(qw(X, bits=3, scale=2.0, mode="nearest"), spec_model.QW(X, 3, 2.0), "jit(QW)")
     qg = jax.jit(wj.QG, static_argnums=(1, 3))
-    _same(qg(G, 6, 0.5, "nearest"), spec_model.QG(G, 6, 0.5), "jit(QG) with a traced lr")
+    assert_bits_equal(qg(G, 6, 0.5, "nearest"), spec_model.QG(G, 6, 0.5), "jit(QG) with a traced lr")
     wq = jax.jit(wj.wage_quantize, static_argnums=(1, 2, 3, 4))
-    _same(wq(X, 4, 4, "nearest", "nearest"), spec_model.wage_forward(X, 4)[0], "jit(wage_quantize)")
+    assert_bits_equal(wq(X, 4, 4, "nearest", "nearest"), spec_model.wage_forward(X, 4)[0], "jit(wage_quantize)")
 
 
 def test_traced_bits_are_refused_with_the_argument_named():
@@ -144,10 +132,10 @@ def test_sharded_input_on_the_available_devices():
     n = len(devices) * 4
     x = jax.device_put(np.resize(X.ravel(), (n, 6)), NamedSharding(mesh, P("d")))
     host = np.asarray(x)
-    _same(jax.jit(wj.shift)(x), spec_model.shift(host), "shift")
-    _same(jax.jit(lambda v: wj.QG(v, 8, 8.0))(x), spec_model.QG(host, 8, 8.0), "QG")
+    assert_bits_equal(jax.jit(wj.shift)(x), spec_model.shift(host), "shift")
+    assert_bits_equal(jax.jit(lambda v: wj.QG(v, 8, 8.0))(x), spec_model.QG(host, 8, 8.0), "QG")
     out = jax.jit(lambda v: wj.QW(v, 2))(x)
-    _same(out, spec_model.QW(host, 2), "QW")
+    assert_bits_equal(out, spec_model.QW(host, 2), "QW")
     assert out.sharding.is_equivalent_to(x.sharding, out.ndim)
 
 
@@ -181,10 +169,7 @@ _SHARDED_SCRIPT = textwrap.dedent(
 
 def test_sharded_over_four_devices_reduces_across_shards():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
-    proc = subprocess.run(
-        [sys.executable, "-c", _SHARDED_SCRIPT], cwd=root, env=env, capture_output=True, text=True, timeout=120
-    )
+    proc = run_python(["-c", _SHARDED_SCRIPT], cwd=root, env=python_env(devices=4, JAX_PLATFORMS="cpu"), timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "OK 4"
 
@@ -282,7 +267,7 @@ def test_numpy_float64_input_is_computed_in_float32():
     x64 = (X * 1.5).astype(np.float64)
     out = wj.QW(x64, 4)
     assert jnp.issubdtype(out.dtype, jnp.floating)
-    _same(np.asarray(out, F32), spec_model.QW(x64.astype(F32), 4), "QW of float64")
+    assert_bits_equal(np.asarray(out, F32), spec_model.QW(x64.astype(F32), 4), "QW of float64")
 
 
 # ------------------------------------------------------------------------------------------------ NaN/Inf
@@ -325,11 +310,11 @@ def test_gradient_whose_max_is_the_smallest_subnormal():
     g = np.zeros(24, F32)
     g[5], g[7] = sub, -sub
     qg = jax.jit(lambda v: wj.QG(v, 2, 8.0))
-    _same(qg(g), spec_model.QG(g, 2, 8.0), "QG")
+    assert_bits_equal(qg(g), spec_model.QG(g, 2, 8.0), "QG")
     assert float(qg(g)[5]) == 4.0
     x = np.linspace(-0.5, 0.5, 24).astype(F32)
     grad = jax.jit(jax.grad(lambda v, u: jnp.sum(wj.wage_quantize(v, 8, 8) * u)))(x, g)
-    _same(grad, spec_model.wage_backward(g, np.zeros(24, bool), 8), "wage_quantize backward")
+    assert_bits_equal(grad, spec_model.wage_backward(g, np.zeros(24, bool), 8), "wage_quantize backward")
 
 
 # ------------------------------------------------------------------------------------------------ tracing

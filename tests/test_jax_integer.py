@@ -23,15 +23,12 @@ from wage_jax.integer import exact_in_float32, integer_conv, integer_dense, inte
 from wage_jax.linen import WAGEConv, WAGEDense, WAGEQuantizer
 from wage_jax.models import MLP, VGG7
 from wage_jax.ops import max_pool_2x2
+from wage_parity.testing import assert_trees_bits_equal
 from wage_spec import FULL_PRECISION, WAGEConfig
 
 NEAREST = WAGEConfig(G_mode="nearest", E_mode="nearest")
 PAPER = WAGEConfig()  # 2-8-8-8, G and E stochastic
 CONFIGS = {"nearest": NEAREST, "paper": PAPER}
-
-
-def _bits(a) -> np.ndarray:
-    return np.asarray(a, np.float32).view(np.int32)
 
 
 def _grid(rng, shape, bits, scale=1.0, nonneg=False):
@@ -92,13 +89,6 @@ def _trajectory(model, cfg: WAGEConfig, xs, ys, steps: int, lr: float = 8.0):
     return jax.jit(lambda p: lax.scan(step, p, (xs[idx], ys[idx], keys)))(params)
 
 
-def _assert_same(a, b):
-    la, lb = jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)
-    assert len(la) == len(lb)
-    for u, v in zip(la, lb, strict=True):
-        np.testing.assert_array_equal(_bits(u), _bits(v))
-
-
 def _data(shape, batches, seed=0):
     rng = np.random.default_rng(seed)
     xs = jnp.asarray(rng.uniform(-1, 1, (batches, *shape)), jnp.float32)
@@ -109,8 +99,8 @@ def _data(shape, batches, seed=0):
 def _compare(make, cfg, xs, ys, steps):
     p_f, loss_f = _trajectory(make(False), cfg, xs, ys, steps)
     p_i, loss_i = _trajectory(make(True), cfg, xs, ys, steps)
-    _assert_same(loss_f, loss_i)
-    _assert_same(p_f, p_i)
+    assert_trees_bits_equal(loss_f, loss_i)
+    assert_trees_bits_equal(p_f, p_i)
     assert np.all(np.isfinite(np.asarray(loss_f))) and float(loss_f[-1]) != float(loss_f[0])
 
 
@@ -194,12 +184,12 @@ def test_products_and_gradients_equal_the_float_path(bits):
         y_i, vjp_i = jax.vjp(f_int, x, w)
         y_f, vjp_f = jax.vjp(f_float, x, w)
         g = _grid(rng, y_f.shape, bits_E)
-        _assert_same((y_i, *vjp_i(g)), (y_f, *vjp_f(g)))
+        assert_trees_bits_equal((y_i, *vjp_i(g)), (y_f, *vjp_f(g)))
     x2, w2 = _grid(rng, (5, 2, 7), bits_A), _grid(rng, (7, 3), bits_W, 2.0)
     y_i, vjp_i = jax.vjp(lambda a, b: integer_dense(a, b, bits_A, bits_W, bits_E, 2.0), x2, w2)
     y_f, vjp_f = jax.vjp(lambda a, b: jnp.matmul(a, b, precision=lax.Precision.HIGHEST), x2, w2)
     g = _grid(rng, y_f.shape, bits_E)
-    _assert_same((y_i, *vjp_i(g)), (y_f, *vjp_f(g)))
+    assert_trees_bits_equal((y_i, *vjp_i(g)), (y_f, *vjp_f(g)))
 
 
 def test_on_grid():
@@ -226,4 +216,4 @@ def test_nnx_layers_integer_mode_matches_float():
             return jnp.sum(qe(dense(h)) ** 2)
 
         outs[integer] = fnnx.value_and_grad(loss, argnums=(0, 1))(conv, dense)
-    _assert_same(jax.tree_util.tree_leaves(outs[False]), jax.tree_util.tree_leaves(outs[True]))
+    assert_trees_bits_equal(jax.tree_util.tree_leaves(outs[False]), jax.tree_util.tree_leaves(outs[True]))

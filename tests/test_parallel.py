@@ -34,6 +34,7 @@ import numpy as np
 import pytest
 
 from wage_jax import parallel
+from wage_parity.testing import f32_bits, python_env, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE_COUNTS = (1, 2, 4, 8)
@@ -44,14 +45,8 @@ N_LEAVES = 2  # the MLP's two dense kernels
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory):
     out = tmp_path_factory.mktemp("parallel")
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    env.setdefault("JAX_PLATFORMS", "cpu")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "tests" / "_parallel_worker.py"), str(out)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
-    )
+    env = python_env(pythonpath=[ROOT], devices=8, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"))
+    proc = run_python([ROOT / "tests" / "_parallel_worker.py", out], cwd=ROOT, env=env, timeout=600)
     assert proc.returncode == 0, f"worker failed:\n{proc.stdout}\n{proc.stderr}"
     results = dict(np.load(out / "results.npz"))
     meta = json.loads((out / "meta.json").read_text())
@@ -66,10 +61,7 @@ def multihost(tmp_path_factory):
     with socket.socket() as sock:
         sock.bind(("localhost", 0))
         port = sock.getsockname()[1]
-    env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2").strip()
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    env["JAX_PLATFORMS"] = "cpu"
+    env = python_env(pythonpath=[ROOT], devices=2, JAX_PLATFORMS="cpu")
     procs = [
         subprocess.Popen(
             [sys.executable, str(ROOT / "tests" / "_parallel_worker.py"), "--multihost", str(out), str(i), "2",
@@ -91,14 +83,10 @@ def multihost(tmp_path_factory):
     return [dict(np.load(out / f"multihost_{i}.npz")) for i in range(2)]
 
 
-def _bits(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a, np.float32).view(np.int32)
-
-
 def _differing(results, tag_a: str, tag_b: str) -> list[int]:
     """Differing elements per accumulator (by bit pattern) between two runs."""
     return [
-        int((_bits(results[f"{tag_a}/leaf{i}"]) != _bits(results[f"{tag_b}/leaf{i}"])).sum())
+        int((f32_bits(results[f"{tag_a}/leaf{i}"]) != f32_bits(results[f"{tag_b}/leaf{i}"])).sum())
         for i in range(N_LEAVES)
     ]
 
@@ -121,7 +109,7 @@ def test_device_count_gives_the_single_device_result_bit_for_bit(worker, mode, n
     results, _, _ = worker
     differ = _differing(results, f"{mode}/{n}", f"{mode}/ref")
     assert differ == [0] * N_LEAVES, f"{mode}, {n} devices: accumulators differ in {differ} elements"
-    logits_differ = int((_bits(results[f"{mode}/{n}/logits"]) != _bits(results[f"{mode}/ref/logits"])).sum())
+    logits_differ = int((f32_bits(results[f"{mode}/{n}/logits"]) != f32_bits(results[f"{mode}/ref/logits"])).sum())
     assert logits_differ == 0, f"{mode}, {n} devices: logits differ in {logits_differ} elements"
     # The loss is a float sum reduced in a device-count-dependent order: equal up to rounding.
     np.testing.assert_allclose(results[f"{mode}/{n}/loss"], results[f"{mode}/ref/loss"], rtol=1e-5)
@@ -159,12 +147,13 @@ def test_random_values_do_not_depend_on_sharding_under_either_threefry_setting(w
     results, meta, _ = worker
     assert meta["threefry_partitionable"] is True  # jax >= 0.5's default, which the package relies on not at all
     assert _differing(results, "legacy_rng/8", "legacy_rng/1") == [0] * N_LEAVES
-    logits_differ = (_bits(results["legacy_rng/8/logits"]) != _bits(results["legacy_rng/1/logits"])).sum()
+    logits_differ = (f32_bits(results["legacy_rng/8/logits"]) != f32_bits(results["legacy_rng/1/logits"])).sum()
     assert logits_differ == 0
     steps = len(results["legacy_rng/1/loss"])
     # Step 0's logits use no randomness (W and A nearest); afterwards the QG/E draws have differed.
     later = slice(1, steps)
-    changed = (_bits(results["legacy_rng/1/logits"][later]) != _bits(results["stochastic/1/logits"][later])).mean()
+    legacy, stochastic = results["legacy_rng/1/logits"][later], results["stochastic/1/logits"][later]
+    changed = (f32_bits(legacy) != f32_bits(stochastic)).mean()
     assert changed > 0.5
 
 
@@ -260,11 +249,11 @@ def test_two_processes_give_the_single_device_result(worker, multihost, mode):
     half = BATCH // 2
     for pid, got in enumerate(multihost):
         differ = [
-            int((_bits(got[f"{mode}/leaf{i}"]) != _bits(results[f"{mode}/ref@{MULTIHOST_STEPS}/leaf{i}"])).sum())
+            int((f32_bits(got[f"{mode}/leaf{i}"]) != f32_bits(results[f"{mode}/ref@{MULTIHOST_STEPS}/leaf{i}"])).sum())
             for i in range(N_LEAVES)
         ]
         assert differ == [0] * N_LEAVES, f"{mode}, process {pid}: accumulators differ in {differ} elements"
         ref_rows = results[f"{mode}/ref/logits"][:MULTIHOST_STEPS, pid * half : (pid + 1) * half]
         assert got[f"{mode}/logits"].shape == ref_rows.shape
-        assert np.array_equal(_bits(got[f"{mode}/logits"]), _bits(ref_rows)), f"{mode}, process {pid}: logits"
+        assert np.array_equal(f32_bits(got[f"{mode}/logits"]), f32_bits(ref_rows)), f"{mode}, process {pid}: logits"
         np.testing.assert_allclose(got[f"{mode}/loss"], results[f"{mode}/ref/loss"][:MULTIHOST_STEPS], rtol=1e-5)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
+
+from wage_parity.testing import python_env, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -14,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_readme_python_blocks_run() -> None:
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
     assert len(blocks) >= 3, "the README shows the JAX, functional and torch APIs"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+    env = python_env(pythonpath=[ROOT], JAX_PLATFORMS="cpu")
     for i, block in enumerate(blocks):
-        done = subprocess.run([sys.executable, "-c", block], cwd=ROOT, env=env, capture_output=True, text=True)
+        done = run_python(["-c", block], cwd=ROOT, env=env, timeout=None)
         assert done.returncode == 0, f"README python block {i} failed:\n{block}\n{done.stderr[-3000:]}"

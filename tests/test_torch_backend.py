@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -14,12 +12,9 @@ from qtorch.quant import fixed_point_quantize as qtorch_fixed_point_quantize
 
 import wage_torch
 from wage_parity.corpus import fixed_point_inputs
+from wage_parity.testing import f32_bits, python_env, run_python
 from wage_torch import torch_kernels
 from wage_torch.backend import QtorchUnavailableWarning
-
-
-def _bits(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().contiguous().view(torch.int32).numpy()
 
 
 def _random_bit_patterns(n: int = 1 << 18) -> torch.Tensor:
@@ -37,18 +32,18 @@ def test_kernel_matches_qtorch_on_any_float32_bit_pattern(wl: int, fl: int, roun
         torch.manual_seed(3)
         actual = torch_kernels.fixed_point_quantize(x, wl, fl, clamp=clamp, symmetric=True, rounding=rounding)
         nan = expected.isnan().numpy() & actual.isnan().numpy()
-        assert ((_bits(actual) == _bits(expected)) | nan).all()
+        assert ((f32_bits(actual) == f32_bits(expected)) | nan).all()
 
 
 def test_float32_subtraction_would_differ(monkeypatch) -> None:
     """Values of ``s`` where a float32 ``round(s - 0.5)`` is wrong: the kernel gets them right."""
     s = torch.tensor([-(2.0**-30), -0.99999994, -(2.0**-149), -(2.0**-54), -(2.0**-54) * (1 + 2.0**-23)])
     exact = torch.round(s.double() - 0.5).float()  # the kernel: nearbyint(double(s) - 0.5)
-    assert _bits(exact).tolist() == _bits(torch.tensor([-1.0, -1.0, -0.0, -0.0, -1.0])).tolist()
+    assert f32_bits(exact).tolist() == f32_bits(torch.tensor([-1.0, -1.0, -0.0, -0.0, -1.0])).tolist()
     assert (torch.round(s[:2] - 0.5) != exact[:2]).all()  # float32 s - 0.5 is inexact there
     monkeypatch.setattr(torch_kernels, "draw", torch.zeros_like)  # r = 0: the kernel rounds s = x itself
     out = torch_kernels.fixed_point_quantize(s, 32, 0, clamp=False, rounding="stochastic")
-    assert (_bits(out) == _bits(exact)).all()
+    assert (f32_bits(out) == f32_bits(exact)).all()
 
 
 def test_compiled_kernel_keeps_the_bits_and_the_draws() -> None:
@@ -64,7 +59,7 @@ def test_compiled_kernel_keeps_the_bits_and_the_draws() -> None:
                 torch.manual_seed(5)
                 actual = compiled(x, 8, 7, clamp, True, rounding)
                 nan = expected.isnan().numpy() & actual.isnan().numpy()
-                assert ((_bits(actual) == _bits(expected)) | nan).all(), (rounding, clamp)
+                assert ((f32_bits(actual) == f32_bits(expected)) | nan).all(), (rounding, clamp)
 
 
 @pytest.mark.parametrize("backend", ["qtorch", "torch"])
@@ -80,7 +75,7 @@ def test_wage_quantizer_same_draws_on_both_backends(backend: str) -> None:
         y.backward(g)
         qg = wage_torch.QG(g, 8, 8.0, "stochastic")
         qw = wage_torch.QW(x, 2, 1.0, "stochastic")
-        return [_bits(t) for t in (y, xt.grad, qg, qw)]
+        return [f32_bits(t) for t in (y, xt.grad, qg, qw)]
 
     previous = wage_torch.get_backend()
     try:
@@ -97,16 +92,8 @@ def test_set_backend_rejects_unknown_names() -> None:
 
 
 def _run(code: str, **env: str) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, **env}
-    full_env.pop("WAGE_TORCH_BACKEND", None)
-    full_env.update(env)
-    return subprocess.run(
-        [sys.executable, "-W", "always", "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=300,
-    )
+    env = python_env(**{"WAGE_TORCH_BACKEND": None, **env})  # the tests choose the backend
+    return run_python(["-W", "always", "-c", textwrap.dedent(code)], env=env, timeout=300)
 
 
 def test_import_does_not_import_qtorch_nor_change_the_environment() -> None:

@@ -18,13 +18,10 @@ from hypothesis.extra import numpy as hnp
 import wage_torch as wt
 from wage_parity import spec_model as spec
 from wage_parity.spec_model import assert_same_bits
+from wage_parity.testing import f32_tensor
 
 F32 = np.float32
 UP, DOWN = F32(np.inf), F32(-np.inf)
-
-
-def t(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(a, dtype=F32))  # a copy; keeps 0-d arrays 0-d
 
 
 def tie_inputs(bits: int, span: float = 3.0, max_count: int | None = None, seed: int = 0) -> np.ndarray:
@@ -79,7 +76,7 @@ def test_qw_hand_derived(x: float, bits: int, want: float) -> None:
     """Literal results derived by hand from contract §1, for the model and for wage_torch."""
     expected = np.array([want], dtype=F32)
     assert_same_bits(spec.QW(np.array([x], F32), bits), expected)
-    assert_same_bits(wt.QW(t(np.array([x])), bits), expected)
+    assert_same_bits(wt.QW(f32_tensor(np.array([x])), bits), expected)
 
 
 def test_float32_addition_comes_first() -> None:
@@ -90,7 +87,7 @@ def test_float32_addition_comes_first() -> None:
     """
     y = np.arange(2**23, 2**23 + 64, dtype=np.float64)
     x = np.concatenate([[1.0], y / 2**24]).astype(F32)
-    out = wt.QG(t(x), 8, lr=2.0**24).numpy()
+    out = wt.QG(f32_tensor(x), 8, lr=2.0**24).numpy()
     want_y = np.where(y % 2 == 1, y + 1, y)
     # shift(x) = x; the factor is 2^24 / 2^7 and FP scales by 2^7 again: y = 2^24 x; the output is q / 2^7
     want = (np.concatenate([[2.0**24], want_y]) / 2**7).astype(F32)
@@ -106,26 +103,26 @@ def test_shift_subnormal_rounding_literal() -> None:
     x = np.array([2.0, 3 * d, 5 * d, 7 * d, -3 * d, d], dtype=F32)
     want = np.array([1.0, 2 * d, 2 * d, 4 * d, -2 * d, 0.0], dtype=F32)
     assert_same_bits(spec.shift(x), want)
-    assert_same_bits(wt.shift(t(x)), want)
+    assert_same_bits(wt.shift(f32_tensor(x)), want)
 
 
 # --------------------------------------------------------------------------- QW = FP(clamp, symmetric)
 @pytest.mark.parametrize("bits", range(2, 17))
 def test_qw_ties_every_width(bits: int) -> None:
     x = tie_inputs(bits)
-    assert_same_bits(wt.QW(t(x), bits), spec.QW(x, bits))
+    assert_same_bits(wt.QW(f32_tensor(x), bits), spec.QW(x, bits))
 
 
 @pytest.mark.parametrize("bits", range(17, 25))
 def test_qw_ties_wide_words(bits: int) -> None:
     x = tie_inputs(bits, span=1.5, max_count=20000, seed=bits)
-    assert_same_bits(wt.QW(t(x), bits), spec.QW(x, bits))
+    assert_same_bits(wt.QW(f32_tensor(x), bits), spec.QW(x, bits))
 
 
 @pytest.mark.parametrize("bits", [2, 3, 8, 12, 16, 24])
 def test_qw_special_values(bits: int) -> None:
     """±0, beyond the range, subnormal, near float32 max, ±inf (clamped to the bounds)."""
-    out = wt.QW(t(SPECIALS), bits)
+    out = wt.QW(f32_tensor(SPECIALS), bits)
     assert_same_bits(out, spec.QW(SPECIALS, bits))
     lim = F32(1 - 2.0 ** -(bits - 1))
     assert out[-2] == lim and out[-1] == -lim
@@ -134,7 +131,7 @@ def test_qw_special_values(bits: int) -> None:
 
 def test_qw_nan_passes_through() -> None:
     x = np.array([np.nan, 0.3], dtype=F32)
-    out = wt.QW(t(x), 8).numpy()
+    out = wt.QW(f32_tensor(x), 8).numpy()
     assert np.isnan(out[0]) and out[1] == spec.QW(x, 8)[1]
 
 
@@ -142,7 +139,7 @@ def test_qw_nan_passes_through() -> None:
 def test_qw_scale(scale: float) -> None:
     """Divided by ``scale`` only when ``scale > 1.8``."""
     x = tie_inputs(4, span=1.5)
-    out = wt.QW(t(x), 4, scale=scale)
+    out = wt.QW(f32_tensor(x), 4, scale=scale)
     assert_same_bits(out, spec.QW(x, 4, scale))
     plain = spec.QW(x, 4)
     if scale <= 1.8:
@@ -184,7 +181,7 @@ def test_clip(bits: int) -> None:
     d = 0.0 if bits > 15 or bits == 1 else 2.0 ** -(bits - 1)
     edges = np.array([1 - d, -1 + d, 1.0, -1.0], dtype=F32)
     x = np.concatenate([SPECIALS, edges, np.nextafter(edges, UP), np.nextafter(edges, DOWN), [np.nan]]).astype(F32)
-    out = wt.C(t(x), bits)
+    out = wt.C(f32_tensor(x), bits)
     assert_same_bits(out, spec.C(x, bits))
     finite = out.numpy()[~np.isnan(x)]
     assert finite.max() == F32(1 - d) and finite.min() == F32(-1 + d)
@@ -200,7 +197,7 @@ def test_shift_around_every_power_of_two() -> None:
                 continue
             for sign in (1, -1):
                 x = np.array([sign * m, m / 3, -m / 7, m * 0.75, np.finfo(F32).smallest_subnormal], F32)
-                out = wt.shift(t(x))
+                out = wt.shift(f32_tensor(x))
                 assert_same_bits(out, spec.shift(x))
                 top = np.abs(out.numpy()).max()
                 assert 0.5 < top <= 1.0, (k, m, top)  # contract: max|shift(x)| <= 1, and the smallest such 2^k
@@ -215,15 +212,15 @@ def test_shift_keeps_tiny_and_huge() -> None:
         np.array([1.0000001, 0.5], F32),
         np.array([-0.0, 2.0**100, 1e-30], F32),
     ):
-        assert_same_bits(wt.shift(t(x)), spec.shift(x))
+        assert_same_bits(wt.shift(f32_tensor(x)), spec.shift(x))
 
 
 @pytest.mark.parametrize("x", [np.zeros(5, F32), np.array([-0.0, 0.0, -0.0], F32), np.zeros((2, 3, 0), F32)])
 def test_shift_all_zero_and_empty(x: np.ndarray) -> None:
-    out = wt.shift(t(x))
+    out = wt.shift(f32_tensor(x))
     assert_same_bits(out, x)  # unchanged, the sign of zero included; no NaN
-    assert_same_bits(wt.QG(t(x), 8, 8.0), spec.QG(x, 8, 8.0))
-    assert not torch.isnan(wt.QG(t(x), 8, 8.0)).any()
+    assert_same_bits(wt.QG(f32_tensor(x), 8, 8.0), spec.QG(x, 8, 8.0))
+    assert not torch.isnan(wt.QG(f32_tensor(x), 8, 8.0)).any()
 
 
 # --------------------------------------------------------------------------- QG = FP(unclamped) of the scaled shift
@@ -233,14 +230,14 @@ def test_qg_matches_model(bits: int, lr: float) -> None:
     rng = np.random.default_rng(bits)
     x = np.concatenate([tie_inputs(min(bits, 8), span=1.0), rng.standard_normal(200) * 10.0 ** rng.uniform(-40, 30)])
     x = x.astype(F32)
-    assert_same_bits(wt.QG(t(x), bits, lr), spec.QG(x, bits, lr))
+    assert_same_bits(wt.QG(f32_tensor(x), bits, lr), spec.QG(x, bits, lr))
 
 
 def test_qg_gradients_of_extreme_magnitude() -> None:
     for scale in (1e-44, 1e-38, 1e-20, 1.0, 1e20, 3e38):
         x = (np.linspace(-1, 1, 101) * scale).astype(F32)
         for bits in (2, 8, 16, 24):
-            assert_same_bits(wt.QG(t(x), bits, 8.0), spec.QG(x, bits, 8.0))
+            assert_same_bits(wt.QG(f32_tensor(x), bits, 8.0), spec.QG(x, bits, 8.0))
 
 
 @pytest.mark.parametrize("lr", [8.1, 0.7, 3.3])
@@ -264,7 +261,7 @@ def test_qg_factor_is_rounded_to_float32_before_the_product(lr: float, bits: int
     x = np.concatenate([[1.0], *found]).astype(F32)  # max|x| = 1: shift(x) = x
     assert x.size > 1
     want = spec.QG(x, bits, lr)
-    assert_same_bits(wt.QG(t(x), bits, lr), want)
+    assert_same_bits(wt.QG(f32_tensor(x), bits, lr), want)
     assert np.any(
         want[1:] != spec.fixed_point((norm * x.astype(np.float64)).astype(F32), bits, bits - 1, False, True)[0][1:]
     )
@@ -388,8 +385,8 @@ finite_arrays = hnp.arrays(
 @settings(max_examples=150, deadline=None)
 @given(x=float32_arrays, bits=st.integers(2, 24), clip_bits=st.integers(1, 40))
 def test_property_qw_and_c(x: np.ndarray, bits: int, clip_bits: int) -> None:
-    assert_same_bits(wt.QW(t(x), bits), spec.QW(x, bits))
-    assert_same_bits(wt.C(t(x), clip_bits), spec.C(x, clip_bits))
+    assert_same_bits(wt.QW(f32_tensor(x), bits), spec.QW(x, bits))
+    assert_same_bits(wt.C(f32_tensor(x), clip_bits), spec.C(x, clip_bits))
 
 
 @settings(max_examples=150, deadline=None)
@@ -399,18 +396,18 @@ def test_property_qw_and_c(x: np.ndarray, bits: int, clip_bits: int) -> None:
     lr=st.floats(-1e4, 1e4, allow_nan=False) | st.sampled_from([8.0, 1.0, 0.125]),
 )
 def test_property_shift_and_qg(x: np.ndarray, bits: int, lr: float) -> None:
-    s = wt.shift(t(x))
+    s = wt.shift(f32_tensor(x))
     assert_same_bits(s, spec.shift(x))
     if x.size and np.any(x != 0):
         assert 0.5 < np.abs(s.numpy()).max() <= 1.0
-    assert_same_bits(wt.QG(t(x), bits, lr), spec.QG(x, bits, lr))
+    assert_same_bits(wt.QG(f32_tensor(x), bits, lr), spec.QG(x, bits, lr))
 
 
 @settings(max_examples=60, deadline=None)
 @given(x=finite_arrays, bits=st.integers(2, 24), seed=st.integers(0, 2**31 - 1))
 def test_property_stochastic(x: np.ndarray, bits: int, seed: int) -> None:
     torch.manual_seed(seed)
-    out = wt.QW(t(x), bits, mode="stochastic")
+    out = wt.QW(f32_tensor(x), bits, mode="stochastic")
     torch.manual_seed(seed)
     r = torch.rand(x.shape).numpy()
     assert_same_bits(out, spec.QW(x, bits, r=r))

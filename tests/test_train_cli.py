@@ -10,16 +10,12 @@ import orbax.checkpoint as ocp
 import pytest
 import torch
 
-from tests.test_train_data import write_fake_cifar, write_fake_mnist
+from wage_parity.testing import f32_bits, python_env, run_python, write_fake_cifar, write_fake_mnist
 from wage_train.cli import parse_bits, run
 from wage_train.reporting import results_table
 from wage_train.runspec import lr_table
 
 QUICK = ["--no-progress", "--limit-batches", "3"]
-
-
-def _bits(a) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(a, np.float32)).view(np.int32)
 
 
 def _rows(path) -> list[dict[str, str]]:
@@ -99,7 +95,7 @@ def test_compare_nearest_is_bit_identical(tmp_path):
         assert float(a["loss"]) == pytest.approx(float(b["loss"]), rel=1e-5)
     # And the saved final weights agree: JAX == C(torch) (JAX keeps its accumulators clipped).
     w = np.load(out / "weights.npz")
-    assert np.array_equal(_bits(w["jax.dense0"].T), _bits(np.clip(w["torch.layers.2.weight"], -0.5, 0.5)))
+    assert np.array_equal(f32_bits(w["jax.dense0"].T), f32_bits(np.clip(w["torch.layers.2.weight"], -0.5, 0.5)))
 
 
 def test_compare_with_stochastic_gradients_reports_the_divergence(tmp_path, capsys):
@@ -134,7 +130,7 @@ def test_resume_equals_an_uninterrupted_run_bit_for_bit(tmp_path, framework):
     a, b = np.load(full / "weights.npz"), np.load(part / "weights.npz")
     assert sorted(a) == sorted(b)
     for k in a:
-        assert np.array_equal(_bits(a[k]), _bits(b[k])), f"{k} differs after resume"
+        assert np.array_equal(f32_bits(a[k]), f32_bits(b[k])), f"{k} differs after resume"
     assert _rows(full / "metrics.csv")[1]["loss"] == _rows(part / "metrics.csv")[1]["loss"]
     if framework == "jax":
         la, lb = _jax_checkpoint_leaves(full), _jax_checkpoint_leaves(part)
@@ -147,7 +143,7 @@ def test_resume_equals_an_uninterrupted_run_bit_for_bit(tmp_path, framework):
         assert sa["step_count"] == sb["step_count"] == 6
         assert torch.equal(sa["torch_rng_state"], sb["torch_rng_state"])
     # The weights after one epoch differ from the final ones: the comparison above can fail.
-    assert any(not np.array_equal(_bits(after_one[k]), _bits(a[k])) for k in a)
+    assert any(not np.array_equal(f32_bits(after_one[k]), f32_bits(a[k])) for k in a)
 
 
 def test_resume_refuses_a_changed_training_option(tmp_path, capsys):
@@ -240,23 +236,17 @@ def test_results_table_aggregates_seeds(tmp_path):
 def test_jax_run_on_several_devices_equals_one_device(tmp_path):
     """--devices: data-parallel training over 4 virtual CPU devices (a subprocess, so the other tests keep
     one device), a resume on the mesh included, ends with the accumulators of a one-device run."""
-    import os
-    import subprocess
-    import sys
-
     common = ["-m", "examples.train", "--epochs", "2", "--limit-batches", "4", "--batch-size", "64", "--no-progress"]
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env = python_env(devices=4)
     one, four = tmp_path / "one", tmp_path / "four"
-    subprocess.run([sys.executable, *common, "--out-dir", str(one), "--devices", "1"], env=env, check=True)
-    subprocess.run([sys.executable, *common, "--out-dir", str(four), "--devices", "4", "--stop-after", "1"],
-                   env=env, check=True)
-    done = subprocess.run([sys.executable, *common, "--out-dir", str(four), "--devices", "4", "--resume"],
-                          env=env, check=True, capture_output=True, text=True)
+    run_python([*common, "--out-dir", one, "--devices", "1"], env=env, timeout=None, check=True)
+    run_python([*common, "--out-dir", four, "--devices", "4", "--stop-after", "1"], env=env, timeout=None, check=True)
+    done = run_python([*common, "--out-dir", four, "--devices", "4", "--resume"], env=env, timeout=None, check=True)
     assert "resumed" in done.stdout
     a, b = np.load(one / "weights.npz"), np.load(four / "weights.npz")
     assert a.files == b.files
     for name in a.files:
-        assert np.array_equal(_bits(a[name]), _bits(b[name])), name
+        assert np.array_equal(f32_bits(a[name]), f32_bits(b[name])), name
 
 
 def test_integer_run_equals_the_float32_path_bit_for_bit(tmp_path, capsys):
@@ -267,7 +257,7 @@ def test_integer_run_equals_the_float32_path_bit_for_bit(tmp_path, capsys):
     a, b = np.load(tmp_path / "f32" / "weights.npz"), np.load(tmp_path / "int" / "weights.npz")
     assert sorted(a.files) == sorted(b.files)
     for name in a.files:
-        np.testing.assert_array_equal(_bits(a[name]), _bits(b[name]), err_msg=name)
+        np.testing.assert_array_equal(f32_bits(a[name]), f32_bits(b[name]), err_msg=name)
     assert json.loads((tmp_path / "int" / "config.json").read_text())["integer"] is True
     with pytest.raises(SystemExit):
         run(["--integer", "--framework", "torch", "--out-dir", str(tmp_path / "t")])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import pickle
 import struct
 
@@ -10,6 +9,13 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from wage_parity.testing import (
+    IDX_IMAGES_MAGIC,
+    IDX_LABELS_MAGIC,
+    write_fake_cifar,
+    write_fake_mnist,
+    write_idx_file,
+)
 from wage_train.data import (
     DataError,
     augment_crop_flip,
@@ -21,53 +27,6 @@ from wage_train.data import (
     read_idx,
     to_inputs,
 )
-
-# The idx magic numbers as the MNIST page documents them: 0x00000803 images, 0x00000801 labels.
-IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC = 2051, 2049
-
-
-def _write_idx(path, magic: int, array: np.ndarray, gz: bool) -> None:
-    raw = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
-    if gz:
-        with gzip.open(path, "wb") as f:
-            f.write(raw)
-    else:
-        path.write_bytes(raw)
-
-
-def write_fake_mnist(directory, n_train: int = 40, n_test: int = 12, gz: bool = True, seed: int = 0):
-    """Four idx files in the real format; returns (x_train, y_train, x_test, y_test) as written."""
-    rng = np.random.default_rng(seed)
-    directory.mkdir(parents=True, exist_ok=True)
-    arrays = (
-        rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
-        rng.integers(0, 10, n_train, dtype=np.uint8),
-        rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
-        rng.integers(0, 10, n_test, dtype=np.uint8),
-    )
-    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-    for name, arr in zip(names, arrays, strict=True):
-        magic = IDX_IMAGES_MAGIC if arr.ndim == 3 else IDX_LABELS_MAGIC
-        _write_idx(directory / (name + (".gz" if gz else "")), magic, arr, gz)
-    return arrays
-
-
-def write_fake_cifar(directory, per_batch: int = 8, n_test: int = 10, seed: int = 0):
-    """``cifar-10-batches-py`` with python pickles of dicts holding b"data" (N, 3072) uint8 and b"labels"."""
-    rng = np.random.default_rng(seed)
-    folder = directory / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for name, n in [*((f"data_batch_{i}", per_batch) for i in range(1, 6)), ("test_batch", n_test)]:
-        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-        labels = [int(v) for v in rng.integers(0, 10, n)]
-        batch = {b"batch_label": name.encode(), b"labels": labels, b"data": data,
-                 b"filenames": [f"{i}.png".encode() for i in range(n)]}
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f)
-        written[name] = (data, labels)
-    return written
-
 
 # ------------------------------------------------------------------------------------------ digits
 
@@ -101,8 +60,8 @@ def test_read_idx_reads_images_and_labels(tmp_path, gz):
     images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
     labels = np.array([7, 1], np.uint8)
     suffix = ".gz" if gz else ""
-    _write_idx(tmp_path / f"img{suffix}", IDX_IMAGES_MAGIC, images, gz)
-    _write_idx(tmp_path / f"lab{suffix}", IDX_LABELS_MAGIC, labels, gz)
+    write_idx_file(tmp_path / f"img{suffix}", IDX_IMAGES_MAGIC, images, gz)
+    write_idx_file(tmp_path / f"lab{suffix}", IDX_LABELS_MAGIC, labels, gz)
     got = read_idx(tmp_path / f"img{suffix}")
     assert got.shape == (2, 3, 4) and got.dtype == np.uint8
     np.testing.assert_array_equal(got, images)

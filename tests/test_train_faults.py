@@ -8,30 +8,26 @@ Tiny runs (digits, MLP 64-16-10, 2 batches per epoch) shared through module-scop
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from wage_parity.testing import python_env, run_python
 from wage_train.safe_io import MANIFEST, DataError
 
 RUN = ["--hidden", "16", "--epochs", "4", "--limit-batches", "2", "--no-progress"]
-TRIED: dict[str, int] = {}
-
-
-def _count(kind: str) -> None:
-    TRIED[kind] = TRIED.get(kind, 0) + 1
+TRIED: Counter[str] = Counter()  # injected faults tried, by kind (printed at the end)
 
 
 def _cli(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "wage_train", *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return run_python(["-m", "wage_train", *args], timeout=timeout, env=python_env(PYTHONUNBUFFERED="1"))
 
 
 def _weights(out: Path) -> dict[str, np.ndarray]:
@@ -111,7 +107,7 @@ def test_every_checkpoint_file_flipped_or_truncated_falls_back_to_the_previous_g
                     continue
                 raw[int(rng.integers(0, len(raw)))] ^= 1 << int(rng.integers(0, 8))
                 target.write_bytes(bytes(raw))
-            _count(f"checkpoint file {damage}")
+            TRIED[f"checkpoint file {damage}"] += 1
             warnings: list[str] = []
             path, state = restore_checkpoint(root, runners, warn=warnings.append)
             assert path.name == "epoch_0001" and state["epoch"] == 1, (rel, damage)
@@ -132,7 +128,7 @@ def test_resume_from_a_damaged_newest_checkpoint_is_bit_exact(runs, tmp_path):
     raw = bytearray(victim.read_bytes())
     raw[len(raw) // 2] ^= 0xFF
     victim.write_bytes(bytes(raw))
-    _count("checkpoint flip then resume (subprocess)")
+    TRIED["checkpoint flip then resume (subprocess)"] += 1
     p = _cli([*RUN, "--out-dir", str(out), "--resume"])
     assert p.returncode == 0 and "Traceback" not in p.stderr, p.stderr
     assert "warning: checkpoint refused" in p.stdout and "falling back to epoch_0001" in p.stdout
@@ -146,14 +142,14 @@ def test_signal_at_a_random_point_stops_cleanly_and_resumes_bit_exactly(runs, tm
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "wage_train", *RUN, "--out-dir", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env=python_env(PYTHONUNBUFFERED="1"))
     for line in proc.stdout:  # the header: training is about to start
         if line.startswith("epoch"):
             break
     time.sleep(delay)
     proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
-    _count(f"{signal.Signals(sig).name} during training")
+    TRIED[f"{signal.Signals(sig).name} during training"] += 1
     if proc.returncode == 0:  # finished before the signal arrived: nothing to check beyond the result
         assert _same_bits(_weights(out), runs["ref_weights"])
         return
@@ -173,7 +169,7 @@ def test_rerun_into_an_existing_run_is_refused_and_overwrite_moves_it_aside(runs
     shutil.copytree(runs["half"], out)
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     p = _cli([*RUN, "--out-dir", str(out)])
-    _count("re-run into an existing directory")
+    TRIED["re-run into an existing directory"] += 1
     assert p.returncode == 2
     line = _one_line_no_traceback(p.stderr)
     assert "--resume" in line and "--overwrite" in line and str(out) in line
@@ -195,7 +191,7 @@ def test_resume_to_fewer_epochs_than_done_and_damaged_config_are_one_line(runs, 
     (out / "config.json").write_bytes((out / "config.json").read_bytes()[:40])
     p = _cli(["--out-dir", str(out), "--resume"])
     assert p.returncode == 2 and "config.json: not valid JSON" in _one_line_no_traceback(p.stderr)
-    _count("resume with inconsistent epochs / truncated config.json")
+    TRIED["resume with inconsistent epochs / truncated config.json"] += 1
 
 
 def test_divergence_stops_in_one_line_and_keeps_the_last_good_state(tmp_path, monkeypatch, capsys):
@@ -213,7 +209,7 @@ def test_divergence_stops_in_one_line_and_keeps_the_last_good_state(tmp_path, mo
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as e:
         cli.run([*RUN, "--out-dir", str(out)])
-    _count("divergence")
+    TRIED["divergence"] += 1
     assert e.value.code == 1
     line = _one_line_no_traceback(capsys.readouterr().err)
     assert "diverged at epoch 2, step 1" in line and "nan" in line and "lower --lr" in line
@@ -242,7 +238,7 @@ def test_bad_arguments_are_one_line_naming_them(argv, name, capsys):
     assert e.value.code == 2
     line = _one_line_no_traceback(capsys.readouterr().err)
     assert name in line
-    _count("bad argument")
+    TRIED["bad argument"] += 1
 
 
 def test_out_dir_naming_a_file_is_refused(tmp_path, capsys):

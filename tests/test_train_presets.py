@@ -7,8 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.test_train_data import write_fake_cifar, write_fake_mnist
-from tests.test_train_svhn import write_svhn_mat
+from wage_parity.testing import write_fake_cifar, write_fake_mnist, write_svhn_mat
 from wage_train.augment import augment_crop
 from wage_train.cli import build_parser, run
 from wage_train.config import UsageError, float_lr, resolve_config

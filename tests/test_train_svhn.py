@@ -6,26 +6,9 @@ import numpy as np
 import pytest
 import scipy.io
 
+from wage_parity.testing import write_fake_svhn, write_svhn_mat
 from wage_train.data import DataError, load_dataset
 from wage_train.svhn import load_svhn, read_svhn_mat
-
-
-def write_svhn_mat(path, n: int, seed: int = 0, labels=None, **overrides) -> tuple[np.ndarray, np.ndarray]:
-    """One SVHN-format file: ``X`` uint8 (32, 32, 3, n), ``y`` (n, 1) in 1..10. Returns (X, y) as written."""
-    rng = np.random.default_rng(seed)
-    x = rng.integers(0, 256, size=(32, 32, 3, n), dtype=np.uint8)
-    y = (np.asarray(labels) if labels is not None else rng.integers(1, 11, size=n)).astype(np.uint8).reshape(-1, 1)
-    data = {"X": x, "y": y, **overrides}
-    scipy.io.savemat(str(path), data)
-    return x, y
-
-
-def write_fake_svhn(directory, n_train: int = 20, n_test: int = 8, n_extra: int | None = None):
-    labels = [10] + [1 + i % 10 for i in range(n_train - 1)]
-    xt, yt = write_svhn_mat(directory / "train_32x32.mat", n_train, seed=0, labels=labels)
-    xs, ys = write_svhn_mat(directory / "test_32x32.mat", n_test, seed=1)
-    extra = write_svhn_mat(directory / "extra_32x32.mat", n_extra, seed=2) if n_extra else None
-    return (xt, yt), (xs, ys), extra
 
 
 def test_reads_real_format_and_maps_10_to_0(tmp_path):
