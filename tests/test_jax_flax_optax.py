@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import jax
@@ -16,7 +17,7 @@ from flax import nnx as fnnx
 import wage_jax
 import wage_jax.linen as wl
 import wage_jax.nnx as wn
-from wage_jax.initializers import kernel_scale, wage_init
+from wage_jax.initializers import kernel_scale, wage_init, wage_kernel_init
 from wage_jax.models import MLP
 from wage_jax.optax import clip_params, keep_params_clipped, scale_by_qg, wage_sgd
 from wage_jax.train import make_train_step
@@ -53,6 +54,56 @@ def test_jax_and_torch_initializers_agree_on_scale(bits_W):
     for torch_shape, flax_shape in [((10, 64), (64, 10)), ((8, 4, 3, 3), (3, 3, 4, 8))]:
         t = torch.empty(torch_shape)
         assert wage_init_(t, bits_W, factor=2.0) == kernel_scale(flax_shape, bits_W, 2.0)
+
+
+def _jax_layer_factors(model, shape: tuple[int, ...]) -> list[float]:
+    """The ``factor`` of every WAGE layer ``model.init`` calls (shapes only: nothing is computed)."""
+    seen: list[float] = []
+
+    def record(next_fun, args, kwargs, context):
+        if isinstance(context.module, (wl.WAGEDense, wl.WAGEConv)) and context.method_name == "__call__":
+            seen.append(context.module.factor)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape)))
+    return seen
+
+
+def test_factor_defaults_layers_two_config_one_and_the_models_pass_the_config():
+    """docs/contract.md §3: the layers and initializers on their own default to factor 2.0 (the documented
+    ``wage_init_``), ``WAGEConfig`` to the paper's 1.0, and the models of both packages give every layer
+    ``config.factor``, so a model built from the default config is initialized with 1.0."""
+    import wage_jax.models as jm
+    import wage_torch.models as tm
+    from wage_spec import wage_init_limits
+
+    def default(fn) -> object:
+        return inspect.signature(fn).parameters["factor"].default
+
+    assert WAGEConfig().factor == 1.0
+    assert default(wage_init_) == default(wage_init) == default(kernel_scale) == default(wage_kernel_init) == 2.0
+    assert wl.WAGEDense(3, bits_W=2).factor == wl.WAGEConv(3, bits_W=2).factor == 2.0
+    assert default(wn.WAGEDense.__init__) == default(wn.WAGEConv.__init__) == 2.0
+
+    models = [  # (wage_jax model, its input shape, the wage_torch model with those layers) per config
+        (lambda c: jm.MLP(hidden=(64,), config=c), (1, 8, 8), lambda c: tm.MLP(64, hidden=(64,), config=c)),
+        (lambda c: jm.VGG7(widths=(4, 8), hidden=16, config=c), (1, 8, 8, 1),
+         lambda c: tm.VGG7(1, widths=(4, 8), hidden=16, image_size=8, config=c)),
+        (lambda c: jm.LeNet5(widths=(4, 8), hidden=16, config=c), (1, 28, 28, 1),
+         lambda c: tm.LeNet5(widths=(4, 8), hidden=16, config=c)),
+    ]
+    differs = False  # some layer's scale depends on the factor (else the torch check could not fail)
+    for cfg in (WAGEConfig(), WAGEConfig(factor=3.0)):
+        for jax_model, shape, torch_model in models:
+            factors = _jax_layer_factors(jax_model(cfg), shape)
+            assert len(factors) >= 2 and set(factors) == {cfg.factor}, factors
+            layers = (torch.nn.Linear, torch.nn.Conv2d)
+            for w in [m.weight for m in torch_model(cfg).modules() if isinstance(m, layers)]:
+                fan = w[0].numel()
+                assert w.weight_scale == wage_init_limits(fan, cfg.bits_W, cfg.factor)[1], (fan, w.weight_scale)
+                differs |= w.weight_scale != wage_init_limits(fan, cfg.bits_W, 2.0)[1]
+    assert differs
 
 
 # ---------------------------------------------------------------- layers

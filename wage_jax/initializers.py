@@ -31,7 +31,8 @@ def wage_init(
         key: a PRNG key.
         shape: a Flax kernel shape, ``(in, out)`` or ``(*spatial, in, out)``.
         bits_W: weight bits, an int in [2, 24].
-        factor: variance factor (the paper's VGG uses 1.0).
+        factor: the variance factor, positive. The default 2.0 is the documented torch ``wage_init_``'s;
+            the paper's models use 1.0 (``WAGEConfig.factor``, passed by ``wage_jax.models``).
         dtype: the kernel's dtype.
 
     Returns:

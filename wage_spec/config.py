@@ -12,8 +12,10 @@ class WAGEConfig:
     """Bits and rounding modes for Weights, Activations, Gradients and Errors.
 
     The default is the paper's 2-8-8-8 with weights and activations rounded to nearest and gradients
-    and errors stochastically (docs/contract.md §3). ``factor`` is the initializer's variance factor (1.0 in the
-    paper's VGG).
+    and errors stochastically (docs/contract.md §3). ``factor`` is the initializer's variance factor, 1.0 as in
+    the paper's models; ``wage_jax.models``, ``wage_torch.models`` and ``wage-train`` pass it to every layer.
+    The layers and initializers on their own (``WAGEDense``/``WAGEConv``, ``wage_init``, ``wage_init_``)
+    default to 2.0, the documented torch ``wage_init_``'s.
     """
 
     bits_W: int = 2

@@ -19,7 +19,8 @@ def wage_init_(tensor: torch.Tensor, bits_W: int, factor: float = 2.0, mode: str
     Args:
         tensor: a weight of shape ``(out, in)`` or ``(out, in, *kernel)``, floating point.
         bits_W: weight bits, an int in [2, 24].
-        factor: the variance factor (the paper's VGG uses 1.0), positive.
+        factor: the variance factor, positive. The default 2.0 is the documented ``wage_init_``'s; the
+            paper's models use 1.0 (``WAGEConfig.factor``, passed by ``wage_torch.models``).
         mode: only ``"fan_in"``.
 
     Returns:

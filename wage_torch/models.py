@@ -9,13 +9,12 @@ baseline: same layers, no quantizers, float-style fan-in init.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from wage_spec import FULL_PRECISION, WAGEConfig
+from wage_spec import FULL_PRECISION, WAGEConfig, fan_in, float_init_limit
 from wage_torch.initializer import wage_init_
 from wage_torch.wage_qtorch import WAGEQuantizer
 
@@ -29,8 +28,7 @@ def init_weights(model: nn.Module, config: WAGEConfig, quantized: bool = True) -
             if quantized:
                 wage_init_(module.weight, config.bits_W, config.factor)
             else:
-                fan = module.weight[0].numel()
-                limit = math.sqrt(3.0 * config.factor / fan)
+                limit = float_init_limit(fan_in(module.weight.shape, layout="torch"), config.factor)
                 with torch.no_grad():
                     module.weight.uniform_(-limit, limit)
 
