@@ -21,8 +21,8 @@ from types import ModuleType
 
 __all__ = ["BACKENDS", "ENV_VAR", "QtorchUnavailableWarning", "get_backend", "qtorch_modules", "set_backend"]
 
-BACKENDS = ("qtorch", "torch")
-ENV_VAR = "WAGE_TORCH_BACKEND"
+BACKENDS = ("qtorch", "torch")  # the names set_backend accepts
+ENV_VAR = "WAGE_TORCH_BACKEND"  # the environment variable read by the first get_backend()
 
 _state: dict[str, object] = {"backend": None, "qtorch": None, "warned": False}
 
@@ -32,13 +32,27 @@ class QtorchUnavailableWarning(UserWarning):
 
 
 def _check_name(name: object, source: str) -> str:
+    """``name`` if it is one of ``BACKENDS``; otherwise a ValueError naming ``source``."""
     if not isinstance(name, str) or name not in BACKENDS:
         raise ValueError(f"{source} must be one of {', '.join(map(repr, BACKENDS))}, got {name!r}")
     return name
 
 
 def qtorch_modules() -> tuple[ModuleType, ModuleType] | None:
-    """``(qtorch, qtorch.quant)``, imported (and built) on first call; ``None`` when that fails."""
+    """qtorch's modules for the qtorch backend, imported (and if needed built) on the first call.
+
+    Returns:
+        ``(qtorch, qtorch.quant)``, or None when qtorch cannot be imported or built (then one
+        ``QtorchUnavailableWarning`` says why, and later calls return None at once).
+
+    References:
+        docs/torch-backends.md (the build's environment and the fallback).
+
+    Examples:
+        >>> modules = qtorch_modules()
+        >>> modules is None or modules[1].__name__ == "qtorch.quant"
+        True
+    """
     if _state["qtorch"] is None:
         from wage_torch._qtorch_env import qtorch_build_environment
 
@@ -64,13 +78,29 @@ def qtorch_modules() -> tuple[ModuleType, ModuleType] | None:
 
 
 def set_backend(name: str) -> str:
-    """Choose the kernel: ``"qtorch"`` or ``"torch"``; returns the backend in use.
+    """Choose the kernel of every later quantization: ``"qtorch"`` or ``"torch"``.
 
     ``"qtorch"`` imports (and if needed builds) qtorch now; when that fails the torch backend is used
     and ``QtorchUnavailableWarning`` is issued once.
 
+    Args:
+        name: ``"qtorch"`` (QPyTorch's C++ kernels) or ``"torch"`` (``wage_torch.torch_kernels``).
+
+    Returns:
+        the backend in use from now on: ``name``, or ``"torch"`` when qtorch is unavailable.
+
     Raises:
         ValueError: ``name`` is not ``"qtorch"`` or ``"torch"``.
+
+    References:
+        docs/torch-backends.md; docs/contract.md §1 (both kernels give its bits on CPU).
+
+    Examples:
+        >>> previous = get_backend()
+        >>> set_backend("torch")
+        'torch'
+        >>> set_backend(previous) == previous
+        True
     """
     name = _check_name(name, "name")
     if name == "qtorch" and qtorch_modules() is None:
@@ -82,8 +112,18 @@ def set_backend(name: str) -> str:
 def get_backend() -> str:
     """The backend in use, resolving ``WAGE_TORCH_BACKEND`` (default ``"qtorch"``) on first call.
 
+    Returns:
+        ``"qtorch"`` or ``"torch"``.
+
     Raises:
         ValueError: ``WAGE_TORCH_BACKEND`` holds another value.
+
+    References:
+        docs/torch-backends.md.
+
+    Examples:
+        >>> get_backend() in BACKENDS
+        True
     """
     if _state["backend"] is None:
         set_backend(_check_name(os.environ.get(ENV_VAR) or "qtorch", f"the environment variable {ENV_VAR}"))

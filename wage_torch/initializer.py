@@ -25,6 +25,22 @@ def wage_init_(tensor: torch.Tensor, bits_W: int, factor: float = 2.0, mode: str
 
     Returns:
         the layer's scale (also stored as ``tensor.weight_scale``), a power of two ``>= 1``.
+
+    Raises:
+        TypeError: ``tensor`` is not a floating-point tensor; ``bits_W`` or ``factor`` of the wrong type.
+        ValueError: ``bits_W`` or ``factor`` out of range; ``mode`` is not ``"fan_in"``; ``tensor`` has
+            fewer than 2 dimensions.
+
+    References:
+        Wu et al., ICLR 2018, Sec. 3.3.1, Eq. 6-7; ``wage_spec.wage_init_limits``; docs/contract.md §3.
+
+    Examples:
+        >>> import torch
+        >>> w = torch.empty(10, 64)
+        >>> wage_init_(w, bits_W=2)  # float_limit = sqrt(6 / 64) ~ 0.31, Wm = 0.75: 2^round(log2 2.45)
+        2.0
+        >>> w.weight_scale, bool(w.abs().max() <= 0.75)
+        (2.0, True)
     """
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"tensor must be a torch.Tensor, got {type(tensor).__name__}")

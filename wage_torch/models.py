@@ -22,7 +22,29 @@ __all__ = ["MLP", "VGG7", "LeNet5", "init_weights"]
 
 
 def init_weights(model: nn.Module, config: WAGEConfig, quantized: bool = True) -> None:
-    """WAGE-initialize every Linear/Conv2d weight (or, for the float baseline, ``U(+-sqrt(3 factor/fan_in))``)."""
+    """Initialize every ``nn.Linear``/``nn.Conv2d`` weight of ``model`` in place.
+
+    Args:
+        model: a torch module; its Linear and Conv2d weights are drawn in ``model.modules()`` order.
+        config: ``bits_W`` and ``factor`` of the initializer.
+        quantized: True: ``wage_init_(weight, bits_W, factor)`` (each weight gets its ``weight_scale``);
+            False (the float baseline): ``U(-L, L)``, ``L = sqrt(3 * factor / fan_in)``
+            (``wage_spec.float_init_limit``).
+
+    Raises:
+        TypeError, ValueError: a bad ``bits_W`` or ``factor`` (from ``wage_init_`` / ``float_init_limit``).
+
+    References:
+        Wu et al., ICLR 2018, Sec. 3.3.1, Eq. 6-7; docs/contract.md §3.
+
+    Examples:
+        >>> from torch import nn
+        >>> from wage_spec import WAGEConfig
+        >>> net = nn.Sequential(nn.Linear(64, 10, bias=False))
+        >>> init_weights(net, WAGEConfig())  # factor 1.0: float_limit = sqrt(3 / 64), scale 2^round(log2 3.46)
+        >>> net[0].weight.weight_scale
+        4.0
+    """
     for module in model.modules():
         if isinstance(module, (nn.Linear, nn.Conv2d)):
             if quantized:
@@ -34,13 +56,34 @@ def init_weights(model: nn.Module, config: WAGEConfig, quantized: bool = True) -
 
 
 def _quant(config: WAGEConfig, quantized: bool, bits_A: int, bits_E: int) -> nn.Module:
+    """A ``WAGEQuantizer`` with the config's modes, or ``nn.Identity`` for the float baseline."""
     if not quantized:
         return nn.Identity()
     return WAGEQuantizer(bits_A, bits_E, config.A_mode, config.E_mode)
 
 
 class MLP(nn.Module):
-    """``Q_A(x) -> [Linear, ReLU, Q]*len(hidden) -> Linear -> Q_E``; input ``(N, ...)``, output ``(N, K)``."""
+    """``Q_A(x) -> [Linear, ReLU, Q]*len(hidden) -> Linear -> Q_E``; input ``(N, ...)``, output ``(N, K)``.
+
+    Args:
+        in_features: the flattened input's width (64 for 8x8 digits).
+        hidden: the hidden layers' widths.
+        num_classes: ``K``, the output's width.
+        config: bits and modes of every quantizer; ``bits_W`` and ``factor`` of the initializer.
+        quantized: False gives the float baseline (no quantizers, ``init_weights(quantized=False)``).
+
+    Raises:
+        TypeError, ValueError: a bad ``config.bits_W`` or ``config.factor``.
+
+    References:
+        Wu et al., ICLR 2018, Sec. 3 (WAGE's layers); docs/contract.md §3.
+
+    Examples:
+        >>> import torch
+        >>> net = MLP(64, hidden=(32,))
+        >>> net(torch.zeros(5, 8, 8)).shape
+        torch.Size([5, 10])
+    """
 
     def __init__(
         self,
@@ -80,7 +123,32 @@ def _classifier_head(
 
 
 class VGG7(nn.Module):
-    """The paper's VGG7 for ``(N, C, 32, 32)`` images (contract §3); ``widths``/``hidden`` shrink it for tests."""
+    """The paper's VGG7 for ``(N, C, 32, 32)`` images; output ``(N, K)``.
+
+    2x(128C3)-MP2-2x(256C3)-MP2-2x(512C3)-MP2-1024FC-10: 3x3 convolutions with padding 1 and no bias, each
+    followed by ReLU and a quantizer (the pool, where there is one, before the ReLU), then the head
+    dense, ReLU, Q, dense, ``Q_E``.
+
+    Args:
+        in_channels: ``C`` (3 for CIFAR-10 and SVHN).
+        widths: the conv pairs' channels (each pair ends with a 2x2 max-pool).
+        hidden: the first dense layer's width.
+        num_classes: ``K``.
+        image_size: the input's side (divisible by ``2^len(widths)``).
+        config, quantized: as for :class:`MLP`.
+
+    Raises:
+        TypeError, ValueError: a bad ``config.bits_W`` or ``config.factor``.
+
+    References:
+        Wu et al., ICLR 2018, Sec. 4 (the CIFAR-10 network); docs/contract.md §3.
+
+    Examples:
+        >>> import torch
+        >>> net = VGG7(in_channels=1, widths=(4, 8), hidden=16, image_size=8)
+        >>> net(torch.zeros(2, 1, 8, 8)).shape
+        torch.Size([2, 10])
+    """
 
     def __init__(
         self,
@@ -118,6 +186,24 @@ class LeNet5(nn.Module):
     5x5 convolutions without padding and without bias (28 -> 24 -> 12 -> 8 -> 4, flattened 4*4*64 = 1024),
     quantizers placed as in :class:`VGG7`. ``widths``/``hidden`` shrink it for tests; ``image_size`` is the
     input side (the flattened width is ``((image_size - 4) // 2 - 4) // 2`` squared times ``widths[-1]``).
+
+    Args:
+        in_channels: ``C`` (1 for MNIST).
+        widths, hidden, num_classes, image_size: as for :class:`VGG7`.
+        config, quantized: as for :class:`MLP`.
+
+    Raises:
+        ValueError: ``image_size`` too small for ``len(widths)`` conv/pool stages; a bad ``config.factor``.
+        TypeError: a bad ``config.bits_W`` or ``config.factor``.
+
+    References:
+        Wu et al., ICLR 2018, Sec. 4 (the MNIST network); docs/contract.md §3.
+
+    Examples:
+        >>> import torch
+        >>> net = LeNet5(widths=(4, 8), hidden=16)
+        >>> net(torch.zeros(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
     """
 
     def __init__(

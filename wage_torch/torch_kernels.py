@@ -26,7 +26,24 @@ __all__ = ["draw", "fixed_point_quantize", "fixed_point_quantize_with_mask", "fi
 
 
 def draw(x: torch.Tensor) -> torch.Tensor:
-    """The stochastic-rounding draw: ``torch.rand_like(x)``, qtorch's call (a hook for device parity checks)."""
+    """The stochastic-rounding draw: ``torch.rand_like(x)``, qtorch's call (a hook for device parity checks).
+
+    Args:
+        x: a float32 tensor of any shape, on any device.
+
+    Returns:
+        uniform draws in ``[0, 1)`` of ``x``'s shape, dtype and device, from torch's default generator.
+
+    References:
+        docs/contract.md §1 (stochastic rounding adds one draw per element); Wu et al., ICLR 2018, Eq. 1.
+
+    Examples:
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
+        >>> r = draw(torch.zeros(3))
+        >>> r.shape, bool(((r >= 0) & (r < 1)).all())
+        (torch.Size([3]), True)
+    """
     return torch.rand_like(x)
 
 
@@ -34,6 +51,20 @@ def fixed_range(wl: int, fl: int, symmetric: bool) -> tuple[float, float]:
     """``(t_min, t_max)`` of qtorch's ``fixed_min_max``.
 
     ``t_min = -2^(wl-fl-1)`` (``+ 2^-fl`` if ``symmetric``), ``t_max = 2^(wl-fl-1) - 2^-fl``.
+
+    Args:
+        wl: word length; fl: fractional length (ints, as qtorch takes them; not checked here).
+        symmetric: raise ``t_min`` by ``2^-fl``.
+
+    Returns:
+        ``(t_min, t_max)``, floats.
+
+    References:
+        docs/contract.md §1; Wu et al., ICLR 2018, Eq. 1 (the symmetric range ``[-1 + 2^-fl, 1 - 2^-fl]``).
+
+    Examples:
+        >>> fixed_range(8, 7, symmetric=True)
+        (-0.9921875, 0.9921875)
     """
     t_min = -(2.0 ** (wl - fl - 1))
     t_max = -t_min - 2.0**-fl
@@ -69,6 +100,14 @@ def fixed_point_quantize(
 
     Returns:
         a float32 tensor of ``x``'s shape.
+
+    References:
+        docs/contract.md §1; qtorch's ``quant_cpu.cpp``; Wu et al., ICLR 2018, Eq. 1.
+
+    Examples:
+        >>> import torch
+        >>> fixed_point_quantize(torch.tensor([0.3, 0.75, -2.0]), 2, 1, symmetric=True, rounding="nearest")
+        tensor([ 0.5000,  0.5000, -0.5000])
     """
     x = x.contiguous()
     out = _round(x, fl, rounding)
@@ -83,9 +122,20 @@ def fixed_point_quantize_with_mask(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """qtorch's ``fixed_point_quantize_{nearest,stochastic}_mask``: clamped result and its clamp mask.
 
+    Args:
+        x, wl, fl, symmetric, rounding: as for :func:`fixed_point_quantize` (the result is always clamped).
+
     Returns:
         ``(out, mask)``: ``out`` float32 of ``x``'s shape; ``mask`` bool, set where the rounded value lay
         outside ``[t_min, t_max]`` (NaN is never masked, as in the kernel).
+
+    References:
+        docs/contract.md §1; WAGE's error quantizer (Eq. 10) zeroes the errors where this mask is set.
+
+    Examples:
+        >>> import torch
+        >>> fixed_point_quantize_with_mask(torch.tensor([0.3, -2.0]), 2, 1, symmetric=True, rounding="nearest")
+        (tensor([ 0.5000, -0.5000]), tensor([False,  True]))
     """
     x = x.contiguous()
     rounded = _round(x, fl, rounding)

@@ -20,7 +20,23 @@ __all__ = ["WAGETrainer", "sse_loss"]
 
 
 def sse_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``0.5 * sum((logits - onehot(labels))^2)`` over the batch; logits ``(N, K)``, labels ``(N,)`` int64."""
+    """The sum-of-squares loss WAGE trains with: ``0.5 * sum((logits - onehot(labels))^2)`` over the batch.
+
+    Args:
+        logits: ``(N, K)`` floating point.
+        labels: ``(N,)`` int64 in ``[0, K)``.
+
+    Returns:
+        a 0-d tensor of ``logits``' dtype.
+
+    References:
+        Wu et al., ICLR 2018, Sec. 3.3.3 (the SSE loss); docs/contract.md §3.
+
+    Examples:
+        >>> import torch
+        >>> sse_loss(torch.tensor([[1.0, 0.0], [0.5, 0.5]]), torch.tensor([0, 1]))
+        tensor(0.2500)
+    """
     onehot = torch.nn.functional.one_hot(labels, logits.shape[-1]).to(logits.dtype)
     return 0.5 * ((logits - onehot) ** 2).sum()
 
@@ -30,6 +46,23 @@ class WAGETrainer:
 
     ``model``'s weights must come from ``wage_init_`` (each carries ``weight_scale``). ``accumulators``
     maps parameter names to float32 tensors (the ``w_acc`` of the reference).
+
+    Args:
+        model: a torch module whose parameters are all WAGE weights (``wage_torch.models`` builds them).
+        config: ``bits_W``, ``bits_G``, ``W_mode`` and ``G_mode`` of the update.
+
+    References:
+        Wu et al., ICLR 2018, Sec. 3.3 (Eq. 5-7 for W, Eq. 11-12 for G); docs/contract.md §3.
+
+    Examples:
+        >>> import torch
+        >>> from wage_spec import WAGEConfig
+        >>> from wage_torch.models import MLP
+        >>> cfg = WAGEConfig.nearest()
+        >>> trainer = WAGETrainer(MLP(64, hidden=(16,), config=cfg), cfg)
+        >>> loss, logits = trainer.step(torch.zeros(4, 8, 8), torch.tensor([0, 1, 2, 3]), lr=8.0)
+        >>> logits.shape, loss.shape
+        (torch.Size([4, 10]), torch.Size([]))
     """
 
     def __init__(self, model: nn.Module, config: WAGEConfig) -> None:
@@ -40,13 +73,26 @@ class WAGETrainer:
         self.scales = {name: float(getattr(p, "weight_scale", 1.0)) for name, p in self.params.items()}
 
     def load_quantized_weights(self) -> None:
-        """``param.data = QW(w_acc, bits_W, scale)`` for every layer."""
+        """``param.data = QW(w_acc, bits_W, scale)`` for every layer (WAGE Eq. 5-7): the forward's weights."""
         c = self.config
         for name, p in self.params.items():
             p.data = QW(self.accumulators[name], c.bits_W, self.scales[name], c.W_mode)
 
     def step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """One reference step on a batch; returns ``(loss, logits)`` (detached)."""
+        """One reference step on a batch: quantized forward, SSE backward, then for every layer (last first)
+        ``w_acc <- C(w_acc, bits_W) - QG(grad, bits_G, lr)``.
+
+        Args:
+            x: the batch, the model's input shape.
+            y: ``(N,)`` int64 labels.
+            lr: the learning rate, a finite number.
+
+        Returns:
+            ``(loss, logits)``, detached: the 0-d SSE loss and the ``(N, K)`` logits of the forward.
+
+        Raises:
+            ValueError: a gradient holds NaN or Inf (from ``QG``); a bad ``lr``.
+        """
         c = self.config
         self.load_quantized_weights()
         self.model.zero_grad(set_to_none=True)

@@ -54,7 +54,7 @@ def _as_float32(x: object, name: str = "x") -> torch.Tensor:
     return x.to(torch.float32).contiguous()
 
 
-def fixed_point_quantize(
+def _fixed_point_quantize(
     x: torch.Tensor, wl: int, fl: int, clamp: bool, symmetric: bool, rounding: str
 ) -> torch.Tensor:
     """qtorch's ``fixed_point_quantize`` on the selected backend (``x`` float32)."""
@@ -70,6 +70,7 @@ def _pow2(k: torch.Tensor) -> torch.Tensor:
 
 
 def _shift_f32(x: torch.Tensor, name: str) -> torch.Tensor:
+    """``shift`` of a float32 tensor; ``name`` is the argument a NaN/Inf error names."""
     if x.numel() == 0:
         return x
     m = x.abs().max()
@@ -99,7 +100,17 @@ def shift(x: torch.Tensor) -> torch.Tensor:
         a tensor of ``x``'s shape and dtype; an all-zero or empty ``x`` is returned unchanged.
 
     Raises:
+        TypeError: ``x`` is not a floating-point tensor.
         ValueError: ``x`` holds NaN or Inf.
+
+    References:
+        Wu et al., "Training and Inference with Integers in Deep Neural Networks", ICLR 2018, Eq. 9;
+        docs/contract.md §2.
+
+    Examples:
+        >>> import torch
+        >>> shift(torch.tensor([3.0, -1.0, 0.5]))
+        tensor([ 0.7500, -0.2500,  0.1250])
     """
     x32 = _as_float32(x)
     return _shift_f32(x32, "x").to(x.dtype)
@@ -113,6 +124,21 @@ def C(x: torch.Tensor, bits: int) -> torch.Tensor:
     Args:
         x: a floating-point tensor of any shape.
         bits: an int ``>= 1``.
+
+    Returns:
+        a tensor of ``x``'s shape and dtype.
+
+    Raises:
+        TypeError: ``x`` is not a floating-point tensor; ``bits`` is not an int.
+        ValueError: ``bits < 1``.
+
+    References:
+        Wu et al., ICLR 2018, Eq. 4 (``Clip``); ``wage_spec.clip_delta``.
+
+    Examples:
+        >>> import torch
+        >>> C(torch.tensor([-2.0, 0.3, 0.9]), 2)
+        tensor([-0.5000,  0.3000,  0.5000])
     """
     bits = check_clip_bits(bits, "bits")
     x32 = _as_float32(x)
@@ -131,12 +157,29 @@ def QW(x: torch.Tensor, bits: int, scale: float = 1.0, mode: str = "nearest") ->
         bits: an int in [2, 24].
         scale: a positive finite number.
         mode: ``"nearest"`` or ``"stochastic"`` (draws from torch's default generator).
+
+    Returns:
+        the weights the forward pass uses, in ``x``'s shape and dtype.
+
+    Raises:
+        TypeError: ``x`` is not a floating-point tensor; ``bits``, ``scale`` or ``mode`` of the wrong type.
+        ValueError: ``bits``, ``scale`` or ``mode`` out of range.
+
+    References:
+        Wu et al., ICLR 2018, Eq. 5-7; ``wage_spec.qw_divides_by_scale`` (the ``scale > 1.8`` rule).
+
+    Examples:
+        >>> import torch
+        >>> QW(torch.tensor([0.3, -0.8, 0.1]), 2)
+        tensor([ 0.5000, -0.5000,  0.0000])
+        >>> QW(torch.tensor([0.3, -0.8, 0.1]), 2, scale=4.0)
+        tensor([ 0.1250, -0.1250,  0.0000])
     """
     bits = check_bits(bits, "bits")
     scale = check_scale(scale, "scale")
     mode = check_mode(mode, "mode")
     x32 = _as_float32(x)
-    y = fixed_point_quantize(x32, wl=bits, fl=bits - 1, clamp=True, symmetric=True, rounding=mode)
+    y = _fixed_point_quantize(x32, wl=bits, fl=bits - 1, clamp=True, symmetric=True, rounding=mode)
     if qw_divides_by_scale(scale):
         y = y / scale
     return y.to(x.dtype)
@@ -159,7 +202,16 @@ def QG(x: torch.Tensor, bits_G: int, lr: float, mode: str = "nearest") -> torch.
         gradient gives zeros.
 
     Raises:
-        ValueError: ``x`` holds NaN or Inf.
+        TypeError: ``x`` is not a floating-point tensor; ``bits_G``, ``lr`` or ``mode`` of the wrong type.
+        ValueError: ``x`` holds NaN or Inf; ``bits_G``, ``lr`` or ``mode`` out of range.
+
+    References:
+        Wu et al., ICLR 2018, Eq. 11-12; ``wage_spec.qg_norm`` (the factor ``lr / 2^(bits_G-1)``).
+
+    Examples:
+        >>> import torch
+        >>> QG(torch.tensor([0.02, -0.01, 0.001]), 8, lr=8.0)  # (8 / 128) * shift(x) on the 2^-7 grid: [5, -3, 0] / 128
+        tensor([ 0.0391, -0.0234,  0.0000])
     """
     bits_G = check_bits(bits_G, "bits_G")
     lr = check_lr(lr, "lr")
@@ -167,11 +219,12 @@ def QG(x: torch.Tensor, bits_G: int, lr: float, mode: str = "nearest") -> torch.
     x32 = _as_float32(x)
     norm = qg_norm(lr, bits_G)
     y = norm * _shift_f32(x32, "x")
-    y = fixed_point_quantize(y.contiguous(), wl=bits_G, fl=bits_G - 1, clamp=False, symmetric=True, rounding=mode)
+    y = _fixed_point_quantize(y.contiguous(), wl=bits_G, fl=bits_G - 1, clamp=False, symmetric=True, rounding=mode)
     return y.to(x.dtype)
 
 
 def _shift_error(grad: torch.Tensor) -> torch.Tensor:
+    """The backward hook: ``shift`` of the incoming error (float32)."""
     return _shift_f32(grad, "the incoming gradient")
 
 
@@ -190,6 +243,24 @@ class WAGEQuantizer(nn.Module):
         E_mode: ``"nearest"`` or ``"stochastic"``.
 
     Shape: any; the output has the input's shape and dtype.
+
+    Raises:
+        TypeError, ValueError: (at construction) bits or modes of the wrong type or out of range;
+            (forward) ``x`` is not a floating-point tensor; (backward) the error holds NaN or Inf.
+
+    References:
+        Wu et al., ICLR 2018, Eq. 8-10.
+
+    Examples:
+        >>> import torch
+        >>> q = WAGEQuantizer(bits_A=2, bits_E=8)
+        >>> x = torch.tensor([0.3, -2.0, 0.1], requires_grad=True)
+        >>> y = q(x)
+        >>> y.detach()
+        tensor([ 0.5000, -0.5000,  0.0000])
+        >>> y.backward(torch.tensor([0.5, 0.5, 0.25]))
+        >>> x.grad  # shift(g) = [1, 1, 0.5] on the 8-bit grid (clamped to 127/128), 0 where the forward clamped
+        tensor([0.9922, 0.0000, 0.5000])
     """
 
     def __init__(self, bits_A: int, bits_E: int, A_mode: str = "nearest", E_mode: str = "nearest") -> None:
@@ -201,6 +272,7 @@ class WAGEQuantizer(nn.Module):
         self._qtorch_quantizer: Any = None  # built on first use of the qtorch backend
 
     def _qtorch_apply(self) -> Any:
+        """qtorch's ``quantizer`` function for this module's bits and modes (built once)."""
         if self._qtorch_quantizer is None:
             qtorch, quant = qtorch_modules()
             activate_number = (
@@ -224,12 +296,14 @@ class WAGEQuantizer(nn.Module):
         return self._qtorch_quantizer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``Q_A(x)`` (``x`` a floating-point tensor of any shape); the backward pass applies ``Q_E``."""
         x32 = _as_float32(x)
         if get_backend() == "qtorch":
             return self._qtorch_apply()(x32).to(x.dtype)
         return _TorchRounding.apply(x32, self.bits_A, self.bits_E, self.A_mode, self.E_mode).to(x.dtype)
 
     def extra_repr(self) -> str:
+        """The bits and modes, shown by ``repr``."""
         return f"bits_A={self.bits_A}, bits_E={self.bits_E}, A_mode={self.A_mode!r}, E_mode={self.E_mode!r}"
 
 
