@@ -145,6 +145,7 @@ _SHARDED_SCRIPT = textwrap.dedent(
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     import wage_jax as wj
     from wage_parity import spec_model
+    from wage_parity.testing import f32_bits as bits
     assert len(jax.devices()) == 4
     rng = np.random.default_rng(0)
     x = (rng.standard_normal((8, 5)) * np.array([[1e-3], [1], [2], [3], [4], [5], [1e2], [6]])).astype(np.float32)
@@ -152,8 +153,6 @@ _SHARDED_SCRIPT = textwrap.dedent(
     g[5, 3] = 0.75  # the global max|g| lives on one shard only
     mesh = Mesh(np.array(jax.devices()), ("d",))
     xs, gs = (jax.device_put(a, NamedSharding(mesh, P("d"))) for a in (x, g))
-    def bits(a):
-        return np.asarray(a, np.float32).view(np.int32)
     def fwd_bwd(x, g):
         y, vjp = jax.vjp(lambda v: wj.wage_quantize(v, 4, 6), x)
         return y, vjp(g)[0]
@@ -390,8 +389,8 @@ def test_e_noise_is_drawn_in_the_backward_with_the_same_bits_as_explicit_noise()
         return np.asarray(out), np.asarray(f(g)[0])
 
     by_key, by_noise = vjp(key=key), vjp(noise_E=noise_E)
-    assert np.array_equal(by_key[0].view(np.int32), by_noise[0].view(np.int32))
-    assert np.array_equal(by_key[1].view(np.int32), by_noise[1].view(np.int32))
+    assert np.array_equal(f32_bits(by_key[0]), f32_bits(by_noise[0]))
+    assert np.array_equal(f32_bits(by_key[1]), f32_bits(by_noise[1]))
     # What the forward keeps for the backward: the bool clamp mask and the key (no float32 noise array).
     _, f = jax.vjp(lambda t: wj.wage_quantize(t, 4, 6, "nearest", "stochastic", key=key), x)
     kept = [(str(leaf.dtype), leaf.shape) for leaf in jax.tree_util.tree_leaves(f)]
