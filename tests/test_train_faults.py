@@ -233,6 +233,8 @@ def test_divergence_stops_in_one_line_and_keeps_the_last_good_state(tmp_path, mo
     (["--factor", "nan"], "--factor"), (["--factor", "-1"], "--factor"), (["--epochs", "0"], "--epochs"),
     (["--limit-batches", "0"], "--limit-batches"), (["--stop-after", "0"], "--stop-after"),
     (["--out-dir", "/proc/x/y"], "--out-dir"), (["--hidden", "0"], "--hidden"), (["--bits", "2-8"], "--bits"),
+    (["--validation", "0"], "--validation"), (["--validation", "1"], "--validation"),
+    (["--validation", "nan"], "--validation"), (["--validation", "x"], "--validation"),
 ])
 def test_bad_arguments_are_one_line_naming_them(argv, name, capsys):
     from wage_train.cli import run

@@ -35,7 +35,7 @@ from typing import Any
 
 from wage_spec import FULL_PRECISION
 from wage_train.config import FLOAT_LR, WAGE_LR, UsageError, float_lr, resolve_config, resume_config
-from wage_train.data import DATASETS, load_dataset
+from wage_train.data import DATASETS, hold_out_validation, load_dataset
 from wage_train.presets import PRESETS
 from wage_train.runspec import SCHEDULES
 from wage_train.safe_io import DataError
@@ -80,6 +80,17 @@ def _int_at_least(low: int):  # noqa: ANN202
 
 positive_int = _int_at_least(1)
 non_negative_int = _int_at_least(0)
+
+
+def fraction_arg(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1), got {text!r}")
+    return value
 
 
 def out_dir_arg(text: str) -> str:
@@ -162,6 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument(
         "--model", choices=("mlp", "vgg7", "lenet5"), help="default: mlp (digits, mnist), vgg7 (cifar10, svhn)"
+    )
+    data.add_argument(
+        "--validation",
+        type=fraction_arg,
+        metavar="FRACTION",
+        help="hold out this fraction of the training set (fixed split) and evaluate on it instead of the test "
+        "set, e.g. 0.2, for choosing hyperparameters; the 'test' columns of the outputs then hold validation "
+        "accuracy",
     )
     data.add_argument("--hidden", type=_ints, help="MLP hidden widths, e.g. 256 or 512,256 (default 256; mnist 1024)")
     data.add_argument(
@@ -255,6 +274,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                  "--out-dir, or give --overwrite (the old run is moved aside, not deleted)")
             staging = out_dir.with_name(f"{out_dir.name}.new-{os.getpid()}")
         data = load_dataset(cfg["dataset"], cfg["data_dir"])
+        if cfg.get("validation"):
+            data = hold_out_validation(data, cfg["validation"])
         if cfg["lr"] is None:
             cfg["lr"] = float_lr(data.image_shape)
         try:

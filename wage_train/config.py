@@ -37,6 +37,8 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
 # Options that only say where/how to run, not what to train (never compared on --resume).
 RUNTIME_ARGS = {"resume", "overwrite", "stop_after", "no_progress", "out_dir", "name", "torch_threads", "devices"}
 # Options that --resume may change: more epochs (the lr schedule is recomputed), where the data is.
+# Config keys newer than some saved runs, with the value those runs had in effect.
+OPTIONAL_SAVED: dict[str, Any] = {"validation": None, "integer": False}
 RESUME_OVERRIDABLE = {"epochs", "data_dir", "eval_batch_size", "integer"}
 MODES = ("W_mode", "A_mode", "G_mode", "E_mode")
 
@@ -87,6 +89,7 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         "preset": preset,
         "limit_batches": args.limit_batches,
         "eval_batch_size": args.eval_batch_size or 500,
+        "validation": getattr(args, "validation", None),
     }
     if cfg["model"] == "vgg7" and len(cfg["widths"]) != 3:
         raise UsageError(f"--widths takes the 3 VGG7 stage widths, got {cfg['widths']}")
@@ -133,6 +136,8 @@ def resume_config(cli: dict[str, Any], args: argparse.Namespace, out_dir: Path) 
     if not path.is_file():
         raise UsageError(f"--resume: no run to continue in {out_dir} ({path.name} not found)")
     saved = read_json_object(path)
+    for key, default in OPTIONAL_SAVED.items():  # options added after a run was saved
+        saved.setdefault(key, default)
     missing = sorted(set(cli) - set(saved) - {"name", "out_dir"})
     if missing:
         raise UsageError(f"{path}: not a wage-train config (missing {', '.join(missing)})")
