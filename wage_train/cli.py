@@ -324,7 +324,12 @@ def _exit_line(status: int, message: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point (``wage-train``, ``python -m examples.train, python -m wage_train``)."""
+    import signal
+
+    # SIGTERM before training starts (while data loads or JAX compiles) stops as Ctrl-C does: one line,
+    # status 130. During training StopSignals takes both signals over and stops after a whole step.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         run(argv)
     except KeyboardInterrupt:
-        _exit_line(130, "interrupted")
+        _exit_line(130, "interrupted before training started; nothing to resume from this invocation")
