@@ -67,7 +67,7 @@ def test_float_baseline_run(tmp_path, framework):
     summary = run(["--float", "--framework", framework, "--epochs", "2", "--schedule", "constant", "--no-progress",
                    "--out-dir", str(out)])
     rows, cfg, weights = _check_outputs(out, [framework], 2)
-    assert cfg["float"] and cfg["lr"] == 0.002 and [float(r["lr"]) for r in rows] == [0.002, 0.002]
+    assert cfg["float"] and cfg["lr"] == 0.001 and [float(r["lr"]) for r in rows] == [0.001, 0.001]
     # 22 plain SGD steps beat chance (10%).
     assert summary["frameworks"][framework]["final_test_acc"] > 0.25
     # Unquantized: weights take (nearly) as many values as elements, and leave WAGE's 2-bit range.

@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=positive_int, help="default 128")
     t.add_argument(
         "--lr", type=positive_float, help=f"base learning rate (default {WAGE_LR:g} for WAGE; for --float "
-        f"{FLOAT_LR:g} x 64 / input size, i.e. 0.002 on 8x8 digits, 1.6e-4 on 28x28 MNIST)"
+        f"{FLOAT_LR:g} x 64 / input size, i.e. 0.001 on 8x8 digits, 8.2e-5 on 28x28 MNIST)"
     )
     t.add_argument(
         "--schedule",

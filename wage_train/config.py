@@ -21,7 +21,7 @@ __all__ = [
     "wage_config",
 ]
 
-FLOAT_LR = 0.002  # plain SGD on the summed loss of a batch of 128 (0.001-0.003 all reach ~97.5% on digits)
+FLOAT_LR = 0.001  # x 64 / fan-in; chosen on a validation split: benchmarks/float_lr_sweep.py, docs/training.md
 WAGE_LR = 8.0  # the paper's
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "digits": {"model": "mlp", "hidden": [256], "epochs": 60, "augment": False},
@@ -111,8 +111,9 @@ def float_lr(image_shape: tuple[int, ...]) -> float:
     """The float baseline's default lr: ``FLOAT_LR * 64 / fan-in`` of the first layer (the flattened image).
 
     Plain SGD on the batch-summed squared error: the first layer's gradient grows with the input size, so the
-    lr that is right for 8x8 digits (0.002, chosen on a validation split of the training set) is scaled by
-    64 / (H*W*C): 1.63e-4 for 28x28 MNIST (docs/training.md gives the validation figures).
+    lr for 8x8 digits (0.001) is scaled by 64 / (H*W*C): 8.16e-5 for 28x28 MNIST, 2.08e-5 for 32x32x3. The
+    constant was chosen on validation splits of the training sets, never the test set
+    (``benchmarks/float_lr_sweep.py``; docs/training.md gives the figures).
     """
     fan_in = 1
     for n in image_shape:
