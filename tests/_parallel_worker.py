@@ -327,7 +327,7 @@ def integer_mode(batches, store, meta, out_dir: Path) -> None:
     (stochastic, ``CONV_STEPS`` steps of ``CONV_BATCH``; its reference ``conv/ref``). Each 8-device step
     is compiled once, its executable trains, and its StableHLO and compiled HLO go to ``OUT_DIR``. These
     executables are compiled at XLA's lowest backend optimization level (``INTEGER_COMPILE``), which
-    leaves the HLO (partitioning, collectives, dtypes) as it is and takes a third of the compile time;
+    leaves the HLO (partitioning, collectives, dtypes) as it is and takes a half to a third of the compile time;
     the products are on integers and every sum exact, so no optimization can change a bit (the default
     level's integer steps are compared with the float path in tests/test_jax_integer.py).
     """
