@@ -139,6 +139,31 @@ def _mb(memory: dict | None, key: str) -> str:
     return f"{memory[key] / 2**20:,.1f}"
 
 
+def _integer_section(res: Any) -> list[str]:
+    """The integer mode against the float path: both images/s side by side, the speedup, the products."""
+    if not isinstance(res, dict) or not res.get("rows"):
+        return []
+    products = res.get("products", {})
+    rows = []
+    for r in res["rows"]:
+        p = products.get(r["variant"], {})
+        speedup = res.get("integer speedup") if r["variant"] == "wage_integer" else 1.0
+        rows.append([r["model"], r["variant"], r["batch"], f"{r['ms per step']:.3f}", f"{r['images/s']:,.0f}",
+                     _f(speedup, "{:.2f}x"), f"{p.get('integer', '-')} / {p.get('float32', '-')}",
+                     _mb(r["xla memory"], "temp"), f"{r['compile s']:.1f}"])
+    out = ["## (d) Integer mode against the float path (VGG7, paper modes)", "",
+           "`wage_integer`: the WAGE layers on int8 operands with int32 sums (`integer=True`, bit-identical to"
+           " `wage`, the float32 path); median of interleaved rounds. Products: matmuls and convolutions of the"
+           " step on integers / on float32 (static fallback of `wage_jax.integer`).", "",
+           format_table(["model", "variant", "batch", "ms/step", "images/s", "speed vs float path",
+                         "products int / f32", "XLA temp MB", "compile s"], rows, markdown=True), ""]
+    if "int8 after XLA" in res:
+        out += [f"int8 operands left in the compiled step: {'yes' if res['int8 after XLA'] else 'no'}.", ""]
+    if res.get("integer unsupported"):
+        out += [f"The integer step does not compile on this backend: {res['integer unsupported'][:300]}", ""]
+    return out
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The report: device and versions, the targets with PASS/MISS, then one table per phase."""
     meta, env = result["meta"], result.get("environment", {})
@@ -179,7 +204,7 @@ def markdown(result: dict[str, Any]) -> str:
                               "logits differing", "first differing step", "compile device / CPU / run s"], rows,
                              markdown=True), ""]
     speed = result.get("speed") or {}
-    step_rows = [r for key in ("vgg7", "mlp", "integer") for r in _rows(speed.get(key))]
+    step_rows = [r for key in ("vgg7", "mlp") for r in _rows(speed.get(key))]
     if step_rows:
         base = {r["model"]: r["ms per step"] for r in step_rows if r["variant"] == "float"}
         rows = [[r["model"], r["variant"], r["batch"], f"{r['ms per step']:.3f}", f"{r['images/s']:,.0f}",
@@ -191,6 +216,7 @@ def markdown(result: dict[str, Any]) -> str:
                 " model; peak device MB is the allocator's process-wide peak so far.", "",
                 format_table(["model", "variant", "batch", "ms/step", "images/s", "vs float", "TFLOP/s",
                               "XLA temp MB", "XLA total MB", "peak device MB", "compile s"], rows, markdown=True), ""]
+    out += _integer_section(speed.get("integer"))
     big = speed.get("largest batch") or {}
     if big.get("rows"):
         rows = [[r["batch"], f"{r['ms per step']:.2f}", f"{r['images/s']:,.0f}", _mb(r["xla memory"], "total"),

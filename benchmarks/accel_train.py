@@ -9,7 +9,8 @@ Variants of a step: ``wage`` (2-8-8-8, W and A nearest, G and E stochastic: the 
 ``wage_nearest`` (every mode nearest), ``float`` (the same architecture unquantized, ``optax.sgd``,
 float32 matmuls and convolutions at ``Precision.HIGHEST``, as the WAGE layers compute them),
 ``float_default`` (the same at the backend's default precision: TF32 tensor cores on NVIDIA GPUs),
-``wage_integer`` (the WAGE layers' integer mode, where ``wage_jax.models.VGG7`` has one).
+``wage_integer`` (the WAGE layers' integer mode, where ``wage_jax.models.VGG7`` has one; phase d times it
+against ``wage``, its float path, in interleaved rounds: ``integer_vs_float_path``).
 
 Every step is jitted with its parameters donated and compiled ahead of time for one device
 (``jit(...).lower(...).compile()``): the compile time, XLA's memory analysis and its flop count come
@@ -49,6 +50,8 @@ __all__ = [
     "measure_speed",
     "largest_batch",
     "make_runner",
+    "integer_vs_float_path",
+    "stablehlo_products",
     "float_step",
     "wage_step",
     "time_variants",
@@ -251,7 +254,8 @@ class Runner:
     """A variant's compiled train step on one device, its state, batches and keys; ``run(n)`` takes ``n`` steps.
 
     ``compile_s``: tracing, lowering and compiling; ``memory``: XLA's memory analysis of the executable
-    (bytes); ``flops``: XLA's flop count of one step (None where the backend gives none).
+    (bytes); ``flops``: XLA's flop count of one step (None where the backend gives none); ``stablehlo``:
+    the step's StableHLO text before XLA's optimizations (None when ``compiled`` was passed in).
     """
 
     def __init__(self, spec: ModelSpec, variant: Variant, batch: int, device: Any, params_np: Any,
@@ -266,11 +270,14 @@ class Runner:
             self.keys = [None] if key_data is None else [
                 jax.random.wrap_key_data(jax.device_put(k, device)) for k in key_data]
             t0 = time.perf_counter()
+            self.stablehlo = None
             if compiled is None:
                 with _precision(variant):
                     jitted = jax.jit(step, donate_argnums=(0, 1))
                     x, y = self.batches[0]
-                    compiled = jitted.lower(self.params, self.opt_state, x, y, self.keys[0]).compile()
+                    lowered = jitted.lower(self.params, self.opt_state, x, y, self.keys[0])
+                    self.stablehlo = lowered.as_text()
+                    compiled = lowered.compile()
             self.compile_s = time.perf_counter() - t0
         self.compiled = compiled
         self.steps_taken = 0
@@ -430,8 +437,13 @@ def speed_row(runner: Runner, times: list[float], device: Any) -> dict[str, Any]
 
 
 def measure_speed(spec: ModelSpec, variants: list[str], batch: int, devices: Devices, rounds: int,
-                  steps_per_round: int, reuse: dict[str, Runner] | None = None) -> list[dict[str, Any]]:
-    """Build (compiling in parallel threads) and time ``variants`` of ``spec`` at ``batch`` on the device."""
+                  steps_per_round: int, reuse: dict[str, Runner] | None = None,
+                  keep: dict[str, Runner] | None = None) -> list[dict[str, Any]]:
+    """Build (compiling in parallel threads) and time ``variants`` of ``spec`` at ``batch`` on the device.
+
+    ``reuse``: runners already built, by variant; ``keep``: a dict that receives the runners (by variant),
+    for a later phase to time them again without compiling.
+    """
     reuse = reuse or {}
 
     def build(name: str) -> Runner:
@@ -439,8 +451,67 @@ def measure_speed(spec: ModelSpec, variants: list[str], batch: int, devices: Dev
 
     with ThreadPoolExecutor(max_workers=max(1, len(variants))) as pool:
         runners = dict(zip(variants, pool.map(build, variants), strict=True))
+    if keep is not None:
+        keep.update(runners)
     times = time_variants(runners, rounds, steps_per_round)
     return [speed_row(runners[n], times[n], devices.accel) for n in variants]
+
+
+def stablehlo_products(text: str) -> dict[str, int]:
+    """The matmuls and convolutions of a step's StableHLO by operand type: ``{"integer", "float32", "other"}``.
+
+    ``integer``: int8 or int16 operands (the integer mode's; their results are int32), ``float32``: the
+    float path's. Read before XLA's optimizations, so the counts are the same on every backend.
+    """
+    import re
+
+    counts = {"integer": 0, "float32": 0, "other": 0}
+    for line in text.splitlines():
+        if not re.search(r"stablehlo\.(dot_general|convolution)", line) or "->" not in line:
+            continue
+        operands = re.findall(r"tensor<[^>]*x(\w+)>", line.rsplit("->", 1)[0])
+        if operands and all(t in ("i8", "i16") for t in operands):
+            counts["integer"] += 1
+        elif operands and all(t == "f32" for t in operands):
+            counts["float32"] += 1
+        else:
+            counts["other"] += 1
+    return counts
+
+
+def integer_vs_float_path(spec: ModelSpec, batch: int, devices: Devices, rounds: int, steps_per_round: int,
+                          reuse: dict[str, Runner] | None = None) -> dict[str, Any]:
+    """The WAGE step in the integer mode (``wage_integer``) and on its float path (``wage``), side by side.
+
+    Both variants are the paper's modes (2-8-8-8, G and E stochastic) at ``batch``, timed in interleaved
+    rounds (``time_variants``); the ``wage`` runner of the speed phase is reused when given (no second
+    compilation). Where the backend cannot compile the integer step (XLA:GPU implements integer
+    convolutions only in some cuDNN patterns), its error is reported and the float path is timed alone.
+
+    Returns:
+        ``{"rows": [float path row, integer row], "images/s": {variant: ...}, "integer speedup": float
+        path ms / integer ms, "products": {variant: stablehlo_products}, "int8 after XLA": bool}``, or with
+        ``"integer unsupported": "<error>"`` and only the float path's row.
+    """
+    reuse = reuse or {}
+    runners = {"wage": reuse.get("wage") or make_runner(spec, VARIANTS["wage"], batch, devices.accel, devices.host)}
+    out: dict[str, Any] = {"batch": batch}
+    try:
+        runners["wage_integer"] = make_runner(spec, VARIANTS["wage_integer"], batch, devices.accel, devices.host)
+    except Exception as exc:  # noqa: BLE001 - an unsupported integer convolution is a finding, not a crash
+        if is_out_of_memory(exc):
+            raise
+        out["integer unsupported"] = f"{type(exc).__name__}: {str(exc).strip()[:600]}"
+        log(f"    the integer step does not compile here: {out['integer unsupported'][:200]}")
+    times = time_variants(runners, rounds, steps_per_round)
+    out["rows"] = [speed_row(runners[n], times[n], devices.accel) for n in runners]
+    out["images/s"] = {r["variant"]: r["images/s"] for r in out["rows"]}
+    out["products"] = {n: stablehlo_products(r.stablehlo) for n, r in runners.items() if r.stablehlo}
+    if "wage_integer" in runners:
+        ms = {r["variant"]: r["ms per step"] for r in out["rows"]}
+        out["integer speedup"] = ms["wage"] / ms["wage_integer"]
+        out["int8 after XLA"] = "s8[" in runners["wage_integer"].compiled.as_text()
+    return out
 
 
 def largest_batch(spec: ModelSpec, start: int, cap: int, devices: Devices, budget: Budget, est_s: float,

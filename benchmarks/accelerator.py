@@ -18,7 +18,8 @@ c. speed and memory: VGG7 at batch 128, WAGE against float (float32 and the back
    measured copy bandwidth, and the float32 matmul rate (``benchmarks.accel_quantizers``); then the
    largest VGG7 batch that fits (doubling up to 4096);
 d. optional: wage_torch's torch backend on CUDA against its CPU (``benchmarks.accel_hooks``), and the
-   WAGE layers' integer mode at batch 128, each where the project has it;
+   WAGE layers' integer mode against their float path, VGG7 at batch 128 in interleaved rounds (images/s
+   of both side by side), each where the project has it;
 e. the device and versions, printed and written with every figure to ``DIR/accelerator.json``, and
    the targets with PASS/MISS and the tables to ``DIR/accelerator.md``.
 
@@ -186,14 +187,29 @@ def run(out: Path, smoke: bool, budget_s: float, argv: list[str]) -> int:
     def reuse(model: str, batch: int) -> dict[str, Any]:
         return {v: r for (m, v, b), r in runners.items() if m == model and b == batch}
 
+    vgg_runners: dict[str, Any] = {}  # kept for the integer mode's comparison (phase d)
+
     def vgg():
         rows = accel_train.measure_speed(specs["vgg7"], vgg_variants, plan["vgg_batch"], devices, plan["rounds"],
-                                         plan["steps_per_round"], reuse("vgg7", plan["vgg_batch"]))
+                                         plan["steps_per_round"], reuse("vgg7", plan["vgg_batch"]), vgg_runners)
         for r in rows:
             log(f"  vgg7 {r['variant']:>14} batch {r['batch']}: {r['ms per step']:.3f} ms, {r['images/s']:,.0f} img/s")
         return rows
 
     speed["vgg7"] = state.phase("speed vgg7", vgg)
+
+    # (d) the integer mode against its float path, right after (c)'s VGG7 (its float-path runner is reused)
+    hooks: dict[str, Any] = {}
+    state.result["hooks"] = hooks
+    if accel_train.has_integer_mode():
+        if budget.allows(plan["big_est_s"], "integer-mode VGG7"):
+            speed["integer"] = state.phase("speed vgg7 integer", lambda: _integer(specs["vgg7"], plan, devices,
+                                                                                  vgg_runners))
+            hooks["wage_jax integer mode"] = "timed against the float path (see the integer-mode table)"
+        else:
+            hooks["wage_jax integer mode"] = "skipped for time (see the notes)"
+    else:
+        hooks["wage_jax integer mode"] = "skipped: wage_jax.models.VGG7 has no integer parameter"
 
     def mlp():
         rows = accel_train.measure_speed(specs["mlp"], ["wage", "float"], plan["mlp_batch"], devices,
@@ -209,15 +225,6 @@ def run(out: Path, smoke: bool, budget_s: float, argv: list[str]) -> int:
         devices.accel, plan["matmul_n"], plan["quant_reps_s"]))
 
     # (d) optional hooks
-    hooks: dict[str, Any] = {}
-    state.result["hooks"] = hooks
-    if accel_train.has_integer_mode():
-        if budget.allows(plan["big_est_s"], "integer-mode VGG7"):
-            speed["integer"] = state.phase("speed vgg7 integer", lambda: accel_train.measure_speed(
-                specs["vgg7"], ["wage_integer"], plan["vgg_batch"], devices, plan["rounds"], plan["steps_per_round"]))
-            hooks["wage_jax integer mode"] = "timed (see the train-step table, variant wage_integer)"
-    else:
-        hooks["wage_jax integer mode"] = "skipped: wage_jax.models.VGG7 has no integer parameter"
     hooks["wage_torch on CUDA"] = state.phase("wage_torch on CUDA", lambda: accel_hooks.torch_cuda_parity(smoke))
 
     # (c, last) the largest batch that fits, with what time is left
@@ -235,6 +242,20 @@ def run(out: Path, smoke: bool, budget_s: float, argv: list[str]) -> int:
     for t in state.result["targets"]:
         log(f"  {t['status']:>5}  {t['target']}: {t['measured']}")
     return 1 if state.failed else 0
+
+
+def _integer(spec, plan: dict[str, Any], devices, vgg_runners: dict[str, Any]) -> dict[str, Any]:
+    """VGG7's WAGE step in the integer mode and on the float path at the speed batch; logs both images/s."""
+    from benchmarks import accel_train
+    from benchmarks.accel_common import log
+
+    res = accel_train.integer_vs_float_path(spec, plan["vgg_batch"], devices, plan["rounds"], plan["steps_per_round"],
+                                            vgg_runners)
+    for r in res["rows"]:
+        log(f"  vgg7 {r['variant']:>14} batch {r['batch']}: {r['ms per step']:.3f} ms, {r['images/s']:,.0f} img/s")
+    if "integer speedup" in res:
+        log(f"  integer mode: {res['integer speedup']:.2f}x the float path's speed; products {res['products']}")
+    return res
 
 
 def _profile(spec, plan: dict[str, Any], devices, out: Path) -> dict[str, Any]:

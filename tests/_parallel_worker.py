@@ -9,7 +9,10 @@
 
 in nearest mode and in stochastic mode (G and E stochastic, fixed keys), and writes the final
 accumulators, per-step losses and logits, and the compiled HLO of the 1- and 8-device steps (and of
-the naive 8-device step) to ``OUT_DIR``. ``XLA_FLAGS`` must hold
+the naive 8-device step) to ``OUT_DIR``. It also trains the layers' integer mode (``integer=True``,
+``wage_jax.integer``) data-parallel on 8 devices: the MLP as above (both modes), and a small conv net on
+the digits as 8x8x1 images (stochastic mode, ``CONV_STEPS`` steps) against its single-device float
+path, and writes those steps' StableHLO and compiled HLO. ``XLA_FLAGS`` must hold
 ``--xla_force_host_platform_device_count=8`` before jax is imported.
 
 ``python tests/_parallel_worker.py --multihost OUT_DIR PROCESS_ID N_PROCESSES PORT`` (with a device
@@ -30,17 +33,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import linen as nn
 from jax.sharding import PartitionSpec
 
 from wage_jax import parallel
+from wage_jax.linen import WAGEConv, WAGEDense, WAGEQuantizer
 from wage_jax.models import MLP
+from wage_jax.ops import max_pool_2x2
 from wage_jax.optax import clip_params, wage_sgd
 from wage_jax.train import make_train_step, sse_loss
 from wage_parity.testing import digits_batches
-from wage_spec import WAGEConfig
+from wage_spec import FULL_PRECISION, WAGEConfig
 
 HIDDEN, BATCH, STEPS, LR = 96, 64, 50, 8.0
 SHORT = 10  # steps of the jax_threefry_partitionable=False check
+# The integer mode's conv net (ConvNet) on 8x8x1 digits. At batch 16 its largest sum, the first convolution's
+# kernel gradient over 16 * 8 * 8 = 1024 terms of 127 * 127, stays within 2^24: every product runs on
+# integers (wage_jax.integer.integer_plan) and every float32 sum is exact.
+CONV_BATCH, CONV_STEPS = 16, 5
+INTEGER_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 MULTIHOST_STEPS = 20  # steps of the multi-process run (compared with the reference's accumulators then)
 DEVICE_COUNTS = (1, 2, 4, 8)
 CONFIGS = {
@@ -49,28 +60,74 @@ CONFIGS = {
 }
 
 
+class ConvNet(nn.Module):
+    """A small WAGE conv net on (N, 8, 8, 1): conv 3x3 8, pool, ReLU, Q; conv 3x3 8 stride 2, ReLU, Q; dense 10."""
+
+    config: WAGEConfig
+    integer: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+        c = self.config
+        ints = {"integer": self.integer, "bits_A": c.bits_A, "bits_E": c.bits_E}
+
+        def q(v, bits_A, bits_E):
+            return WAGEQuantizer(bits_A, bits_E, c.A_mode, c.E_mode)(v)
+
+        x = q(x, c.bits_A, FULL_PRECISION)
+        x = WAGEConv(8, c.bits_W, 3, factor=c.factor, name="conv0", **ints)(x)
+        x = q(nn.relu(max_pool_2x2(x)), c.bits_A, c.bits_E)
+        x = WAGEConv(8, c.bits_W, 3, strides=(2, 2), factor=c.factor, name="conv1", **ints)(x)
+        x = q(nn.relu(x), c.bits_A, c.bits_E).reshape(x.shape[0], -1)
+        x = WAGEDense(10, c.bits_W, c.factor, name="dense0", **ints)(x)
+        return q(x, FULL_PRECISION, c.bits_E)
+
+
+def _model(cfg: WAGEConfig, net: str, integer: bool):
+    """``net``: ``"mlp"`` (64 -> HIDDEN -> 10) or ``"conv"`` (``ConvNet`` on (N, 8, 8, 1))."""
+    if net == "mlp":
+        return MLP(hidden=(HIDDEN,), config=cfg, integer=integer)
+    return ConvNet(config=cfg, integer=integer)
+
+
 @functools.cache
-def _initial_params(cfg: WAGEConfig):
-    """The MLP's initial accumulators as host arrays (one jitted init: eager init compiles every op)."""
-    variables = jax.jit(MLP(hidden=(HIDDEN,), config=cfg).init)(jax.random.key(0), jnp.zeros((1, 8, 8)))
-    return jax.tree_util.tree_map(np.asarray, variables["params"])
+def _initial_params(cfg: WAGEConfig, net: str = "mlp"):
+    """The net's initial accumulators as host arrays (the integer mode has the same parameters).
+
+    The MLP's from one jitted init (eager init compiles every op); the conv net's drawn with NumPy,
+    ``U(-1, 1)`` in the shapes of its init (``opt_init`` clips them), which compiles nothing.
+    """
+    if net == "mlp":
+        variables = jax.jit(MLP(hidden=(HIDDEN,), config=cfg).init)(jax.random.key(0), jnp.zeros((1, 8, 8)))
+        return jax.tree_util.tree_map(np.asarray, variables["params"])
+    shapes = jax.eval_shape(ConvNet(config=cfg).init, jax.random.key(0), jnp.zeros((1, 8, 8, 1)))["params"]
+    rng = np.random.default_rng(0)
+    return jax.tree_util.tree_map(lambda s: rng.uniform(-1, 1, s.shape).astype(np.float32), shapes)
 
 
-def setup(cfg: WAGEConfig):
-    """Initial accumulators (host arrays), the WAGE optimizer and ``apply_fn(params, x, key)``."""
-    model = MLP(hidden=(HIDDEN,), config=cfg)
-    params = _initial_params(cfg)
+def setup(cfg: WAGEConfig, net: str = "mlp", integer: bool = False):
+    """Initial accumulators (host arrays), the WAGE optimizer and ``apply_fn(params, x, key)``.
+
+    ``apply_fn`` takes the digits batches as they are, ``(N, 8, 8)``; the conv net reads them as 8x8x1.
+    """
+    model = _model(cfg, net, integer)
+    params = _initial_params(cfg, net)
     opt = wage_sgd(cfg.bits_W, cfg.bits_G, LR, mode=cfg.G_mode, key=jax.random.key(1) if cfg.stochastic else None)
 
     def apply_fn(p, x, key):
+        if net == "conv":
+            x = x[..., None]
         return model.apply({"params": p}, x, rngs=None if key is None else {"wage": key})
 
     return params, opt, apply_fn
 
 
+_clip_params = jax.jit(clip_params, static_argnums=1)  # one compilation per net (eager: one per op and shape)
+
+
 def opt_init(cfg: WAGEConfig, opt, params):
     """``(clip_params(params), opt.init(...))``: WAGE's accumulators start clipped."""
-    params = clip_params(params, cfg.bits_W)
+    params = _clip_params(params, cfg.bits_W)
     return params, opt.init(params)
 
 
@@ -78,13 +135,13 @@ def model_key(cfg: WAGEConfig, step: int):
     return jax.random.fold_in(jax.random.key(2), step) if cfg.stochastic else None
 
 
-def run(cfg: WAGEConfig, batches, step_fn, prepare, snapshot: int | None = None):
+def run(cfg: WAGEConfig, batches, step_fn, prepare, snapshot: int | None = None, net: str = "mlp"):
     """Train; ``prepare`` places state, batches and keys.
 
     Returns the final accumulators (a list of arrays), per-step losses and logits (this process's rows),
     and the accumulators after ``snapshot`` steps (or None).
     """
-    params0, opt, _ = setup(cfg)
+    params0, opt, _ = setup(cfg, net)
     params, opt_state = opt_init(cfg, opt, params0)
     params, opt_state = prepare.state(params, opt_state)
     losses, logits, snap = [], [], None
@@ -200,6 +257,8 @@ def main(out_dir: Path) -> None:
             mesh = parallel.data_mesh(8)
             store("nearest/naive8", run(cfg, batches, naive_step(apply_fn, opt, mesh), Sharded(mesh)))
 
+    integer_mode(batches, store, meta, out_dir)
+
     # The same stochastic run with the legacy, non-partitionable threefry: still the same on 1 and 8
     # devices, but other random values than the default's (so runs compare only under one setting).
     jax.config.update("jax_threefry_partitionable", False)
@@ -246,6 +305,42 @@ def main(out_dir: Path) -> None:
 
     np.savez(out_dir / "results.npz", **arrays)
     (out_dir / "meta.json").write_text(json.dumps(meta))
+
+
+def integer_mode(batches, store, meta, out_dir: Path) -> None:
+    """``integer=True`` data-parallel on 8 devices; the references are the float path on one device.
+
+    The MLP in both modes over the same batches as above (its reference is ``{mode}/ref``), and ``ConvNet``
+    (stochastic, ``CONV_STEPS`` steps of ``CONV_BATCH``; its reference ``conv/ref``). Each 8-device step
+    is compiled once, its executable trains, and its StableHLO and compiled HLO go to ``OUT_DIR``. These
+    executables are compiled at XLA's lowest backend optimization level (``INTEGER_COMPILE``), which
+    leaves the HLO (partitioning, collectives, dtypes) as it is and takes a half to a third of the compile time;
+    the products are on integers and every sum exact, so no optimization can change a bit (the default
+    level's integer steps are compared with the float path in tests/test_jax_integer.py).
+    """
+    mesh = parallel.data_mesh(8)
+
+    def integer_run(tag, cfg, net, data):
+        params0, opt, apply_fn = setup(cfg, net, integer=True)
+        step = parallel.make_data_parallel_train_step(apply_fn, opt, mesh, donate=False)
+        p, s = parallel.replicate(opt_init(cfg, opt, params0), mesh)
+        x, y = parallel.shard_batch(data[0], mesh)
+        key = model_key(cfg, 0)
+        lowered = step.lower(p, s, x, y, None if key is None else parallel.replicate(key, mesh))
+        compiled = lowered.compile(INTEGER_COMPILE)
+        (out_dir / f"hlo_{tag}.txt").write_text(compiled.as_text())
+        (out_dir / f"stablehlo_{tag}.txt").write_text(lowered.as_text())
+        return run(cfg, data, compiled, Sharded(mesh), net=net)
+
+    t = time.perf_counter()
+    for mode, cfg in CONFIGS.items():
+        store(f"integer/{mode}/8", integer_run(f"integer_mlp_{mode}", cfg, "mlp", batches))
+    cfg = CONFIGS["stochastic"]
+    conv_batches = digits_batches(CONV_STEPS, CONV_BATCH, seed=1, label_dtype=np.int32)
+    _, opt, apply_fn = setup(cfg, "conv")
+    store("conv/ref", run(cfg, conv_batches, make_train_step(apply_fn, opt), Local, net="conv"))
+    store("integer/conv/8", integer_run("integer_conv", cfg, "conv", conv_batches))
+    meta["seconds"]["integer"] = time.perf_counter() - t
 
 
 def multihost(out_dir: Path, process_id: int, n_processes: int, port: int) -> None:

@@ -37,7 +37,10 @@ runpy.run_module("benchmarks.accelerator", run_name="__main__", alter_sys=True)
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     out = tmp_path_factory.mktemp("accelerator")
-    proc = run_python(["-c", _RUN, "--smoke", "--out", out], cwd=ROOT, env=python_env(pythonpath=[ROOT]), timeout=600)
+    # A budget far above the smoke's usual minute: on a loaded machine the command would otherwise skip
+    # its later phases for time (as it should), and the assertions below need every phase's output.
+    proc = run_python(["-c", _RUN, "--smoke", "--budget-s", "900", "--out", out], cwd=ROOT,
+                      env=python_env(pythonpath=[ROOT]), timeout=600)
     result = json.loads((out / "accelerator.json").read_text()) if (out / "accelerator.json").exists() else None
     md = (out / "accelerator.md").read_text() if (out / "accelerator.md").exists() else ""
     return proc, result, md
@@ -112,7 +115,29 @@ def test_optional_hooks_say_why_they_were_skipped(smoke):
     _, result, _ = smoke
     hooks = result["hooks"]
     assert "skipped" in hooks["wage_torch on CUDA"]  # no CUDA here (and wage_torch made unimportable)
-    assert "wage_jax integer mode" in hooks
+
+
+def test_the_integer_mode_is_timed_against_the_float_path_side_by_side(smoke):
+    """Phase d: VGG7 at the speed batch, ``wage_integer`` and ``wage`` (its float path) in interleaved rounds."""
+    _, result, md = smoke
+    integer = result["speed"]["integer"]
+    assert "error" not in integer and "integer unsupported" not in integer, integer
+    rows = {r["variant"]: r for r in integer["rows"]}
+    assert set(rows) == {"wage", "wage_integer"}
+    assert {r["batch"] for r in rows.values()} == {result["meta"]["plan"]["vgg_batch"]} == {integer["batch"]}
+    for r in rows.values():
+        assert 0 < r["min ms"] <= r["ms per step"] <= r["max ms"] and r["rounds"] == result["meta"]["plan"]["rounds"]
+        assert integer["images/s"][r["variant"]] == pytest.approx(r["batch"] / (r["ms per step"] / 1e3))
+    ms = {v: r["ms per step"] for v, r in rows.items()}
+    assert integer["integer speedup"] == pytest.approx(ms["wage"] / ms["wage_integer"])
+    # 6 convs and 2 dense layers, 3 products each less the first conv's input gradient; at --smoke's batch 8
+    # the 4 kernel gradients of the 32x32 and 16x16 convs sum too many terms for 2^24 and stay float32
+    assert integer["products"] == {"wage": {"integer": 0, "float32": 23, "other": 0},
+                                   "wage_integer": {"integer": 19, "float32": 4, "other": 0}}
+    assert integer["int8 after XLA"] is True
+    assert "## (d) Integer mode against the float path" in md
+    assert f"{rows['wage_integer']['images/s']:,.0f}" in md and f"{rows['wage']['images/s']:,.0f}" in md
+    assert result["hooks"]["wage_jax integer mode"].startswith("timed")
 
 
 def test_the_markdown_has_the_targets_with_their_status(smoke):
@@ -241,3 +266,31 @@ def test_the_budget_must_be_positive(tmp_path):
     with pytest.raises(SystemExit) as exc:
         main(["--out", str(tmp_path), "--budget-s", "0"])
     assert exc.value.code == 2
+
+
+def test_an_integer_step_that_does_not_compile_is_reported_with_the_float_path_timed(monkeypatch):
+    """XLA:GPU implements integer convolutions only in some cuDNN patterns: the error is a finding, not a crash."""
+    from benchmarks import accel_train
+    from benchmarks.accel_common import Devices
+
+    spec = model_specs(smoke=True)["vgg7"]
+
+    class FloatPath:  # a built float-path runner (no compilation in this test)
+        variant, batch, compile_s, memory, flops, stablehlo = VARIANTS["wage"], 8, 0.1, {}, None, None
+
+        def __init__(self):
+            self.spec = spec
+
+        def run(self, n):
+            return 1e-3
+
+    def make_runner(spec, variant, *args, **kwargs):
+        raise RuntimeError("UNIMPLEMENTED: Integer convolutions for CuDNN must have this pattern: ...")
+
+    monkeypatch.setattr(accel_train, "make_runner", make_runner)
+    res = accel_train.integer_vs_float_path(spec, 8, Devices.detect(), 2, 1, {"wage": FloatPath()})
+    assert res["integer unsupported"].startswith("RuntimeError: UNIMPLEMENTED: Integer convolutions")
+    assert [r["variant"] for r in res["rows"]] == ["wage"] and res["images/s"]["wage"] == pytest.approx(8000)
+    assert "integer speedup" not in res
+    md = markdown({**_result(0, 0, 7.0, 6.9), "targets": [], "speed": {"integer": res}})
+    assert "## (d) Integer mode against the float path" in md and "does not compile on this backend" in md

@@ -23,7 +23,7 @@ from wage_jax.integer import exact_in_float32, integer_conv, integer_dense, inte
 from wage_jax.linen import WAGEConv, WAGEDense, WAGEQuantizer
 from wage_jax.models import MLP, VGG7
 from wage_jax.ops import max_pool_2x2
-from wage_parity.testing import assert_trees_bits_equal
+from wage_parity.testing import assert_trees_bits_equal, f32_bits
 from wage_spec import FULL_PRECISION, WAGEConfig
 
 NEAREST = WAGEConfig(G_mode="nearest", E_mode="nearest")
@@ -217,3 +217,67 @@ def test_nnx_layers_integer_mode_matches_float():
 
         outs[integer] = fnnx.value_and_grad(loss, argnums=(0, 1))(conv, dense)
     assert_trees_bits_equal(jax.tree_util.tree_leaves(outs[False]), jax.tree_util.tree_leaves(outs[True]))
+
+
+# strides (1,1) (2,2) (2,1); SAME, VALID and explicit pads (one larger than the kernel); odd and even sizes;
+# kernels 1, 3, 5 and a non-square one
+_TRANSPOSE_CASES = [
+    ((7, 8), (1, 1), "SAME", (3, 3)), ((7, 8), (2, 2), "SAME", (3, 3)), ((8, 5), (2, 1), "VALID", (5, 5)),
+    ((7, 8), (2, 2), ((1, 2), (0, 1)), (1, 1)), ((8, 5), (1, 1), ((2, 0), (3, 1)), (3, 5)),
+    ((8, 5), (2, 2), "SAME", (5, 5)), ((7, 8), (1, 1), "VALID", (1, 1)), ((7, 6), (2, 2), "VALID", (3, 3)),
+    ((7, 8), (2, 1), "SAME", (1, 1)), ((8, 5), (2, 2), ((2, 0), (3, 1)), (3, 3)),
+    ((7, 8), (1, 1), ((1, 2), (0, 1)), (5, 5)), ((6, 8), (2, 2), ((0, 0), (1, 1)), (5, 3)),
+]
+
+
+def test_conv_transposes_on_public_lax_equal_the_float_vjp():
+    """``wage_jax.integer``'s input- and kernel-gradient convolutions (public ``lax.conv_general_dilated``
+    only) give, on int8 operands with int32 sums, the bits of ``jax.vjp`` of the float32 convolution."""
+    from wage_jax.integer import _conv_transpose_lhs, _conv_transpose_rhs, _pads
+
+    rng = np.random.default_rng(4)
+    dn = ("NHWC", "HWIO", "NHWC")
+    data = []
+    for hw, st, pad, k in _TRANSPOSE_CASES:
+        x = rng.integers(-127, 128, (2, *hw, 3)).astype(np.int8)
+        w = rng.integers(-127, 128, (*k, 3, 4)).astype(np.int8)
+        pads = _pads(x.shape, w.shape, st, pad)
+        out_hw = [(hw[i] + sum(pads[i]) - k[i]) // st[i] + 1 for i in range(2)]
+        data.append((x, w, rng.integers(-127, 128, (2, *out_hw, 4)).astype(np.int8), pads))
+
+    def all_cases(arrays):
+        out = []
+        for (hw, st, _, k), (x, w, g), (*_, pads) in zip(_TRANSPOSE_CASES, arrays, data, strict=True):
+            def conv(a, b, st=st, pads=pads):
+                return lax.conv_general_dilated(a, b, st, pads, dimension_numbers=dn, precision=lax.Precision.HIGHEST)
+
+            dx, dw = jax.vjp(conv, x.astype(jnp.float32), w.astype(jnp.float32))[1](g.astype(jnp.float32))
+            out.append((dx, dw, _conv_transpose_lhs(g, w, hw, st, pads), _conv_transpose_rhs(g, x, k, st, pads)))
+        return out
+
+    # one program for every case; XLA's cheapest optimization level keeps its compilation to seconds
+    compiled = jax.jit(all_cases).lower([d[:3] for d in data]).compile(
+        {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True})
+    for (dx, dw, dx_int, dw_int), (x, w, *_) in zip(compiled([d[:3] for d in data]), data, strict=True):
+        assert dx_int.dtype == dw_int.dtype == jnp.int32
+        assert dx_int.shape == x.shape and dw_int.shape == w.shape
+        # every int32 sum is below 2^24 here (at most 5*5*4 or 2*8*8 terms of 127*127): exact in float32
+        assert int(jnp.max(jnp.abs(dx_int))) < 2**24 and int(jnp.max(jnp.abs(dw_int))) < 2**24
+        np.testing.assert_array_equal(f32_bits(np.asarray(dx_int, np.float32)), f32_bits(dx))
+        np.testing.assert_array_equal(f32_bits(np.asarray(dw_int, np.float32)), f32_bits(dw))
+
+
+def test_no_private_jax_api():
+    """``wage_jax.integer`` imports only public modules (no ``jax._src``) and reads no private attribute."""
+    import ast
+    from pathlib import Path
+
+    import wage_jax.integer as integer
+
+    tree = ast.parse(Path(integer.__file__).read_text())
+    modules = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    modules += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+    assert modules and not [m for m in modules if m != "__future__" and any(p.startswith("_") for p in m.split("."))]
+    private = [n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr.startswith("_")
+               and isinstance(n.value, ast.Name) and n.value.id in ("jax", "lax", "jnp")]
+    assert not private, private

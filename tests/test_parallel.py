@@ -6,7 +6,10 @@ device. The worker trains an MLP (64 -> 96 -> 10) for 50 steps on sklearn digits
 single-device ``make_train_step`` and with the data-parallel step on 1, 2, 4 and 8 devices; here the
 final accumulators and the per-step logits are compared bit for bit. Two more subprocesses form a
 2-process ``jax.distributed`` job (2 devices each, gloo collectives over localhost) to check the
-multi-host path (``make_array_from_process_local_data``) the same way for 20 steps.
+multi-host path (``make_array_from_process_local_data``) the same way for 20 steps. The same worker
+trains the layers' integer mode (``integer=True``: int8 operands, int32 sums) on 8 devices, the MLP in
+both modes and a small conv net for 5 steps, against the single-device float path, and writes the
+integer steps' StableHLO and compiled HLO.
 
 Why bit-identity is possible at all (the bound the comparison rests on): the weight gradient ``x^T e``
 sums over the batch, which the 8-device step splits into per-device partial sums and an all-reduce,
@@ -40,6 +43,12 @@ ROOT = Path(__file__).resolve().parents[1]
 DEVICE_COUNTS = (1, 2, 4, 8)
 BATCH, BITS_A, BITS_E, BITS_W = 64, 8, 8, 2  # must match tests/_parallel_worker.py (checked below)
 N_LEAVES = 2  # the MLP's two dense kernels
+# the integer mode's 8-device runs: tag -> (results key, reference key, products in a step)
+INTEGER_RUNS = {
+    "integer_mlp_nearest": ("integer/nearest/8", "nearest/ref", 5),  # 2 layers x 3, less the first's input grad
+    "integer_mlp_stochastic": ("integer/stochastic/8", "stochastic/ref", 5),
+    "integer_conv": ("integer/conv/8", "conv/ref", 8),  # 2 convs and a dense layer
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +59,8 @@ def worker(tmp_path_factory):
     assert proc.returncode == 0, f"worker failed:\n{proc.stdout}\n{proc.stderr}"
     results = dict(np.load(out / "results.npz"))
     meta = json.loads((out / "meta.json").read_text())
-    hlo = {n: (out / f"hlo_{n}.txt").read_text() for n in (1, 8, "naive8")}
+    hlo = {n: (out / f"hlo_{n}.txt").read_text() for n in (1, 8, "naive8", *INTEGER_RUNS)}
+    hlo.update({f"stablehlo_{n}": (out / f"stablehlo_{n}.txt").read_text() for n in INTEGER_RUNS})
     return results, meta, hlo
 
 
@@ -214,6 +224,85 @@ def test_compiled_hlo_reduces_over_all_devices(worker):
     assert "all-gather" not in hlo[8]
     # The check can fail: the naive step's shifts reduce per shard (no all-reduce of any max).
     assert _all_reduced_shift_maxima(_all_reduces(hlo["naive8"])) == set()
+
+
+def _leaves(results, tag: str) -> list[np.ndarray]:
+    n = len([k for k in results if k.startswith(f"{tag}/leaf")])
+    return [results[f"{tag}/leaf{i}"] for i in range(n)]
+
+
+def test_the_integer_runs_stay_exact():
+    """Every product of the integer runs is on integers (int8 here), and every float32 sum is exact."""
+    from tests import _parallel_worker as w
+    from wage_jax.integer import integer_plan
+
+    cfg = w.CONFIGS["stochastic"]
+    plans = [integer_plan("dense", (BATCH, 64), (64, w.HIDDEN), BITS_A, BITS_W, BITS_E, 1.0),
+             integer_plan("dense", (BATCH, w.HIDDEN), (w.HIDDEN, 10), BITS_A, BITS_W, BITS_E, 1.0),
+             integer_plan("conv", (w.CONV_BATCH, 8, 8, 1), (3, 3, 1, 8), BITS_A, BITS_W, BITS_E, 1.0),
+             integer_plan("conv", (w.CONV_BATCH, 4, 4, 8), (3, 3, 8, 8), BITS_A, BITS_W, BITS_E, 1.0, strides=(2, 2)),
+             integer_plan("dense", (w.CONV_BATCH, 32), (32, 10), BITS_A, BITS_W, BITS_E, 1.0)]
+    assert all(all(p.values()) for p in plans), plans
+    assert (cfg.bits_A, cfg.bits_E, cfg.bits_W) == (BITS_A, BITS_E, BITS_W) and w.CONV_BATCH % 8 == 0
+    # the largest sum: the first conv's kernel gradient over CONV_BATCH * 8 * 8 terms of 127 * 127
+    assert w.CONV_BATCH * 8 * 8 * 127 * 127 <= 2**24
+
+
+@pytest.mark.parametrize("run", sorted(INTEGER_RUNS))
+def test_integer_mode_on_8_devices_gives_the_single_device_float_result(worker, run):
+    """``integer=True`` with ``make_data_parallel_train_step`` on 8 devices == the float path on one device."""
+    results, _, _ = worker
+    tag, ref, _ = INTEGER_RUNS[run]
+    got, want = _leaves(results, tag), _leaves(results, ref)
+    assert len(got) == len(want) == (3 if run == "integer_conv" else N_LEAVES)
+    differ = [int((f32_bits(a) != f32_bits(b)).sum()) for a, b in zip(got, want, strict=True)]
+    assert differ == [0] * len(want), f"{run}: accumulators differ in {differ} elements"
+    assert np.array_equal(f32_bits(results[f"{tag}/logits"]), f32_bits(results[f"{ref}/logits"])), f"{run}: logits"
+    np.testing.assert_allclose(results[f"{tag}/loss"], results[f"{ref}/loss"], rtol=1e-5)
+    loss = results[f"{ref}/loss"]
+    assert loss[-1] < loss[0], f"{run}: loss did not fall: {loss}"
+
+
+def _hlo_types(hlo: str) -> dict[str, str]:
+    """Each instruction's element type in compiled HLO text, by name (names are unique in a module)."""
+    return dict(re.findall(r"%([\w.\-]+) = ([a-z]+\d*)\[", hlo))
+
+
+@pytest.mark.parametrize("run", sorted(INTEGER_RUNS))
+def test_integer_mode_hlo_on_8_devices_is_int8_into_int32(worker, run):
+    """The 8-device integer step: every dot and convolution takes int8 operands into an int32 result, and the
+    weight gradients' partial sums are all-reduced as int32 (exact in any order).
+
+    The program (StableHLO, with its sharding annotations) asks for int8 x int8 -> int32 in every product.
+    After XLA's SPMD partitioning every product is still an integer one with an int32 result, none on floats;
+    XLA's CPU backend widens some int8 operands to int32 itself (it has no int8 convolution kernel, nor one
+    for every dot layout), which the compiled HLO shows.
+    """
+    _, _, hlo = worker
+    expected = INTEGER_RUNS[run][2]
+    products = [line for line in hlo[f"stablehlo_{run}"].splitlines()
+                if re.search(r"stablehlo\.(dot_general|convolution)", line)]
+    assert len(products) == expected
+    for line in products:
+        operands, result = line.rsplit("->", 1)
+        assert re.findall(r"tensor<[^>]*x(\w+)>", operands) == ["i8", "i8"], line
+        assert re.search(r"tensor<[^>]*xi32>", result), line
+    assert "sharding" in hlo[f"stablehlo_{run}"]
+    compiled = hlo[run]
+    types = _hlo_types(compiled)
+    partitioned = re.findall(r"%[\w.\-]+ = (\w+)\[[\d,]*\]\S* (?:dot|convolution)\(%([\w.\-]+), %([\w.\-]+)\)",
+                             compiled)
+    assert len(partitioned) == expected, partitioned
+    for result, lhs, rhs in partitioned:
+        assert result == "s32" and {types[lhs], types[rhs]} <= {"s8", "s16", "s32"}, (result, lhs, rhs)
+    assert any(types[lhs] == types[rhs] == "s8" for _, lhs, rhs in partitioned)
+    summed = set()
+    for r in _all_reduces(compiled):
+        if r["root"] == "add":
+            summed |= {(t, dims) for t, dims in r["types"] if t == "s32" and dims}
+    kernels = {(3, 3, 1, 8), (3, 3, 8, 8), (32, 10)} if run == "integer_conv" else {(64, 96), (96, 10)}
+    assert {("s32", ",".join(map(str, k))) for k in kernels} <= summed, summed
+    assert re.search(r"replica_groups=(\[1,8\]|\{\{0,1,2,3,4,5,6,7\}\}|mesh\['axis_0'=8)", compiled)
 
 
 def test_sharding_checks(worker):

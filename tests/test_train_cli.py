@@ -63,12 +63,39 @@ def test_float_baseline_run(tmp_path, framework):
     summary = run(["--float", "--framework", framework, "--epochs", "2", "--schedule", "constant", "--no-progress",
                    "--out-dir", str(out)])
     rows, cfg, weights = _check_outputs(out, [framework], 2)
-    assert cfg["float"] and cfg["lr"] == 0.002 and [float(r["lr"]) for r in rows] == [0.002, 0.002]
+    assert cfg["float"] and cfg["lr"] == 0.001 and [float(r["lr"]) for r in rows] == [0.001, 0.001]
     # 22 plain SGD steps beat chance (10%).
     assert summary["frameworks"][framework]["final_test_acc"] > 0.25
     # Unquantized: weights take (nearly) as many values as elements, and leave WAGE's 2-bit range.
     w = next(iter(weights.values()))
     assert len(np.unique(w)) > 0.9 * w.size
+
+
+def test_validation_split_holds_out_training_examples_and_never_reads_the_test_set(tmp_path, capsys, monkeypatch):
+    from wage_train.data import hold_out_validation, load_digits_split
+
+    full = load_digits_split()
+    held = hold_out_validation(full, 0.2)
+    assert held.eval_split == "validation" and (len(held.x_train), len(held.x_test)) == (1150, 287)
+    # A partition of the training set (rows are unique images up to duplicates: compare as multisets of rows).
+    joined = np.concatenate([held.x_train, held.x_test]).reshape(1437, -1)
+    assert sorted(map(bytes, joined)) == sorted(map(bytes, full.x_train.reshape(1437, -1)))
+    assert np.array_equal(np.bincount(np.concatenate([held.y_train, held.y_test])), np.bincount(full.y_train))
+    # The split is fixed (independent of the run's seed).
+    assert np.array_equal(hold_out_validation(full, 0.2).y_test, held.y_test)
+
+    # The CLI evaluates on that split: poison the test set, the run must not see it.
+    poisoned = type(full)(full.name, full.x_train, full.y_train, full.x_test * 0, full.y_test * 0 + 99,
+                          full.max_value)
+    monkeypatch.setattr("wage_train.cli.load_dataset", lambda name, data_dir=None: poisoned)
+    out = tmp_path / "val"
+    summary = run(["--float", "--validation", "0.2", "--epochs", "2", "--schedule", "constant", "--no-progress",
+                   "--out-dir", str(out)])
+    printed = capsys.readouterr().out
+    assert "1150 train / 287 validation (held out of training; test set unused)" in printed
+    assert "final validation accuracy" in printed
+    assert json.loads((out / "config.json").read_text())["validation"] == 0.2
+    assert 0.25 < summary["frameworks"]["jax"]["final_test_acc"] <= 1.0  # label 99 would give 0
 
 
 # ------------------------------------------------------------------------------------------ compare

@@ -164,6 +164,29 @@ def test_signal_at_a_random_point_stops_cleanly_and_resumes_bit_exactly(runs, tm
     assert _same_bits(_weights(out), runs["ref_weights"])
 
 
+_SIGNAL_WHILE_LOADING = """
+import os, signal, sys, time
+import wage_train.cli as cli
+def load_dataset(*args, **kwargs):  # the signal lands while the data set loads, before training starts
+    os.kill(os.getpid(), getattr(signal, sys.argv[1]))
+    time.sleep(30)
+    raise AssertionError("the signal did not stop the run")
+cli.load_dataset = load_dataset
+cli.main(sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_signal_before_training_starts_is_one_line_status_130(tmp_path, sig):
+    out = tmp_path / "run"
+    p = run_python(["-c", _SIGNAL_WHILE_LOADING, sig, *RUN, "--out-dir", out], timeout=120)
+    TRIED[f"{sig} before training"] += 1
+    assert p.returncode == 130, p.stderr
+    line = _one_line_no_traceback(p.stderr)
+    assert "interrupted before training started" in line
+    assert not (out / "checkpoints").exists()
+
+
 def test_rerun_into_an_existing_run_is_refused_and_overwrite_moves_it_aside(runs, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(runs["half"], out)
@@ -229,6 +252,8 @@ def test_divergence_stops_in_one_line_and_keeps_the_last_good_state(tmp_path, mo
     (["--factor", "nan"], "--factor"), (["--factor", "-1"], "--factor"), (["--epochs", "0"], "--epochs"),
     (["--limit-batches", "0"], "--limit-batches"), (["--stop-after", "0"], "--stop-after"),
     (["--out-dir", "/proc/x/y"], "--out-dir"), (["--hidden", "0"], "--hidden"), (["--bits", "2-8"], "--bits"),
+    (["--validation", "0"], "--validation"), (["--validation", "1"], "--validation"),
+    (["--validation", "nan"], "--validation"), (["--validation", "x"], "--validation"),
 ])
 def test_bad_arguments_are_one_line_naming_them(argv, name, capsys):
     from wage_train.cli import run

@@ -52,7 +52,7 @@ def test_explicit_options_override_the_preset():
     assert {compare[m] for m in ("W_mode", "A_mode", "G_mode", "E_mode")} == {"nearest"}
     # --float keeps the float baseline's own lr, which is set from the data once it is loaded (float_lr).
     assert _resolve(["--preset", "paper-mnist", "--float"])["lr"] is None
-    assert float_lr((28, 28, 1)) == pytest.approx(0.002 * 64 / 784)
+    assert float_lr((28, 28, 1)) == pytest.approx(0.001 * 64 / 784)
     with pytest.raises(UsageError, match="2 LeNet-5 conv widths"):
         _resolve(["--preset", "paper-mnist", "--widths", "4,4,8"])
 

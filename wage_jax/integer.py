@@ -43,7 +43,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax._src.lax import convolution as _conv
 
 from wage_spec import FULL_PRECISION
 
@@ -252,12 +251,64 @@ def _int_conv_fwd(x, w, strides, pads, plan: _Plan):
     return y, (x, w)
 
 
-class _Int32Like:
-    """Stands for an operand in JAX's conv transpose rules, which read only its aval and cast their
-    result to its dtype: an int32 aval keeps the int32 sums."""
+def _dilated(size: int, dilation: int) -> int:
+    """Length of a dimension of ``size`` with ``dilation - 1`` holes between its elements."""
+    return 0 if size == 0 else 1 + dilation * (size - 1)
 
-    def __init__(self, like: jax.Array) -> None:
-        self.aval = jax.core.ShapedArray(like.shape, jnp.int32)
+
+def _conv_transpose_lhs(g: jax.Array, w: jax.Array, x_hw: Sequence[int], strides: tuple[int, int],
+                        pads: tuple[tuple[int, int], ...]) -> jax.Array:
+    """The input gradient of ``conv(x, w, strides, pads)``: ``g`` against the flipped, transposed kernel.
+
+    Public ``lax.conv_general_dilated`` only (the transpose rule of JAX's convolution, 2-D, no
+    dilation or groups): ``g`` (``N, Ho, Wo, Co``) is dilated by the strides (``lhs_dilation``), padded
+    with ``kh - 1 - lo`` before and the rest after so that the result has ``x``'s spatial size, and
+    convolved with ``w`` (``kh, kw, Ci, Co``) flipped in space and read as ``HWOI`` (``Co`` the input
+    feature, ``Ci`` the output one).
+
+    Args:
+        g: ``(N, Ho, Wo, Co)`` integers (int8/int16) of the output's error.
+        w: ``(kh, kw, Ci, Co)`` integers of the kernel, same dtype as ``g``.
+        x_hw: the forward input's ``(H, W)``.
+        strides, pads: the forward convolution's (``pads`` explicit ``(lo, hi)`` pairs).
+
+    Returns:
+        ``(N, H, W, Ci)`` int32 sums.
+    """
+    pad = []
+    for i in range(2):
+        before = w.shape[i] - 1 - pads[i][0]
+        after = x_hw[i] + w.shape[i] - 1 - _dilated(g.shape[1 + i], strides[i]) - before
+        pad.append((before, after))
+    return lax.conv_general_dilated(g, lax.rev(w, (0, 1)), (1, 1), pad, lhs_dilation=strides,
+                                    dimension_numbers=("NHWC", "HWOI", "NHWC"), preferred_element_type=jnp.int32)
+
+
+def _conv_transpose_rhs(g: jax.Array, x: jax.Array, w_hw: Sequence[int], strides: tuple[int, int],
+                        pads: tuple[tuple[int, int], ...]) -> jax.Array:
+    """The kernel gradient of ``conv(x, w, strides, pads)``: ``x`` correlated with ``g`` over the batch.
+
+    Public ``lax.conv_general_dilated`` only (the transpose rule of JAX's convolution, 2-D, no
+    dilation or groups): ``x`` read as ``CHWN`` (the batch ``N`` is the contracted feature) is padded
+    with the forward's ``lo`` before and enough after, and convolved with ``g`` read as ``IHWO``,
+    dilated by the forward strides (``rhs_dilation``); the result, read as ``HWNC``, is ``(kh, kw, Ci, Co)``.
+
+    Args:
+        g: ``(N, Ho, Wo, Co)`` integers (int8/int16) of the output's error.
+        x: ``(N, H, W, Ci)`` integers of the forward input, same dtype as ``g``.
+        w_hw: the kernel's ``(kh, kw)``.
+        strides, pads: the forward convolution's (``pads`` explicit ``(lo, hi)`` pairs).
+
+    Returns:
+        ``(kh, kw, Ci, Co)`` int32 sums.
+    """
+    pad = []
+    for i in range(2):
+        lo = pads[i][0]
+        hi = _dilated(g.shape[1 + i], strides[i]) - x.shape[1 + i] + w_hw[i] - lo - 1
+        pad.append((lo, hi))
+    return lax.conv_general_dilated(x, g, (1, 1), pad, rhs_dilation=strides,
+                                    dimension_numbers=("CHWN", "IHWO", "HWNC"), preferred_element_type=jnp.int32)
 
 
 def _int_conv_bwd(strides, pads, plan: _Plan, res, g):
@@ -265,19 +316,14 @@ def _int_conv_bwd(strides, pads, plan: _Plan, res, g):
     float_grads = None
     if not (plan.input_grad and plan.kernel_grad):
         float_grads = jax.vjp(lambda a, b: _conv_float(a, b, strides, pads), x, w)[1](g)
-    common = dict(
-        window_strides=strides, padding=pads, lhs_dilation=(1, 1), rhs_dilation=(1, 1),
-        dimension_numbers=lax.conv_dimension_numbers(x.shape, w.shape, _DN), feature_group_count=1,
-        batch_group_count=1, precision=None, preferred_element_type=jnp.int32, out_sharding=None,
-    )
     if plan.input_grad:
         gi, wi = _to_int(g, plan.e, plan.w), _to_int(w, plan.w, plan.e)
-        dx = _rescale(_conv._conv_general_dilated_transpose_lhs(gi, _Int32Like(x), wi, **common), plan.e, plan.w)
+        dx = _rescale(_conv_transpose_lhs(gi, wi, x.shape[1:3], strides, pads), plan.e, plan.w)
     else:
         dx = float_grads[0]
     if plan.kernel_grad:
         gi, xi = _to_int(g, plan.e, plan.x), _to_int(x, plan.x, plan.e)
-        dw = _rescale(_conv._conv_general_dilated_transpose_rhs(gi, xi, _Int32Like(w), **common), plan.x, plan.e)
+        dw = _rescale(_conv_transpose_rhs(gi, xi, w.shape[:2], strides, pads), plan.x, plan.e)
     else:
         dw = float_grads[1]
     return dx, dw

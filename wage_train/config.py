@@ -21,7 +21,7 @@ __all__ = [
     "wage_config",
 ]
 
-FLOAT_LR = 0.002  # plain SGD on the summed loss of a batch of 128 (0.001-0.003 all reach ~97.5% on digits)
+FLOAT_LR = 0.001  # x 64 / fan-in; chosen on a validation split: benchmarks/float_lr_sweep.py, docs/training.md
 WAGE_LR = 8.0  # the paper's
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "digits": {"model": "mlp", "hidden": [256], "epochs": 60, "augment": False},
@@ -37,6 +37,8 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
 # Options that only say where/how to run, not what to train (never compared on --resume).
 RUNTIME_ARGS = {"resume", "overwrite", "stop_after", "no_progress", "out_dir", "name", "torch_threads", "devices"}
 # Options that --resume may change: more epochs (the lr schedule is recomputed), where the data is.
+# Config keys newer than some saved runs, with the value those runs had in effect.
+OPTIONAL_SAVED: dict[str, Any] = {"validation": None, "integer": False}
 RESUME_OVERRIDABLE = {"epochs", "data_dir", "eval_batch_size", "integer"}
 MODES = ("W_mode", "A_mode", "G_mode", "E_mode")
 
@@ -87,6 +89,7 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         "preset": preset,
         "limit_batches": args.limit_batches,
         "eval_batch_size": args.eval_batch_size or 500,
+        "validation": getattr(args, "validation", None),
     }
     if cfg["model"] == "vgg7" and len(cfg["widths"]) != 3:
         raise UsageError(f"--widths takes the 3 VGG7 stage widths, got {cfg['widths']}")
@@ -108,8 +111,9 @@ def float_lr(image_shape: tuple[int, ...]) -> float:
     """The float baseline's default lr: ``FLOAT_LR * 64 / fan-in`` of the first layer (the flattened image).
 
     Plain SGD on the batch-summed squared error: the first layer's gradient grows with the input size, so the
-    lr that is right for 8x8 digits (0.002, chosen on a validation split of the training set) is scaled by
-    64 / (H*W*C): 1.63e-4 for 28x28 MNIST (docs/training.md gives the validation figures).
+    lr for 8x8 digits (0.001) is scaled by 64 / (H*W*C): 8.16e-5 for 28x28 MNIST, 2.08e-5 for 32x32x3. The
+    constant was chosen on validation splits of the training sets, never the test set
+    (``benchmarks/float_lr_sweep.py``; docs/training.md gives the figures).
     """
     fan_in = 1
     for n in image_shape:
@@ -133,6 +137,8 @@ def resume_config(cli: dict[str, Any], args: argparse.Namespace, out_dir: Path) 
     if not path.is_file():
         raise UsageError(f"--resume: no run to continue in {out_dir} ({path.name} not found)")
     saved = read_json_object(path)
+    for key, default in OPTIONAL_SAVED.items():  # options added after a run was saved
+        saved.setdefault(key, default)
     missing = sorted(set(cli) - set(saved) - {"name", "out_dir"})
     if missing:
         raise UsageError(f"{path}: not a wage-train config (missing {', '.join(missing)})")

@@ -27,6 +27,7 @@ __all__ = [
     "Dataset",
     "augment_crop_flip",
     "check_labels",
+    "hold_out_validation",
     "load_cifar10",
     "load_dataset",
     "load_digits_split",
@@ -66,6 +67,7 @@ class Dataset:
     y_test: np.ndarray
     max_value: float
     num_classes: int = 10
+    eval_split: str = "test"  # what x_test holds: "test", or "validation" (see hold_out_validation)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -241,6 +243,29 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
 
         return load_svhn(data_dir)
     return load_mnist(data_dir) if name == "mnist" else load_cifar10(data_dir)
+
+
+def hold_out_validation(data: Dataset, fraction: float, split_seed: int = 0) -> Dataset:
+    """Hold out ``fraction`` of the training set as the evaluation set; the test set is dropped.
+
+    For choosing hyperparameters without looking at the test set: a fixed permutation (``split_seed``, not
+    the run's seed) of the training examples; the last ``round(fraction * N)`` become ``x_test``/``y_test``
+    and ``eval_split`` is ``"validation"``.
+
+    Raises:
+        DataError: ``fraction`` not in (0, 1), or it leaves no training or no validation example.
+    """
+    if not (isinstance(fraction, float | int) and 0.0 < fraction < 1.0):
+        raise DataError(f"--validation must be a fraction in (0, 1), got {fraction!r}")
+    n = len(data.x_train)
+    n_val = round(fraction * n)
+    if not 0 < n_val < n:
+        raise DataError(f"--validation {fraction:g} of {n} training examples leaves "
+                        f"{n - n_val} for training and {n_val} for validation; both must be >= 1")
+    order = np.random.default_rng(split_seed).permutation(n)
+    train, val = order[: n - n_val], order[n - n_val:]
+    return Dataset(data.name, data.x_train[train], data.y_train[train], data.x_train[val], data.y_train[val],
+                   max_value=data.max_value, num_classes=data.num_classes, eval_split="validation")
 
 
 # ------------------------------------------------------------------------------------ preprocessing

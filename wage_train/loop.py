@@ -138,6 +138,11 @@ def _summary(cfg: dict[str, Any], spec: ModelSpec, history: list[dict], compare:
     return out
 
 
+def _eval_label(data: Any) -> str:
+    split = getattr(data, "eval_split", "test")
+    return split if split == "test" else f"{split} (held out of training; test set unused)"
+
+
 def _augment_label(cfg: dict[str, Any]) -> str:
     if not cfg["augment"]:
         return ""
@@ -218,7 +223,8 @@ def train(cfg: dict[str, Any], data: Any, out_dir: Path, *, resume: bool, stop_a
     )
     print(
         f"{'preset ' + cfg['preset'] + ' | ' if cfg.get('preset') else ''}"
-        f"{method} | {spec.describe()} | {cfg['dataset']}: {len(x_train)} train / {len(x_test)} test"
+        f"{method} | {spec.describe()} | {cfg['dataset']}: {len(x_train)} train / {len(x_test)} "
+        f"{_eval_label(data)}"
         f"{_augment_label(cfg)} | {' + '.join(frameworks)} | {epochs} epochs x {spe} steps "
         f"of {batch}, lr {cfg['lr']:g} ({cfg['schedule']} schedule) | seed {cfg['seed']} | {out_dir}",
         flush=True,
@@ -324,9 +330,10 @@ def train(cfg: dict[str, Any], data: Any, out_dir: Path, *, resume: bool, stop_a
             f"{cfg['name']}\n{method}, {spec.describe()}, {cfg['dataset']}",
             weights_label="float weights" if cfg["float"] else f"QW(accumulator), {runners[-1].framework}",
         )
+    split = getattr(data, "eval_split", "test")
     for fw, s in summary["frameworks"].items():
         print(
-            f"{fw}: final test accuracy {100 * s['final_test_acc']:.2f}% (best {100 * s['best_test_acc']:.2f}%), "
+            f"{fw}: final {split} accuracy {100 * s['final_test_acc']:.2f}% (best {100 * s['best_test_acc']:.2f}%), "
             f"train {s['train_time_s']:.1f} s + eval {s['eval_time_s']:.1f} s",
             flush=True,
         )
