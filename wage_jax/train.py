@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from wage_jax.optax import carried_forward_weights
+
 __all__ = ["make_train_step", "sse_loss"]
 
 ApplyFn = Callable[[Any, jax.Array, "jax.Array | None"], jax.Array]
@@ -57,9 +59,16 @@ def make_train_step(
     accumulators, which the layers' ``QW`` passes straight through; for a float baseline, any optax
     optimizer (e.g. ``optax.sgd``).
 
+    Carried forward weights: when ``opt_state`` holds them (``wage_sgd(..., carry_forward=quantizers)``,
+    ``wage_jax.optax.carry_forward_weights``), the forward is ``apply_fn(params, x, key,
+    forward_weights=carried)`` (``wage_jax.linen.make_apply_fn`` builds such a function): the layers use
+    ``QW(params)`` written by the previous update instead of computing it, and the update writes the next
+    step's. The trajectory is bit for bit the same as without them.
+
     Args:
         apply_fn: ``apply_fn(params, x, key) -> logits``; ``key`` feeds the model's ``"wage"`` rng stream,
-            ``None`` when nothing in the forward/backward pass is stochastic.
+            ``None`` when nothing in the forward/backward pass is stochastic. With carried forward weights
+            it is called with a fourth, keyword argument ``forward_weights``.
         tx: any ``optax.GradientTransformation``.
         loss_fn: ``loss_fn(logits, y) -> scalar``; default ``sse_loss``.
         jit: compile the step with ``jax.jit``.
@@ -81,8 +90,10 @@ def make_train_step(
     """
 
     def step(params: Any, opt_state: Any, x: jax.Array, y: jax.Array, key: jax.Array | None = None):
+        carried = carried_forward_weights(opt_state)
+
         def objective(p: Any) -> tuple[jax.Array, jax.Array]:
-            logits = apply_fn(p, x, key)
+            logits = apply_fn(p, x, key) if carried is None else apply_fn(p, x, key, forward_weights=carried)
             return loss_fn(logits, y), logits
 
         (loss, logits), grads = jax.value_and_grad(objective, has_aux=True)(params)
