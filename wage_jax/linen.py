@@ -176,7 +176,7 @@ def kernel_quantizers(model: nn.Module, *args: Any, **kwargs: Any) -> dict:
         >>> import jax.numpy as jnp
         >>> from wage_jax.models import MLP
         >>> kernel_quantizers(MLP(hidden=(64,)), jnp.zeros((1, 784)))["dense0"]
-        {'kernel': KernelQuantizer(bits_W=2, scale=8.0)}
+        {'kernel': KernelQuantizer(bits_W=2, scale=16.0)}
     """
     found: dict = {}
 

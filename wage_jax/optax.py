@@ -24,6 +24,23 @@ lemma for ``w >= b/2``; below that the rounding error of ``b - w`` is at most ha
 holds whenever ``ceil(lr) <= b * 2^(bits_G-1)``. The stored accumulators are therefore always
 ``C(reference accumulators)``; the forward weights ``QW(w)`` are identical, because ``QW`` clamps to the
 same range after rounding, and so are the next steps.
+
+Carried forward weights (``carry_forward_weights``, ``wage_sgd(..., carry_forward=quantizers)``). Every step's
+forward needs ``QW(w)`` of the accumulators the previous update wrote. A last transformation in the chain
+stores ``QW(params + updates)`` in the optimizer state, and ``wage_jax.train.make_train_step`` hands it to the
+forward (linen layers read it from the ``"wage_forward"`` collection, with ``QW``'s straight-through
+derivative), so the forward runs no ``QW`` pass over the kernels. It is the same ``QW`` of the same float32
+``params + updates`` that ``apply_updates`` computes, so the trajectory is bit for bit unchanged. Only
+``W_mode="nearest"`` can be carried (stochastic ``QW`` draws new noise in every forward; such layers keep
+computing it), only linen layers read it (``wage_jax.nnx`` layers always compute ``QW``), and a checkpoint
+need not store it: ``with_forward_weights(state, forward_weights(params, quantizers))`` rebuilds it.
+
+What XLA makes of it (jax 0.10, CPU backend): the forward's matmuls and convolutions read the carried
+weights; the ``QW`` moves into the update, but as its own loop fusion reading the new accumulators (XLA's
+CPU backend forms no multi-output fusions, so one pass cannot write both the accumulator and its ``QW``;
+GPU backends do form them), and XLA copies each donated carried weight that the backward reads for its
+input gradient before the update overwrites it. The bytes moved per step are therefore about the same as
+recomputing ``QW`` in the forward; the XLA temp buffers shrink by the quantized weights (they become state).
 """
 
 from __future__ import annotations

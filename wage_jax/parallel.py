@@ -192,7 +192,9 @@ def make_data_parallel_train_step(
       for VGG7), ``y``: labels ``(N,)`` int; ``N`` divisible by ``mesh.size``. Sharded ``P("data")`` (pass
       ``shard_batch(...)`` results, or host arrays with one process).
     * ``key``: the model's ``"wage"`` rng key for this step (replicated), or ``None`` when nothing in the
-      forward/backward pass is stochastic. The optimizer's ``QG`` key lives in ``opt_state``.
+      forward/backward pass is stochastic. The optimizer's ``QG`` key lives in ``opt_state``, and so do the
+      carried forward weights of ``wage_sgd(..., carry_forward=...)`` (replicated; passed to ``apply_fn`` as
+      ``make_train_step`` passes them).
     * ``loss``: the scalar ``loss_fn(logits, y)`` over the global batch (default: ``sse_loss``), replicated;
       ``logits``: ``(N, num_classes)`` float32, sharded ``P("data")``.
 
