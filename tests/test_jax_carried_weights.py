@@ -152,7 +152,7 @@ def test_compiled_step_has_no_qw_pass_over_the_kernels_in_the_forward(digits):
         kernel = f"params['{layer}']['kernel']"
         carried_users = _entry_users(hlo["carried"], kernel)
         assert len(carried_users) == 1, carried_users  # the update pass only
-        assert "jit(step)/add" in carried_users[0]  # optax.apply_updates' addition, fused with QG and the clip
+        assert "kind=kLoop" in carried_users[0]  # the elementwise update pass (QG, the clip, apply_updates)
         assert len(_entry_users(hlo["recompute"], kernel)) >= 2  # the control: QW in the forward reads it too
         forward = _follow_copies(hlo["carried"],
                                  _entry_users(hlo["carried"], f"opt_state[2].forward_weights['{layer}']['kernel']"))
