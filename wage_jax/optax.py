@@ -38,9 +38,10 @@ need not store it: ``with_forward_weights(state, forward_weights(params, quantiz
 What XLA makes of it (jax 0.10, CPU backend): the forward's matmuls and convolutions read the carried
 weights; the ``QW`` moves into the update, but as its own loop fusion reading the new accumulators (XLA's
 CPU backend forms no multi-output fusions, so one pass cannot write both the accumulator and its ``QW``;
-GPU backends do form them), and XLA copies each donated carried weight that the backward reads for its
-input gradient before the update overwrites it. The bytes moved per step are therefore about the same as
-recomputing ``QW`` in the forward; the XLA temp buffers shrink by the quantized weights (they become state).
+GPU backends do form them). The bytes moved per step are therefore about the same as recomputing ``QW`` in
+the forward; the XLA temp buffers shrink by the quantized weights (they become state). ``make_train_step``
+does not donate the carried weights: XLA would copy each one the backward reads (input gradients) before
+the update overwrote it in place, a pass per weight; a fresh output buffer costs none.
 """
 
 from __future__ import annotations
