@@ -96,8 +96,10 @@ def _explain_step(wage: dict, flt: dict) -> str:
     if wage.get("bytes_accessed") is None or flt.get("bytes_accessed") is None:
         return "no cost analysis on this backend"
     extra = (wage["bytes_accessed"] - flt["bytes_accessed"]) / 2**20
+    copies = f", {wage['copies_mb']:.1f} MB of whole-array copies" if wage.get("copies_mb") else ""
     return (f"HLO: WAGE accesses {wage['bytes_accessed'] / 2**20:.1f} MB vs float {flt['bytes_accessed'] / 2**20:.1f}"
-            f" MB (+{extra:.1f} MB: QW of the weights in the forward, QG's max and the error shifts' maxima),"
+            f" MB (+{extra:.1f} MB: QW of the updated weights, its own loop fusion after the update since XLA's CPU"
+            f" backend forms no multi-output fusion; QG's max and the error shifts' maxima{copies}),"
             f" {wage['fusions']} fusions / {wage['reduces']} reductions vs {flt['fusions']} / {flt['reduces']},"
             f" flops x{wage['flops'] / flt['flops']:.2f} (the Threefry draws)")
 

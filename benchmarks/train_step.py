@@ -7,7 +7,9 @@ widths 128-256-512, dense 1024; batch 32, or 16 with ``--quick``; 128 on a GPU).
 in ``[-1, 1]``, labels random: the work per step does not depend on the data.
 
 * JAX WAGE: ``wage_jax.models`` + ``wage_sgd`` (QG stochastic, key per step) in
-  ``wage_jax.train.make_train_step`` (jitted, parameters donated).
+  ``wage_jax.train.make_train_step`` (jitted, parameters donated), with the next step's forward weights
+  ``QW(w)`` carried in the optimizer state (``carry_forward=kernel_quantizers(model, x)``: W is nearest), so
+  the forward runs no ``QW`` pass.
 * JAX float: the same model with ``quantized=False`` and ``optax.sgd`` on the same loss, in the same
   ``make_train_step``.
 * JAX WAGE all-nearest (diagnostic): every rounding mode nearest, i.e. the same step without its random
@@ -112,18 +114,12 @@ def _key(mode: str, seed: int):
     return jax.random.key(seed) if mode == "stochastic" else None
 
 
-def _apply(model):
-    def apply_fn(p, xb, key):
-        return model.apply({"params": p}, xb, rngs=None if key is None else {"wage": key})
-
-    return apply_fn
-
-
 def _jax_step(model_name: str, variant: str, x, y):
     """``(step, info)``: a closure running one donated, jitted train step of ``variant``; ``info()`` -> dict."""
     import jax
     import optax
 
+    from wage_jax.linen import kernel_quantizers, make_apply_fn
     from wage_jax.models import MLP, VGG7
     from wage_jax.optax import clip_params, wage_sgd
     from wage_jax.train import make_train_step
@@ -138,14 +134,15 @@ def _jax_step(model_name: str, variant: str, x, y):
     # Eager init runs op by op (~15 s for VGG7); jitted, it compiles once.
     params = jax.jit(model.init)({"params": jax.random.key(0), "wage": jax.random.key(1)}, x[:1])["params"]
     if quantized:
-        tx = wage_sgd(cfg.bits_W, cfg.bits_G, LR_WAGE, mode=cfg.G_mode, key=_key(cfg.G_mode, 2))
+        tx = wage_sgd(cfg.bits_W, cfg.bits_G, LR_WAGE, mode=cfg.G_mode, key=_key(cfg.G_mode, 2),
+                      carry_forward=kernel_quantizers(model, x[:1]))
         params = clip_params(params, cfg.bits_W)
         keys = list(jax.random.split(jax.random.key(3), 8)) if cfg.stochastic else [None]
     else:
         tx = optax.sgd(LR_FLOAT)
         keys = [None]
     opt_state = tx.init(params)
-    jitted = make_train_step(_apply(model), tx)
+    jitted = make_train_step(make_apply_fn(model), tx)
     state = {"p": params, "s": opt_state, "i": 0}
 
     def step():
@@ -176,12 +173,23 @@ def hlo_summary(compiled) -> dict:
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     text = compiled.as_text()
+    entry = text[text.find("ENTRY"):]
+    copies = [_elements(m.group(1)) * 4 for m in re.finditer(r"= f32\[([\d,]+)\]\S* copy\(", entry)]
     return {
         "bytes_accessed": cost.get("bytes accessed"),
         "flops": cost.get("flops"),
         "fusions": len(re.findall(r"^\s*(?:ROOT )?%?\S+ = \S+ fusion\(", text, re.M)),
         "reduces": len(re.findall(r" reduce\(", text)),
+        # whole-array float32 copies in the entry computation (>= 64 KiB): donated buffers XLA copies first
+        "copies_mb": sum(b for b in copies if b >= 2**16) / 2**20,
     }
+
+
+def _elements(dims: str) -> int:
+    n = 1
+    for d in dims.split(","):
+        n *= int(d)
+    return n
 
 
 def _torch_step(model_name: str, variant: str, x, y):

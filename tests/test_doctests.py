@@ -18,6 +18,7 @@ MODULES = [
     "wage_jax.fixed_point",
     "wage_jax.wage_quantizer",
     "wage_jax.optax",
+    "wage_jax.linen",
     "wage_jax.train",
     "wage_jax.checked",
     "wage_jax.threefry",

@@ -6,7 +6,8 @@ jit-compiled on CPU, GPU and TPU.
 Public API: the quantizers ``shift``, ``C``, ``QW``, ``QG``, ``wage_quantize``, ``fixed_point_quantize``,
 ``fixed_point_quantize_with_mask``, ``straight_through``; ``checked`` (the same quantizers reporting NaN/Inf
 under ``jit``). Submodules: ``wage_jax.optax`` (``wage_sgd``, ``scale_by_qg``, ``keep_params_clipped``,
-``clip_params``), ``wage_jax.train`` (``make_train_step``, ``sse_loss``), ``wage_jax.parallel``,
+``clip_params``, ``carry_forward_weights``, ``forward_weights``), ``wage_jax.train`` (``make_train_step``,
+``sse_loss``), ``wage_jax.parallel``,
 ``wage_jax.linen``, ``wage_jax.nnx``, ``wage_jax.models``.
 """
 

@@ -3,6 +3,9 @@
 Thin modules over ``wage_jax.ops`` and ``wage_jax.wage_quantizer``, mirroring ``wage_jax.linen``.
 Stochastic modes draw from the rng stream named ``"wage"`` of the ``nnx.Rngs`` given at construction
 (``rngs=nnx.Rngs(params=0, wage=1)``) or at call time.
+
+The layers always compute ``QW(kernel)`` in the forward: carried forward weights
+(``wage_jax.optax.carry_forward_weights``) are read by the ``wage_jax.linen`` layers only.
 """
 
 from __future__ import annotations

@@ -3,7 +3,10 @@
 Each layer computes with ``QW(kernel)``: the kernel parameter is the weight accumulator, the forward
 uses its quantized value, and the straight-through derivative gives the accumulator the gradient of
 the quantized weights (what the reference's ``param.data = QW(w_acc)`` amounts to). No bias (WAGE has
-none). Layouts are Flax's: ``x`` is ``(..., in)`` or NHWC, kernels ``(in, out)`` or HWIO.
+none). ``forward=`` gives the layer ``QW(kernel)`` computed beforehand (the optimizer's carried forward
+weights, ``wage_jax.optax.carry_forward_weights``): the forward then uses it as is, with the same
+straight-through derivative, and runs no ``QW`` pass over the kernel. Layouts are Flax's: ``x`` is
+``(..., in)`` or NHWC, kernels ``(in, out)`` or HWIO.
 
 With quantized operands every product is exact and, within the bounds stated in the parity tests,
 every sum too, so matmuls and convolutions give the same bits in any summation order.
@@ -19,7 +22,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from wage_jax.functional import QW
+from wage_jax.functional import QW, straight_through
 from wage_jax.integer import integer_conv, integer_dense
 from wage_spec import FULL_PRECISION
 
@@ -79,6 +82,25 @@ def _check_input(x: ArrayLike, rank: str, ok: bool, layer: str) -> None:
         raise ValueError(f"{layer} input x must be {rank}, got shape {jnp.shape(x)}")
 
 
+def _forward_weights(
+    kernel: jax.Array, forward: jax.Array | None, bits_W: int, scale: float, W_mode: str, key: jax.Array | None
+) -> jax.Array:
+    """``QW(kernel)``, or the given ``forward`` (``QW(kernel)`` carried from the update) with ``QW``'s derivative.
+
+    ``straight_through(kernel, forward)``: the value ``forward``, the cotangent passed to ``kernel`` unchanged,
+    as ``QW``'s own (bit for bit: no arithmetic on either).
+    """
+    if forward is None:
+        return QW(kernel, bits_W, scale, W_mode, key=key)
+    if W_mode != "nearest":
+        raise ValueError(f"forward weights can only be carried for W_mode='nearest' (stochastic QW draws new "
+                         f"noise every pass), got W_mode={W_mode!r}")
+    if jnp.shape(forward) != kernel.shape or jnp.result_type(forward) != kernel.dtype:
+        raise ValueError(f"forward weights must have the kernel's shape and dtype {kernel.shape} {kernel.dtype}, got "
+                         f"{jnp.shape(forward)} {jnp.result_type(forward)}")
+    return straight_through(kernel, forward)
+
+
 def wage_dense(
     x: ArrayLike,
     kernel: jax.Array,
@@ -87,6 +109,7 @@ def wage_dense(
     W_mode: str = "nearest",
     *,
     key: jax.Array | None = None,
+    forward: jax.Array | None = None,
     integer: bool = False,
     bits_A: int = FULL_PRECISION,
     bits_E: int = FULL_PRECISION,
@@ -97,17 +120,21 @@ def wage_dense(
         x: activations, at least 1-d, last dimension ``in``.
         kernel: the weight accumulator ``(in, out)``.
         bits_W, scale, W_mode, key: ``QW``'s arguments (WAGE Eq. 5-7).
+        forward: ``QW(kernel, bits_W, scale, "nearest")`` computed beforehand (the carried forward weights),
+            used instead of computing ``QW``; only with ``W_mode="nearest"``. The caller keeps it equal to
+            ``QW(kernel)`` (``wage_jax.optax.carry_forward_weights`` does).
         integer: compute the products on integers (``wage_jax.integer``): bit-identical results, given
             that ``x`` is on the ``bits_A`` grid and the backward's error on the ``bits_E`` grid.
         bits_A, bits_E: those grids (``-1``: the products with that operand use the float path).
 
     Raises:
-        ValueError: ``x`` is 0-d or its last dimension is not ``kernel``'s first.
+        ValueError: ``x`` is 0-d or its last dimension is not ``kernel``'s first; ``forward`` with a stochastic
+            ``W_mode`` or not of the kernel's shape and dtype.
     """
     _check_input(x, "at least 1-d (..., in)", jnp.ndim(x) >= 1, "WAGEDense")
     if jnp.shape(x)[-1] != kernel.shape[0]:
         raise ValueError(f"WAGEDense input x has {jnp.shape(x)[-1]} features, the kernel expects {kernel.shape[0]}")
-    w = QW(kernel, bits_W, scale, W_mode, key=key)
+    w = _forward_weights(kernel, forward, bits_W, scale, W_mode, key)
     if integer:
         return integer_dense(jnp.asarray(x, jnp.float32), w, bits_A, bits_W, bits_E, scale)
     return jnp.matmul(x, w, precision=lax.Precision.HIGHEST)
@@ -123,6 +150,7 @@ def wage_conv(
     strides: Sequence[int] = (1, 1),
     padding: str | int | Sequence[int] | Sequence[tuple[int, int]] = "SAME",
     key: jax.Array | None = None,
+    forward: jax.Array | None = None,
     integer: bool = False,
     bits_A: int = FULL_PRECISION,
     bits_E: int = FULL_PRECISION,
@@ -132,14 +160,15 @@ def wage_conv(
     ``padding`` takes Flax's forms (see ``conv_padding``); the other arguments are ``wage_dense``'s.
 
     Raises:
-        ValueError: ``x`` is not 4-d NHWC, its channels differ from the kernel's, or bad padding.
+        ValueError: ``x`` is not 4-d NHWC, its channels differ from the kernel's, bad padding, or a bad
+            ``forward`` (as ``wage_dense``).
     """
     _check_input(x, "4-d NHWC (batch, height, width, channels)", jnp.ndim(x) == 4, "WAGEConv")
     if jnp.shape(x)[-1] != kernel.shape[2]:
         raise ValueError(f"WAGEConv input x has {jnp.shape(x)[-1]} channels, the kernel expects {kernel.shape[2]}")
     padding = conv_padding(padding)
     strides = tuple(int(s) for s in strides)
-    w = QW(kernel, bits_W, scale, W_mode, key=key)
+    w = _forward_weights(kernel, forward, bits_W, scale, W_mode, key)
     if integer:
         return integer_conv(jnp.asarray(x, jnp.float32), w, bits_A, bits_W, bits_E, scale,
                             strides=strides, padding=padding)

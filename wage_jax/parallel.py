@@ -75,7 +75,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from wage_jax.train import LossFn, make_train_step, sse_loss
+from wage_jax.train import LossFn, _split_carried, _step_function, sse_loss
 
 __all__ = [
     "DATA_AXIS",
@@ -192,7 +192,9 @@ def make_data_parallel_train_step(
       for VGG7), ``y``: labels ``(N,)`` int; ``N`` divisible by ``mesh.size``. Sharded ``P("data")`` (pass
       ``shard_batch(...)`` results, or host arrays with one process).
     * ``key``: the model's ``"wage"`` rng key for this step (replicated), or ``None`` when nothing in the
-      forward/backward pass is stochastic. The optimizer's ``QG`` key lives in ``opt_state``.
+      forward/backward pass is stochastic. The optimizer's ``QG`` key lives in ``opt_state``, and so do the
+      carried forward weights of ``wage_sgd(..., carry_forward=...)`` (replicated; passed to ``apply_fn`` as
+      ``make_train_step`` passes them).
     * ``loss``: the scalar ``loss_fn(logits, y)`` over the global batch (default: ``sse_loss``), replicated;
       ``logits``: ``(N, num_classes)`` float32, sharded ``P("data")``.
 
@@ -216,12 +218,12 @@ def make_data_parallel_train_step(
     if DATA_AXIS not in mesh.axis_names:
         raise ValueError(f"mesh must have an axis named {DATA_AXIS!r}, got {mesh.axis_names}")
     rep, data = replicated_sharding(mesh), batch_sharding(mesh)
-    compiled = jax.jit(
-        make_train_step(apply_fn, tx, loss_fn, jit=False),
-        in_shardings=(rep, rep, data, data, rep),
+    compiled = _split_carried(jax.jit(
+        _step_function(apply_fn, tx, loss_fn),
+        in_shardings=(rep, rep, data, data, rep, rep),  # the last: carried forward weights, not donated
         out_shardings=(rep, rep, rep, data),
         donate_argnums=(0, 1) if donate else (),
-    )
+    ))
 
     def step(params: Any, opt_state: Any, x: Any, y: Any, key: jax.Array | None = None):
         n = np.shape(x)[0] if np.ndim(x) else 0

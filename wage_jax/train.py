@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from wage_jax.optax import carried_forward_weights, with_forward_weights
+
 __all__ = ["make_train_step", "sse_loss"]
 
 ApplyFn = Callable[[Any, jax.Array, "jax.Array | None"], jax.Array]
@@ -57,16 +59,24 @@ def make_train_step(
     accumulators, which the layers' ``QW`` passes straight through; for a float baseline, any optax
     optimizer (e.g. ``optax.sgd``).
 
+    Carried forward weights: when ``opt_state`` holds them (``wage_sgd(..., carry_forward=quantizers)``,
+    ``wage_jax.optax.carry_forward_weights``), the forward is ``apply_fn(params, x, key,
+    forward_weights=carried)`` (``wage_jax.linen.make_apply_fn`` builds such a function): the layers use
+    ``QW(params)`` written by the previous update instead of computing it, and the update writes the next
+    step's. The trajectory is bit for bit the same as without them.
+
     Args:
         apply_fn: ``apply_fn(params, x, key) -> logits``; ``key`` feeds the model's ``"wage"`` rng stream,
-            ``None`` when nothing in the forward/backward pass is stochastic.
+            ``None`` when nothing in the forward/backward pass is stochastic. With carried forward weights
+            it is called with a fourth, keyword argument ``forward_weights``.
         tx: any ``optax.GradientTransformation``.
         loss_fn: ``loss_fn(logits, y) -> scalar``; default ``sse_loss``.
         jit: compile the step with ``jax.jit``.
-        donate: with ``jit``, donate ``params`` and ``opt_state`` (do not use them after the call).
+        donate: with ``jit``, donate ``params`` and ``opt_state`` (do not use them after the call; the carried
+            forward weights in ``opt_state`` are not donated, see ``_split_carried``).
 
     Returns:
-        the step function.
+        the step function; jitted, it has ``step.lower(params, opt_state, x, y, key)``.
 
     References:
         Wu et al., ICLR 2018, Sec. 3.3 (the training loop).
@@ -80,15 +90,55 @@ def make_train_step(
         (1.0, [[0.5, 0.0], [0.0, 0.5]])
     """
 
-    def step(params: Any, opt_state: Any, x: jax.Array, y: jax.Array, key: jax.Array | None = None):
+    step = _step_function(apply_fn, tx, loss_fn)
+    if not jit:
+        return step
+    return _split_carried(jax.jit(step, donate_argnums=(0, 1) if donate else ()))
+
+
+def _step_function(apply_fn: ApplyFn, tx: optax.GradientTransformation, loss_fn: LossFn) -> Callable[..., Any]:
+    """``step(params, opt_state, x, y, key=None, forward=None)``: the train step; ``forward``, when given, is put
+    into ``opt_state``'s ``CarryForwardState`` (``_split_carried`` passes the carried weights that way)."""
+
+    def step(params: Any, opt_state: Any, x: jax.Array, y: jax.Array, key: jax.Array | None = None,
+             forward: Any = None):
+        if forward is not None:
+            opt_state = with_forward_weights(opt_state, forward)
+        carried = carried_forward_weights(opt_state)
+
         def objective(p: Any) -> tuple[jax.Array, jax.Array]:
-            logits = apply_fn(p, x, key)
+            logits = apply_fn(p, x, key) if carried is None else apply_fn(p, x, key, forward_weights=carried)
             return loss_fn(logits, y), logits
 
         (loss, logits), grads = jax.value_and_grad(objective, has_aux=True)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss, logits
 
-    if not jit:
-        return step
-    return jax.jit(step, donate_argnums=(0, 1) if donate else ())
+    return step
+
+
+def _split_carried(compiled: Any) -> TrainStep:
+    """``step(params, opt_state, x, y, key=None)`` calling a jitted ``compiled(params, opt_state, x, y, key, forward)``
+    with the carried forward weights split off ``opt_state`` into ``forward``, an argument of their own.
+
+    ``compiled`` donates ``params`` and ``opt_state`` but not ``forward``: the backward reads the carried weights
+    (input gradients) in an order XLA does not tie to the update that writes the next ones, so a donated buffer
+    would be copied first (a pass over every such weight); a fresh output buffer costs no pass. ``step.lower``
+    lowers ``compiled`` the same way.
+    """
+
+    def split(opt_state: Any) -> tuple[Any, Any]:
+        forward = carried_forward_weights(opt_state)
+        return (opt_state, None) if forward is None else (with_forward_weights(opt_state, None), forward)
+
+    def step(params: Any, opt_state: Any, x: Any, y: Any, key: jax.Array | None = None):
+        opt_state, forward = split(opt_state)
+        return compiled(params, opt_state, x, y, key, forward)
+
+    def lower(params: Any, opt_state: Any, x: Any, y: Any, key: jax.Array | None = None):
+        opt_state, forward = split(opt_state)
+        return compiled.lower(params, opt_state, x, y, key, forward)
+
+    step.lower = lower
+    step._cache_size = compiled._cache_size
+    return step

@@ -4,6 +4,10 @@ WAGE runs use ``wage_jax.optax.wage_sgd`` (``w <- C(w - QG(g, bits_G, lr))``, WA
 ``wage_jax.train.make_train_step``; the float baseline (``quantized=False``) uses ``optax.sgd`` on the
 same sum-of-squares loss through the same step builder. The learning rate follows a per-epoch table,
 looked up from the optimizer's step count inside the jitted step.
+
+With ``W_mode="nearest"`` the optimizer state carries the next step's forward weights ``QW(w)``
+(``wage_sgd(..., carry_forward=...)``), so the forward pass does not recompute them. Checkpoints leave them
+out (the same files as without them) and ``restore`` recomputes them from the restored accumulators.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ import optax
 from wage_jax import parallel
 from wage_jax.functional import QW
 from wage_jax.initializers import kernel_scale
+from wage_jax.linen import kernel_quantizers, make_apply_fn
 from wage_jax.models import MLP, VGG7, LeNet5
-from wage_jax.optax import clip_params, wage_sgd
+from wage_jax.optax import clip_params, forward_weights, wage_sgd, with_forward_weights
 from wage_jax.train import make_train_step
 from wage_spec import WAGEConfig
 from wage_train.runspec import ModelSpec
@@ -116,8 +121,11 @@ class JaxRunner:
         def schedule(count: jax.Array) -> jax.Array:
             return table[jnp.minimum(count // spe, n_epochs - 1)]
 
-        if quantized:  # WAGE's accumulators start clipped (wage_jax.optax)
-            optimizer = wage_sgd(config.bits_W, config.bits_G, schedule, mode=config.G_mode, key=k_opt)
+        # WAGE's accumulators start clipped (wage_jax.optax); with nearest W the state carries QW(w).
+        self._quantizers = kernel_quantizers(self.model, dummy) if quantized and config.W_mode == "nearest" else None
+        if quantized:
+            optimizer = wage_sgd(config.bits_W, config.bits_G, schedule, mode=config.G_mode, key=k_opt,
+                                 carry_forward=self._quantizers)
             params = jax.jit(clip_params, static_argnums=1)(params, config.bits_W)
         else:
             optimizer = optax.sgd(schedule)
@@ -127,12 +135,7 @@ class JaxRunner:
         self.needs_key = quantized and "stochastic" in modes
         self.fwd_key = k_fwd
         self.eval_key = k_eval
-        model = self.model
-
-        def apply_fn(p: Any, x: jax.Array, key: jax.Array | None) -> jax.Array:
-            if key is None:
-                return model.apply({"params": p}, x)
-            return model.apply({"params": p}, x, rngs={"wage": key})
+        apply_fn = make_apply_fn(self.model)
 
         n = jax.local_device_count() if devices is None else int(devices)
         if not 1 <= n <= jax.local_device_count():
@@ -213,7 +216,8 @@ class JaxRunner:
     # ------------------------------------------------------------------ checkpoints (Orbax)
 
     def _state(self) -> tuple[Any, Any, Any, Any]:
-        return (self.params, self.opt_state, self.fwd_key, self.eval_key)
+        """What a checkpoint holds: the carried forward weights are left out (a function of the params)."""
+        return (self.params, with_forward_weights(self.opt_state, None), self.fwd_key, self.eval_key)
 
     def save(self, directory: str | Path) -> None:
         """Save params (accumulators), optimizer state (step count, PRNG key) and forward keys with Orbax."""
@@ -240,6 +244,10 @@ class JaxRunner:
             for i, v in enumerate(leaves)
         ]
         self.params, self.opt_state, self.fwd_key, self.eval_key = jax.tree_util.tree_unflatten(treedef, restored)
+        if self._quantizers is not None:  # QW of the restored accumulators, as the update would have carried it
+            quantizers = self._quantizers
+            carried = jax.jit(lambda p: forward_weights(p, quantizers))(self.params)
+            self.opt_state = with_forward_weights(self.opt_state, carried)
         if self._mesh is not None:
             # Orbax restores onto one device: put the state back on the whole mesh.
             self.params, self.opt_state, self.fwd_key, self.eval_key = parallel.replicate(
