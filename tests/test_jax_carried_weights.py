@@ -162,6 +162,13 @@ def test_data_parallel_step_carries_the_weights(digits):
         p1, s1, _, _ = step1(p1, s1, x[i * 64 : (i + 1) * 64], y[i * 64 : (i + 1) * 64], key)
     assert _same_bits(p0, p1)
     assert _same_bits(carried_forward_weights(s1), forward_weights(p1, quantizers))
+    # step.lower(...).compile() is called like the step itself (the carried weights split off inside).
+    key, xb, yb = jax.random.key(5), x[320:384], y[320:384]
+    compiled = step1.lower(p1, s1, xb, yb, key).compile()
+    assert "dot" in compiled.as_text()
+    p2, s2, _, _ = compiled(p1, s1, xb, yb, key)
+    p3, s3, _, _ = step1(p1, s1, xb, yb, key)
+    assert _same_bits(p2, p3) and _same_bits(carried_forward_weights(s2), carried_forward_weights(s3))
 
 
 def test_checkpoint_leaves_and_restore_of_the_carried_weights():

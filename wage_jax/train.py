@@ -117,6 +117,34 @@ def _step_function(apply_fn: ApplyFn, tx: optax.GradientTransformation, loss_fn:
     return step
 
 
+class _Lowered:
+    """A lowered step whose ``compile(...)`` gives an executable called like the step itself,
+    ``(params, opt_state, x, y, key=None)``; everything else (``as_text``, ...) is jax's ``Lowered``'s."""
+
+    def __init__(self, lowered: Any, split: Callable[[Any], tuple[Any, Any]]) -> None:
+        self._lowered, self._split = lowered, split
+
+    def compile(self, *args: Any, **kwargs: Any) -> _Compiled:
+        return _Compiled(self._lowered.compile(*args, **kwargs), self._split)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._lowered, name)
+
+
+class _Compiled:
+    """A compiled step called as ``(params, opt_state, x, y, key=None)``; ``as_text`` etc. are jax's."""
+
+    def __init__(self, compiled: Any, split: Callable[[Any], tuple[Any, Any]]) -> None:
+        self._compiled, self._split = compiled, split
+
+    def __call__(self, params: Any, opt_state: Any, x: Any, y: Any, key: jax.Array | None = None) -> Any:
+        opt_state, forward = self._split(opt_state)
+        return self._compiled(params, opt_state, x, y, key, forward)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._compiled, name)
+
+
 def _split_carried(compiled: Any) -> TrainStep:
     """``step(params, opt_state, x, y, key=None)`` calling a jitted ``compiled(params, opt_state, x, y, key, forward)``
     with the carried forward weights split off ``opt_state`` into ``forward``, an argument of their own.
@@ -135,9 +163,9 @@ def _split_carried(compiled: Any) -> TrainStep:
         opt_state, forward = split(opt_state)
         return compiled(params, opt_state, x, y, key, forward)
 
-    def lower(params: Any, opt_state: Any, x: Any, y: Any, key: jax.Array | None = None):
+    def lower(params: Any, opt_state: Any, x: Any, y: Any, key: jax.Array | None = None) -> _Lowered:
         opt_state, forward = split(opt_state)
-        return compiled.lower(params, opt_state, x, y, key, forward)
+        return _Lowered(compiled.lower(params, opt_state, x, y, key, forward), split)
 
     step.lower = lower
     step._cache_size = compiled._cache_size
