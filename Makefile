@@ -16,8 +16,12 @@ setup: .venv/.setup-done
 run: setup
 	$(PY) -m wage_train
 
+# pytest-xdist workers: one per core, at least 3 (much of the suite is single-threaded XLA compilation, so a
+# third worker fills the gaps on 2 cores) and at most 8 (each worker holds JAX and torch in memory).
+WORKERS ?= $(shell python3 -c "import os; print(min(8, max(3, len(os.sched_getaffinity(0)))))")
+
 test: setup
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile --durations=10
 
 lint: setup
 	$(PY) -m ruff check .
