@@ -53,12 +53,16 @@ def _ints(text: str) -> list[int]:
     return values
 
 
-def positive_float(text: str) -> float:
-    """A finite float > 0 (``--lr``, ``--factor``)."""
+def _number(text: str) -> float:
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def positive_float(text: str) -> float:
+    """A finite float > 0 (``--lr``, ``--factor``)."""
+    value = _number(text)
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be finite and > 0, got {text!r}")
     return value
@@ -83,11 +87,8 @@ non_negative_int = _int_at_least(0)
 
 
 def fraction_arg(text: str) -> float:
-    """argparse type: a number strictly between 0 and 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    """argparse type: a number strictly between 0 and 1 (``--validation``)."""
+    value = _number(text)
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1), got {text!r}")
     return value

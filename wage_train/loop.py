@@ -14,7 +14,7 @@ import numpy as np
 from wage_train.augment import augment_crop
 from wage_train.checkpoints import non_finite_weights, restore_checkpoint, save_checkpoint
 from wage_train.config import MODES, UsageError, wage_config
-from wage_train.data import augment_crop_flip, pad_images, to_inputs
+from wage_train.data import Dataset, augment_crop_flip, pad_images, to_inputs
 from wage_train.reporting import format_compare, format_header, format_row, plot_run, write_csv, write_json
 from wage_train.runspec import ModelSpec, lr_table
 
@@ -138,8 +138,8 @@ def _summary(cfg: dict[str, Any], spec: ModelSpec, history: list[dict], compare:
     return out
 
 
-def _eval_label(data: Any) -> str:
-    split = getattr(data, "eval_split", "test")
+def _eval_label(data: Dataset) -> str:
+    split = data.eval_split
     return split if split == "test" else f"{split} (held out of training; test set unused)"
 
 
@@ -149,7 +149,7 @@ def _augment_label(cfg: dict[str, Any]) -> str:
     return " (augmented: crop + flip)" if cfg.get("flip", True) else " (augmented: crop)"
 
 
-def train(cfg: dict[str, Any], data: Any, out_dir: Path, *, resume: bool, stop_after: int | None,
+def train(cfg: dict[str, Any], data: Dataset, out_dir: Path, *, resume: bool, stop_after: int | None,
            progress: bool, devices: int | None = None, staging: Path | None = None,
            stop: StopSignals | None = None) -> dict[str, Any]:
     """Train the run ``cfg`` on ``data`` into ``out_dir``; returns the summary written to ``metrics.json``.
@@ -330,7 +330,7 @@ def train(cfg: dict[str, Any], data: Any, out_dir: Path, *, resume: bool, stop_a
             f"{cfg['name']}\n{method}, {spec.describe()}, {cfg['dataset']}",
             weights_label="float weights" if cfg["float"] else f"QW(accumulator), {runners[-1].framework}",
         )
-    split = getattr(data, "eval_split", "test")
+    split = data.eval_split
     for fw, s in summary["frameworks"].items():
         print(
             f"{fw}: final {split} accuracy {100 * s['final_test_acc']:.2f}% (best {100 * s['best_test_acc']:.2f}%), "
