@@ -306,8 +306,9 @@ def carry_forward_weights(quantizers: Any) -> optax.GradientTransformation:
 
     The last transformation of a chain (after ``keep_params_clipped``): it leaves the updates unchanged and
     stores ``forward_weights(optax.apply_updates(params, updates), quantizers)``, the ``QW`` of the
-    parameters ``apply_updates`` is about to produce. Under ``jit`` XLA computes the addition once for both
-    (the same float32 ``p + u``), so each layer's update pass also writes its forward weights, and a forward
+    parameters ``apply_updates`` is about to produce (the same float32 ``p + u``). Where XLA forms
+    multi-output fusions (GPU backends) each layer's update pass also writes its forward weights; XLA's CPU
+    backend runs the ``QW`` as a pass of its own after the update (see the module docstring). A forward
     that reads them (``wage_jax.linen`` layers given the ``"wage_forward"`` collection; ``make_train_step``
     passes it) runs no ``QW`` pass over its kernels. ``init`` stores ``QW(params)``.
 
