@@ -1,11 +1,12 @@
 # Two commands on a fresh machine (see README.md):
 #   make run    set up .venv, then train WAGE 2-8-8-8 on the embedded digits data set
 #   make test   set up .venv, then run the whole test suite (unit and parity tests)
+#   make test-fast   the inner-loop subset (about 3 minutes on 2 cores): everything not marked slow
 PY := .venv/bin/python
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.venv/torch_extensions
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup run test lint bench parity-report
+.PHONY: setup run test test-fast lint bench parity-report
 
 setup: .venv/.setup-done
 
@@ -22,6 +23,9 @@ WORKERS ?= $(shell python3 -c "import os; print(min(8, max(3, len(os.sched_getaf
 
 test: setup
 	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile --durations=10
+
+test-fast: setup
+	$(PY) -m pytest -q -n $(WORKERS) --dist loadfile --durations=10 -m "not slow"
 
 lint: setup
 	$(PY) -m ruff check .

@@ -8,7 +8,7 @@ compared on their float32 bit patterns. Only the wage_jax side of the cases is u
 reference is never computed, so neither qtorch nor wage_torch is needed (torch is, for the draws).
 
 The corpus's stochastic cases take explicit draws; ``keyed_cases`` adds the same functions drawing
-from PRNG keys (``wage_jax.fixed_point.uniform``, the unrolled Threefry hash the training steps use),
+from PRNG keys (``wage_jax._src.fixed_point.uniform``, the unrolled Threefry hash the training steps use),
 so that the device's own random bits are compared too.
 
 ``--smoke`` runs, per function, the case with the fewest calls, and the keyed cases.

@@ -34,9 +34,8 @@ import optax
 
 from benchmarks.accel_common import Budget, Devices, device_memory, is_out_of_memory, log, median
 from benchmarks.accel_common import tree_differing_elements as tree_diff
+from wage_jax import clip_params, make_train_step, sse_loss, wage_sgd
 from wage_jax.models import MLP, VGG7
-from wage_jax.optax import clip_params, wage_sgd
-from wage_jax.train import make_train_step, sse_loss
 from wage_spec import WAGEConfig, fan_in, wage_init_limits
 
 __all__ = [
@@ -74,7 +73,7 @@ def _apply_fn(model) -> Callable[..., jax.Array]:
 
 
 def wage_step(model, cfg: WAGEConfig, lr: float) -> tuple[Callable, Callable]:
-    """``(init, step)`` of WAGE training with ``wage_jax.optax.wage_sgd`` and ``wage_jax.train.make_train_step``.
+    """``(init, step)`` of WAGE training with ``wage_jax.wage_sgd`` and ``wage_jax.make_train_step``.
 
     ``init(params) -> (params, opt_state)``; ``step(params, opt_state, x, y, key) -> (params, opt_state,
     loss, logits)``, not jitted (the caller jits and compiles it per device). ``key`` feeds the model's

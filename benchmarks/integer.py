@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wage_jax.functional import QG, C
+from wage_jax import QG, C
 from wage_jax.models import MLP, VGG7
 from wage_spec import WAGEConfig
 

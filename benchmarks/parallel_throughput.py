@@ -7,7 +7,7 @@ Each device count runs in its own subprocess with ``XLA_FLAGS=--xla_force_host_p
 (the flag must be set before jax starts), trains the MLP (28x28 inputs -> hidden -> 10, 2-8-8-8 bits) on
 synthetic data with ``make_data_parallel_train_step`` over an ``N``-device mesh, and reports images/s
 after a compile and warm-up step (the fastest of ``--repeats`` timed passes). The first row, ``1*``, is
-the plain single-device ``wage_jax.train.make_train_step`` for reference. The last column compares each
+the plain single-device ``wage_jax.make_train_step`` for reference. The last column compares each
 run's final accumulators with that row's (they must be bit-identical: every device count sees the same
 global batches).
 
@@ -34,10 +34,8 @@ def _worker(n: int, batch: int, hidden: int, steps: int, repeats: int, mode: str
     import jax.numpy as jnp
     import numpy as np
 
-    from wage_jax import parallel
+    from wage_jax import clip_params, make_train_step, parallel, wage_sgd
     from wage_jax.models import MLP
-    from wage_jax.optax import clip_params, wage_sgd
-    from wage_jax.train import make_train_step
     from wage_spec import WAGEConfig
 
     cfg = WAGEConfig() if mode == "paper" else WAGEConfig.nearest()
@@ -126,7 +124,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         name = "1*" if r["plain"] else str(r["devices"])
         print(f"| {name} | {r['images_per_s']:.0f} | {r['ms_per_step']:.1f} | {r['images_per_s'] / base:.2f}x "
               f"| {r['compile_s']:.1f} | {same} |")
-    print("1*: wage_jax.train.make_train_step without a mesh.")
+    print("1*: wage_jax.make_train_step without a mesh.")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return rows

@@ -26,7 +26,7 @@ Implementations:
   ``floor(x * 2^fl + rand) / 2^fl`` for stochastic; ``shift`` from a float ``log2``), which is *not* bit
   exact (round-half-even of ``x * 2^fl`` instead of the kernel's float32 ``+ 0.5``); for scale only.
 
-The last table, uniform draws alone (``wage_jax.fixed_point.uniform``, equal to ``jax.random.uniform``;
+The last table, uniform draws alone (``wage_jax._src.fixed_point.uniform``, equal to ``jax.random.uniform``;
 ``torch.rand_like`` in both torch columns), shows what stochastic rounding adds to a nearest one.
 Timings are medians after warm-up calls; run through ``benchmarks.run`` (or this module's ``main``)
 glibc keeps freed buffers for reuse (``benchmarks.common.steady_malloc``), so that no call pays for
@@ -78,7 +78,7 @@ def _jax_ops() -> dict[str, Callable[[int], Callable[[], object]]]:
     import jax
 
     import wage_jax as wj
-    from wage_jax.fixed_point import uniform
+    from wage_jax._src.fixed_point import uniform
 
     key = jax.random.key(0)
 

@@ -7,9 +7,7 @@ widths 128-256-512, dense 1024; batch 32, or 16 with ``--quick``; 128 on a GPU).
 in ``[-1, 1]``, labels random: the work per step does not depend on the data.
 
 * JAX WAGE: ``wage_jax.models`` + ``wage_sgd`` (QG stochastic, key per step) in
-  ``wage_jax.train.make_train_step`` (jitted, parameters donated), with the next step's forward weights
-  ``QW(w)`` carried in the optimizer state (``carry_forward=kernel_quantizers(model, x)``: W is nearest), so
-  the forward runs no ``QW`` pass.
+  ``wage_jax.make_train_step`` (jitted, parameters donated).
 * JAX float: the same model with ``quantized=False`` and ``optax.sgd`` on the same loss, in the same
   ``make_train_step``.
 * JAX WAGE all-nearest (diagnostic): every rounding mode nearest, i.e. the same step without its random
@@ -119,10 +117,8 @@ def _jax_step(model_name: str, variant: str, x, y):
     import jax
     import optax
 
-    from wage_jax.linen import kernel_quantizers, make_apply_fn
+    from wage_jax import clip_params, make_train_step, wage_sgd
     from wage_jax.models import MLP, VGG7
-    from wage_jax.optax import clip_params, wage_sgd
-    from wage_jax.train import make_train_step
     from wage_spec import WAGEConfig
 
     # 2-8-8-8, G and E stochastic, W and A nearest (the paper's setting); "wage_nearest": every mode nearest,
@@ -134,15 +130,15 @@ def _jax_step(model_name: str, variant: str, x, y):
     # Eager init runs op by op (~15 s for VGG7); jitted, it compiles once.
     params = jax.jit(model.init)({"params": jax.random.key(0), "wage": jax.random.key(1)}, x[:1])["params"]
     if quantized:
-        tx = wage_sgd(cfg.bits_W, cfg.bits_G, LR_WAGE, mode=cfg.G_mode, key=_key(cfg.G_mode, 2),
-                      carry_forward=kernel_quantizers(model, x[:1]))
+        tx = wage_sgd(cfg.bits_W, cfg.bits_G, LR_WAGE, mode=cfg.G_mode, key=_key(cfg.G_mode, 2))
         params = clip_params(params, cfg.bits_W)
         keys = list(jax.random.split(jax.random.key(3), 8)) if cfg.stochastic else [None]
     else:
         tx = optax.sgd(LR_FLOAT)
         keys = [None]
     opt_state = tx.init(params)
-    jitted = make_train_step(make_apply_fn(model), tx)
+    jitted = make_train_step(
+        lambda p, xb, k: model.apply({"params": p}, xb, rngs=None if k is None else {"wage": k}), tx)
     state = {"p": params, "s": opt_state, "i": 0}
 
     def step():

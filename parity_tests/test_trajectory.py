@@ -4,7 +4,7 @@ From the same initial accumulators and the same batches, with every rounding mod
 weight accumulators and the predictions agree at every step. Why this can hold: every operand of every
 matmul/convolution is on a fixed-point grid, so each product is exact and each sum is exact in float32
 in any order as long as it fits 24 bits of that grid. The bound each test relies on is stated beside it
-and asserted. Accumulators are compared as JAX == C(torch) (see ``wage_jax.optax``: JAX keeps them
+and asserted. Accumulators are compared as JAX == C(torch) (see ``wage_jax``: JAX keeps them
 clipped, the reference clips before subtracting), and the forward weights QW(.) equal exactly.
 """
 
@@ -17,11 +17,10 @@ import pytest
 import torch
 
 import wage_torch
+from wage_jax import clip_params, make_train_step, wage_sgd
 from wage_jax.models import MLP as JaxMLP
 from wage_jax.models import VGG7 as JaxVGG7
 from wage_jax.models import LeNet5 as JaxLeNet5
-from wage_jax.optax import clip_params, wage_sgd
-from wage_jax.train import make_train_step
 from wage_parity.testing import digits_batches, f32_bits
 from wage_spec import WAGEConfig
 from wage_torch.models import MLP as TorchMLP

@@ -2,7 +2,7 @@
 
 ``python tests/_parallel_worker.py OUT_DIR`` trains the same MLP on the same digits batches
 
-* on one device with ``wage_jax.train.make_train_step`` (the reference),
+* on one device with ``wage_jax.make_train_step`` (the reference),
 * data-parallel with ``wage_jax.parallel`` on 1, 2, 4 and 8 devices,
 * naively data-parallel on 8 devices (per-device gradients summed with ``psum``: each device shifts
   its errors by its own shard's max), the control that shows the comparison can fail,
@@ -36,12 +36,10 @@ import optax
 from flax import linen as nn
 from jax.sharding import PartitionSpec
 
-from wage_jax import parallel
+from wage_jax import clip_params, make_train_step, parallel, sse_loss, wage_sgd
+from wage_jax._src.layers import max_pool_2x2
 from wage_jax.linen import WAGEConv, WAGEDense, WAGEQuantizer
 from wage_jax.models import MLP
-from wage_jax.ops import max_pool_2x2
-from wage_jax.optax import clip_params, wage_sgd
-from wage_jax.train import make_train_step, sse_loss
 from wage_parity.testing import digits_batches
 from wage_spec import FULL_PRECISION, WAGEConfig
 

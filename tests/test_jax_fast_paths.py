@@ -8,7 +8,7 @@ go wrong:
   with normals, NaN/Inf anywhere, powers of two and their neighbours;
 * ``QW``'s division by a power-of-two layer scale is one multiplication for scales up to ``2^100``
   and exact bit arithmetic beyond;
-* stochastic rounding draws from ``wage_jax.fixed_point.uniform``, an unrolled threefry that must
+* stochastic rounding draws from ``wage_jax._src.fixed_point.uniform``, an unrolled threefry that must
   equal ``jax.random.uniform`` bit for bit.
 
 Every case runs eagerly and under ``jax.jit``, and is compared bit for bit (sign of zero included).
@@ -24,7 +24,7 @@ import torch
 
 import wage_jax as wj
 import wage_torch as wt
-from wage_jax.threefry import uniform
+from wage_jax._src.threefry import uniform
 from wage_parity import spec_model
 from wage_parity.testing import assert_bits_equal
 

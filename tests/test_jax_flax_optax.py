@@ -17,10 +17,17 @@ from flax import nnx as fnnx
 import wage_jax
 import wage_jax.linen as wl
 import wage_jax.nnx as wn
-from wage_jax.initializers import kernel_scale, wage_init, wage_kernel_init
+from wage_jax import (
+    clip_params,
+    keep_params_clipped,
+    kernel_scale,
+    make_train_step,
+    scale_by_qg,
+    wage_init,
+    wage_kernel_init,
+    wage_sgd,
+)
 from wage_jax.models import MLP
-from wage_jax.optax import clip_params, keep_params_clipped, scale_by_qg, wage_sgd
-from wage_jax.train import make_train_step
 from wage_parity.testing import digits, f32_bits
 from wage_spec import WAGEConfig
 from wage_torch import wage_init_
@@ -333,7 +340,7 @@ def test_wage_sgd_train_step_train_state_and_chain_match_the_reference(stochasti
         return model.apply({"params": p}, xb, rngs=None if k is None else {"wage": k})
 
     def loss_and_grads(p, xb, yb, k):
-        return jax.value_and_grad(lambda q: wage_jax.train.sse_loss(apply_fn(q, xb, k), yb))(p)
+        return jax.value_and_grad(lambda q: wage_jax.sse_loss(apply_fn(q, xb, k), yb))(p)
 
     loss_and_grads = jax.jit(loss_and_grads)
     batches = [(x[i * 32 : (i + 1) * 32], y[i * 32 : (i + 1) * 32]) for i in range(25)]
@@ -376,7 +383,7 @@ def test_nnx_optimizer_trains_wage_as_the_reference():
     fnnx.update(model, params0)
 
     def loss(m, xb, yb):
-        return wage_jax.train.sse_loss(m(xb), yb)
+        return wage_jax.sse_loss(m(xb), yb)
 
     optimizer = fnnx.Optimizer(model, wage_sgd(2, 8, 8.0, "nearest"), wrt=fnnx.Param)
 

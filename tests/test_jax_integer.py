@@ -18,11 +18,11 @@ from flax import nnx as fnnx
 from jax import lax
 
 import wage_jax.nnx as wn
-from wage_jax.functional import QG, C
+from wage_jax import QG, C
+from wage_jax._src.layers import max_pool_2x2
 from wage_jax.integer import exact_in_float32, integer_conv, integer_dense, integer_plan, on_grid
 from wage_jax.linen import WAGEConv, WAGEDense, WAGEQuantizer
 from wage_jax.models import MLP, VGG7
-from wage_jax.ops import max_pool_2x2
 from wage_parity.testing import assert_trees_bits_equal, f32_bits
 from wage_spec import FULL_PRECISION, WAGEConfig
 

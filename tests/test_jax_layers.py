@@ -11,9 +11,8 @@ from jax import lax
 
 import wage_jax.linen as wl
 import wage_jax.nnx as wn
-from wage_jax.functional import QW
-from wage_jax.initializers import kernel_scale
-from wage_jax.ops import conv_padding, kernel_size_2d
+from wage_jax import QW, kernel_scale
+from wage_jax._src.layers import conv_padding, kernel_size_2d
 
 X = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 7, 7, 3)), jnp.float32)
 

@@ -42,8 +42,8 @@ TRAIN_SCRIPT = textwrap.dedent(
     for mod in pkgutil.walk_packages(wage_jax.__path__, "wage_jax."):
         importlib.import_module(mod.name)
     from wage_jax.models import MLP
-    from wage_jax.optax import clip_params, wage_sgd
-    from wage_jax.train import make_train_step
+    from wage_jax import clip_params, wage_sgd
+    from wage_jax import make_train_step
     from wage_spec import WAGEConfig
     assert "torch" not in sys.modules and "qtorch" not in sys.modules, sorted(sys.modules)
     cfg = WAGEConfig.nearest()

@@ -56,7 +56,7 @@ def test_spec_scales_equal_the_authors_logs(model):
 @pytest.mark.parametrize("model", sorted(CASES))
 def test_flax_kernels_have_the_logged_shapes_and_scales(model):
     """The JAX models' kernels (Flax layout = the authors' TF layout) and the layers' own static scales."""
-    from wage_jax.initializers import kernel_scale
+    from wage_jax import kernel_scale
 
     log, _, module, shape = CASES[model]
     params = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros(shape)))["params"]

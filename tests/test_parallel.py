@@ -189,7 +189,7 @@ def _all_reduces(hlo: str) -> list[dict]:
 
 def _all_reduced_shift_maxima(reduces: list[dict]) -> set[str]:
     """Quantizers whose error-shift max|e| is an all-reduce(max) of a scalar (float32, or its int32 bit
-    pattern, as ``wage_jax.exact_shift`` may compute it); named by the reduction's op_name metadata."""
+    pattern, as ``wage_jax._src.exact_shift`` may compute it); named by the reduction's op_name metadata."""
     shifted = set()
     for r in reduces:
         if r["root"] == "maximum" and r["types"] in ([("s32", "")], [("f32", "")]):
@@ -323,7 +323,7 @@ def test_data_mesh_and_argument_checks_on_one_device():
     tree = parallel.replicate({"w": jnp.ones((3, 2)), "k": jax.random.key(0), "none": None}, mesh)
     assert tree["w"].sharding.is_fully_replicated and tree["none"] is None
     bad_mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("batch",))
-    from wage_jax.optax import wage_sgd
+    from wage_jax import wage_sgd
 
     with pytest.raises(ValueError, match="'data'"):
         parallel.make_data_parallel_train_step(lambda p, x, k: x, wage_sgd(2, 8, 1.0, "nearest"), bad_mesh)

@@ -16,9 +16,9 @@ from wage_parity.testing import (
     write_fake_mnist,
     write_idx_file,
 )
+from wage_train.augment import augment_crop_flip
 from wage_train.data import (
     DataError,
-    augment_crop_flip,
     load_cifar10,
     load_dataset,
     load_digits_split,

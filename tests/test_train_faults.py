@@ -26,6 +26,13 @@ RUN = ["--hidden", "16", "--epochs", "4", "--limit-batches", "2", "--no-progress
 TRIED: Counter[str] = Counter()  # injected faults tried, by kind (printed at the end)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _report_fault_counts():
+    """After the module's tests, print how many faults of each kind were injected (run with -s to see)."""
+    yield
+    print("\ninjected run faults tried:", dict(sorted(TRIED.items())))
+
+
 def _cli(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
     return run_python(["-m", "wage_train", *args], timeout=timeout, env=python_env(PYTHONUNBUFFERED="1"))
 
@@ -275,7 +282,3 @@ def test_out_dir_naming_a_file_is_refused(tmp_path, capsys):
         run(["--out-dir", str(f)])
     assert "is not a directory" in _one_line_no_traceback(capsys.readouterr().err)
 
-
-def test_zz_report_fault_counts():
-    """Prints how many faults of each kind were injected (run with -s to see)."""
-    print("\ninjected run faults tried:", dict(sorted(TRIED.items())))

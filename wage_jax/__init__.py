@@ -3,18 +3,30 @@
 Bit for bit the arithmetic of QPyTorch's WAGE example on qtorch's CPU kernel (``docs/contract.md``),
 jit-compiled on CPU, GPU and TPU.
 
-Public API: the quantizers ``shift``, ``C``, ``QW``, ``QG``, ``wage_quantize``, ``fixed_point_quantize``,
-``fixed_point_quantize_with_mask``, ``straight_through``; ``checked`` (the same quantizers reporting NaN/Inf
-under ``jit``). Submodules: ``wage_jax.optax`` (``wage_sgd``, ``scale_by_qg``, ``keep_params_clipped``,
-``clip_params``, ``carry_forward_weights``, ``forward_weights``), ``wage_jax.train`` (``make_train_step``,
-``sse_loss``), ``wage_jax.parallel``,
-``wage_jax.linen``, ``wage_jax.nnx``, ``wage_jax.models``.
+Public API (``wage_jax``):
+
+* quantizers: ``shift``, ``C``, ``QW``, ``QG``, ``wage_quantize`` (the ``WAGEQuantizer`` as a function),
+  ``fixed_point_quantize``, ``fixed_point_quantize_with_mask``, ``straight_through``; ``checked`` holds the
+  same quantizers reporting NaN/Inf under ``jit``;
+* the update as optax transformations: ``wage_sgd``, ``scale_by_qg``, ``keep_params_clipped``,
+  ``clip_params``, ``ScaleByQGState``;
+* training: ``make_train_step``, ``sse_loss``;
+* layers' arithmetic for Flax's stock layers: ``wage_dot_general``, ``wage_conv_general_dilated``,
+  ``wage_kernel_init``, ``wage_init``, ``kernel_scale``, ``max_pool_2x2``.
+
+Namespaces: ``wage_jax.linen`` and ``wage_jax.nnx`` (``WAGEQuantizer``, the layer hooks, ``WAGEDense``,
+``WAGEConv``), ``wage_jax.models`` (``MLP``, ``LeNet5``, ``VGG7``), ``wage_jax.parallel`` (data-parallel
+training), ``wage_jax.integer`` (products on integers).
 """
 
 from wage_jax import checked
-from wage_jax.fixed_point import fixed_point_quantize, fixed_point_quantize_with_mask
-from wage_jax.functional import QG, QW, C, shift, straight_through
-from wage_jax.wage_quantizer import wage_quantize
+from wage_jax._src.fixed_point import fixed_point_quantize, fixed_point_quantize_with_mask
+from wage_jax._src.functional import QG, QW, C, shift, straight_through
+from wage_jax._src.initializers import kernel_scale, wage_init, wage_kernel_init
+from wage_jax._src.layers import max_pool_2x2, wage_conv_general_dilated, wage_dot_general
+from wage_jax._src.train import make_train_step, sse_loss
+from wage_jax._src.transforms import ScaleByQGState, clip_params, keep_params_clipped, scale_by_qg, wage_sgd
+from wage_jax._src.wage_quantizer import wage_quantize
 from wage_spec._version import installed_version
 
 __version__ = installed_version()
@@ -23,10 +35,23 @@ __all__ = [
     "C",
     "QG",
     "QW",
+    "ScaleByQGState",
     "checked",
+    "clip_params",
     "fixed_point_quantize",
     "fixed_point_quantize_with_mask",
+    "keep_params_clipped",
+    "kernel_scale",
+    "make_train_step",
+    "max_pool_2x2",
+    "scale_by_qg",
     "shift",
+    "sse_loss",
     "straight_through",
+    "wage_conv_general_dilated",
+    "wage_dot_general",
+    "wage_init",
+    "wage_kernel_init",
     "wage_quantize",
+    "wage_sgd",
 ]

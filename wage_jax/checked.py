@@ -3,7 +3,7 @@
 WAGE's ``shift`` (in ``QG`` and in the error quantizer's backward) divides by ``2^ceil(log2 max|x|)``:
 a NaN or Inf anywhere in its input poisons every element. Eagerly, ``wage_jax.shift`` and
 ``wage_jax.QG`` raise ``ValueError``; under ``jit`` nothing can raise and the result is all-NaN
-(see ``wage_jax.functional``). The functions here are the same quantizers with a
+(see ``wage_jax``). The functions here are the same quantizers with a
 ``checkify.check`` on their input, and for ``wage_quantize`` also on the incoming gradient in the
 backward pass, so that a jitted program reports where the first non-finite value arrived::
 
@@ -15,7 +15,7 @@ backward pass, so that a jitted program reports where the first non-finite value
     err, w = jax.jit(checked.checkify(step))(w, g)
     err.throw()  # or: message = err.get()  ->  None when every check passed
 
-The quantizer arithmetic is ``wage_jax.functional`` / ``wage_jax.wage_quantizer``'s, called
+The quantizer arithmetic is ``wage_jax``'s own, called
 unchanged; every function takes the same arguments and returns the same result as its unchecked
 counterpart when its input is finite, and validates its arguments first, as that counterpart does.
 Under ``jit`` a checked function must run inside ``checked.checkify`` (or
@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import checkify as _checkify
 
-from wage_jax import functional as _functional
-from wage_jax import wage_quantizer as _wage_quantizer
+from wage_jax._src import functional as _functional
+from wage_jax._src import wage_quantizer as _wage_quantizer
 
 __all__ = ["QG", "QW", "check_finite", "checkify", "shift", "wage_quantize"]
 

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import jax
 from flax import linen as nn
 
+from wage_jax._src.layers import max_pool_2x2
 from wage_jax.linen import WAGEConv, WAGEDense, WAGEQuantizer
-from wage_jax.ops import max_pool_2x2
 from wage_spec import FULL_PRECISION, WAGEConfig
 
 __all__ = ["MLP", "VGG7", "LeNet5"]

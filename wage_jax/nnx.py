@@ -1,11 +1,13 @@
-"""WAGE for Flax NNX: ``WAGEQuantizer``, ``WAGEDense``, ``WAGEConv``.
+"""WAGE for Flax NNX: ``WAGEQuantizer``, the hooks ``WAGEDotGeneral``/``WAGEConvGeneralDilated``, and the
+conveniences ``WAGEDense``/``WAGEConv``, mirroring ``wage_jax.linen``.
 
-Thin modules over ``wage_jax.ops`` and ``wage_jax.wage_quantizer``, mirroring ``wage_jax.linen``.
-Stochastic modes draw from the rng stream named ``"wage"`` of the ``nnx.Rngs`` given at construction
-(``rngs=nnx.Rngs(params=0, wage=1)``) or at call time.
-
-The layers always compute ``QW(kernel)`` in the forward: carried forward weights
-(``wage_jax.optax.carry_forward_weights``) are read by the ``wage_jax.linen`` layers only.
+Stock layers become WAGE layers as in linen: ``nnx.Linear(in, out, use_bias=False,
+kernel_init=wage_kernel_init(bits_W, factor), dot_general=wage_dot_general(bits_W, factor), rngs=rngs)``
+and ``nnx.Conv(..., conv_general_dilated=wage_conv_general_dilated(bits_W, factor))``; for a stochastic
+``W_mode`` pass ``dot_general=WAGEDotGeneral(bits_W, factor, "stochastic", rngs=rngs)`` (a module that
+draws its key). Stochastic modes draw from the rng stream named ``"wage"`` of the ``nnx.Rngs`` given at
+construction (``rngs=nnx.Rngs(params=0, wage=1)``) or at call time; a forward pass that draws nothing
+(nearest A and W; E is drawn in the backward) needs none.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.typing import ArrayLike, DTypeLike
 
-from wage_jax._rng import RNG_STREAM
-from wage_jax.initializers import wage_init
-from wage_jax.ops import conv_padding, kernel_size_2d, wage_conv, wage_dense
-from wage_jax.wage_quantizer import wage_quantize
+from wage_jax._src.initializers import kernel_scale, wage_kernel_init
+from wage_jax._src.layers import conv_padding, kernel_size_2d, wage_conv_general_dilated, wage_dot_general
+from wage_jax._src.rng import RNG_STREAM
+from wage_jax._src.wage_quantizer import wage_quantize
 from wage_spec import FULL_PRECISION, check_bits, check_mode, draws_randomness
 
-__all__ = ["WAGEConv", "WAGEDense", "WAGEQuantizer"]
+__all__ = ["WAGEConv", "WAGEConvGeneralDilated", "WAGEDense", "WAGEDotGeneral", "WAGEQuantizer"]
 
 
 
@@ -33,8 +35,10 @@ def _fork_stream(rngs: nnx.Rngs | nnx.RngStream | None, needed: bool):
     return rngs[RNG_STREAM].fork() if isinstance(rngs, nnx.Rngs) else rngs.fork()
 
 
-def _draw(own, rngs, owner: str) -> jax.Array:
+def _draw(own, rngs, owner: str, required: bool = True) -> jax.Array | None:
     source = rngs if rngs is not None else own
+    if source is None and not required:
+        return None
     if source is None:
         raise ValueError(f"{owner} rounds stochastically: give it rngs with a '{RNG_STREAM}' stream")
     if isinstance(source, nnx.Rngs):
@@ -57,29 +61,59 @@ class WAGEQuantizer(nnx.Module):
         self.bits_E = check_bits(bits_E, "bits_E", allow_full_precision=True)
         self.A_mode = check_mode(A_mode, "A_mode")
         self.E_mode = check_mode(E_mode, "E_mode")
-        self.stochastic = draws_randomness(self.A_mode, self.bits_A) or draws_randomness(self.E_mode, self.bits_E)
+        self.draws_A = draws_randomness(self.A_mode, self.bits_A)
+        self.stochastic = self.draws_A or draws_randomness(self.E_mode, self.bits_E)
         self.rngs = _fork_stream(rngs, self.stochastic)
 
     def __call__(self, x: jax.Array, *, rngs=None) -> jax.Array:
-        key = _draw(self.rngs, rngs, "WAGEQuantizer") if self.stochastic else None
+        # E's draws happen in the backward: without rngs the forward still runs (evaluation), and taking a
+        # gradient raises, naming the missing key.
+        key = _draw(self.rngs, rngs, "WAGEQuantizer", required=self.draws_A) if self.stochastic else None
         return wage_quantize(x, self.bits_A, self.bits_E, self.A_mode, self.E_mode, key=key)
 
 
+class WAGEDotGeneral(nnx.Module):
+    """``nnx.Linear(..., dot_general=WAGEDotGeneral(bits_W, factor, W_mode, rngs=rngs))``: ``wage_dot_general``
+    that draws a stochastic ``W_mode``'s key from its ``"wage"`` stream (given here or at call time)."""
+
+    def __init__(self, bits_W: int, factor: float = 2.0, W_mode: str = "nearest", *, integer: bool = False,
+                 bits_A: int = FULL_PRECISION, bits_E: int = FULL_PRECISION, rngs: nnx.Rngs | None = None) -> None:
+        self.fn = nnx.static(wage_dot_general(bits_W, factor, W_mode, integer=integer, bits_A=bits_A,
+                                              bits_E=bits_E))
+        self.stochastic = check_mode(W_mode, "W_mode") == "stochastic"
+        self.rngs = _fork_stream(rngs, self.stochastic)
+
+    def __call__(self, lhs: ArrayLike, rhs: jax.Array, *args, rngs=None, **kwargs) -> jax.Array:
+        key = _draw(self.rngs, rngs, type(self).__name__) if self.stochastic else None
+        return self.fn(lhs, rhs, *args, key=key, **kwargs)
+
+
+class WAGEConvGeneralDilated(WAGEDotGeneral):
+    """``nnx.Conv(..., conv_general_dilated=WAGEConvGeneralDilated(bits_W, factor, W_mode, rngs=rngs))``:
+    ``wage_conv_general_dilated`` that draws a stochastic ``W_mode``'s key from its ``"wage"`` stream."""
+
+    def __init__(self, bits_W: int, factor: float = 2.0, W_mode: str = "nearest", *, integer: bool = False,
+                 bits_A: int = FULL_PRECISION, bits_E: int = FULL_PRECISION, rngs: nnx.Rngs | None = None) -> None:
+        super().__init__(bits_W, factor, W_mode, integer=integer, bits_A=bits_A, bits_E=bits_E, rngs=rngs)
+        self.fn = nnx.static(wage_conv_general_dilated(bits_W, factor, W_mode, integer=integer, bits_A=bits_A,
+                                                       bits_E=bits_E))
+
+
 class _WAGEKernelLayer(nnx.Module):
-    """Shared by the layers: the kernel (the accumulator), its scale, W's rng stream, the integer mode."""
+    """Shared by the layers: the kernel (the accumulator), W's rng stream, the integer mode."""
 
     def _init_kernel(self, shape: tuple[int, ...], bits_W: int, factor: float, W_mode: str, rngs: nnx.Rngs,
                      options: dict) -> None:
         self.bits_W = check_bits(bits_W, "bits_W")
         self.W_mode = check_mode(W_mode, "W_mode")
+        self.factor = factor
         self.integer = bool(options["integer"])
         self.bits_A = check_bits(options["bits_A"], "bits_A", allow_full_precision=True)
         self.bits_E = check_bits(options["bits_E"], "bits_E", allow_full_precision=True)
         self.dtype = options["dtype"]
-        kernel, self.scale = wage_init(rngs.params(), shape, bits_W, factor, options["param_dtype"])
-        if options["kernel_init"] is not None:
-            kernel = options["kernel_init"](rngs.params(), shape, options["param_dtype"])
-        self.kernel = nnx.Param(kernel)
+        init = options["kernel_init"] if options["kernel_init"] is not None else wage_kernel_init(bits_W, factor)
+        self.kernel = nnx.Param(init(rngs.params(), shape, options["param_dtype"]))
+        self.scale = kernel_scale(shape, self.bits_W, factor)  # static: from the shape, whatever kernel_init is
         self.rngs = _fork_stream(rngs, W_mode == "stochastic")
 
     def _key(self, rngs) -> jax.Array | None:
@@ -143,8 +177,11 @@ class WAGEDense(_WAGEKernelLayer):
     def __call__(self, x: ArrayLike, *, rngs=None) -> jax.Array:
         if jnp.ndim(x) == 0:
             raise ValueError(f"WAGEDense input x must be at least 1-d (..., in), got a 0-d array {x!r}")
-        y = wage_dense(x, self.kernel[...], self.bits_W, self.scale, self.W_mode, key=self._key(rngs),
-                       **self._integer())
+        if jnp.shape(x)[-1] != self.kernel.shape[0]:
+            raise ValueError(f"WAGEDense input x has {jnp.shape(x)[-1]} features, the kernel expects "
+                             f"{self.kernel.shape[0]}")
+        dot = wage_dot_general(self.bits_W, self.factor, self.W_mode, **self._integer())
+        y = dot(x, self.kernel[...], (((jnp.ndim(x) - 1,), (0,)), ((), ())), key=self._key(rngs))
         return self._output(y)
 
 
@@ -152,7 +189,7 @@ class WAGEConv(_WAGEKernelLayer):
     """2-D convolution without bias (NHWC, kernel HWIO) whose forward uses ``QW(kernel, bits_W, scale)``.
 
     ``kernel_size``: an int or two ints; ``padding``: Flax's forms (``"SAME"``, ``"VALID"``, an int,
-    two ints, two ``(lo, hi)`` pairs; see ``wage_jax.ops.conv_padding``). Input 4-d NHWC.
+    two ints, two ``(lo, hi)`` pairs; see ``wage_jax.linen.WAGEConv``). Input 4-d NHWC.
     """
 
     def __init__(
@@ -177,17 +214,23 @@ class WAGEConv(_WAGEKernelLayer):
         options = _options(kernel_init, param_dtype, dtype, integer, bits_A, bits_E)
         self._init_kernel((*kernel_size_2d(kernel_size), in_features, out_features), bits_W, factor, W_mode, rngs,
                           options)
-        self.strides = tuple(strides)
+        self.strides = tuple(int(v) for v in strides)
         self.padding = conv_padding(padding)
 
     def __call__(self, x: ArrayLike, *, rngs=None) -> jax.Array:
         if jnp.ndim(x) != 4:
             raise ValueError(f"WAGEConv input x must be 4-d NHWC (batch, height, width, channels), "
                              f"got shape {jnp.shape(x)}")
-        y = wage_conv(x, self.kernel[...], self.bits_W, self.scale, self.W_mode, strides=self.strides,
-                      padding=self.padding, key=self._key(rngs), **self._integer())
+        if jnp.shape(x)[-1] != self.kernel.shape[2]:
+            raise ValueError(f"WAGEConv input x has {jnp.shape(x)[-1]} channels, the kernel expects "
+                             f"{self.kernel.shape[2]}")
+        conv = wage_conv_general_dilated(self.bits_W, self.factor, self.W_mode, **self._integer())
+        y = conv(x, self.kernel[...], self.strides, self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                 key=self._key(rngs))
         return self._output(y)
 
 
-WAGEDense.__doc__ += _LAYER_ARGS
-WAGEConv.__doc__ += _LAYER_ARGS
+# ``__doc__`` is None under ``python -OO``.
+if WAGEDense.__doc__ is not None and WAGEConv.__doc__ is not None:
+    WAGEDense.__doc__ += _LAYER_ARGS
+    WAGEConv.__doc__ += _LAYER_ARGS

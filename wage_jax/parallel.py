@@ -2,11 +2,11 @@
 
 The batch is split along its first axis over a 1-D device mesh whose axis is named ``"data"``; the
 weight accumulators and the optimizer state are replicated on every device. The train step is the
-single-device one (``wage_jax.train.make_train_step``), written on *global* arrays and compiled by
+single-device one (``wage_jax.make_train_step``), written on *global* arrays and compiled by
 ``jax.jit`` with explicit ``NamedSharding`` s for its inputs and outputs. XLA's SPMD partitioner (GSPMD)
 then inserts the collectives, and every reduction in WAGE keeps its meaning over the *whole* batch:
 
-* the error ``shift`` of every ``WAGEQuantizer`` backward (WAGE Eq. 9, ``wage_jax.exact_shift``) takes
+* the error ``shift`` of every ``WAGEQuantizer`` backward (WAGE Eq. 9, ``wage_jax.shift``) takes
   ``max|e|`` over the whole error tensor, batch included: it becomes an ``all-reduce(max)`` of the
   per-device maxima (a max picks one element: exact in any order);
 * the weight gradient ``x^T e`` sums over the batch: each device sums its shard, then an
@@ -41,7 +41,7 @@ Usage (one process, all local devices)::
 
     from wage_jax import parallel
     mesh = parallel.data_mesh()                       # or data_mesh(4): the first 4 devices
-    tx = wage_sgd(bits_W, bits_G, lr, key=key_G)      # wage_jax.optax
+    tx = wage_sgd(bits_W, bits_G, lr, "stochastic", key=key_G)
     params = clip_params(params, bits_W)
     params, opt_state = parallel.replicate((params, tx.init(params)), mesh)
     step = parallel.make_data_parallel_train_step(apply_fn, tx, mesh)
@@ -75,7 +75,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from wage_jax.train import LossFn, _split_carried, _step_function, sse_loss
+from wage_jax._src.train import LossFn, TrainStep, sse_loss, step_function
 
 __all__ = [
     "DATA_AXIS",
@@ -181,8 +181,8 @@ def make_data_parallel_train_step(
     *,
     loss_fn: LossFn = sse_loss,
     donate: bool = True,
-) -> Callable[..., tuple[Any, Any, jax.Array, jax.Array]]:
-    """The WAGE train step of ``wage_jax.train.make_train_step``, data-parallel over ``mesh``.
+) -> TrainStep:
+    """The WAGE train step of ``wage_jax.make_train_step``, data-parallel over ``mesh``.
 
     Returns ``step(params, opt_state, x, y, key=None) -> (params, opt_state, loss, logits)``:
 
@@ -192,9 +192,7 @@ def make_data_parallel_train_step(
       for VGG7), ``y``: labels ``(N,)`` int; ``N`` divisible by ``mesh.size``. Sharded ``P("data")`` (pass
       ``shard_batch(...)`` results, or host arrays with one process).
     * ``key``: the model's ``"wage"`` rng key for this step (replicated), or ``None`` when nothing in the
-      forward/backward pass is stochastic. The optimizer's ``QG`` key lives in ``opt_state``, and so do the
-      carried forward weights of ``wage_sgd(..., carry_forward=...)`` (replicated; passed to ``apply_fn`` as
-      ``make_train_step`` passes them).
+      forward/backward pass is stochastic. The optimizer's ``QG`` key lives in ``opt_state``.
     * ``loss``: the scalar ``loss_fn(logits, y)`` over the global batch (default: ``sse_loss``), replicated;
       ``logits``: ``(N, num_classes)`` float32, sharded ``P("data")``.
 
@@ -206,7 +204,7 @@ def make_data_parallel_train_step(
     Args:
         apply_fn: ``apply_fn(params, x, key) -> logits``, e.g.
             ``lambda p, x, k: model.apply({"params": p}, x, rngs=None if k is None else {"wage": k})``.
-        tx: an optax transformation, e.g. ``wage_jax.optax.wage_sgd`` (start from ``clip_params(params)``).
+        tx: an optax transformation, e.g. ``wage_jax.wage_sgd`` (start from ``clip_params(params)``).
         mesh: a mesh with the axis ``"data"`` (``data_mesh()``).
         loss_fn: ``loss_fn(logits, y) -> scalar``, summed over the batch for the bit-identity argument above.
         donate: donate ``params``/``opt_state`` buffers to the outputs (as ``make_train_step`` does);
@@ -218,18 +216,18 @@ def make_data_parallel_train_step(
     if DATA_AXIS not in mesh.axis_names:
         raise ValueError(f"mesh must have an axis named {DATA_AXIS!r}, got {mesh.axis_names}")
     rep, data = replicated_sharding(mesh), batch_sharding(mesh)
-    compiled = _split_carried(jax.jit(
-        _step_function(apply_fn, tx, loss_fn),
-        in_shardings=(rep, rep, data, data, rep, rep),  # the last: carried forward weights, not donated
-        out_shardings=(rep, rep, rep, data),
-        donate_argnums=(0, 1) if donate else (),
-    ))
+    single_device_step = step_function(apply_fn, tx, loss_fn)
 
-    def step(params: Any, opt_state: Any, x: Any, y: Any, key: jax.Array | None = None):
-        n = np.shape(x)[0] if np.ndim(x) else 0
-        if np.ndim(x) == 0 or n % mesh.size:
+    def step(params: Any, opt_state: Any, x: jax.Array, y: jax.Array, key: jax.Array | None = None):
+        # Shapes are static: checked once per trace, with a message that names the fix.
+        n = x.shape[0] if x.ndim else 0
+        if x.ndim == 0 or n % mesh.size:
             raise ValueError(f"the global batch ({n}) must be divisible by the number of devices ({mesh.size})")
-        return compiled(params, opt_state, x, y, key)
+        # The single-device step on placed inputs: the batch split over "data", the rest replicated (inputs
+        # already placed so are not moved; host arrays are). GSPMD partitions the rest.
+        constrain = jax.lax.with_sharding_constraint
+        params, opt_state, key = constrain((params, opt_state, key), rep)
+        x, y = constrain((x, y), data)
+        return single_device_step(params, opt_state, x, y, key)
 
-    step.lower = compiled.lower  # step.lower(params, opt_state, x, y, key).compile().as_text(): the HLO
-    return step
+    return jax.jit(step, out_shardings=(rep, rep, rep, data), donate_argnums=(0, 1) if donate else ())

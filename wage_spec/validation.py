@@ -101,7 +101,7 @@ def check_lr(value: object, name: str = "lr") -> float:
 def check_learning_rate(value: object, name: str = "lr") -> float:
     """A learning rate for WAGE's update: finite, ``> 0`` and at most ``MAX_LR`` (``2^24``).
 
-    ``wage_jax.QG`` and ``wage_jax.optax.scale_by_qg`` use it; ``wage_torch.QG`` keeps its documented
+    ``wage_jax.QG`` and ``wage_jax.scale_by_qg`` use it; ``wage_torch.QG`` keeps its documented
     ``check_lr`` (any finite lr, zero and negative included).
 
     Args:

@@ -14,18 +14,18 @@ reference does (docs/contract.md §3). Keeping ``uint8`` keeps CIFAR-10 at 150 M
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from wage_train.dataset import Dataset
 from wage_train.safe_io import DataError, fault, read_bytes, safe_unpickle
+from wage_train.svhn import load_svhn
 
 __all__ = [
     "DATASETS",
     "DataError",
     "Dataset",
-    "augment_crop_flip",
     "check_labels",
     "hold_out_validation",
     "load_cifar10",
@@ -50,29 +50,6 @@ CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 
 # idx type codes (the third byte of the magic number) -> big-endian NumPy dtype.
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """A classification data set held in memory.
-
-    ``x_train`` ``(N, H, W, C)`` and ``x_test`` ``(M, H, W, C)`` are ``uint8`` pixels in ``[0, max_value]``;
-    ``y_train`` ``(N,)`` and ``y_test`` ``(M,)`` are ``int64`` labels in ``[0, num_classes)``.
-    """
-
-    name: str
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    max_value: float
-    num_classes: int = 10
-    eval_split: str = "test"  # what x_test holds: "test", or "validation" (see hold_out_validation)
-
-    @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """``(H, W, C)`` of one image."""
-        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
 
 
 def to_inputs(x: np.ndarray, max_value: float) -> np.ndarray:
@@ -239,8 +216,6 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
     if data_dir is None:
         raise DataError(f"--dataset {name} needs --data-dir (the directory holding its files)")
     if name == "svhn":
-        from wage_train.svhn import load_svhn  # imports this module
-
         return load_svhn(data_dir)
     return load_mnist(data_dir) if name == "mnist" else load_cifar10(data_dir)
 
@@ -280,19 +255,3 @@ def pad_images(x: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def augment_crop_flip(x: np.ndarray, rng: np.random.Generator, pad: int = 4) -> np.ndarray:
-    """The paper's CIFAR-10 augmentation on a batch of NHWC images: pad ``pad`` (zeros), random crop, random flip.
-
-    As ``RandomCrop(32, padding=4)`` and ``RandomHorizontalFlip()`` on ``[0, 1]`` images: the padding is
-    black (0, which :func:`to_inputs` maps to -1). Draws the offsets ``(N, 2)`` and flips ``(N,)`` from ``rng``.
-    """
-    n, h, w, _ = x.shape
-    padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    offsets = rng.integers(0, 2 * pad + 1, size=(n, 2))
-    flips = rng.random(n) < 0.5
-    out = np.empty_like(x)
-    for i in range(n):
-        dy, dx = offsets[i]
-        crop = padded[i, dy : dy + h, dx : dx + w]
-        out[i] = crop[:, ::-1] if flips[i] else crop
-    return out

@@ -1,13 +1,13 @@
 """The JAX side of the training example: a Flax model, the jitted WAGE step, Orbax checkpoints.
 
-WAGE runs use ``wage_jax.optax.wage_sgd`` (``w <- C(w - QG(g, bits_G, lr))``, WAGE Eq. 11-12) through
-``wage_jax.train.make_train_step``; the float baseline (``quantized=False``) uses ``optax.sgd`` on the
+WAGE runs use ``wage_jax.wage_sgd`` (``w <- C(w - QG(g, bits_G, lr))``, WAGE Eq. 11-12) through
+``wage_jax.make_train_step``; the float baseline (``quantized=False``) uses ``optax.sgd`` on the
 same sum-of-squares loss through the same step builder. The learning rate follows a per-epoch table,
 looked up from the optimizer's step count inside the jitted step.
 
-With ``W_mode="nearest"`` the optimizer state carries the next step's forward weights ``QW(w)``
-(``wage_sgd(..., carry_forward=...)``), so the forward pass does not recompute them. Checkpoints leave them
-out (the same files as without them) and ``restore`` recomputes them from the restored accumulators.
+Checkpoints store every leaf of (params, optimizer state, keys) under its path's name (``params.dense0.kernel``,
+``opt_state.0.count``, ...), so a state whose structure changed is refused instead of restored into the
+wrong leaves.
 """
 
 from __future__ import annotations
@@ -23,13 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from wage_jax import parallel
-from wage_jax.functional import QW
-from wage_jax.initializers import kernel_scale
-from wage_jax.linen import kernel_quantizers, make_apply_fn
+from wage_jax import QW, clip_params, kernel_scale, make_train_step, parallel, wage_sgd
 from wage_jax.models import MLP, VGG7, LeNet5
-from wage_jax.optax import clip_params, forward_weights, wage_sgd, with_forward_weights
-from wage_jax.train import make_train_step
 from wage_spec import WAGEConfig
 from wage_train.runspec import ModelSpec
 
@@ -63,6 +58,18 @@ def layer_order(params: dict[str, Any]) -> list[str]:
 
 def _is_key(x: Any) -> bool:
     return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+
+
+def _named_leaves(tree: Any) -> list[tuple[str, Any]]:
+    """``(name, leaf)`` in ``tree_leaves`` order; the name joins the path's keys with dots."""
+
+    def part(k: Any) -> str:
+        for attr in ("key", "idx", "name"):
+            if hasattr(k, attr):
+                return str(getattr(k, attr))
+        return str(k)
+
+    return [(".".join(part(k) for k in path), leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
 def _plain(x: Any) -> jax.Array:
@@ -121,11 +128,9 @@ class JaxRunner:
         def schedule(count: jax.Array) -> jax.Array:
             return table[jnp.minimum(count // spe, n_epochs - 1)]
 
-        # WAGE's accumulators start clipped (wage_jax.optax); with nearest W the state carries QW(w).
-        self._quantizers = kernel_quantizers(self.model, dummy) if quantized and config.W_mode == "nearest" else None
+        # WAGE's accumulators start clipped (see wage_jax.wage_sgd).
         if quantized:
-            optimizer = wage_sgd(config.bits_W, config.bits_G, schedule, mode=config.G_mode, key=k_opt,
-                                 carry_forward=self._quantizers)
+            optimizer = wage_sgd(config.bits_W, config.bits_G, schedule, mode=config.G_mode, key=k_opt)
             params = jax.jit(clip_params, static_argnums=1)(params, config.bits_W)
         else:
             optimizer = optax.sgd(schedule)
@@ -135,7 +140,10 @@ class JaxRunner:
         self.needs_key = quantized and "stochastic" in modes
         self.fwd_key = k_fwd
         self.eval_key = k_eval
-        apply_fn = make_apply_fn(self.model)
+        model = self.model
+
+        def apply_fn(p: Any, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
+            return model.apply({"params": p}, x, rngs=None if key is None else {"wage": key})
 
         n = jax.local_device_count() if devices is None else int(devices)
         if not 1 <= n <= jax.local_device_count():
@@ -215,39 +223,51 @@ class JaxRunner:
 
     # ------------------------------------------------------------------ checkpoints (Orbax)
 
-    def _state(self) -> tuple[Any, Any, Any, Any]:
-        """What a checkpoint holds: the carried forward weights are left out (a function of the params)."""
-        return (self.params, with_forward_weights(self.opt_state, None), self.fwd_key, self.eval_key)
+    def _state(self) -> dict[str, Any]:
+        return {"params": self.params, "opt_state": self.opt_state, "fwd_key": self.fwd_key,
+                "eval_key": self.eval_key}
 
     def save(self, directory: str | Path) -> None:
-        """Save params (accumulators), optimizer state (step count, PRNG key) and forward keys with Orbax."""
+        """Save params (accumulators), optimizer state (step count, PRNG key) and forward keys with Orbax,
+        each leaf under its path's name."""
         import orbax.checkpoint as ocp
 
         logging.getLogger("absl").setLevel(logging.ERROR)
-        leaves = jax.tree_util.tree_leaves(self._state())
-        tree = {f"{i:04d}": _plain(v) for i, v in enumerate(leaves)}
+        tree = {name: _plain(v) for name, v in _named_leaves(self._state())}
         with ocp.StandardCheckpointer() as ckpt:
             ckpt.save(Path(directory).resolve() / "jax", tree)
             ckpt.wait_until_finished()
 
     def restore(self, directory: str | Path) -> None:
-        """Load what :meth:`save` wrote into this runner (built with the same arguments)."""
+        """Load what :meth:`save` wrote into this runner (built with the same arguments).
+
+        Raises:
+            ValueError: the checkpoint's leaf names are not this runner's (another model or optimizer, or the
+                positional names of wage-train before 0.2).
+        """
         import orbax.checkpoint as ocp
 
         logging.getLogger("absl").setLevel(logging.ERROR)
-        leaves, treedef = jax.tree_util.tree_flatten(self._state())
-        target = {f"{i:04d}": jax.ShapeDtypeStruct(_plain(v).shape, _plain(v).dtype) for i, v in enumerate(leaves)}
+        named = _named_leaves(self._state())
+        path = Path(directory).resolve() / "jax"
         with ocp.StandardCheckpointer() as ckpt:
-            tree = ckpt.restore(Path(directory).resolve() / "jax", target)
+            saved = set(ckpt.metadata(path).item_metadata.tree)
+            expected = {name for name, _ in named}
+            if saved != expected:
+                if saved and all(re.fullmatch(r"\d{4}", k) for k in saved):
+                    raise ValueError("it stores positional leaves (wage-train before 0.2): resume it with that "
+                                     "version, or start a new run")
+                missing, extra = sorted(expected - saved)[:3], sorted(saved - expected)[:3]
+                raise ValueError(f"its leaves are not this run's (missing {missing}, unexpected {extra})")
+            target = {name: jax.ShapeDtypeStruct(_plain(v).shape, _plain(v).dtype) for name, v in named}
+            tree = ckpt.restore(path, target)
         restored = [
-            jax.random.wrap_key_data(tree[f"{i:04d}"], impl=jax.random.key_impl(v)) if _is_key(v) else tree[f"{i:04d}"]
-            for i, v in enumerate(leaves)
+            jax.random.wrap_key_data(tree[name], impl=jax.random.key_impl(v)) if _is_key(v) else tree[name]
+            for name, v in named
         ]
-        self.params, self.opt_state, self.fwd_key, self.eval_key = jax.tree_util.tree_unflatten(treedef, restored)
-        if self._quantizers is not None:  # QW of the restored accumulators, as the update would have carried it
-            quantizers = self._quantizers
-            carried = jax.jit(lambda p: forward_weights(p, quantizers))(self.params)
-            self.opt_state = with_forward_weights(self.opt_state, carried)
+        state = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(self._state()), restored)
+        self.params, self.opt_state = state["params"], state["opt_state"]
+        self.fwd_key, self.eval_key = state["fwd_key"], state["eval_key"]
         if self._mesh is not None:
             # Orbax restores onto one device: put the state back on the whole mesh.
             self.params, self.opt_state, self.fwd_key, self.eval_key = parallel.replicate(

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from wage_train.augment import augment_crop
+from wage_train.augment import augment_crop, augment_crop_flip
 from wage_train.checkpoints import non_finite_weights, restore_checkpoint, save_checkpoint
 from wage_train.config import MODES, UsageError, wage_config
-from wage_train.data import Dataset, augment_crop_flip, pad_images, to_inputs
+from wage_train.data import Dataset, pad_images, to_inputs
 from wage_train.reporting import format_compare, format_header, format_row, plot_run, write_csv, write_json
 from wage_train.runspec import ModelSpec, lr_table
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wage_train.data import DataError, Dataset
+from wage_train.dataset import Dataset
+from wage_train.safe_io import DataError
 
 __all__ = ["SVHN_FILES", "load_svhn", "read_svhn_mat"]
 

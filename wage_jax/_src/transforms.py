@@ -9,7 +9,7 @@ terms that is a chain of two ``GradientTransformation`` s followed by ``optax.ap
   ``±b`` exactly (the shape of ``optax.keep_params_nonnegative``).
 
 ``wage_sgd`` is that chain, so ``flax.training.train_state.TrainState``, ``flax.nnx.Optimizer`` and
-``wage_jax.train.make_train_step`` run WAGE as they run any optax optimizer. Under ``jit`` the two
+``wage_jax.make_train_step`` run WAGE as they run any optax optimizer. Under ``jit`` the two
 transformations and ``apply_updates`` compile into one elementwise pass per layer (after QG's max): read
 the gradient and the accumulator once, write the new, clipped accumulator.
 
@@ -24,29 +24,10 @@ lemma for ``w >= b/2``; below that the rounding error of ``b - w`` is at most ha
 holds whenever ``ceil(lr) <= b * 2^(bits_G-1)``. The stored accumulators are therefore always
 ``C(reference accumulators)``; the forward weights ``QW(w)`` are identical, because ``QW`` clamps to the
 same range after rounding, and so are the next steps.
-
-Carried forward weights (``carry_forward_weights``, ``wage_sgd(..., carry_forward=quantizers)``). Every step's
-forward needs ``QW(w)`` of the accumulators the previous update wrote. A last transformation in the chain
-stores ``QW(params + updates)`` in the optimizer state, and ``wage_jax.train.make_train_step`` hands it to the
-forward (linen layers read it from the ``"wage_forward"`` collection, with ``QW``'s straight-through
-derivative), so the forward runs no ``QW`` pass over the kernels. It is the same ``QW`` of the same float32
-``params + updates`` that ``apply_updates`` computes, so the trajectory is bit for bit unchanged. Only
-``W_mode="nearest"`` can be carried (stochastic ``QW`` draws new noise in every forward; such layers keep
-computing it), only linen layers read it (``wage_jax.nnx`` layers always compute ``QW``), and a checkpoint
-need not store it: ``with_forward_weights(state, forward_weights(params, quantizers))`` rebuilds it.
-
-What XLA makes of it (jax 0.10, CPU backend): the forward's matmuls and convolutions read the carried
-weights; the ``QW`` moves into the update, but as its own loop fusion reading the new accumulators (XLA's
-CPU backend forms no multi-output fusions, so one pass cannot write both the accumulator and its ``QW``;
-GPU backends do form them). The bytes moved per step are therefore about the same as recomputing ``QW`` in
-the forward; the XLA temp buffers shrink by the quantized weights (they become state). ``make_train_step``
-does not donate the carried weights: XLA would copy each one the backward reads (input gradients) before
-the update overwrote it in place, a pass per weight; a fresh output buffer costs none.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -55,23 +36,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from wage_jax._arrays import check_key
-from wage_jax.functional import QG, QW, C
+from wage_jax._src.arrays import check_key
+from wage_jax._src.functional import QG, C
 from wage_spec import check_bits, check_learning_rate, check_mode, clip_delta
 
-__all__ = [
-    "CarryForwardState",
-    "KernelQuantizer",
-    "ScaleByQGState",
-    "carried_forward_weights",
-    "carry_forward_weights",
-    "clip_params",
-    "forward_weights",
-    "keep_params_clipped",
-    "scale_by_qg",
-    "wage_sgd",
-    "with_forward_weights",
-]
+__all__ = ["ScaleByQGState", "clip_params", "keep_params_clipped", "scale_by_qg", "wage_sgd"]
 
 Schedule = Callable[[jax.Array], jax.Array]
 
@@ -91,7 +60,7 @@ class ScaleByQGState(NamedTuple):
 def scale_by_qg(
     bits_G: int,
     learning_rate: float | Schedule,
-    mode: str = "stochastic",
+    mode: str = "nearest",
     *,
     key: jax.Array | None = None,
 ) -> optax.GradientTransformation:
@@ -233,169 +202,13 @@ def clip_params(params: Any, bits_W: int) -> Any:
     return jax.tree_util.tree_map(lambda w: C(w, bits_W), params)
 
 
-@dataclasses.dataclass(frozen=True)
-class KernelQuantizer:
-    """The static ``QW`` arguments of one kernel's forward weights: ``QW(kernel, bits_W, scale, "nearest")``.
-
-    A pytree leaf (not a node), hashable, so that a dict of them is static configuration.
-
-    Attributes:
-        bits_W: weight bits, an int in [2, 24].
-        scale: the layer's power-of-two scale (``wage_jax.initializers.kernel_scale``), a Python float.
-    """
-
-    bits_W: int
-    scale: float
-
-
-def _is_quantizer(x: Any) -> bool:
-    return isinstance(x, KernelQuantizer)
-
-
-def _leaf_at(params: Any, path: tuple) -> Any:
-    """``params[k1][k2]...`` for a ``tree_map_with_path`` path of dict keys or sequence indices."""
-    for entry in path:
-        params = params[entry.key if isinstance(entry, jax.tree_util.DictKey) else entry.idx]
-    return params
-
-
-def forward_weights(params: Any, quantizers: Any) -> Any:
-    """The forward weights ``QW(kernel, bits_W, scale, "nearest")`` of every kernel listed in ``quantizers``.
-
-    Args:
-        params: the parameter pytree (the weight accumulators), e.g. a linen model's ``"params"``.
-        quantizers: a nested dict with ``KernelQuantizer`` leaves at the paths of the kernels in ``params``,
-            e.g. ``{"dense0": {"kernel": KernelQuantizer(2, 16.0)}}`` (``wage_jax.linen.kernel_quantizers``).
-
-    Returns:
-        ``quantizers``' structure with each leaf replaced by ``QW`` of the kernel at its path (the kernel's
-        shape and dtype): the ``"wage_forward"`` variable collection of ``wage_jax.linen`` layers.
-
-    Raises:
-        KeyError: a path of ``quantizers`` is not in ``params``.
-        TypeError, ValueError: as ``QW`` (a non-floating kernel, bad bits or scale).
-
-    References:
-        Wu et al., ICLR 2018, Eq. 5-7.
-
-    Examples:
-        >>> import jax.numpy as jnp
-        >>> q = {"dense0": {"kernel": KernelQuantizer(2, 1.0)}}
-        >>> forward_weights({"dense0": {"kernel": jnp.array([0.3, -0.2])}}, q)["dense0"]["kernel"]
-        Array([ 0.5, -0. ], dtype=float32)
-    """
-    return jax.tree_util.tree_map_with_path(
-        lambda path, q: QW(_leaf_at(params, path), q.bits_W, q.scale, "nearest"), quantizers, is_leaf=_is_quantizer
-    )
-
-
-class CarryForwardState(NamedTuple):
-    """The state of ``carry_forward_weights``.
-
-    Attributes:
-        forward_weights: ``QW`` of the parameters the next step starts from, ``forward_weights(params,
-            quantizers)``'s structure (the ``"wage_forward"`` collection), or None where a checkpoint left it
-            out (``with_forward_weights`` puts it back).
-    """
-
-    forward_weights: Any
-
-
-def carry_forward_weights(quantizers: Any) -> optax.GradientTransformation:
-    """Carry the next step's forward weights ``QW(params + updates)`` in the optimizer state.
-
-    The last transformation of a chain (after ``keep_params_clipped``): it leaves the updates unchanged and
-    stores ``forward_weights(optax.apply_updates(params, updates), quantizers)``, the ``QW`` of the
-    parameters ``apply_updates`` is about to produce (the same float32 ``p + u``). Where XLA forms
-    multi-output fusions (GPU backends) each layer's update pass also writes its forward weights; XLA's CPU
-    backend runs the ``QW`` as a pass of its own after the update (see the module docstring). A forward
-    that reads them (``wage_jax.linen`` layers given the ``"wage_forward"`` collection; ``make_train_step``
-    passes it) runs no ``QW`` pass over its kernels. ``init`` stores ``QW(params)``.
-
-    Only ``"nearest"`` W rounding can be carried: stochastic ``QW`` draws new noise every forward pass, so
-    ``wage_jax.linen.kernel_quantizers`` leaves such layers out and they keep computing ``QW``.
-
-    Args:
-        quantizers: the kernels to carry, a nested dict of ``KernelQuantizer`` at the kernels' paths
-            (``wage_jax.linen.kernel_quantizers(model, x)``).
-
-    Returns:
-        an ``optax.GradientTransformation`` whose state is ``CarryForwardState``; ``update`` needs ``params``.
-
-    Raises:
-        TypeError: ``quantizers`` has a leaf that is not a ``KernelQuantizer``.
-        ValueError: ``update`` called without ``params``.
-
-    References:
-        Wu et al., ICLR 2018, Eq. 5-7 (``QW``) and 11-12 (the update).
-
-    Examples:
-        >>> import jax.numpy as jnp
-        >>> tx = carry_forward_weights({"w": KernelQuantizer(2, 1.0)})
-        >>> params = {"w": jnp.array([0.25, -0.5])}
-        >>> _, state = tx.update({"w": jnp.array([0.125, 0.0])}, tx.init(params), params)
-        >>> state.forward_weights["w"]
-        Array([ 0.5, -0.5], dtype=float32)
-    """
-    for q in jax.tree_util.tree_leaves(quantizers, is_leaf=_is_quantizer):
-        if not _is_quantizer(q):
-            raise TypeError(f"quantizers must hold KernelQuantizer leaves, got {q!r:.60}")
-        check_bits(q.bits_W, "bits_W")
-
-    def init_fn(params: Any) -> CarryForwardState:
-        return CarryForwardState(forward_weights(params, quantizers))
-
-    def update_fn(updates: Any, state: CarryForwardState, params: Any = None) -> tuple[Any, CarryForwardState]:
-        del state
-        if params is None:
-            raise ValueError("carry_forward_weights needs params: call tx.update(updates, state, params)")
-        return updates, CarryForwardState(forward_weights(optax.apply_updates(params, updates), quantizers))
-
-    return optax.GradientTransformation(init_fn, update_fn)
-
-
-def _is_carry_state(x: Any) -> bool:
-    return isinstance(x, CarryForwardState)
-
-
-def carried_forward_weights(opt_state: Any) -> Any | None:
-    """The forward weights an optimizer state carries (``carry_forward_weights``), or None if it carries none.
-
-    Args:
-        opt_state: any optax state (e.g. ``wage_sgd(..., carry_forward=quantizers)``'s).
-
-    Returns:
-        the ``CarryForwardState.forward_weights`` pytree, or None.
-
-    Raises:
-        ValueError: the state holds more than one ``CarryForwardState``.
-    """
-    found = [s for s in jax.tree_util.tree_leaves(opt_state, is_leaf=_is_carry_state) if _is_carry_state(s)]
-    if len(found) > 1:
-        raise ValueError(f"opt_state holds {len(found)} CarryForwardState; chain carry_forward_weights once")
-    return found[0].forward_weights if found else None
-
-
-def with_forward_weights(opt_state: Any, forward: Any) -> Any:
-    """``opt_state`` with its ``CarryForwardState`` holding ``forward`` (None: left out, e.g. for a checkpoint).
-
-    A checkpoint can store ``with_forward_weights(opt_state, None)`` (the leaves of a state without the
-    carry) and, after loading, put back ``forward_weights(params, quantizers)``: the carried weights are a
-    function of the parameters. A state without ``CarryForwardState`` is returned unchanged.
-    """
-    return jax.tree_util.tree_map(
-        lambda s: CarryForwardState(forward) if _is_carry_state(s) else s, opt_state, is_leaf=_is_carry_state
-    )
-
-
 def wage_sgd(
     bits_W: int,
     bits_G: int,
     learning_rate: float | Schedule,
-    mode: str = "stochastic",
+    mode: str = "nearest",
     *,
     key: jax.Array | None = None,
-    carry_forward: Any | None = None,
 ) -> optax.GradientTransformation:
     """WAGE's optimizer: ``optax.chain(scale_by_qg(bits_G, lr, mode, key=key), keep_params_clipped(bits_W))``.
 
@@ -403,7 +216,7 @@ def wage_sgd(
     ``clip_params(params, bits_W)``; then every step is the reference's, bit for bit, whenever
     ``ceil(lr) <= (1 - 2^-(bits_W-1)) * 2^(bits_G-1)`` (the paper's 2-8-8-8 at lr 8 by a factor 8; see the
     module docstring). Works with ``optax.apply_updates``, ``flax.training.train_state.TrainState``,
-    ``flax.nnx.Optimizer`` and ``wage_jax.train.make_train_step``.
+    ``flax.nnx.Optimizer`` and ``wage_jax.make_train_step``.
 
     Args:
         bits_W: weight bits, an int in [2, 24].
@@ -411,14 +224,8 @@ def wage_sgd(
         learning_rate: a number in ``(0, 2^24]``, or an optax schedule ``count -> lr``.
         mode: ``"nearest"`` or ``"stochastic"`` rounding of ``QG``.
         key: a JAX PRNG key for ``"stochastic"`` (ignored for ``"nearest"``).
-        carry_forward: the kernels whose next-step forward weights ``QW(w)`` the state carries (a nested dict of
-            ``KernelQuantizer``, ``wage_jax.linen.kernel_quantizers(model, x)``): appends
-            ``carry_forward_weights(carry_forward)`` to the chain, and ``make_train_step`` gives them to the
-            forward instead of recomputing ``QW``. The parameters' trajectory is unchanged.
-
     Returns:
-        an ``optax.GradientTransformation``; its state is ``(ScaleByQGState, optax.EmptyState)``, with a third
-        element ``CarryForwardState`` when ``carry_forward`` is given.
+        an ``optax.GradientTransformation``; its state is ``(ScaleByQGState, optax.EmptyState)``.
 
     Raises:
         TypeError, ValueError: as ``scale_by_qg`` and ``keep_params_clipped``.
@@ -435,7 +242,4 @@ def wage_sgd(
         >>> optax.apply_updates(params, updates)["w"]
         Array([0.5    , 0.06875], dtype=float32)
     """
-    parts = [scale_by_qg(bits_G, learning_rate, mode, key=key), keep_params_clipped(bits_W)]
-    if carry_forward is not None:
-        parts.append(carry_forward_weights(carry_forward))
-    return optax.chain(*parts)
+    return optax.chain(scale_by_qg(bits_G, learning_rate, mode, key=key), keep_params_clipped(bits_W))

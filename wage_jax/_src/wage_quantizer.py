@@ -18,10 +18,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wage_jax._arrays import all_finite_now, as_float32, check_key
-from wage_jax.exact_shift import shift_f32_ftz
-from wage_jax.fixed_point import _as_noise, _wage_fixed_point
-from wage_jax.threefry import uniform
+from wage_jax._src.arrays import all_finite_now, as_float32, check_key
+from wage_jax._src.exact_shift import shift_f32_ftz
+from wage_jax._src.fixed_point import _as_noise, _wage_fixed_point
+from wage_jax._src.threefry import uniform
 from wage_spec import FULL_PRECISION, check_bits, check_mode, check_randomness, draws_randomness
 
 __all__ = ["wage_quantize"]
@@ -54,6 +54,10 @@ def _wage_bwd(bits_A, bits_E, A_mode, E_mode, res, g):
             )
         if key_E is not None:
             noise_E = uniform(key_E, g.shape)
+        elif noise_E is None and E_mode == "stochastic":
+            # The forward ran without randomness for E (evaluation needs none); a gradient does.
+            raise ValueError("wage_quantize: E_mode='stochastic' draws in the backward pass: give a key (a 'wage' "
+                             "rng stream for the Flax layers) or noise_E to take a gradient")
         e, _ = _wage_fixed_point(shift_f32_ftz(g), bits_E, clamp=True, rounding=E_mode, noise=noise_E)
         if mask is not None:
             e = jnp.where(mask, np.float32(0.0), e)
@@ -96,7 +100,9 @@ def wage_quantize(
         TypeError: ``x`` is not a floating-point array, ``key`` is not a PRNG key, or a bits/mode
             argument has the wrong type.
         ValueError: a bits/mode value out of range; key and noise both passed, or randomness missing
-            for a stochastic mode; eagerly, in the backward, an incoming gradient holding NaN or Inf
+            for a stochastic ``A_mode`` (a stochastic ``E_mode`` without randomness raises when a gradient
+            is taken: the forward alone, e.g. evaluation, needs none); eagerly, in the backward, an
+            incoming gradient holding NaN or Inf
             (under ``jit`` the error is all-NaN instead; ``wage_jax.checked.wage_quantize`` reports it).
 
     References:
@@ -119,7 +125,9 @@ def wage_quantize(
     needs_E = draws_randomness(E_mode, bits_E)
     has_key = key is not None
     check_randomness(needs_A, has_key, noise_A is not None, mode_name="A_mode", noise_name="noise_A")
-    check_randomness(needs_E, has_key, noise_E is not None, mode_name="E_mode", noise_name="noise_E")
+    # E draws in the backward: without key or noise_E the forward runs, and a gradient raises there.
+    check_randomness(needs_E and (has_key or noise_E is not None), has_key, noise_E is not None, mode_name="E_mode",
+                     noise_name="noise_E")
     key_E = None
     if has_key and (needs_A or needs_E):
         key_A, key_E = jax.random.split(check_key(key))

@@ -25,8 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from wage_jax._arrays import as_float32, check_key
-from wage_jax.threefry import uniform
+from wage_jax._src.arrays import as_float32, check_key
+from wage_jax._src.threefry import uniform
 from wage_spec import MAX_BITS, check_mode, check_randomness
 
 __all__ = ["fixed_point_quantize", "fixed_point_quantize_with_mask", "fixed_point_range"]

@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from wage_jax._arrays import as_float32, is_concrete, require_finite
-from wage_jax.exact_shift import scale_by_pow2, shift_f32, shift_f32_ftz
-from wage_jax.fixed_point import _wage_fixed_point
+from wage_jax._src.arrays import as_float32, is_concrete, require_finite
+from wage_jax._src.exact_shift import scale_by_pow2, shift_f32, shift_f32_ftz
+from wage_jax._src.fixed_point import _wage_fixed_point
 from wage_spec import (
     check_bits,
     check_clip_bits,

@@ -1,0 +1,60 @@
+"""The public surface of ``wage_jax``: the names of each namespace are pinned here, every one is documented,
+and the implementation stays private (``wage_jax._src``)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from pathlib import Path
+
+import pytest
+
+import wage_jax
+from wage_parity.testing import run_python
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PUBLIC = {
+    "wage_jax": {
+        "C", "QG", "QW", "ScaleByQGState", "checked", "clip_params", "fixed_point_quantize",
+        "fixed_point_quantize_with_mask", "keep_params_clipped", "kernel_scale", "make_train_step", "max_pool_2x2",
+        "scale_by_qg", "shift", "sse_loss", "straight_through", "wage_conv_general_dilated", "wage_dot_general",
+        "wage_init", "wage_kernel_init", "wage_quantize", "wage_sgd",
+    },
+    "wage_jax.linen": {"WAGEConv", "WAGEConvGeneralDilated", "WAGEDense", "WAGEDotGeneral", "WAGEQuantizer"},
+    "wage_jax.nnx": {"WAGEConv", "WAGEConvGeneralDilated", "WAGEDense", "WAGEDotGeneral", "WAGEQuantizer"},
+    "wage_jax.models": {"MLP", "LeNet5", "VGG7"},
+    "wage_jax.parallel": {"DATA_AXIS", "batch_sharding", "data_mesh", "make_data_parallel_train_step", "replicate",
+                          "replicated_sharding", "shard_batch"},
+    "wage_jax.integer": {"exact_in_float32", "integer_conv", "integer_dense", "integer_plan", "on_grid"},
+    "wage_jax.checked": {"QG", "QW", "check_finite", "checkify", "shift", "wage_quantize"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLIC))
+def test_each_namespace_exports_exactly_its_public_names(name):
+    module = importlib.import_module(name)
+    assert set(module.__all__) == PUBLIC[name]
+    for attr in module.__all__:
+        obj = getattr(module, attr)
+        if callable(obj) or inspect.ismodule(obj):
+            assert (obj.__doc__ or "").strip(), f"{name}.{attr} has no docstring"
+
+
+def test_public_modules_are_the_namespaces_and_the_rest_is_private():
+    public = {m.name for m in pkgutil.iter_modules(wage_jax.__path__) if not m.name.startswith("_")}
+    assert public == {n.split(".")[1] for n in PUBLIC if "." in n}
+    assert not hasattr(wage_jax, "optax"), "no public module named after another package"
+    # Public modules import private implementation, never each other's private names.
+    for path in (ROOT / "wage_jax").glob("*.py"):
+        for line in path.read_text().splitlines():
+            if line.startswith("from wage_jax.") and " import " in line:
+                imported = line.split(" import ", 1)[1]
+                assert not any(n.strip().startswith("_") for n in imported.split(",")), f"{path.name}: {line}"
+
+
+def test_the_layers_import_under_python_OO():
+    # Docstrings are None under -OO: nothing may assume them at import time.
+    run_python(["-OO", "-c", "import wage_jax.linen, wage_jax.nnx, wage_jax.models, wage_jax.parallel"], cwd=ROOT,
+               check=True, timeout=300)

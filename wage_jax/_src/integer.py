@@ -1,0 +1,347 @@
+"""Integer execution of WAGE's matmuls and convolutions: int8 operands, int32 sums, one power-of-two rescale.
+
+In WAGE every operand of a layer's products is on a fixed-point grid (docs/contract.md §2):
+
+- activations after ``Q_A``: ``k * 2^-(bits_A-1)`` with ``|k| <= 2^(bits_A-1) - 1`` (Eq. 8);
+- forward weights ``QW(w)``: ``k * 2^-(bits_W-1) / scale``, the division only when ``scale > 1.8``
+  (Eq. 5-7); the initializer's scales are powers of two;
+- errors after ``Q_E``: ``k * 2^-(bits_E-1)`` (Eq. 10; ``wage_quantize``'s backward returns the grid
+  value of the shifted error, the shift is not undone). ReLU's and max-pooling's backward only route
+  and zero values, so the error entering a layer's backward is still on that grid.
+
+So each product ``a @ b`` equals ``(k_a @ k_b) * unit_a * unit_b`` with integer ``k``: ``k_a`` and
+``k_b`` are converted exactly to int8 (int16 for grids of 9 to 16 bits), multiplied with int32
+accumulation (``preferred_element_type``) and the int32 sum converted to float32 and multiplied by
+the exact power of two ``unit_a * unit_b``. The backward is a ``jax.custom_vjp``: the input's
+gradient is error x weights, the kernel's is activations x error, computed the same way.
+
+Exactness (checked statically): the float32 path is exact in any summation order, and equal to the
+integer path, when ``terms * max|k_a| * max|k_b| <= 2^24`` (``terms``: the length of the reduction).
+Each product for which the shapes and bits cannot guarantee this, or whose operands are not on a grid
+of at most 16 bits (``bits == -1``, or ``bits > 16``, or a scale that is not a power of two), is
+computed by the float32 path instead (the documented fallback): the integer mode never changes a
+result. ``integer_plan`` says which products run on integers.
+
+Precondition (the layer's declared contract, not checked at run time): with ``integer=True`` the
+layer's input comes from a ``WAGEQuantizer`` with ``bits_A`` (the layer's ``bits_A``) and the error
+entering its backward from a ``WAGEQuantizer``'s backward with ``bits_E`` (the layer's ``bits_E``),
+through at most ReLU, max-pooling and reshapes. ``wage_jax.models`` builds every layer this way. An
+off-grid operand would be truncated to an integer; ``on_grid`` checks an array.
+
+References:
+    Wu, Li, Chen, Shi. Training and Inference with Integers in Deep Neural Networks. ICLR 2018.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from wage_spec import FULL_PRECISION
+
+__all__ = ["exact_in_float32", "integer_conv", "integer_dense", "integer_plan", "on_grid"]
+
+_F32_EXACT = 2**24
+
+
+class _Grid(NamedTuple):
+    """A fixed-point grid ``k * unit`` with ``|k| <= kmax``; ``dtype`` holds ``k`` (None: no integer form)."""
+
+    unit: float
+    kmax: int
+    dtype: type | None
+
+
+def _grid(bits: int, scale: float = 1.0) -> _Grid:
+    """The grid of WAGE's ``FP(.; bits, bits-1, clamp, symmetric)``, divided by ``scale`` if ``scale > 1.8``."""
+    if bits == FULL_PRECISION or bits > 16:
+        return _Grid(0.0, 0, None)
+    unit = 2.0 ** -(bits - 1)
+    if scale > 1.8:
+        mantissa, _ = math.frexp(scale)
+        if mantissa != 0.5:  # not a power of two: QW's division is not exact on a grid
+            return _Grid(0.0, 0, None)
+        unit /= scale
+    return _Grid(unit, 2 ** (bits - 1) - 1, np.int8 if bits <= 8 else np.int16)
+
+
+def exact_in_float32(terms: int, bits_a: int, bits_b: int) -> bool:
+    """Whether any sum of ``terms`` products of two grids' integers stays within float32's ``2^24``.
+
+    Args:
+        terms: the reduction length of the matmul or convolution.
+        bits_a, bits_b: the operands' grids (``FP(.; bits, bits-1)``: ``|k| <= 2^(bits-1) - 1``).
+
+    Returns:
+        ``terms * (2^(bits_a-1) - 1) * (2^(bits_b-1) - 1) <= 2^24``.
+
+    Examples:
+        >>> exact_in_float32(784, 8, 8), exact_in_float32(1152, 8, 8)
+        (True, False)
+    """
+    return terms * (2 ** (bits_a - 1) - 1) * (2 ** (bits_b - 1) - 1) <= _F32_EXACT
+
+
+def on_grid(x: jax.Array, bits: int, scale: float = 1.0) -> jax.Array:
+    """Whether every element of ``x`` is ``k * 2^-(bits-1) (/ scale)`` with ``|k| <= 2^(bits-1) - 1``.
+
+    Returns a boolean scalar array (usable under ``jit``); for checking the integer mode's precondition.
+    """
+    g = _grid(bits, scale)
+    if g.dtype is None:
+        raise ValueError(f"bits={bits}, scale={scale} has no integer grid of at most 16 bits")
+    k = jnp.asarray(x, jnp.float32) * np.float32(1.0 / g.unit)
+    return jnp.all((k == jnp.round(k)) & (jnp.abs(k) <= g.kmax))
+
+
+def _to_int(x: jax.Array, g: _Grid, other: _Grid) -> jax.Array:
+    """``x``'s integers ``k`` in the wider of the two operands' integer dtypes (XLA needs one dtype)."""
+    dtype = np.int16 if np.int16 in (g.dtype, other.dtype) else np.int8
+    return (x * np.float32(1.0 / g.unit)).astype(dtype)
+
+
+def _rescale(s: jax.Array, ga: _Grid, gb: _Grid) -> jax.Array:
+    return s.astype(jnp.float32) * np.float32(ga.unit * gb.unit)
+
+
+class _Plan(NamedTuple):
+    """Static decisions of one layer: the three products' grids and whether each runs on integers."""
+
+    x: _Grid
+    w: _Grid
+    e: _Grid
+    forward: bool
+    input_grad: bool
+    kernel_grad: bool
+
+
+def _decide(ga: _Grid, gb: _Grid, terms: int) -> bool:
+    return ga.dtype is not None and gb.dtype is not None and terms * ga.kmax * gb.kmax <= _F32_EXACT
+
+
+def _plan(bits_A: int, bits_W: int, bits_E: int, scale: float, terms: tuple[int, int, int]) -> _Plan:
+    gx, gw, ge = _grid(bits_A), _grid(bits_W, scale), _grid(bits_E)
+    return _Plan(gx, gw, ge, _decide(gx, gw, terms[0]), _decide(ge, gw, terms[1]), _decide(gx, ge, terms[2]))
+
+
+def integer_plan(
+    kind: str, x_shape: Sequence[int], kernel_shape: Sequence[int], bits_A: int, bits_W: int, bits_E: int,
+    scale: float, *, strides: Sequence[int] = (1, 1), padding: str | Sequence[tuple[int, int]] = "SAME",
+) -> dict[str, bool]:
+    """Which of a layer's products run on integers: ``{"forward", "input_grad", "kernel_grad"}`` -> bool.
+
+    ``kind`` is ``"dense"`` or ``"conv"``; the shapes and arguments are those of ``integer_dense`` /
+    ``integer_conv``. A product runs on integers when both operands have a grid of at most 16 bits and
+    its reduction length passes ``exact_in_float32``.
+    """
+    if kind == "dense":
+        terms = _dense_terms(tuple(x_shape), tuple(kernel_shape))
+    elif kind == "conv":
+        terms = _conv_terms(tuple(x_shape), tuple(kernel_shape), tuple(strides), padding)
+    else:
+        raise ValueError(f"kind must be 'dense' or 'conv', got {kind!r}")
+    p = _plan(bits_A, bits_W, bits_E, scale, terms)
+    return {"forward": p.forward, "input_grad": p.input_grad, "kernel_grad": p.kernel_grad}
+
+
+# ----------------------------------------------------------------------------------------------- dense
+
+
+def _dense_terms(x_shape: tuple[int, ...], k_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    return k_shape[0], k_shape[1], math.prod(x_shape[:-1])
+
+
+def _dense_float(x, w):
+    return jnp.matmul(x, w, precision=lax.Precision.HIGHEST)
+
+
+def _int_dot(a: jax.Array, ga: _Grid, b: jax.Array, gb: _Grid, contracting) -> jax.Array:
+    """``dot_general`` of two grids' integers with int32 sums, rescaled to float32."""
+    s = lax.dot_general(_to_int(a, ga, gb), _to_int(b, gb, ga), (contracting, ((), ())),
+                        preferred_element_type=jnp.int32)
+    return _rescale(s, ga, gb)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _int_dense(x, w, plan: _Plan):
+    return _int_dense_fwd(x, w, plan)[0]
+
+
+def _int_dense_fwd(x, w, plan: _Plan):
+    y = _int_dot(x, plan.x, w, plan.w, ((x.ndim - 1,), (0,))) if plan.forward else _dense_float(x, w)
+    return y, (x, w)
+
+
+def _int_dense_bwd(plan: _Plan, res, g):
+    x, w = res
+    float_grads = None
+    if not (plan.input_grad and plan.kernel_grad):
+        float_grads = jax.vjp(_dense_float, x, w)[1](g)
+    dx = _int_dot(g, plan.e, w, plan.w, ((g.ndim - 1,), (1,))) if plan.input_grad else float_grads[0]
+    if plan.kernel_grad:
+        batch = tuple(range(x.ndim - 1))
+        dw = _int_dot(x, plan.x, g, plan.e, (batch, batch))
+    else:
+        dw = float_grads[1]
+    return dx, dw
+
+
+_int_dense.defvjp(_int_dense_fwd, _int_dense_bwd)
+
+
+def integer_dense(x: jax.Array, w: jax.Array, bits_A: int, bits_W: int, bits_E: int, scale: float) -> jax.Array:
+    """``x @ w`` on integers, with the same float32 result and gradients as the float32 path.
+
+    Args:
+        x: ``(..., in)`` float32 activations on the ``bits_A`` grid (``Q_A``'s output).
+        w: ``(in, out)`` float32 ``QW(kernel, bits_W, scale)``.
+        bits_A, bits_W, bits_E: the grids of the input, the weights and the error entering the
+            backward (``-1``: that operand's products use the float path).
+        scale: the layer's power-of-two scale (``QW`` divides by it when ``scale > 1.8``).
+
+    Returns:
+        ``(..., out)`` float32, bit-identical to ``x @ w`` at ``Precision.HIGHEST`` (see the module
+        docstring for the precondition and the static exactness fallback).
+    """
+    plan = _plan(bits_A, bits_W, bits_E, scale, _dense_terms(x.shape, w.shape))
+    return _int_dense(x, w, plan)
+
+
+# ------------------------------------------------------------------------------------------------ conv
+
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def _pads(x_shape, k_shape, strides, padding) -> tuple[tuple[int, int], ...]:
+    if isinstance(padding, str):
+        return tuple(lax.padtype_to_pads(x_shape[1:3], k_shape[:2], strides, padding))
+    return tuple((int(lo), int(hi)) for lo, hi in padding)
+
+
+def _conv_terms(x_shape, k_shape, strides, padding) -> tuple[int, int, int]:
+    pads = _pads(x_shape, k_shape, strides, padding)
+    out_hw = [(x_shape[1 + i] + sum(pads[i]) - k_shape[i]) // strides[i] + 1 for i in range(2)]
+    kh, kw, cin, cout = k_shape
+    return kh * kw * cin, kh * kw * cout, x_shape[0] * out_hw[0] * out_hw[1]
+
+
+def _conv_float(x, w, strides, pads):
+    return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_DN, precision=lax.Precision.HIGHEST)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _int_conv(x, w, strides, pads, plan: _Plan):
+    return _int_conv_fwd(x, w, strides, pads, plan)[0]
+
+
+def _int_conv_fwd(x, w, strides, pads, plan: _Plan):
+    if plan.forward:
+        s = lax.conv_general_dilated(_to_int(x, plan.x, plan.w), _to_int(w, plan.w, plan.x), strides, pads,
+                                     dimension_numbers=_DN, preferred_element_type=jnp.int32)
+        y = _rescale(s, plan.x, plan.w)
+    else:
+        y = _conv_float(x, w, strides, pads)
+    return y, (x, w)
+
+
+def _dilated(size: int, dilation: int) -> int:
+    """Length of a dimension of ``size`` with ``dilation - 1`` holes between its elements."""
+    return 0 if size == 0 else 1 + dilation * (size - 1)
+
+
+def _conv_transpose_lhs(g: jax.Array, w: jax.Array, x_hw: Sequence[int], strides: tuple[int, int],
+                        pads: tuple[tuple[int, int], ...]) -> jax.Array:
+    """The input gradient of ``conv(x, w, strides, pads)``: ``g`` against the flipped, transposed kernel.
+
+    Public ``lax.conv_general_dilated`` only (the transpose rule of JAX's convolution, 2-D, no
+    dilation or groups): ``g`` (``N, Ho, Wo, Co``) is dilated by the strides (``lhs_dilation``), padded
+    with ``kh - 1 - lo`` before and the rest after so that the result has ``x``'s spatial size, and
+    convolved with ``w`` (``kh, kw, Ci, Co``) flipped in space and read as ``HWOI`` (``Co`` the input
+    feature, ``Ci`` the output one).
+
+    Args:
+        g: ``(N, Ho, Wo, Co)`` integers (int8/int16) of the output's error.
+        w: ``(kh, kw, Ci, Co)`` integers of the kernel, same dtype as ``g``.
+        x_hw: the forward input's ``(H, W)``.
+        strides, pads: the forward convolution's (``pads`` explicit ``(lo, hi)`` pairs).
+
+    Returns:
+        ``(N, H, W, Ci)`` int32 sums.
+    """
+    pad = []
+    for i in range(2):
+        before = w.shape[i] - 1 - pads[i][0]
+        after = x_hw[i] + w.shape[i] - 1 - _dilated(g.shape[1 + i], strides[i]) - before
+        pad.append((before, after))
+    return lax.conv_general_dilated(g, lax.rev(w, (0, 1)), (1, 1), pad, lhs_dilation=strides,
+                                    dimension_numbers=("NHWC", "HWOI", "NHWC"), preferred_element_type=jnp.int32)
+
+
+def _conv_transpose_rhs(g: jax.Array, x: jax.Array, w_hw: Sequence[int], strides: tuple[int, int],
+                        pads: tuple[tuple[int, int], ...]) -> jax.Array:
+    """The kernel gradient of ``conv(x, w, strides, pads)``: ``x`` correlated with ``g`` over the batch.
+
+    Public ``lax.conv_general_dilated`` only (the transpose rule of JAX's convolution, 2-D, no
+    dilation or groups): ``x`` read as ``CHWN`` (the batch ``N`` is the contracted feature) is padded
+    with the forward's ``lo`` before and enough after, and convolved with ``g`` read as ``IHWO``,
+    dilated by the forward strides (``rhs_dilation``); the result, read as ``HWNC``, is ``(kh, kw, Ci, Co)``.
+
+    Args:
+        g: ``(N, Ho, Wo, Co)`` integers (int8/int16) of the output's error.
+        x: ``(N, H, W, Ci)`` integers of the forward input, same dtype as ``g``.
+        w_hw: the kernel's ``(kh, kw)``.
+        strides, pads: the forward convolution's (``pads`` explicit ``(lo, hi)`` pairs).
+
+    Returns:
+        ``(kh, kw, Ci, Co)`` int32 sums.
+    """
+    pad = []
+    for i in range(2):
+        lo = pads[i][0]
+        hi = _dilated(g.shape[1 + i], strides[i]) - x.shape[1 + i] + w_hw[i] - lo - 1
+        pad.append((lo, hi))
+    return lax.conv_general_dilated(x, g, (1, 1), pad, rhs_dilation=strides,
+                                    dimension_numbers=("CHWN", "IHWO", "HWNC"), preferred_element_type=jnp.int32)
+
+
+def _int_conv_bwd(strides, pads, plan: _Plan, res, g):
+    x, w = res
+    float_grads = None
+    if not (plan.input_grad and plan.kernel_grad):
+        float_grads = jax.vjp(lambda a, b: _conv_float(a, b, strides, pads), x, w)[1](g)
+    if plan.input_grad:
+        gi, wi = _to_int(g, plan.e, plan.w), _to_int(w, plan.w, plan.e)
+        dx = _rescale(_conv_transpose_lhs(gi, wi, x.shape[1:3], strides, pads), plan.e, plan.w)
+    else:
+        dx = float_grads[0]
+    if plan.kernel_grad:
+        gi, xi = _to_int(g, plan.e, plan.x), _to_int(x, plan.x, plan.e)
+        dw = _rescale(_conv_transpose_rhs(gi, xi, w.shape[:2], strides, pads), plan.x, plan.e)
+    else:
+        dw = float_grads[1]
+    return dx, dw
+
+
+_int_conv.defvjp(_int_conv_fwd, _int_conv_bwd)
+
+
+def integer_conv(
+    x: jax.Array, w: jax.Array, bits_A: int, bits_W: int, bits_E: int, scale: float, *,
+    strides: Sequence[int] = (1, 1), padding: str | Sequence[tuple[int, int]] = "SAME",
+) -> jax.Array:
+    """2-D convolution (``x`` NHWC, ``w`` HWIO, no dilation or groups) on integers; see ``integer_dense``.
+
+    Returns:
+        NHWC float32, bit-identical to ``lax.conv_general_dilated`` at ``Precision.HIGHEST``.
+    """
+    strides = tuple(int(s) for s in strides)
+    pads = _pads(x.shape, w.shape, strides, padding)
+    plan = _plan(bits_A, bits_W, bits_E, scale, _conv_terms(x.shape, w.shape, strides, pads))
+    return _int_conv(x, w, strides, pads, plan)
