@@ -233,7 +233,7 @@ _TRANSPOSE_CASES = [
 def test_conv_transposes_on_public_lax_equal_the_float_vjp():
     """``wage_jax.integer``'s input- and kernel-gradient convolutions (public ``lax.conv_general_dilated``
     only) give, on int8 operands with int32 sums, the bits of ``jax.vjp`` of the float32 convolution."""
-    from wage_jax.integer import _conv_transpose_lhs, _conv_transpose_rhs, _pads
+    from wage_jax._src.integer import _conv_transpose_lhs, _conv_transpose_rhs, _pads
 
     rng = np.random.default_rng(4)
     dn = ("NHWC", "HWIO", "NHWC")
@@ -268,16 +268,17 @@ def test_conv_transposes_on_public_lax_equal_the_float_vjp():
 
 
 def test_no_private_jax_api():
-    """``wage_jax.integer`` imports only public modules (no ``jax._src``) and reads no private attribute."""
+    """``wage_jax``'s integer products import only public JAX modules (no ``jax._src``), read no private attribute."""
     import ast
     from pathlib import Path
 
-    import wage_jax.integer as integer
+    import wage_jax._src.integer as integer
 
     tree = ast.parse(Path(integer.__file__).read_text())
     modules = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     modules += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
-    assert modules and not [m for m in modules if m != "__future__" and any(p.startswith("_") for p in m.split("."))]
+    outside = [m for m in modules if m != "__future__" and not m.startswith("wage_jax._src.")]
+    assert outside and not [m for m in outside if any(p.startswith("_") for p in m.split("."))]
     private = [n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr.startswith("_")
                and isinstance(n.value, ast.Name) and n.value.id in ("jax", "lax", "jnp")]
     assert not private, private
