@@ -14,6 +14,8 @@ Examples::
     wage-train --float                         # float baseline (plain SGD), same MLP
     wage-train --compare                       # JAX and torch from one init and one batch order
     wage-train --dataset cifar10 --data-dir ~/data   # the paper's VGG7, 300 epochs
+    wage-train --dataset cifar10 --data-dir ~/data --download   # fetch CIFAR-10 first (verified)
+    wage-train --preset paper-cifar10 --print-config  # the resolved configuration as JSON
     wage-train --preset paper-svhn --data-dir ~/svhn # the paper's SVHN experiment as published
     wage-train --resume                        # continue the run in runs/<name>
 
