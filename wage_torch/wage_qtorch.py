@@ -205,11 +205,11 @@ def _refuse_qpytorch_qg_form(qg: Callable[_P, torch.Tensor]) -> Callable[_P, tor
     @functools.wraps(qg)
     def QG(*args: _P.args, **kwargs: _P.kwargs) -> torch.Tensor:
         if len(args) >= 5 or (len(args) == 4 and ("mode" in kwargs or _is_number(args[3]))):
+            given = f"{len(args)} positional arguments" + (" plus mode" if "mode" in kwargs else "")
             raise TypeError(
-                f"QG got {len(args)} positional arguments{' and mode=' if 'mode' in kwargs else ''}: this is "
-                "QPyTorch's QG(x, bits_G, bits_R, lr, mode); this QG is xbtorch's documented "
-                "QG(x, bits_G, lr, mode='nearest'): drop bits_R (QPyTorch's QG never reads it), e.g. "
-                "QG(x, bits_G, lr, mode=mode) (docs/porting.md)"
+                f"QG was called with {given}, as QPyTorch's QG(x, bits_G, bits_R, lr, mode) is; this QG is "
+                "xbtorch's documented QG(x, bits_G, lr, mode='nearest'): drop bits_R (QPyTorch's QG never reads "
+                "it), e.g. QG(x, bits_G, lr, mode=mode); see docs/porting.md"
             )
         return qg(*args, **kwargs)
 
