@@ -168,8 +168,8 @@ def fetch(dataset: str, name: str, directory: str | Path, *, progress: bool = Fa
 
 
 def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return (text.splitlines() or [""])[0][:200]
+    text = (str(error).strip().splitlines() or [""])[0]
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _member_problem(member: tarfile.TarInfo) -> str | None:
@@ -225,7 +225,9 @@ def extract_tar(archive: str | Path, target: str | Path, *, expect_folder: str, 
                                                f"{ARCHIVE_LIMITS['bytes'] >> 20} MiB; nothing was extracted")
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
-            tar.extractall(staging, members=members, filter="data")
+            # tarfile's "data" filter (Python 3.10.12+, 3.11.4+, 3.12) as a second guard where it exists.
+            guard = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            tar.extractall(staging, members=members, **guard)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:  # not gzip/tar, truncated, disk full
         shutil.rmtree(staging, ignore_errors=True)
         raise _fault(str(archive), f"cannot be extracted: not a complete tar.gz archive or an unwritable {target} "
@@ -350,3 +352,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.stderr.write("wage-data: interrupted; no partial file was kept, rerun to continue\n")
         raise SystemExit(130) from None
+
+
+if __name__ == "__main__":  # python -m wage_train.download (= wage-data)
+    main()
