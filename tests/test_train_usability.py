@@ -83,3 +83,26 @@ def test_print_config_explicit_options_override_the_preset(tmp_path: Path, monke
     assert (cfg["epochs"], cfg["bits"], cfg["out_dir"]) == (3, [2, 8, 8, -1], "o")
     assert list(tmp_path.iterdir()) == []
     assert _print_config(["--float"], capsys)["lr"] is None  # known once the data's image size is
+
+
+@pytest.mark.parametrize(("argv", "extra"), [(["--preset", "paper-svhn"], True), (["--dataset", "svhn"], False)])
+def test_download_fetches_svhn_extra_for_the_paper_preset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str], argv: list[str],
+                                                         extra: bool) -> None:
+    """The paper trains SVHN on train + extra: ``--download`` with ``paper-svhn`` fetches extra_32x32.mat too."""
+    import wage_train.cli as cli
+    from wage_train.safe_io import DataError
+
+    calls = []
+
+    def fake_ensure(dataset, data_dir, *, download, extra, progress):
+        calls.append((dataset, data_dir, download, extra))
+        raise DataError("stop here (test)")
+
+    monkeypatch.setattr(cli, "ensure_dataset", fake_ensure)
+    with pytest.raises(SystemExit) as caught:
+        run([*argv, "--data-dir", str(tmp_path / "d"), "--download", "--out-dir", str(tmp_path / "run")])
+    assert caught.value.code == 2
+    assert calls == [("svhn", str(tmp_path / "d"), True, extra)]
+    assert capsys.readouterr().err.strip() == "wage-train: error: stop here (test)"
+    assert not (tmp_path / "run").exists()
