@@ -14,6 +14,8 @@ Examples::
     wage-train --float                         # float baseline (plain SGD), same MLP
     wage-train --compare                       # JAX and torch from one init and one batch order
     wage-train --dataset cifar10 --data-dir ~/data   # the paper's VGG7, 300 epochs
+    wage-train --dataset cifar10 --data-dir ~/data --download   # fetch CIFAR-10 first (verified)
+    wage-train --preset paper-cifar10 --print-config  # the resolved configuration as JSON
     wage-train --preset paper-svhn --data-dir ~/svhn # the paper's SVHN experiment as published
     wage-train --resume                        # continue the run in runs/<name>
 
@@ -36,6 +38,8 @@ from typing import Any
 from wage_spec import FULL_PRECISION
 from wage_train.config import FLOAT_LR, WAGE_LR, UsageError, float_lr, resolve_config, resume_config
 from wage_train.data import DATASETS, hold_out_validation, load_dataset
+from wage_train.download import ensure_dataset
+from wage_train.preflight import print_config, require_torch
 from wage_train.presets import PRESETS
 from wage_train.runspec import SCHEDULES
 from wage_train.safe_io import DataError
@@ -173,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", help="directory with the MNIST idx files, cifar-10-batches-py/ or the SVHN *_32x32.mat files"
     )
     data.add_argument(
+        "--download",
+        action="store_true",
+        default=None,
+        help="fetch the data set into --data-dir from its canonical source if it is not there, verified against "
+        "the published checksums (see also the wage-data command)",
+    )
+    data.add_argument(
         "--model", choices=("mlp", "vgg7", "lenet5"), help="default: mlp (digits, mnist), vgg7 (cifar10, svhn)"
     )
     data.add_argument(
@@ -238,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--stop-after", type=positive_int,
                    help="stop after this many epochs of this invocation (resume later)")
     r.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
+    r.add_argument("--print-config", action="store_true", default=None,
+                   help="print the resolved configuration (preset and defaults applied) as JSON and exit: no data "
+                   "is read, nothing is written")
     r.add_argument(
         "--devices",
         type=positive_int,
@@ -269,11 +283,19 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
         out_dir = Path(cfg["out_dir"])
         if args.resume:
             cfg = resume_config(cfg, args, out_dir)
-        elif _holds_a_run(out_dir):
+        if args.print_config:
+            print_config(cfg)
+        if cfg["framework"] != "jax":
+            require_torch(cfg["framework"])
+        if not args.resume and _holds_a_run(out_dir):
             if not args.overwrite:
                 raise UsageError(f"--out-dir {out_dir} already holds a run; continue it with --resume, choose a new "
                                  "--out-dir, or give --overwrite (the old run is moved aside, not deleted)")
             staging = out_dir.with_name(f"{out_dir.name}.new-{os.getpid()}")
+        if cfg["data_dir"] is not None:
+            for line in ensure_dataset(cfg["dataset"], cfg["data_dir"], download=bool(args.download),
+                                       extra=cfg.get("preset") == "paper-svhn", progress=sys.stderr.isatty()):
+                print(line, flush=True)
         data = load_dataset(cfg["dataset"], cfg["data_dir"])
         if cfg.get("validation"):
             data = hold_out_validation(data, cfg["validation"])

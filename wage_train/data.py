@@ -112,7 +112,8 @@ def _find_file(directory: Path, stem: str) -> Path | None:
 
 def _missing(kind: str, root: Path, searched: list[Path], expected: str) -> DataError:
     where = ", ".join(str(p) for p in searched)
-    return DataError(f"{kind} not found under --data-dir {root} (looked in {where}): expected {expected}")
+    return DataError(f"{kind} not found under --data-dir {root} (looked in {where}): expected {expected}; "
+                     "--download fetches it")
 
 
 def load_mnist(data_dir: str | Path) -> Dataset:

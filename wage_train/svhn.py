@@ -41,7 +41,8 @@ def read_svhn_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"SVHN: {path} not found (expected the cropped-digit files {', '.join(SVHN_FILES)})")
+        raise DataError(f"SVHN: {path} not found (expected the cropped-digit files {', '.join(SVHN_FILES)}; "
+                        "--download fetches them)")
     try:
         mat = scipy.io.loadmat(str(path))
     except NotImplementedError:
