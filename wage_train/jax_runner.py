@@ -115,11 +115,16 @@ class JaxRunner:
             from wage_train.interop import torch_weights_to_flax_params
 
             params = torch_weights_to_flax_params(list(init_weights), params)
-        table = jnp.asarray(lrs, jnp.float32)
-        n_epochs, spe = len(lrs), int(steps_per_epoch)
+        # The lr is piecewise constant in the epoch: the epochs where it changes and its values (a lazy
+        # schedule gives them without a per-epoch list; a plain list gives one piece per epoch).
+        pieces = lrs.segments() if hasattr(lrs, "segments") else list(enumerate(lrs))
+        int32_max = int(jnp.iinfo(jnp.int32).max)  # optax's step count is int32: later epochs are never reached
+        starts = jnp.asarray([min(s, int32_max) for s, _ in pieces], jnp.int32)
+        table = jnp.asarray([v for _, v in pieces], jnp.float32)
+        spe = int(steps_per_epoch)
 
         def schedule(count: jax.Array) -> jax.Array:
-            return table[jnp.minimum(count // spe, n_epochs - 1)]
+            return table[jnp.sum(starts <= count // spe) - 1]
 
         # WAGE's accumulators start clipped (wage_jax.optax); with nearest W the state carries QW(w).
         self._quantizers = kernel_quantizers(self.model, dummy) if quantized and config.W_mode == "nearest" else None
