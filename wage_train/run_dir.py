@@ -28,6 +28,7 @@ import os
 import re
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -204,13 +205,21 @@ def aside_name(path: Path) -> Path:
 
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM are held back (delivered on exit) so that a rename pair is never cut in half."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    """SIGINT and SIGTERM arriving inside the block are held back and delivered, in order, to the handlers in place
+    before it once it ends, so that a pair of renames is never cut in half. (Python-level: a signal mask would
+    not do, since the kernel hands a process's signal to any thread that does not block it.)"""
+    if threading.current_thread() is not threading.main_thread():  # handlers can only be set there
+        yield
+        return
+    pending: list[int] = []
+    old = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        for signum in pending:
+            signal.raise_signal(signum)
 
 
 _RENAME_EXCHANGE = 2
