@@ -34,8 +34,17 @@ from pathlib import Path
 from typing import Any
 
 from wage_spec import FULL_PRECISION
-from wage_train.config import FLOAT_LR, WAGE_LR, UsageError, float_lr, resolve_config, resume_config
-from wage_train.data import DATASETS, hold_out_validation, load_dataset
+from wage_train.config import (
+    FLOAT_LR,
+    SEED_MAX,
+    WAGE_LR,
+    UsageError,
+    check_data_fingerprint,
+    float_lr,
+    resolve_config,
+    resume_config,
+)
+from wage_train.data import DATASETS, data_fingerprint, hold_out_validation, load_dataset
 from wage_train.presets import PRESETS
 from wage_train.runspec import SCHEDULES
 from wage_train.safe_io import DataError
@@ -86,8 +95,6 @@ def _int_at_least(low: int, high: int | None = None):  # noqa: ANN202
 
 positive_int = _int_at_least(1)
 non_negative_int = _int_at_least(0)
-# jax.random.key takes a signed 64-bit seed (NumPy's and torch's generators take it too).
-SEED_MAX = 2**63 - 1
 seed_arg = _int_at_least(0, SEED_MAX)
 
 
@@ -313,6 +320,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list)
         if cfg.get("validation"):
             data = hold_out_validation(data, cfg["validation"])
         preflight.check_data(cfg, data)
+        fingerprint = data_fingerprint(data)
+        if args.resume:
+            check_data_fingerprint(cfg, fingerprint, out_dir)
+        cfg["data_fingerprint"] = fingerprint
         preflight.check_devices(cfg, args.devices)
         preflight.check_torch_backend(cfg)
         if cfg["lr"] is None:

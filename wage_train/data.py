@@ -16,6 +16,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +28,7 @@ __all__ = [
     "Dataset",
     "augment_crop_flip",
     "check_labels",
+    "data_fingerprint",
     "hold_out_validation",
     "load_cifar10",
     "load_dataset",
@@ -298,6 +300,19 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
 
         return load_svhn(data_dir)
     return load_mnist(data_dir) if name == "mnist" else load_cifar10(data_dir)
+
+
+def data_fingerprint(data: Dataset) -> dict[str, Any]:
+    """What identifies the data a run trains and evaluates on: the counts, the image shape, and the sha256 of the
+    training and evaluation arrays (pixels and labels), recorded in ``config.json`` and compared on ``--resume``."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in (data.x_train, data.y_train.astype("<i8"), data.x_test, data.y_test.astype("<i8")):
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).data)
+    return {"train": len(data.x_train), "eval": len(data.x_test), "eval_split": data.eval_split,
+            "image_shape": list(data.image_shape), "sha256": h.hexdigest()}
 
 
 def hold_out_validation(data: Dataset, fraction: float, split_seed: int = 0) -> Dataset:

@@ -241,7 +241,11 @@ class JaxRunner:
 
         logging.getLogger("absl").setLevel(logging.ERROR)
         leaves, treedef = jax.tree_util.tree_flatten(self._state())
-        target = {f"{i:04d}": jax.ShapeDtypeStruct(_plain(v).shape, _plain(v).dtype) for i, v in enumerate(leaves)}
+        # Restored onto one local device whatever the device count at save time (the arrays are replicated, so
+        # every copy holds the same bits); Orbax would otherwise expect the saved sharding's devices.
+        one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        target = {f"{i:04d}": jax.ShapeDtypeStruct(_plain(v).shape, _plain(v).dtype, sharding=one)
+                  for i, v in enumerate(leaves)}
         with ocp.StandardCheckpointer() as ckpt:
             tree = ckpt.restore(Path(directory).resolve() / "jax", target)
         restored = [
