@@ -320,7 +320,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list)
         if cfg.get("validation"):
             data = hold_out_validation(data, cfg["validation"])
         preflight.check_data(cfg, data)
-        fingerprint = data_fingerprint(data)
+        fingerprint = {**data_fingerprint(data), "data_dir": cfg["data_dir"]}
         if args.resume:
             check_data_fingerprint(cfg, fingerprint, out_dir)
         cfg["data_fingerprint"] = fingerprint

@@ -241,10 +241,11 @@ def check_data_fingerprint(cfg: dict[str, Any], fingerprint: dict[str, Any], out
     if saved is None:
         print("note: this run recorded no data fingerprint; the current data's is recorded now", flush=True)
         return
-    if saved == fingerprint:
+    same = ("train", "eval", "eval_split", "image_shape", "sha256")  # not where the files were
+    if all(saved.get(k) == fingerprint.get(k) for k in same):
         return
     diffs = [f"{k} {fingerprint.get(k)} (was {saved.get(k)})" for k in ("train", "eval", "image_shape")
              if fingerprint.get(k) != saved.get(k)] or ["the same counts and shape, different contents (sha256)"]
     raise UsageError(f"--resume: the data differs from the data the run in {out_dir} was trained on: "
-                     f"{'; '.join(diffs)}; resume with the original data (--data-dir {cfg.get('data_dir')}) "
+                     f"{'; '.join(diffs)}; resume with the original data (--data-dir {saved.get('data_dir')}) "
                      "or start a new run in another --out-dir")
