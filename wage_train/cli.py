@@ -123,7 +123,14 @@ def out_dir_arg(text: str) -> str:
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"{text!r} cannot be created ({probe} is not a writable directory)")
+        if not probe.is_dir():
+            why = f"{probe} is not a directory"
+        elif os.statvfs(probe).f_flag & os.ST_RDONLY:
+            why = f"{probe}: EROFS: Read-only file system"
+        else:
+            why = f"{probe}: EACCES: Permission denied"
+        verb = "is not writable" if probe == path else "cannot be created"
+        raise argparse.ArgumentTypeError(f"{text!r} {verb} ({why}); choose a writable folder")
     return str(path)
 
 
@@ -358,6 +365,12 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list)
         _exit_line(1, str(e))
     except (DataError, UsageError) as e:
         _exit_line(2, str(e))
+    except OSError as e:  # an output file (config, metrics, plot, weights) cannot be written
+        from wage_train.checkpoints import file_system_fault
+
+        where = e.filename or out_dir
+        _exit_line(2, f"cannot write {where} ({file_system_fault(e)}); the last completed checkpoint is kept: "
+                      "free space or fix the folder's permissions, then continue with --resume")
     except KeyboardInterrupt:
         _exit_line(130, "interrupted before training started; nothing to resume from this invocation")
 
@@ -397,10 +410,26 @@ def _exit_line(status: int, message: str) -> None:
     raise SystemExit(status)
 
 
+def _mute_closed_event_loop_reports() -> None:
+    """TensorStore completes some futures after Orbax has closed the asyncio loop that awaited them (after a
+    failed write, or at exit); their callbacks then raise ``RuntimeError('Event loop is closed')``, which Python
+    reports as an unraisable exception with a traceback. Nothing is lost by then (the checkpointer was closed
+    and the failure reported in one line), so exactly that report is dropped; every other one is kept."""
+    default = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed":
+            return
+        default(unraisable)
+
+    sys.unraisablehook = hook
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point (``wage-train``, ``python -m examples.train, python -m wage_train``)."""
     import signal
 
+    _mute_closed_event_loop_reports()
     # SIGTERM before training starts (while data loads or JAX compiles) stops as Ctrl-C does: one line,
     # status 130. During training StopSignals takes both signals over and stops after a whole step.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -12,6 +12,7 @@ out (the same files as without them) and ``restore`` recomputes them from the re
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Sequence
@@ -231,9 +232,16 @@ class JaxRunner:
         logging.getLogger("absl").setLevel(logging.ERROR)
         leaves = jax.tree_util.tree_leaves(self._state())
         tree = {f"{i:04d}": _plain(v) for i, v in enumerate(leaves)}
-        with ocp.StandardCheckpointer() as ckpt:
+        ckpt = ocp.StandardCheckpointer()
+        try:
             ckpt.save(Path(directory).resolve() / "jax", tree)
             ckpt.wait_until_finished()
+        finally:
+            # On every exit path (a failed write included) the background writers finish before the
+            # checkpointer closes, so nothing writes into the folder after the caller has removed it.
+            with contextlib.suppress(Exception):
+                ckpt.wait_until_finished()
+            ckpt.close()
 
     def restore(self, directory: str | Path) -> None:
         """Load what :meth:`save` wrote into this runner (built with the same arguments)."""
