@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,47 @@ def test_checkpoint_write_error_removes_the_temporary_folder(tmp_path):
         save_checkpoint(root, 2, [Runner()], {"epoch": 2})
     assert "ENOSPC: No space left on device" in str(e.value) and "epoch_0001 is kept" in str(e.value)
     assert sorted(p.name for p in root.iterdir()) == ["epoch_0001"]
+
+
+@pytest.mark.slow
+def test_permission_denied_checkpoint_folder_is_one_line_and_keeps_the_previous_checkpoint():
+    """EACCES: the run belongs to an unprivileged user (nobody) whose checkpoints/ folder became root's."""
+    import tempfile
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to an unprivileged user")
+    nobody = 65534
+    base = Path(tempfile.mkdtemp(prefix="wage-eacces-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        out = base / "run"
+        out.mkdir()
+        os.chown(out, nobody, nobody)
+        env = python_env(pythonpath=[ROOT], HOME=str(base), MPLCONFIGDIR=str(out / ".mpl"),
+                         XDG_CACHE_HOME=str(out / ".cache"))
+
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("setpriv (util-linux) is not installed")
+
+        def as_nobody(args):
+            return subprocess.run([setpriv, f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups",
+                                   sys.executable, *RUN, *map(str, args)], capture_output=True, text=True,
+                                  timeout=300, cwd=base, env=env)
+
+        probe = subprocess.run([setpriv, f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups", sys.executable,
+                                "-c", "import wage_train.cli"], capture_output=True, text=True, env=env, cwd=base)
+        if probe.returncode != 0:
+            pytest.skip(f"the unprivileged user cannot run this interpreter: {probe.stderr[-200:]}")
+        p = as_nobody(["--out-dir", out, "--stop-after", "1"])
+        assert p.returncode == 0, p.stderr
+        names, state = _state(out)
+        os.chown(out / "checkpoints", 0, 0)  # root's now, mode 755: nobody can read but not write
+        p = as_nobody(["--out-dir", out, "--resume"])
+        assert p.returncode == 2, p.stderr
+        line = _one_line(p.stderr)
+        assert "cannot write the checkpoint of epoch 2" in line and "EACCES: Permission denied" in line, line
+        assert _state(out) == (names, state)
+        verify_manifest(out / "checkpoints" / "epoch_0001")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
