@@ -184,3 +184,31 @@ def test_checkpoint_of_two_devices_resumes_on_one_bit_exactly(tmp_path):
     assert a.files == b.files
     for name in a.files:
         assert np.array_equal(f32_bits(a[name]), f32_bits(b[name])), name
+
+
+# ---------------------------------------------------------------------------------------- the lr schedule
+
+
+@pytest.mark.parametrize("schedule", ["paper", "paper-epochs", "constant"])
+@pytest.mark.parametrize("epochs", [1, 2, 3, 5, 6, 7, 60, 299, 300, 301])
+def test_lazy_schedule_equals_the_table_bit_for_bit(schedule, epochs):
+    from wage_train.runspec import LrSchedule, lr_table
+
+    lazy, table = LrSchedule(0.75, epochs, schedule), lr_table(0.75, epochs, schedule)
+    assert len(lazy) == epochs and list(lazy) == table and lazy[-1] == table[-1] and lazy[1:3] == table[1:3]
+    pieces = lazy.segments()
+    expanded = [v for i, (s, v) in enumerate(pieces)
+                for _ in range(s, pieces[i + 1][0] if i + 1 < len(pieces) else epochs)]
+    assert expanded == table and len(pieces) <= 3
+
+
+def test_an_astronomical_epoch_count_costs_no_memory(tmp_path):
+    """``--epochs 99999999999``: the old per-epoch list took 800 GB; the schedule is computed on demand."""
+    from wage_train.runspec import LrSchedule
+
+    lazy = LrSchedule(8.0, 99_999_999_999, "paper")
+    assert lazy.segments() == [(0, 8.0), (66_666_666_666, 1.0), (83_333_333_332, 0.125)]
+    summary = run([*QUICK, "--epochs", "99999999999", "--stop-after", "1", "--out-dir", str(tmp_path / "o")])
+    assert summary["epochs_done"] == 1
+    rows = json.loads((tmp_path / "o" / "metrics.json").read_text())["history"]
+    assert [(r["epoch"], r["lr"]) for r in rows] == [(1, 8.0)]
