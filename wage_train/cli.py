@@ -416,12 +416,15 @@ def _mute_closed_event_loop_reports() -> None:
     reports as an unraisable exception with a traceback. Nothing is lost by then (the checkpointer was closed
     and the failure reported in one line), so exactly that report is dropped; every other one is kept."""
     default = sys.unraisablehook
+    if getattr(default, "_wage_train", False):  # already installed (main called again in one process)
+        return
 
     def hook(unraisable: Any) -> None:
         if unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed":
             return
         default(unraisable)
 
+    hook._wage_train = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook
 
 
