@@ -49,15 +49,18 @@ def _verified_checkpoints(root: Path) -> set[tuple[str, str]]:
 @pytest.mark.slow
 def test_random_option_combinations_never_trace_back_nor_lose_a_run(tmp_path, capsys):
     rng = np.random.default_rng(2026)
-    pool = ["a", "b"]
+    pool = ["a", "b", "c"]
     seen: dict[tuple[str, str], bytes] = {}  # verified checkpoint -> its manifest
     statuses = []
     old_handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         for _ in range(RUNS):
             argv = ["--no-progress", "--hidden", "8"]
-            for choices in GRID.values():  # mostly the first choice, so that many runs train
-                argv += choices[0] if rng.random() < 0.85 else choices[int(rng.integers(1, len(choices)))]
+            for name, choices in GRID.items():  # mostly the first choice, so that many runs train
+                if name == "mode":  # mostly --resume or --overwrite: the pool's folders soon hold runs
+                    argv += choices[int(rng.choice(4, p=[0.15, 0.45, 0.3, 0.1]))]
+                else:
+                    argv += choices[0] if rng.random() < 0.9 else choices[int(rng.integers(1, len(choices)))]
             argv += ["--out-dir", str(tmp_path / pool[int(rng.integers(len(pool)))])]
             try:
                 main(argv)

@@ -142,6 +142,7 @@ def test_swap_by_exchange_leaves_no_instant_without_a_run(tmp_path):
     assert (final / "old").exists() is False and (staging / "old").exists()
 
 
+@pytest.mark.slow
 def test_stale_staging_of_a_reused_pid_is_removed_and_overwrite_proceeds(done, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(done, out)

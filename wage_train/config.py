@@ -102,7 +102,11 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {cfg[key]}")
     if cfg["limit_batches"] is not None and cfg["limit_batches"] < 1:
         raise UsageError(f"--limit-batches must be >= 1, got {cfg['limit_batches']}")
-    wage_config(cfg)  # validates bits and modes (docs/contract.md §4)
+    try:
+        wage_config(cfg)  # validates bits and modes (docs/contract.md §4)
+    except (TypeError, ValueError) as e:  # name the option, e.g. "--bits 1-8-8-8: bits_W must be ..."
+        given = "-".join("fp" if b == FULL_PRECISION else str(b) for b in cfg["bits"])
+        raise UsageError(f"--bits {given} / rounding modes: {e}") from None
     method = "float" if is_float else "wage" + "".join("fp" if b == FULL_PRECISION else str(b) for b in bits)
     cfg["name"] = args.name or f"{dataset}-{cfg['model']}-{method}-{cfg['framework']}-s{cfg['seed']}"
     cfg["out_dir"] = args.out_dir or str(Path("runs") / cfg["name"])
