@@ -184,11 +184,29 @@ def QW(x: torch.Tensor, bits: int, scale: float = 1.0, mode: str = "nearest") ->
     bits = check_bits(bits, "bits")
     scale = check_scale(scale, "scale")
     mode = check_mode(mode, "mode")
-    x32 = _as_float32(x)
-    y = _fixed_point_quantize(x32, wl=bits, fl=bits - 1, clamp=True, symmetric=True, rounding=mode)
-    if qw_divides_by_scale(scale):
-        y = y / scale
-    return y.to(x.dtype)
+    with torch.no_grad():  # the values only: the gradient is the straight-through one below, on both backends
+        x32 = _as_float32(x)
+        y = _fixed_point_quantize(x32, wl=bits, fl=bits - 1, clamp=True, symmetric=True, rounding=mode)
+        if qw_divides_by_scale(scale):
+            y = y / scale
+        y = y.to(x.dtype)
+    if x.requires_grad and torch.is_grad_enabled():
+        return _StraightThrough.apply(x, y)
+    return y
+
+
+class _StraightThrough(torch.autograd.Function):
+    """``y`` in the forward, the identity in ``x`` in the backward (docs/contract.md §2: QW's backward is the
+    identity, as ``wage_jax.QW``'s): qtorch's kernel has no autograd, and the pure-torch kernel's rounding
+    would give a zero gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
 
 
 def _is_number(value: object) -> bool:
