@@ -4,7 +4,7 @@ Three implementation choices made for speed (see ``benchmarks/``) are checked he
 go wrong:
 
 * ``shift``'s ``max|x|`` is a float reduction (XLA's CPU backend compares subnormals as zero and skips
-  NaN in it), with an exact integer fallback: inputs whose max is subnormal or zero, subnormals mixed
+  NaN in it), with an exact fallback selected from a second float reduction (no branch): inputs whose max is subnormal or zero, subnormals mixed
   with normals, NaN/Inf anywhere, powers of two and their neighbours;
 * ``QW``'s division by a power-of-two layer scale is one multiplication for scales up to ``2^100``
   and exact bit arithmetic beyond;

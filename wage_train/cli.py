@@ -273,7 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--stop-after", type=positive_int,
                    help="stop after this many epochs of this invocation (resume later)")
-    r.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
+    bar = r.add_mutually_exclusive_group()
+    bar.add_argument("--progress", action="store_true", default=None,
+                     help="show the progress bar also when stderr is not a terminal (default: only on a terminal; "
+                     "a log file then gets one line per epoch)")
+    bar.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
     r.add_argument("--print-config", action="store_true", default=None,
                    help="print the resolved configuration (preset and defaults applied) as JSON and exit: no data "
                    "is read, nothing is written")
@@ -381,7 +385,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list)
     try:
         with StopSignals() as stop:
             return train(cfg, data, out_dir, resume=bool(args.resume), stop_after=args.stop_after,
-                         progress=not args.no_progress, devices=args.devices, staging=staging, stop=stop,
+                         progress=_show_progress(args), devices=args.devices, staging=staging, stop=stop,
                          locks=(locks[0], locks[1] if len(locks) > 1 else None))
     except RunInterruptedError as e:
         _exit_line(130, str(e))
@@ -397,6 +401,13 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list)
                       "free space or fix the folder's permissions, then continue with --resume")
     except KeyboardInterrupt:
         _exit_line(130, "interrupted before training started; nothing to resume from this invocation")
+
+
+def _show_progress(args: argparse.Namespace) -> bool:
+    """The progress bar: as asked, else only when stderr is a terminal (a file would get every frame)."""
+    if args.progress or args.no_progress:
+        return bool(args.progress)
+    return sys.stderr.isatty()
 
 
 def _make_out_dir(out_dir: Path) -> Path | None:

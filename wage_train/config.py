@@ -37,8 +37,8 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "lenet5": {"widths": [32, 64], "vgg_hidden": 512},
 }
 # Options that only say where/how to run, not what to train (never compared on --resume).
-RUNTIME_ARGS = {"resume", "overwrite", "stop_after", "no_progress", "out_dir", "name", "torch_threads", "devices",
-                "download", "print_config"}
+RUNTIME_ARGS = {"resume", "overwrite", "stop_after", "progress", "no_progress", "out_dir", "name", "torch_threads",
+                "devices", "download", "print_config"}
 # Options that --resume may change: more epochs (the lr schedule is recomputed), where the data is.
 # Config keys newer than some saved runs, with the value those runs had in effect.
 OPTIONAL_SAVED: dict[str, Any] = {"validation": None, "integer": False}

@@ -127,12 +127,13 @@ class JaxRunner:
         # schedule gives them without a per-epoch list; a plain list gives one piece per epoch).
         pieces = lrs.segments() if hasattr(lrs, "segments") else list(enumerate(lrs))
         int32_max = int(jnp.iinfo(jnp.int32).max)  # optax's step count is int32: later epochs are never reached
-        starts = jnp.asarray([min(s, int32_max) for s, _ in pieces], jnp.int32)
-        table = jnp.asarray([v for _, v in pieces], jnp.float32)
+        # Host arrays: the jitted step embeds them as constants (device arrays would be read back to trace it).
+        starts = np.asarray([min(s, int32_max) for s, _ in pieces], np.int32)
+        table = np.asarray([v for _, v in pieces], np.float32)
         spe = int(steps_per_epoch)
 
         def schedule(count: jax.Array) -> jax.Array:
-            return table[jnp.sum(starts <= count // spe) - 1]
+            return jnp.asarray(table)[jnp.sum(jnp.asarray(starts) <= count // spe) - 1]
 
         # WAGE's accumulators start clipped (see wage_jax.wage_sgd).
         if quantized:
@@ -169,6 +170,25 @@ class JaxRunner:
             self._place = jnp.asarray
         self._apply = jax.jit(apply_fn)
 
+        # The training loop's step (begin_epoch / step / end_epoch): the forward key split on the device (the
+        # same chain as train_step's), and the batch's loss and correct count kept in device arrays, so that
+        # nothing waits for the step until the epoch's end.
+        inner, needs_key = self._step, self.needs_key
+
+        def loop_step(params: Any, opt_state: Any, fwd_key: jax.Array, totals: tuple[jax.Array, ...],
+                      x: jax.Array, y: jax.Array) -> tuple[Any, ...]:
+            key = None
+            if needs_key:
+                fwd_key, key = jax.random.split(fwd_key)
+            params, opt_state, loss, logits = inner(params, opt_state, x, y, key)
+            losses, correct, i = totals
+            correct = correct + jnp.sum(jnp.argmax(logits, axis=-1) == y, dtype=jnp.int32)
+            return params, opt_state, fwd_key, (losses.at[i].set(loss), correct, i + 1), loss, logits
+
+        self._loop_step = jax.jit(loop_step, donate_argnums=(0, 1, 2, 3))
+        self._totals: tuple[jax.Array, ...] | None = None
+        self._last_loss: jax.Array | None = None
+
     # ------------------------------------------------------------------ training and evaluation
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
@@ -184,6 +204,45 @@ class JaxRunner:
             self.params, self.opt_state, self._place(np.asarray(x)), self._place(np.asarray(y, np.int32)), key
         )
         return float(loss), np.asarray(logits)
+
+    def place(self, x: np.ndarray, y: np.ndarray) -> tuple[jax.Array, jax.Array]:
+        """Copy a batch to the device(s) (split over them when data-parallel); safe from another thread.
+
+        ``x`` ``(B, H, W, C)`` float32 inputs, ``y`` ``(B,)`` labels; returns them as device arrays (``y`` int32).
+        """
+        return self._place(np.asarray(x, np.float32)), self._place(np.asarray(y, np.int32))
+
+    def begin_epoch(self, steps: int) -> None:
+        """Start the device-side totals of an epoch of ``steps`` steps (per-step losses, correct count)."""
+        totals = (jnp.zeros((steps,), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+        self._totals = parallel.replicate(totals, self._mesh) if self._mesh is not None else totals
+        self._last_loss = None
+
+    def step(self, batch: tuple[jax.Array, jax.Array]) -> jax.Array:
+        """One update on a :meth:`place`-d batch; returns the logits ``(B, K)`` as a device array.
+
+        Dispatched asynchronously: nothing is copied to the host and nothing waits for the step (the loss and
+        the correct count go into the epoch's totals, read by :meth:`end_epoch`).
+        """
+        x, y = batch
+        self.params, self.opt_state, self.fwd_key, self._totals, self._last_loss, logits = self._loop_step(
+            self.params, self.opt_state, self.fwd_key, self._totals, x, y
+        )
+        return logits
+
+    def latest_loss(self) -> float | None:
+        """The loss of the latest step if the device has finished it, else None (never waits)."""
+        loss = self._last_loss
+        return float(loss) if loss is not None and loss.is_ready() else None
+
+    def end_epoch(self) -> tuple[np.ndarray, int]:
+        """Wait for the epoch's steps; returns each step's loss ``(steps,)`` float32 and the correct count.
+
+        One device-to-host copy per epoch. Steps not taken (an epoch cut short) read as 0.
+        """
+        losses, correct, _ = jax.device_get(self._totals)
+        self._totals = self._last_loss = None
+        return np.asarray(losses), int(correct)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Logits ``(N, K)`` float32 of inputs ``x`` ``(N, H, W, C)`` float32, in padded batches."""

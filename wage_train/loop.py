@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import signal
 import sys
@@ -16,6 +17,7 @@ from wage_train.augment import augment_crop, augment_crop_flip
 from wage_train.checkpoints import non_finite_weights, restore_checkpoint, save_checkpoint
 from wage_train.config import MODES, UsageError, wage_config
 from wage_train.data import Dataset, pad_images, to_inputs
+from wage_train.prefetch import Prefetcher
 from wage_train.reporting import format_compare, format_header, format_row, plot_run, write_csv, write_json
 from wage_train.runspec import LrSchedule, ModelSpec
 
@@ -242,39 +244,71 @@ def train(cfg: dict[str, Any], data: Dataset, out_dir: Path, *, resume: bool, st
 
     bits_W = cfg["bits"][0]
     wall0 = time.perf_counter()
+    compare_steps = len(runners) == 2
+
+    def make_batch(b: int, order: np.ndarray) -> dict[str, Any]:
+        # On the producer thread (the only user of ``rng`` while an epoch trains): gather, augment, scale, place.
+        idx = order[b * batch : (b + 1) * batch]
+        xb = x_train[idx]
+        if cfg["augment"]:
+            xb = augment_crop_flip(xb, rng) if cfg.get("flip", True) else augment_crop(xb, rng)
+        xb, yb = to_inputs(xb, data.max_value), data.y_train[idx]
+        return {r.framework: r.place(xb, yb) for r in runners}
+
     for done_this_run, epoch in enumerate(range(start, epochs), start=1):
-        order = rng.permutation(len(x_train))
-        stats = {fw: {"loss": 0.0, "correct": 0, "time": 0.0} for fw in frameworks}
-        steps_differ = 0
+        # The epoch's wall time: from before the first batch is prepared until every step's results are in.
         bar = tqdm(total=spe, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False, disable=not progress)
-        for b in range(spe):
-            idx = order[b * batch : (b + 1) * batch]
-            xb = x_train[idx]
-            if cfg["augment"]:
-                xb = augment_crop_flip(xb, rng) if cfg.get("flip", True) else augment_crop(xb, rng)
-            xb, yb = to_inputs(xb, data.max_value), data.y_train[idx]
-            logits_by_fw = {}
-            for r in runners:
-                t0 = time.perf_counter()
-                loss, logits = r.train_step(xb, yb)
-                s = stats[r.framework]
-                s["time"] += time.perf_counter() - t0
-                s["loss"] += loss
-                s["correct"] += int((logits.argmax(-1) == yb).sum())
-                logits_by_fw[r.framework] = logits
-                if not math.isfinite(loss):
+        t_epoch = time.perf_counter()
+        order = rng.permutation(len(x_train))
+        steps_differ = 0
+        own_time = dict.fromkeys(frameworks, 0.0)  # each framework's steps (--compare splits the wall time)
+        for r in runners:
+            r.begin_epoch(spe)
+        next_read = time.perf_counter() + 1.0
+        cut_short = False
+        with Prefetcher(functools.partial(make_batch, order=order), spe) as batches:
+            for b, placed in enumerate(batches):
+                logits_by_fw = {}
+                for r in runners:
+                    t0 = time.perf_counter()
+                    logits = r.step(placed[r.framework])
+                    logits_by_fw[r.framework] = np.asarray(logits) if compare_steps else logits
+                    own_time[r.framework] += time.perf_counter() - t0
+                if compare_steps:
+                    steps_differ += int(not np.array_equal(_bits(logits_by_fw["torch"]),
+                                                           _bits(logits_by_fw["jax"])))
+                if stop is not None and stop.signal_name:
                     bar.close()
-                    _diverged(out_dir, cfg, spec, history, compare, runners, method,
-                              f"epoch {epoch + 1}, step {b + 1}: the {r.framework} training loss became {loss}")
-            if len(runners) == 2:
-                steps_differ += int(not np.array_equal(_bits(logits_by_fw["torch"]), _bits(logits_by_fw["jax"])))
-            if stop is not None and stop.signal_name:
-                bar.close()
-                raise RunInterruptedError(f"{stop.signal_name}: interrupted at epoch {epoch + 1} (step {b + 1}); "
-                                  f"{start_note(history, ckpt_root, staging is not None)}")
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss / batch:.4f}")
+                    raise RunInterruptedError(f"{stop.signal_name}: interrupted at epoch {epoch + 1} (step {b + 1}); "
+                                              f"{start_note(history, ckpt_root, staging is not None)}")
+                bar.update(1)
+                if progress and time.perf_counter() >= next_read:
+                    # At most once a second and only a finished step's loss: the device is never made to wait.
+                    loss = runners[-1].latest_loss()
+                    if loss is not None:
+                        next_read = time.perf_counter() + 1.0
+                        bar.set_postfix(loss=f"{loss / batch:.4f}")
+                        if not math.isfinite(loss):
+                            cut_short = True  # diverged: the epoch's totals say at which step
+                            break
+        totals = {}
+        for r in runners:
+            t0 = time.perf_counter()
+            totals[r.framework] = r.end_epoch()  # the one wait for the device per epoch
+            own_time[r.framework] += time.perf_counter() - t0
+        wall = time.perf_counter() - t_epoch
         bar.close()
+        bad_step = _first_bad_loss(totals, cut_short)
+        if bad_step is not None:
+            _diverged(out_dir, cfg, spec, history, compare, runners, method, f"epoch {epoch + 1}, {bad_step}")
+        stats = {}
+        for fw, (losses, correct) in totals.items():
+            total = 0.0
+            for v in losses.tolist():  # in step order, in double: the sum the host kept before issue 24
+                total += v
+            # Honest throughput: the epoch's wall time (data preparation included) less the other framework's.
+            time_fw = wall - sum(t for other, t in own_time.items() if other != fw)
+            stats[fw] = {"loss": total, "correct": correct, "time": time_fw}
 
         test_logits = {}
         rows = []
@@ -346,6 +380,22 @@ def train(cfg: dict[str, Any], data: Dataset, out_dir: Path, *, resume: bool, st
                                   else f"trajectories differ from epoch {c['first_divergent_epoch']}"), flush=True)
     print(f"wall time of this invocation {time.perf_counter() - wall0:.1f} s; outputs in {out_dir}", flush=True)
     return summary
+
+
+def _first_bad_loss(totals: dict[str, tuple[np.ndarray, int]], cut_short: bool) -> str | None:
+    """``"step S: the F training loss became L"`` for the first step (over the frameworks, in order) whose loss
+    is not finite; None when every loss is."""
+    first = None
+    for fw, (losses, _) in totals.items():
+        bad = np.flatnonzero(~np.isfinite(losses))
+        if bad.size and (first is None or bad[0] < first[0]):
+            first = (int(bad[0]), fw, float(losses[bad[0]]))
+    if first is None:
+        if cut_short:  # a non-finite loss was read during the epoch: it must be in the totals
+            raise RuntimeError("a non-finite loss was read during the epoch but is not in its totals")
+        return None
+    b, fw, loss = first
+    return f"step {b + 1}: the {fw} training loss became {loss}"
 
 
 def start_note(history: list[dict], ckpt_root: Path, overwrite: bool = False) -> str:

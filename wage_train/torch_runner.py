@@ -100,6 +100,34 @@ class TorchRunner:
         self.step_count += 1
         return float(loss), logits.numpy()
 
+    # The training loop's interface (as JaxRunner's): torch steps synchronously, so the totals live on the host.
+
+    def place(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The batch as it is (``train_step`` converts it)."""
+        return x, y
+
+    def begin_epoch(self, steps: int) -> None:
+        """Start the totals of an epoch of ``steps`` steps."""
+        self._losses, self._correct = np.zeros((steps,), np.float32), 0
+        self._steps_done = 0
+
+    def step(self, batch: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """One update (``train_step``); returns the logits ``(B, K)`` and adds to the epoch's totals."""
+        x, y = batch
+        loss, logits = self.train_step(x, y)
+        self._losses[self._steps_done] = loss
+        self._correct += int((logits.argmax(-1) == y).sum())
+        self._steps_done += 1
+        return logits
+
+    def latest_loss(self) -> float | None:
+        """The loss of the latest step (None before the first)."""
+        return float(self._losses[self._steps_done - 1]) if self._steps_done else None
+
+    def end_epoch(self) -> tuple[np.ndarray, int]:
+        """Each step's loss ``(steps,)`` float32 and the correct count of the epoch."""
+        return self._losses, self._correct
+
     @torch.no_grad()
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Logits ``(N, K)`` float32 of ``x`` ``(N, H, W, C)`` float32 (forward weights ``QW(w_acc)`` for WAGE)."""

@@ -1,0 +1,85 @@
+"""Prepare the next batches on a background thread while the device runs the current step (issue 24).
+
+A thread with a small bounded queue rather than a data-loading library such as ``grain``: the batches come from
+arrays already in memory, gathered and augmented with the run's one ``numpy`` generator, whose state is saved
+with every checkpoint so that a resumed run draws the same batches bit for bit. One producer thread keeps that
+order and that state exactly (it makes the epoch's batches in sequence and stops after the last), while
+``numpy``'s gather and arithmetic and ``jax.device_put`` release the GIL, so they overlap the step. grain's
+checkpointable iterators would bring their own shuffling and random streams (changing every existing run's
+trajectory) and a dependency, for no gain on in-memory data.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+__all__ = ["Prefetcher"]
+
+T = TypeVar("T")
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class Prefetcher(Generic[T]):
+    """Iterate over ``make(0), ..., make(n - 1)``, computed in order on a background thread at most ``depth``
+    items ahead of the consumer.
+
+    A context manager: leaving it (also early, on an exception or a ``break``) stops the producer and waits for
+    it, so that nothing it uses (a random generator, say) changes afterwards. An exception raised by ``make``
+    is raised again in the consumer, at the item that failed.
+
+    Example:
+        >>> with Prefetcher(lambda i: i * i, 4) as items:
+        ...     list(items)
+        [0, 1, 4, 9]
+    """
+
+    def __init__(self, make: Callable[[int], T], n: int, depth: int = 2) -> None:
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        self._make, self._n = make, int(n)
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="wage-train-batches", daemon=True)
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        for i in range(self._n):
+            if self._stop.is_set():
+                return
+            try:
+                item: Any = self._make(i)
+            except BaseException as e:  # handed to the consumer, which raises it
+                self._put(_Failed(e))
+                return
+            if not self._put(item):
+                return
+
+    def __enter__(self) -> Iterator[T]:
+        self._thread.start()
+        return self._items()
+
+    def _items(self) -> Iterator[T]:
+        for _ in range(self._n):
+            item = self._queue.get()
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
