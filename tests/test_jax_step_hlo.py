@@ -32,7 +32,7 @@ SETTINGS = {
 }
 
 
-def _compiled_step_text(model_name: str, setting: str) -> str:
+def _lowered_step(model_name: str, setting: str):
     build, shape = MODELS[model_name]
     config, integer = SETTINGS[setting]
     model = build(num_classes=10, config=config, integer=integer)
@@ -46,13 +46,26 @@ def _compiled_step_text(model_name: str, setting: str) -> str:
         return model.apply({"params": p}, xb, rngs=None if k is None else {"wage": k})
 
     step = wj.make_train_step(apply_fn, tx, donate=False)
-    return step.lower(params, tx.init(params), x, y, key if needs_key else None).compile().as_text()
+    return step.lower(params, tx.init(params), x, y, key if needs_key else None)
 
 
-@pytest.mark.parametrize("setting", list(SETTINGS))
-@pytest.mark.parametrize("model_name", list(MODELS))
+CASES = [(m, s) for m in MODELS for s in SETTINGS]
+
+
+@pytest.mark.parametrize("model_name, setting", CASES)
+def test_lowered_wage_step_has_no_conditional(model_name, setting):
+    """The HLO that jax hands to XLA (cheap: no compilation)."""
+    text = _lowered_step(model_name, setting).as_text(dialect="hlo")
+    assert "ENTRY" in text
+    assert not CONDITIONAL.search(text), f"{model_name}/{setting}: a conditional in the step"
+
+
+@pytest.mark.parametrize("model_name, setting", [
+    c if c == ("mlp", "paper") else pytest.param(*c, marks=pytest.mark.slow) for c in CASES
+])
 def test_compiled_wage_step_has_no_conditional(model_name, setting):
-    text = _compiled_step_text(model_name, setting)
+    """The optimized HLO that XLA runs (compiling a WAGE step takes seconds: all but one case are slow)."""
+    text = _lowered_step(model_name, setting).compile().as_text()
     assert "fusion" in text  # the optimized module, not an empty string
     assert not CONDITIONAL.search(text), f"{model_name}/{setting}: a conditional in the compiled step"
 

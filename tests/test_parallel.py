@@ -188,11 +188,13 @@ def _all_reduces(hlo: str) -> list[dict]:
 
 
 def _all_reduced_shift_maxima(reduces: list[dict]) -> set[str]:
-    """Quantizers whose error-shift max|e| is an all-reduce(max) of a scalar (float32, or its int32 bit
-    pattern, as ``wage_jax._src.exact_shift`` may compute it); named by the reduction's op_name metadata."""
+    """Quantizers whose error-shift max|e| is an all-reduce(max) of scalars (float32, or an int32 bit pattern, as
+    ``wage_jax._src.exact_shift`` may compute it; its two maxima, ``max|e|`` and the NaN/Inf/subnormal flag, may
+    be combined into one all-reduce of two scalars); named by the reduction's op_name metadata."""
     shifted = set()
     for r in reduces:
-        if r["root"] == "maximum" and r["types"] in ([("s32", "")], [("f32", "")]):
+        scalars = r["types"] and all(t in ("s32", "f32") and dims == "" for t, dims in r["types"])
+        if r["root"] == "maximum" and scalars:
             for name in r["names"]:
                 q = re.search(r"(WAGEQuantizer_\d+)/(.*/)?reduce_max", name)
                 if q:
