@@ -36,9 +36,12 @@ def _lowered_step(model_name: str, setting: str):
     build, shape = MODELS[model_name]
     config, integer = SETTINGS[setting]
     model = build(num_classes=10, config=config, integer=integer)
-    x, y = jnp.zeros(shape, jnp.float32), jnp.zeros(shape[:1], jnp.int32)
+    x, y = jax.ShapeDtypeStruct(shape, jnp.float32), jax.ShapeDtypeStruct(shape[:1], jnp.int32)
     key = jax.random.key(0)
-    params = wj.clip_params(model.init({"params": key, "wage": key}, x)["params"], config.bits_W)
+    # Shapes only (eager Flax init would compile every primitive on its own: seconds per model).
+    params = jax.eval_shape(
+        lambda: wj.clip_params(model.init({"params": key, "wage": key}, jnp.zeros(shape))["params"], config.bits_W)
+    )
     tx = wj.wage_sgd(config.bits_W, config.bits_G, 8.0, mode=config.G_mode, key=key)
     needs_key = "stochastic" in (config.W_mode, config.A_mode, config.E_mode)
 
@@ -46,7 +49,7 @@ def _lowered_step(model_name: str, setting: str):
         return model.apply({"params": p}, xb, rngs=None if k is None else {"wage": k})
 
     step = wj.make_train_step(apply_fn, tx, donate=False)
-    return step.lower(params, tx.init(params), x, y, key if needs_key else None)
+    return step.lower(params, jax.eval_shape(tx.init, params), x, y, key if needs_key else None)
 
 
 CASES = [(m, s) for m in MODELS for s in SETTINGS]
