@@ -4,8 +4,8 @@ Three implementation choices made for speed (see ``benchmarks/``) are checked he
 go wrong:
 
 * ``shift``'s ``max|x|`` is a float reduction (XLA's CPU backend compares subnormals as zero and skips
-  NaN in it), with an exact fallback selected from a second float reduction (no branch): inputs whose max is subnormal or zero, subnormals mixed
-  with normals, NaN/Inf anywhere, powers of two and their neighbours;
+  NaN in it), with an exact fallback selected from a second float reduction (no branch): inputs whose max
+  is subnormal or zero, subnormals mixed with normals, NaN/Inf anywhere, powers of two and their neighbours;
 * ``QW``'s division by a power-of-two layer scale is one multiplication for scales up to ``2^100``
   and exact bit arithmetic beyond;
 * stochastic rounding draws from ``wage_jax._src.fixed_point.uniform``, an unrolled threefry that must

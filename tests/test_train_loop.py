@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from wage_parity.testing import f32_bits, python_env, run_python
+from wage_parity.testing import f32_bits, python_env
 from wage_train.cli import run
 
 ARGS = ["--hidden", "16", "--epochs", "2", "--limit-batches", "3", "--batch-size", "32"]
