@@ -174,3 +174,29 @@ def test_progress_bar_only_on_a_terminal_unless_asked(tmp_path, capsys, monkeypa
     with pytest.raises(SystemExit):
         run([*ARGS, "--progress", "--no-progress", "--out-dir", str(tmp_path / "x")])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_prefetcher_order_errors_and_early_exit():
+    import threading
+
+    from wage_train.prefetch import Prefetcher
+
+    made = []
+
+    def make(i):
+        made.append(i)
+        if i == 3:
+            raise OSError("batch 3 unreadable")
+        return i * 10
+
+    got = []
+    with pytest.raises(OSError, match="batch 3 unreadable"), Prefetcher(make, 6, depth=2) as items:
+        for item in items:
+            got.append(item)
+    assert got == [0, 10, 20] and made == [0, 1, 2, 3]  # in order, the error at its item, nothing after it
+    made.clear()
+    with Prefetcher(make, 100, depth=2) as items:
+        assert next(items) == 0
+    # Leaving early stops the producer and waits for it: at most the queue's depth and one in hand were made.
+    assert made == list(range(len(made))) and len(made) <= 4
+    assert not [t for t in threading.enumerate() if t.name == "wage-train-batches"]
