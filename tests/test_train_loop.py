@@ -3,15 +3,19 @@
 * the epoch's metrics and final weights equal those of a plain per-step loop written here (the loop before
   issue 24: ``JaxRunner.train_step`` with the forward key split on the host, the loss read after every step);
 * between the first and the last step of an epoch nothing is copied from the device to the host;
-* a log written to a file holds one line per epoch and no progress-bar frames.
+* images/s counts the batch preparation;
+* output that is not a terminal gets one line per epoch and no progress-bar frames.
 
-Tiny runs: digits, MLP 64-16-10, 3 batches of 32 per epoch.
+One instrumented run (digits, MLP 64-16-10, 2 epochs of 3 batches of 32) serves the first four checks.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
+import time
 
 import jax
 import numpy as np
@@ -22,16 +26,73 @@ from wage_train.cli import run
 
 ARGS = ["--hidden", "16", "--epochs", "2", "--limit-batches", "3", "--batch-size", "32"]
 ROW = re.compile(r"^\s+\d+\s+jax\s")
+DELAY = 0.1  # added to each batch's preparation
+GUARD = "jax_transfer_guard_device_to_host"
 
 
 @pytest.fixture(scope="module")
-def reference_run(tmp_path_factory):
+def instrumented_run(tmp_path_factory):
+    """The CLI run, with stdout and stderr in memory (not a terminal, no progress option), a slower batch
+    preparation, and every device-to-host copy refused from ``begin_epoch`` until ``end_epoch``.
+
+    ``jax.transfer_guard_device_to_host`` refuses such copies on an accelerator; on the CPU backend, whose arrays
+    are host memory, it lets everything through, so the copy itself (``jax.Array._value``, behind ``np.asarray``,
+    ``float``, ``.item()``, ``.tolist()`` and ``jax.device_get``) is made to raise as well.
+    """
+    from jax._src.array import ArrayImpl
+
+    from wage_train import loop
+    from wage_train.jax_runner import JaxRunner
+
     out = tmp_path_factory.mktemp("loop") / "run"
-    run([*ARGS, "--no-progress", "--out-dir", str(out)])
-    return out
+    window, steps = {"open": False}, []
+    real_value, real_to_inputs = ArrayImpl._value, loop.to_inputs
+    begin, end, real_step = JaxRunner.begin_epoch, JaxRunner.end_epoch, JaxRunner.step
+
+    def guarded_value(self):
+        if window["open"]:
+            raise AssertionError("a device-to-host copy between the epoch's first and last step")
+        return real_value.fget(self)
+
+    def guarded_begin(self, n):
+        begin(self, n)
+        jax.config.update(GUARD, "disallow_explicit")  # every thread: the batch producer's too
+        window["open"] = True
+
+    def guarded_end(self):
+        window["open"] = False
+        jax.config.update(GUARD, "allow")
+        return end(self)
+
+    def counted_step(self, b):
+        steps.append(window["open"])
+        return real_step(self, b)
+
+    def slow_to_inputs(x, max_value):
+        time.sleep(DELAY)
+        return real_to_inputs(x, max_value)
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ArrayImpl, "_value", property(guarded_value))
+        window["open"] = True  # the guard can fail: a copy in the window raises
+        with pytest.raises(AssertionError, match="device-to-host copy"):
+            float(jax.numpy.ones(()) + 1)
+        window["open"] = False
+        mp.setattr(JaxRunner, "begin_epoch", guarded_begin)
+        mp.setattr(JaxRunner, "end_epoch", guarded_end)
+        mp.setattr(JaxRunner, "step", counted_step)
+        mp.setattr(loop, "to_inputs", slow_to_inputs)
+        try:
+            with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+                run([*ARGS, "--out-dir", str(out)])
+        finally:
+            jax.config.update(GUARD, "allow")
+    return {"out": out, "steps": steps, "stdout": stdout.getvalue(), "stderr": stderr.getvalue()}
 
 
-def test_metrics_and_weights_equal_a_plain_per_step_loop(reference_run):
+def test_metrics_and_weights_equal_a_plain_per_step_loop(instrumented_run):
+    reference_run = instrumented_run["out"]
     from wage_train.data import load_dataset, to_inputs
     from wage_train.loop import _make_runners
     from wage_train.runspec import LrSchedule, ModelSpec
@@ -65,76 +126,24 @@ def test_metrics_and_weights_equal_a_plain_per_step_loop(reference_run):
         np.testing.assert_array_equal(f32_bits(weights[f"jax.{k}"]), f32_bits(v), err_msg=k)
 
 
-def test_reported_throughput_counts_the_data_preparation(tmp_path, monkeypatch):
+def test_no_device_to_host_copy_between_the_first_and_the_last_step(instrumented_run):
+    assert instrumented_run["steps"] == [True] * 6  # 2 epochs x 3 steps, all inside the guarded window
+
+
+def test_reported_throughput_counts_the_data_preparation(instrumented_run):
     """images/s = training images / the epoch loop's wall time: a slow batch preparation shows in it (before
     issue 24 only the step calls were timed)."""
-    import time
-
-    from wage_train import loop
-
-    real, delay = loop.to_inputs, 0.25
-
-    def slow_to_inputs(x, max_value):
-        time.sleep(delay)
-        return real(x, max_value)
-
-    monkeypatch.setattr(loop, "to_inputs", slow_to_inputs)
-    out = tmp_path / "run"
-    run([*ARGS, "--epochs", "1", "--no-progress", "--out-dir", str(out)])
-    (m,) = json.loads((out / "metrics.json").read_text())["history"]
-    assert m["train_time_s"] >= 3 * delay  # three batches, prepared one after another
-    assert m["images_per_s"] == pytest.approx(3 * 32 / m["train_time_s"])
-    assert m["eval_time_s"] > 0 and m["time_s"] == pytest.approx(m["train_time_s"] + m["eval_time_s"])
+    history = json.loads((instrumented_run["out"] / "metrics.json").read_text())["history"]
+    for m in history:
+        assert m["train_time_s"] >= 3 * DELAY  # three batches, prepared one after another
+        assert m["images_per_s"] == pytest.approx(3 * 32 / m["train_time_s"])
+        assert m["eval_time_s"] > 0 and m["time_s"] == pytest.approx(m["train_time_s"] + m["eval_time_s"])
 
 
-def test_no_device_to_host_copy_between_the_first_and_the_last_step(tmp_path, monkeypatch):
-    """Every copy to the host is refused from ``begin_epoch`` until ``end_epoch`` (the one read per epoch).
-
-    ``jax.transfer_guard_device_to_host`` refuses them on an accelerator; on the CPU backend, whose arrays are
-    host memory, it lets everything through, so the copy itself (``jax.Array._value``, behind ``np.asarray``,
-    ``float``, ``.item()``, ``.tolist()`` and ``jax.device_get``) is made to raise as well.
-    """
-    from jax._src.array import ArrayImpl
-
-    from wage_train.jax_runner import JaxRunner
-
-    option, window, steps = "jax_transfer_guard_device_to_host", {"open": False}, []
-    real_value = ArrayImpl._value
-
-    def guarded_value(self):
-        if window["open"]:
-            raise AssertionError("a device-to-host copy between the epoch's first and last step")
-        return real_value.fget(self)
-
-    monkeypatch.setattr(ArrayImpl, "_value", property(guarded_value))
-    begin, end, real_step = JaxRunner.begin_epoch, JaxRunner.end_epoch, JaxRunner.step
-
-    def guarded_begin(self, n):
-        begin(self, n)
-        jax.config.update(option, "disallow_explicit")  # every thread: the batch producer's too
-        window["open"] = True
-
-    def guarded_end(self):
-        window["open"] = False
-        jax.config.update(option, "allow")
-        return end(self)
-
-    def counted_step(self, b):
-        steps.append(window["open"])
-        return real_step(self, b)
-
-    monkeypatch.setattr(JaxRunner, "begin_epoch", guarded_begin)
-    monkeypatch.setattr(JaxRunner, "end_epoch", guarded_end)
-    monkeypatch.setattr(JaxRunner, "step", counted_step)
-    window["open"] = True  # the guard can fail: a copy in the window raises
-    with pytest.raises(AssertionError, match="device-to-host copy"):
-        float(jax.numpy.ones(()) + 1)
-    window["open"] = False
-    try:
-        run([*ARGS, "--epochs", "1", "--no-progress", "--out-dir", str(tmp_path / "run")])
-    finally:
-        jax.config.update(option, "allow")
-    assert steps == [True] * 3
+def test_output_that_is_not_a_terminal_has_one_line_per_epoch_and_no_bar(instrumented_run):
+    out, err = instrumented_run["stdout"], instrumented_run["stderr"]
+    assert "\r" not in out + err and "epoch 1/2" not in err and "batch/s" not in err
+    assert [int(ln.split()[0]) for ln in out.splitlines() if ROW.match(ln)] == [1, 2]
 
 
 @pytest.mark.slow  # a subprocess (imports jax, flax, orbax): ~7-15 s
@@ -165,12 +174,7 @@ def test_progress_bar_only_on_a_terminal_unless_asked(tmp_path, capsys, monkeypa
         assert _show_progress(argparse.Namespace(progress=None, no_progress=None)) is tty
         assert _show_progress(argparse.Namespace(progress=True, no_progress=None)) is True
         assert _show_progress(argparse.Namespace(progress=None, no_progress=True)) is False
-    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
-    capsys.readouterr()
-    run([*ARGS, "--epochs", "1", "--out-dir", str(tmp_path / "auto")])  # as with 2> log.txt
-    out, err = capsys.readouterr()
-    assert "\r" not in out + err and "epoch 1/1" not in err
-    assert [int(ln.split()[0]) for ln in out.splitlines() if ROW.match(ln)] == [1]
+    monkeypatch.undo()
     with pytest.raises(SystemExit):
         run([*ARGS, "--progress", "--no-progress", "--out-dir", str(tmp_path / "x")])
     assert "not allowed with argument" in capsys.readouterr().err
