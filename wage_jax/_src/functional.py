@@ -10,6 +10,8 @@ Stochastic rounding takes an explicit PRNG ``key`` (keyword-only), as ``jax.rand
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -117,6 +119,7 @@ def C(x: jax.typing.ArrayLike, bits: int) -> jax.Array:
     return _clamp_symmetric(x32, np.float32(1.0 - clip_delta(bits))).astype(dtype)
 
 
+@partial(jax.jit, static_argnums=1)  # one program when called eagerly (see exact_shift.shift_f32)
 def _clamp_symmetric(x: jax.Array, bound: np.float32) -> jax.Array:
     """``clamp(x, -bound, bound)`` for float32 ``x`` and ``0 < bound``, NaN passed through, on the bits.
 
