@@ -52,3 +52,23 @@ def test_every_function_has_cases():
         "wage_quantize",
     }
     assert all(n > 0 for n in rows.values()), rows
+
+
+def test_rows_print_as_they_complete_with_a_count(monkeypatch, capsys):
+    """Each function's rows are on stdout, numbered ``[k/N]``, before the next function's cases run."""
+    printed_before: dict[str, str] = {}
+
+    def fake_cases(function):
+        def reference():
+            printed_before.setdefault(function, capsys.readouterr().out)
+            return wt.C(torch.from_numpy(X.copy()), 4)
+
+        return [Case(function, "tiny", (Call("bits=4", reference, lambda x: wj.C(x, 4), lambda: (X,)),))]
+
+    monkeypatch.setattr(report, "cases", fake_cases)
+    assert report.main(["--function", "C", "--function", "QW"]) == 0
+    before_qw = printed_before["QW"]
+    assert "[1/4]   C " in before_qw and "[2/4]   C " in before_qw and "QW" not in before_qw.split("----")[-1]
+    rest = capsys.readouterr().out
+    assert "[3/4]   QW " in rest and "[4/4]   QW " in rest
+    assert rest.index("[4/4]") < rest.index("total") < rest.index("OK: every element")

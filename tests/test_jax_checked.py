@@ -126,3 +126,25 @@ def test_checkify_helper_uses_user_checks_only():
     fn = checked.checkify(lambda x: jnp.log(checked.shift(x) - 2.0))
     err, out = jax.jit(fn)(X)
     assert err.get() is None and np.all(np.isnan(np.asarray(out)))
+
+
+@pytest.mark.parametrize("lr", [-8.0, 0.0, 1e30, float("nan"), float("inf"), 2.0**24 * 2])
+def test_traced_lr_outside_its_range_gives_nan_never_plausible_weights(lr):
+    """Issue 29: an lr reaching QG traced (an optax schedule's value under jit) cannot raise; outside (0, 2^24]
+    the update is all NaN (ascent for -8, no update for 0 and saturation for 1e30 would pass as weights)."""
+    from wage_jax.optax import scale_by_qg
+
+    g = jnp.array([0.5, -0.25, 0.01, 0.0], jnp.float32)
+    assert np.isnan(np.asarray(jax.jit(lambda g, lr: wj.QG(g, 8, lr))(g, jnp.float32(lr)))).all()
+    tx = scale_by_qg(8, lambda count: jnp.float32(lr), mode="nearest")
+    update, _ = jax.jit(tx.update)({"w": g}, tx.init({"w": g}))
+    assert np.isnan(np.asarray(update["w"])).all()
+    with pytest.raises(ValueError, match="lr must be a finite number in"):
+        wj.QG(g, 8, jnp.float32(lr))  # eagerly: the concrete value is checked
+
+
+def test_traced_lr_in_range_gives_the_eager_bits():
+    g = jnp.array([0.5, -0.25, 0.01, 0.0, 3e-3], jnp.float32)
+    for lr in (2.0**-20, 0.125, 1.0, 8.0, 2.0**24):
+        traced = jax.jit(lambda g, lr: wj.QG(g, 8, lr))(g, jnp.float32(lr))
+        np.testing.assert_array_equal(f32_bits(traced), f32_bits(wj.QG(g, 8, lr)))

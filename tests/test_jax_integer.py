@@ -233,7 +233,7 @@ _TRANSPOSE_CASES = [
 def test_conv_transposes_on_public_lax_equal_the_float_vjp():
     """``wage_jax.integer``'s input- and kernel-gradient convolutions (public ``lax.conv_general_dilated``
     only) give, on int8 operands with int32 sums, the bits of ``jax.vjp`` of the float32 convolution."""
-    from wage_jax.integer import _conv_transpose_lhs, _conv_transpose_rhs, _pads
+    from wage_jax._src.integer import _conv_transpose_lhs, _conv_transpose_rhs, _pads
 
     rng = np.random.default_rng(4)
     dn = ("NHWC", "HWIO", "NHWC")
@@ -268,16 +268,70 @@ def test_conv_transposes_on_public_lax_equal_the_float_vjp():
 
 
 def test_no_private_jax_api():
-    """``wage_jax.integer`` imports only public modules (no ``jax._src``) and reads no private attribute."""
+    """``wage_jax``'s integer products import only public JAX modules (no ``jax._src``), read no private attribute."""
     import ast
     from pathlib import Path
 
-    import wage_jax.integer as integer
+    import wage_jax._src.integer as integer
 
     tree = ast.parse(Path(integer.__file__).read_text())
     modules = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     modules += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
-    assert modules and not [m for m in modules if m != "__future__" and any(p.startswith("_") for p in m.split("."))]
+    outside = [m for m in modules if m != "__future__" and not m.startswith("wage_jax._src.")]
+    assert outside and not [m for m in outside if any(p.startswith("_") for p in m.split("."))]
     private = [n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr.startswith("_")
                and isinstance(n.value, ast.Name) and n.value.id in ("jax", "lax", "jnp")]
     assert not private, private
+
+
+# ------------------------------------------------------------------ issue 29: arguments and operands are checked
+
+_X = np.array([[0.5, -0.25, 0.0078125]], np.float32)  # on the 8-bit grid (multiples of 2^-7)
+_W = np.array([[0.5], [-0.5], [0.0]], np.float32)  # on the 2-bit grid (multiples of 0.5)
+
+
+@pytest.mark.parametrize("fn", ["dense", "conv"])
+@pytest.mark.parametrize("arg,value,error", [
+    ("bits_A", 0, ValueError), ("bits_A", 1, ValueError), ("bits_A", True, TypeError), ("bits_A", 8.5, TypeError),
+    ("bits_W", -1, ValueError), ("bits_E", 25, ValueError), ("scale", 0.0, ValueError), ("scale", np.nan, ValueError),
+])
+def test_bad_bits_and_scale_are_refused_naming_the_argument(fn, arg, value, error):
+    kwargs = {"bits_A": 8, "bits_W": 2, "bits_E": 8, "scale": 1.0, arg: value}
+    if fn == "dense":
+        call = lambda: integer_dense(jnp.asarray(_X), jnp.asarray(_W), **kwargs)  # noqa: E731
+    else:
+        x, w = jnp.asarray(_X).reshape(1, 1, 1, 3), jnp.asarray(_W).reshape(1, 1, 3, 1)
+        call = lambda: integer_conv(x, w, **kwargs)  # noqa: E731
+    with pytest.raises(error, match=arg):
+        call()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 2.0, 0.5 + 2**-9])
+def test_nan_inf_and_off_grid_operands_raise_eagerly_and_give_nan_under_jit(bad):
+    x = _X.copy()
+    x[0, 0] = bad
+    f = lambda a, b: integer_dense(a, b, 8, 2, 8, 1.0)  # noqa: E731
+    with pytest.raises(ValueError, match="^x holds"):
+        f(jnp.asarray(x), jnp.asarray(_W))
+    assert np.isnan(np.asarray(jax.jit(f)(jnp.asarray(x), jnp.asarray(_W)))).all()
+    w = _W.copy()
+    w[1, 0] = bad
+    with pytest.raises(ValueError, match="^w holds"):
+        f(jnp.asarray(_X), jnp.asarray(w))
+    xc, wc = jnp.asarray(x).reshape(1, 1, 1, 3), jnp.asarray(_W).reshape(1, 1, 3, 1)
+    conv = lambda a, b: integer_conv(a, b, 8, 2, 8, 1.0)  # noqa: E731
+    with pytest.raises(ValueError, match="^x holds"):
+        conv(xc, wc)
+    assert np.isnan(np.asarray(jax.jit(conv)(xc, wc))).all()
+
+
+def test_off_grid_error_gives_nan_gradients_never_a_wrong_one():
+    """An error of 0.5 + 2^-9 on the 8-bit E grid would be truncated (the kernel gradient 0.496 for 0.5)."""
+    loss = lambda a, b: (integer_dense(a, b, 8, 2, 8, 1.0) * jnp.float32(0.5 + 2**-9)).sum()  # noqa: E731
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(jnp.asarray(_X), jnp.asarray(_W))
+    assert all(np.isnan(np.asarray(g)).all() for g in grads)
+    with pytest.raises(ValueError, match="^the error holds values off its integer grid"):
+        jax.grad(loss, argnums=1)(jnp.asarray(_X), jnp.asarray(_W))
+    on_grid = lambda a, b: (integer_dense(a, b, 8, 2, 8, 1.0) * jnp.float32(0.5)).sum()  # noqa: E731
+    dw = jax.jit(jax.grad(on_grid, argnums=1))(jnp.asarray(_X), jnp.asarray(_W))
+    np.testing.assert_array_equal(np.asarray(dw), 0.5 * _X.T)

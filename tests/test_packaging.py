@@ -172,7 +172,7 @@ def test_wheel_requires_only_jax_by_default(wheel: Path) -> None:
             extra = re.search(r'extra == "([^"]+)"', str(r.marker)).group(1)
             by_extra.setdefault(extra, set()).add(_key(r.name))
     assert by_extra["torch"] == {"torch", "qtorch", "ninja"}
-    assert {"scikit-learn", "tqdm", "matplotlib", "orbax-checkpoint"} <= by_extra["train"]
+    assert {"scikit-learn", "tqdm", "matplotlib", "orbax-checkpoint", "pooch"} <= by_extra["train"]
     assert not ({"torch", "qtorch", "ninja"} & (by_extra["train"] | by_extra.get("dev", set())))
 
 
@@ -180,6 +180,7 @@ def test_wheel_entry_points(wheel: Path) -> None:
     _, _, entry_points = _wheel_metadata(wheel)
     assert "wage-train = wage_train.cli:main" in entry_points
     assert "wage-parity = wage_parity.report:main" in entry_points
+    assert "wage-data = wage_train.download:main" in entry_points
 
 
 def test_jax_only_environment_trains(wheel: Path, tmp_path: Path) -> None:
@@ -195,7 +196,8 @@ def test_jax_only_environment_trains(wheel: Path, tmp_path: Path) -> None:
                               text=True)
     assert no_torch.returncode == 1
     last = no_torch.stderr.strip().splitlines()[-1]
-    assert last.startswith("ImportError: wage_torch needs torch and qtorch: pip install 'wage-jax[torch]'"), last
+    assert last.startswith("ImportError: wage_torch needs torch and qtorch: install your torch build, then the "
+                           'torch extra (pip install ".[torch]" in a clone of wage-jax)'), last
 
 
 def test_commands_work_from_any_directory(wheel: Path, tmp_path: Path) -> None:

@@ -411,3 +411,33 @@ def test_property_stochastic(x: np.ndarray, bits: int, seed: int) -> None:
     torch.manual_seed(seed)
     r = torch.rand(x.shape).numpy()
     assert_same_bits(out, spec.QW(x, bits, r=r))
+
+
+@pytest.mark.parametrize("backend", ["torch", "qtorch"])
+@pytest.mark.parametrize("scale", [1.0, 4.0])
+def test_qw_backward_is_the_identity_on_both_backends_as_in_jax(backend, scale):
+    """Issue 29 / docs/contract.md §2: QW's backward is straight-through, on qtorch's kernel (no autograd of its
+    own) and on the pure-torch one (whose rounding alone would give a zero gradient), as ``wage_jax.QW``'s."""
+    import jax
+    import jax.numpy as jnp
+
+    import wage_jax
+    from wage_torch.backend import get_backend, set_backend
+
+    previous = get_backend()
+    try:
+        if set_backend(backend) != backend:
+            pytest.skip(f"{backend} backend unavailable")
+        values = [0.3, -0.8, 0.1, 0.7]
+        cotangent = [1.0, -2.0, 0.5, 3.0]
+        w = torch.tensor(values, requires_grad=True)
+        y = wt.QW(w, 2, scale)
+        (y * torch.tensor(cotangent)).sum().backward()
+        jax_grad = jax.grad(lambda v: (wage_jax.QW(v, 2, scale) * jnp.asarray(cotangent)).sum())(jnp.asarray(values))
+        np.testing.assert_array_equal(w.grad.numpy(), np.asarray(jax_grad))
+        np.testing.assert_array_equal(w.grad.numpy(), np.float32(cotangent))
+        np.testing.assert_array_equal(y.detach().numpy(), wt.QW(w.detach(), 2, scale).numpy())  # same values
+        with torch.no_grad():
+            assert not wt.QW(w, 2, scale).requires_grad  # no graph where none is asked for
+    finally:
+        set_backend(previous)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -22,12 +22,16 @@ __all__ = ["main", "run"]
 
 
 def run(
-    functions: Sequence[str] = FUNCTIONS, verbose: bool = False, max_cases: int | None = None
+    functions: Sequence[str] = FUNCTIONS,
+    verbose: bool = False,
+    max_cases: int | None = None,
+    on_row: Callable[[dict[str, object]], None] | None = None,
 ) -> list[dict[str, object]]:
     """Compare every case of ``functions`` in both modes (the first ``max_cases`` of each when given).
 
     Each row holds ``function``, ``mode``, ``cases``, ``compared``, ``differ``, ``seconds`` and
-    ``failures`` (descriptions of the outputs that differ).
+    ``failures`` (descriptions of the outputs that differ); ``on_row(row)`` is called as each row is complete
+    (the rows of a function complete together, once its cases have run in both modes).
     """
     rows = []
     for function in functions:
@@ -49,20 +53,25 @@ def run(
                     print(f"  {case.id:<60} {mode:<5} {sum(d.compared for _, d in diffs):>10} {bad:>6}", flush=True)
         for mode in MODES:
             rows.append({"function": function, "mode": mode, "cases": len(function_cases), **per_mode[mode]})
+            if on_row is not None:
+                on_row(rows[-1])
     return rows
 
 
-def _table(rows: list[dict[str, object]]) -> str:
-    header = f"{'function':<32} {'mode':<6} {'cases':>6} {'compared':>12} {'differ':>8} {'seconds':>8}"
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        name, mode = f"{r['function']:<32}", f"{r['mode']:<6}"
-        lines.append(f"{name} {mode} {r['cases']:>6} {r['compared']:>12} {r['differ']:>8} {r['seconds']:>8.1f}")
-    lines.append("-" * len(header))
+_HEADER = f"{'':<8}{'function':<32} {'mode':<6} {'cases':>6} {'compared':>12} {'differ':>8} {'seconds':>8}"
+
+
+def _row(r: dict[str, object], done: int, total: int) -> str:
+    """One row of the table, led by the progress count ``[done/total]``."""
+    count = f"[{done}/{total}]"
+    name, mode = f"{r['function']:<32}", f"{r['mode']:<6}"
+    return f"{count:<8}{name} {mode} {r['cases']:>6} {r['compared']:>12} {r['differ']:>8} {r['seconds']:>8.1f}"
+
+
+def _totals(rows: list[dict[str, object]]) -> str:
     total_compared = sum(r["compared"] for r in rows)
     total_differ = sum(r["differ"] for r in rows)
-    lines.append(f"{'total':<32} {'':<6} {'':>6} {total_compared:>12} {total_differ:>8}")
-    return "\n".join(lines)
+    return f"{'-' * len(_HEADER)}\n{'':<8}{'total':<32} {'':<6} {'':>6} {total_compared:>12} {total_differ:>8}"
 
 
 def _positive(text: str) -> int:
@@ -85,8 +94,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     # torch's parallel kernels next to XLA's thread pool are slow on small machines; results do not change.
     torch.set_num_threads(1)
-    rows = run(args.function or FUNCTIONS, verbose=args.verbose, max_cases=args.max_cases)
-    print(_table(rows))
+    functions = args.function or FUNCTIONS
+    total = len(functions) * len(MODES)
+    print(f"comparing {len(functions)} functions in {len(MODES)} modes ({', '.join(MODES)}); each row prints as it "
+          "completes", flush=True)
+    print(f"{_HEADER}\n{'-' * len(_HEADER)}", flush=True)
+    printed: list[dict[str, object]] = []
+
+    def on_row(row: dict[str, object]) -> None:
+        printed.append(row)
+        print(_row(row, len(printed), total), flush=True)
+
+    start = time.perf_counter()
+    rows = run(functions, verbose=args.verbose, max_cases=args.max_cases, on_row=on_row)
+    print(_totals(rows))
+    print(f"{time.perf_counter() - start:.0f} s in all")
     failures = [f for r in rows for f in r["failures"]]
     for failure in failures[:20]:
         print(failure)

@@ -13,7 +13,8 @@ try:
     import torch  # noqa: F401
 except ImportError:  # one line, not a traceback into qtorch: the JAX install has no torch on purpose
     raise ImportError(
-        "wage_torch needs torch and qtorch: pip install 'wage-jax[torch]' (install your torch build first)"
+        "wage_torch needs torch and qtorch: install your torch build, then the torch extra "
+        "(pip install \".[torch]\" in a clone of wage-jax)"
     ) from None
 # isort: on
 from wage_spec._version import installed_version

@@ -20,7 +20,11 @@ each call; qtorch is imported only when first used.
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ParamSpec
 
 import numpy as np
 import torch
@@ -39,7 +43,9 @@ from wage_spec import (
 from wage_torch import torch_kernels
 from wage_torch.backend import get_backend, qtorch_modules
 
-__all__ = ["C", "QG", "QW", "WAGEQuantizer", "shift"]
+__all__ = ["C", "QG", "QW", "FixedPointFormat", "WAGEQuantizer", "shift"]
+
+_P = ParamSpec("_P")
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -179,11 +185,15 @@ def QW(x: torch.Tensor, bits: int, scale: float = 1.0, mode: str = "nearest") ->
     bits = check_bits(bits, "bits")
     scale = check_scale(scale, "scale")
     mode = check_mode(mode, "mode")
-    x32 = _as_float32(x)
-    y = _fixed_point_quantize(x32, wl=bits, fl=bits - 1, clamp=True, symmetric=True, rounding=mode)
-    if qw_divides_by_scale(scale):
-        y = _divide_by_scale(y, scale)
-    return y.to(x.dtype)
+    with torch.no_grad():  # the values only: the gradient is the straight-through one below, on both backends
+        x32 = _as_float32(x)
+        y = _fixed_point_quantize(x32, wl=bits, fl=bits - 1, clamp=True, symmetric=True, rounding=mode)
+        if qw_divides_by_scale(scale):
+            y = _divide_by_scale(y, scale)
+        y = y.to(x.dtype)
+    if x.requires_grad and torch.is_grad_enabled():
+        return _StraightThrough.apply(x, y)
+    return y
 
 
 def _divide_by_scale(y: torch.Tensor, scale: float) -> torch.Tensor:
@@ -206,6 +216,46 @@ def _divide_by_scale(y: torch.Tensor, scale: float) -> torch.Tensor:
     return y / torch.tensor(s32, dtype=torch.float32, device=y.device)
 
 
+class _StraightThrough(torch.autograd.Function):
+    """``y`` in the forward, the identity in ``x`` in the backward (docs/contract.md §2: QW's backward is the
+    identity, as ``wage_jax.QW``'s): qtorch's kernel has no autograd, and the pure-torch kernel's rounding
+    would give a zero gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # noqa: ARG004
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad, None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _refuse_qpytorch_qg_form(qg: Callable[_P, torch.Tensor]) -> Callable[_P, torch.Tensor]:
+    """Wrap ``QG`` so that QPyTorch's call ``QG(x, bits_G, bits_R, lr, mode)`` fails saying how to port it.
+
+    QPyTorch's example passes ``mode`` by keyword after four positional arguments, which Python itself
+    rejects ("got multiple values for argument 'mode'") before ``QG``'s body runs: hence a wrapper.
+    """
+
+    @functools.wraps(qg)
+    def QG(*args: _P.args, **kwargs: _P.kwargs) -> torch.Tensor:
+        if len(args) >= 5 or (len(args) == 4 and ("mode" in kwargs or _is_number(args[3]))):
+            given = f"{len(args)} positional arguments" + (" plus mode" if "mode" in kwargs else "")
+            raise TypeError(
+                f"QG was called with {given}, as QPyTorch's QG(x, bits_G, bits_R, lr, mode) is; this QG is "
+                "xbtorch's documented QG(x, bits_G, lr, mode='nearest'): drop bits_R (QPyTorch's QG never reads "
+                "it), e.g. QG(x, bits_G, lr, mode=mode); see docs/porting.md"
+            )
+        return qg(*args, **kwargs)
+
+    return QG
+
+
+@_refuse_qpytorch_qg_form
 def QG(x: torch.Tensor, bits_G: int, lr: float, mode: str = "nearest") -> torch.Tensor:
     """Quantize a gradient into a ``bits_G``-bit weight update (WAGE Eq. 11-12).
 
@@ -223,7 +273,8 @@ def QG(x: torch.Tensor, bits_G: int, lr: float, mode: str = "nearest") -> torch.
         gradient gives zeros.
 
     Raises:
-        TypeError: ``x`` is not a floating-point tensor; ``bits_G``, ``lr`` or ``mode`` of the wrong type.
+        TypeError: ``x`` is not a floating-point tensor; ``bits_G``, ``lr`` or ``mode`` of the wrong type;
+            called the QPyTorch way, ``QG(x, bits_G, bits_R, lr, mode)`` (the message says how to port it).
         ValueError: ``x`` holds NaN or Inf; ``bits_G``, ``lr`` or ``mode`` out of range.
 
     References:
@@ -249,6 +300,92 @@ def _shift_error(grad: torch.Tensor) -> torch.Tensor:
     return _shift_f32(grad, "the incoming gradient")
 
 
+@dataclass(frozen=True)
+class FixedPointFormat:
+    """The fields of ``qtorch.FixedPoint`` (``wl``, ``fl``, ``clamp``, ``symmetric``), used where qtorch is absent.
+
+    ``WAGEQuantizer.activate_number`` / ``error_number`` are ``qtorch.FixedPoint`` objects when qtorch can be
+    imported (``import qtorch`` builds nothing), and this record otherwise: the same fields, the same ``repr``.
+
+    Args:
+        wl: the word length in bits.
+        fl: the fractional length in bits.
+        clamp: whether values outside the range are clamped.
+        symmetric: whether the range is symmetric (drops ``-2^(wl-fl-1)``).
+
+    References:
+        QPyTorch's ``qtorch.FixedPoint``; examples/WAGE/wage_qtorch.py (``FixedPoint(wl=bits, fl=bits - 1,
+        clamp=True, symmetric=True)``).
+
+    Examples:
+        >>> FixedPointFormat(wl=8, fl=7, clamp=True, symmetric=True)
+        FixedPoint (wl=8, fl=7)
+    """
+
+    wl: int
+    fl: int
+    clamp: bool = True
+    symmetric: bool = False
+
+    def __repr__(self) -> str:
+        return f"FixedPoint (wl={self.wl:d}, fl={self.fl:d})"  # qtorch's repr
+
+
+def _fixed_point_number(bits: int) -> Any:
+    """QPyTorch's number for ``bits``: ``FixedPoint(bits, bits - 1, clamp=True, symmetric=True)``, None at -1."""
+    if bits == -1:
+        return None
+    try:
+        from qtorch import FixedPoint  # qtorch/__init__ imports only its number formats: no kernel build
+    except ImportError:
+        return FixedPointFormat(wl=bits, fl=bits - 1, clamp=True, symmetric=True)
+    return FixedPoint(wl=bits, fl=bits - 1, clamp=True, symmetric=True)
+
+
+class _WAGERounding:
+    """``WAGEQuantizer.quantizer``: QPyTorch's ``quantizer(...)`` function, on the backend selected at each call.
+
+    Called as ``quantizer(x)`` (``x`` a floating-point tensor of any shape), it returns ``Q_A(x)`` in ``x``'s
+    dtype, whose backward applies ``Q_E`` (WAGE Eq. 8-10). On the qtorch backend it is qtorch's own
+    ``quant.quantizer(forward_number=..., backward_number=..., clamping_grad_zero=True, backward_hooks=[shift])``
+    (built on first use), on the torch backend ``_TorchRounding`` with the same bits and draws.
+    """
+
+    def __init__(self, bits_A: int, bits_E: int, A_mode: str, E_mode: str) -> None:
+        self.bits_A, self.bits_E, self.A_mode, self.E_mode = bits_A, bits_E, A_mode, E_mode
+        self._qtorch: Any = None  # qtorch's quantizer function, built on first use of the qtorch backend
+
+    def _qtorch_apply(self) -> Any:
+        """qtorch's ``quantizer`` function for these bits and modes (built once)."""
+        if self._qtorch is None:
+            _, quant = qtorch_modules()
+            self._qtorch = quant.quantizer(
+                forward_number=_fixed_point_number(self.bits_A),
+                forward_rounding=self.A_mode,
+                backward_number=_fixed_point_number(self.bits_E),
+                backward_rounding=self.E_mode,
+                clamping_grad_zero=True,
+                backward_hooks=[_shift_error],
+            )
+        return self._qtorch
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = _as_float32(x)
+        if get_backend() == "qtorch":
+            return self._qtorch_apply()(x32).to(x.dtype)
+        return _TorchRounding.apply(x32, self.bits_A, self.bits_E, self.A_mode, self.E_mode).to(x.dtype)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # qtorch's quantizer is a closure (not picklable): rebuilt on first use after unpickling or deepcopy.
+        return {**self.__dict__, "_qtorch": None}
+
+    def __repr__(self) -> str:
+        return (
+            f"WAGE quantizer(bits_A={self.bits_A}, bits_E={self.bits_E}, A_mode={self.A_mode!r}, "
+            f"E_mode={self.E_mode!r})"
+        )
+
+
 class WAGEQuantizer(nn.Module):
     """Quantize activations in the forward pass and errors in the backward pass (WAGE Eq. 8-10).
 
@@ -264,6 +401,13 @@ class WAGEQuantizer(nn.Module):
         E_mode: ``"nearest"`` or ``"stochastic"``.
 
     Shape: any; the output has the input's shape and dtype.
+
+    Attributes:
+        quantizer: the function ``forward`` applies, ``quantizer(x)`` (QPyTorch's attribute; runs on the backend
+            selected at each call).
+        activate_number, error_number: QPyTorch's number formats, ``FixedPoint(wl=bits, fl=bits - 1,
+            clamp=True, symmetric=True)`` (``qtorch.FixedPoint``, or ``FixedPointFormat`` with the same fields
+            where qtorch is not installed); None for -1 bits.
 
     Raises:
         TypeError, ValueError: (at construction) bits or modes of the wrong type or out of range;
@@ -290,38 +434,27 @@ class WAGEQuantizer(nn.Module):
         self.bits_E = check_bits(bits_E, "bits_E", allow_full_precision=True)
         self.A_mode = check_mode(A_mode, "A_mode")
         self.E_mode = check_mode(E_mode, "E_mode")
-        self._qtorch_quantizer: Any = None  # built on first use of the qtorch backend
+        # QPyTorch's public attributes (examples/WAGE/wage_qtorch.py): the quantizer function that forward
+        # applies, and (properties below) the number formats. Code that reads them runs unchanged.
+        self.quantizer = _WAGERounding(self.bits_A, self.bits_E, self.A_mode, self.E_mode)
 
-    def _qtorch_apply(self) -> Any:
-        """qtorch's ``quantizer`` function for this module's bits and modes (built once)."""
-        if self._qtorch_quantizer is None:
-            qtorch, quant = qtorch_modules()
-            activate_number = (
-                qtorch.FixedPoint(wl=self.bits_A, fl=self.bits_A - 1, clamp=True, symmetric=True)
-                if self.bits_A != -1
-                else None
-            )
-            error_number = (
-                qtorch.FixedPoint(wl=self.bits_E, fl=self.bits_E - 1, clamp=True, symmetric=True)
-                if self.bits_E != -1
-                else None
-            )
-            self._qtorch_quantizer = quant.quantizer(
-                forward_number=activate_number,
-                forward_rounding=self.A_mode,
-                backward_number=error_number,
-                backward_rounding=self.E_mode,
-                clamping_grad_zero=True,
-                backward_hooks=[_shift_error],
-            )
-        return self._qtorch_quantizer
+    @property
+    def activate_number(self) -> Any:
+        """QPyTorch's attribute: the activations' format ``FixedPoint(bits_A, bits_A - 1, clamp=True,
+        symmetric=True)`` (``qtorch.FixedPoint``, or ``FixedPointFormat`` without qtorch), None when ``bits_A == -1``.
+
+        A property, so that constructing the module never imports qtorch (the torch backend needs none).
+        """
+        return _fixed_point_number(self.bits_A)
+
+    @property
+    def error_number(self) -> Any:
+        """QPyTorch's attribute: the errors' format, as ``activate_number`` for ``bits_E`` (None for -1 bits)."""
+        return _fixed_point_number(self.bits_E)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``Q_A(x)`` (``x`` a floating-point tensor of any shape); the backward pass applies ``Q_E``."""
-        x32 = _as_float32(x)
-        if get_backend() == "qtorch":
-            return self._qtorch_apply()(x32).to(x.dtype)
-        return _TorchRounding.apply(x32, self.bits_A, self.bits_E, self.A_mode, self.E_mode).to(x.dtype)
+        return self.quantizer(x)
 
     def extra_repr(self) -> str:
         """The bits and modes, shown by ``repr``."""

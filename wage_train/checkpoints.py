@@ -8,7 +8,11 @@ checkpoint is kept (two in all) so that a damaged newest one falls back to it.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import shutil
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +21,16 @@ import numpy as np
 from wage_train.reporting import write_json
 from wage_train.safe_io import DataError, fault, one_line, read_json_object, verify_manifest, write_manifest
 
-__all__ = ["KEEP", "NonFiniteError", "checkpoints_newest_first", "latest_checkpoint", "restore_checkpoint",
-           "save_checkpoint"]
+__all__ = [
+    "KEEP",
+    "CheckpointWriteError",
+    "NonFiniteError",
+    "checkpoints_newest_first",
+    "file_system_fault",
+    "latest_checkpoint",
+    "restore_checkpoint",
+    "save_checkpoint",
+]
 
 KEEP = 2  # the newest checkpoint and the previous good one
 STATE_KEYS = ("epoch", "data_rng", "history", "compare")
@@ -26,6 +38,36 @@ STATE_KEYS = ("epoch", "data_rng", "history", "compare")
 
 class NonFiniteError(ValueError):
     """A runner holds a NaN or an infinity (never written to a checkpoint)."""
+
+
+class CheckpointWriteError(DataError):
+    """A checkpoint could not be written (disk full, read-only, permission denied, ...); its temporary folder
+    was removed and the previous checkpoint kept. The message is one line naming the folder and the cause."""
+
+
+# The file-system faults worth naming, as strerror and as Orbax/TensorStore spell them in their messages.
+_FS_FAULTS = {
+    "ENOSPC": "No space left on device",
+    "EROFS": "Read-only file system",
+    "EACCES": "Permission denied",
+    "EDQUOT": "Disk quota exceeded",
+    "EBUSY": "Device or resource busy",
+    "EIO": "Input/output error",
+}
+
+
+def file_system_fault(e: BaseException) -> str:
+    """``"ENOSPC: No space left on device"`` and the like for an OSError or an error whose message names one;
+    else the error's type and first line."""
+    import errno as errno_names
+
+    if isinstance(e, OSError) and e.errno is not None:
+        return f"{errno_names.errorcode.get(e.errno, e.errno)}: {e.strerror}"
+    text = str(e)
+    for name, words in _FS_FAULTS.items():
+        if words.lower() in text.lower():
+            return f"{name}: {words}"
+    return f"{type(e).__name__}: {one_line(text, 120)}"
 
 
 def non_finite_weights(runners: list[Any]) -> str | None:
@@ -38,6 +80,22 @@ def non_finite_weights(runners: list[Any]) -> str | None:
     return None
 
 
+_DROP_ALL = logging.Filter("\0never")  # matches no logger name: drops every record
+
+
+@contextlib.contextmanager
+def _library_logs_muted() -> Iterator[None]:
+    """Orbax's background threads log each failure (a full disk, a read-only folder) with a traceback through
+    absl, including "Event loop is closed" from their asyncio teardown; the caller reports the failure in one
+    line instead. A filter, not a level: the runners set absl's level themselves."""
+    logger = logging.getLogger("absl")
+    logger.addFilter(_DROP_ALL)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_DROP_ALL)
+
+
 def save_checkpoint(root: Path, epoch: int, runners: list[Any], state: dict[str, Any]) -> Path:
     """Write ``root/epoch_NNNN`` atomically (runners + state.json + manifest), point ``root/latest`` at it,
     keep it and the previous one.
@@ -48,17 +106,32 @@ def save_checkpoint(root: Path, epoch: int, runners: list[Any], state: dict[str,
     bad = non_finite_weights(runners)
     if bad is not None:
         raise NonFiniteError(f"refusing to checkpoint epoch {epoch}: {bad} holds a NaN or an infinity")
-    root.mkdir(parents=True, exist_ok=True)
     target = root / f"epoch_{epoch:04d}"
     tmp = root / f"epoch_{epoch:04d}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    for r in runners:
-        r.save(tmp)
-    write_json(tmp / "state.json", state)
-    write_manifest(tmp)
-    verify_manifest(tmp)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        with _library_logs_muted():
+            for r in runners:
+                r.save(tmp)
+        write_json(tmp / "state.json", state)
+        write_manifest(tmp)
+        verify_manifest(tmp)
+    except Exception as e:  # OSError, or Orbax's own errors wrapping one (disk full, read-only, permissions)
+        # The run ends with one line: a writer thread that fails later must not print its traceback either.
+        logging.getLogger("absl").addFilter(_DROP_ALL)
+        for _ in range(5):  # a writer thread may still be finishing: remove what it leaves
+            shutil.rmtree(tmp, ignore_errors=True)
+            time.sleep(0.1)
+            if not tmp.exists():
+                break
+        previous = checkpoints_newest_first(root)
+        kept = f"the checkpoint {previous[0]} is kept" if previous else "no earlier checkpoint exists"
+        raise CheckpointWriteError(f"cannot write the checkpoint of epoch {epoch} in {root} ({file_system_fault(e)}); "
+                                   f"{kept}; free space or fix the folder's permissions, then continue with "
+                                   "--resume (or choose another --out-dir)") from None
     if target.exists():  # an epoch written by an earlier, interrupted invocation: replace it
         aside = root / f"epoch_{epoch:04d}.old"
         shutil.rmtree(aside, ignore_errors=True)
@@ -99,7 +172,8 @@ def _load_one(path: Path, runners: list[Any]) -> dict[str, Any]:
         raise fault(path / "state.json", f"not a wage-train checkpoint state (missing or bad {missing or 'epoch'})")
     for r in runners:
         try:
-            r.restore(path)
+            with _library_logs_muted():
+                r.restore(path)
         except Exception as e:  # Orbax/torch errors for a file the manifest did not catch
             why = f"{type(e).__name__}: {one_line(str(e), 100)}"
             raise fault(path, f"{r.framework} state cannot be restored ({why})") from None

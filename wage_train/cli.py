@@ -14,6 +14,8 @@ Examples::
     wage-train --float                         # float baseline (plain SGD), same MLP
     wage-train --compare                       # JAX and torch from one init and one batch order
     wage-train --dataset cifar10 --data-dir ~/data   # the paper's VGG7, 300 epochs
+    wage-train --dataset cifar10 --data-dir ~/data --download   # fetch CIFAR-10 first (verified)
+    wage-train --preset paper-cifar10 --print-config  # the resolved configuration as JSON
     wage-train --preset paper-svhn --data-dir ~/svhn # the paper's SVHN experiment as published
     wage-train --resume                        # continue the run in runs/<name>
 
@@ -34,8 +36,18 @@ from pathlib import Path
 from typing import Any
 
 from wage_spec import FULL_PRECISION
-from wage_train.config import FLOAT_LR, WAGE_LR, UsageError, float_lr, resolve_config, resume_config
-from wage_train.data import DATASETS, hold_out_validation, load_dataset
+from wage_train.config import (
+    FLOAT_LR,
+    SEED_MAX,
+    WAGE_LR,
+    UsageError,
+    check_data_fingerprint,
+    float_lr,
+    resolve_config,
+    resume_config,
+)
+from wage_train.data import DATASETS, data_fingerprint, hold_out_validation, load_dataset
+from wage_train.download import ensure_dataset
 from wage_train.presets import PRESETS
 from wage_train.runspec import SCHEDULES
 from wage_train.safe_io import DataError
@@ -68,7 +80,7 @@ def positive_float(text: str) -> float:
     return value
 
 
-def _int_at_least(low: int):  # noqa: ANN202
+def _int_at_least(low: int, high: int | None = None):  # noqa: ANN202
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -76,6 +88,8 @@ def _int_at_least(low: int):  # noqa: ANN202
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {value}")
         return value
 
     parse.__name__ = f"int>={low}"
@@ -84,6 +98,7 @@ def _int_at_least(low: int):  # noqa: ANN202
 
 positive_int = _int_at_least(1)
 non_negative_int = _int_at_least(0)
+seed_arg = _int_at_least(0, SEED_MAX)
 
 
 def fraction_arg(text: str) -> float:
@@ -98,6 +113,12 @@ def out_dir_arg(text: str) -> str:
     """A directory that exists or can be created: not a file, its nearest existing ancestor a writable folder."""
     if not text.strip():
         raise argparse.ArgumentTypeError("must not be empty")
+    try:
+        os.path.abspath(text).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = text.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+        raise argparse.ArgumentTypeError(f"{shown!r} (or the working directory) is not valid UTF-8, which the "
+                                         "checkpoint writer needs; choose a folder whose path is valid UTF-8") from None
     path = Path(text).expanduser()
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} exists and is not a directory")
@@ -105,7 +126,14 @@ def out_dir_arg(text: str) -> str:
     while not probe.exists():
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"{text!r} cannot be created ({probe} is not a writable directory)")
+        if not probe.is_dir():
+            why = f"{probe} is not a directory"
+        elif os.statvfs(probe).f_flag & os.ST_RDONLY:
+            why = f"{probe}: EROFS: Read-only file system"
+        else:
+            why = f"{probe}: EACCES: Permission denied"
+        verb = "is not writable" if probe == path else "cannot be created"
+        raise argparse.ArgumentTypeError(f"{text!r} {verb} ({why}); choose a writable folder")
     return str(path)
 
 
@@ -173,6 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir", help="directory with the MNIST idx files, cifar-10-batches-py/ or the SVHN *_32x32.mat files"
     )
     data.add_argument(
+        "--download",
+        action="store_true",
+        default=None,
+        help="fetch the data set into --data-dir from its canonical source if it is not there, verified against "
+        "the published checksums (see also the wage-data command)",
+    )
+    data.add_argument(
         "--model", choices=("mlp", "vgg7", "lenet5"), help="default: mlp (digits, mnist), vgg7 (cifar10, svhn)"
     )
     data.add_argument(
@@ -220,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="paper (default): lr x1 for 2/3 of the epochs, x1/8 for 1/6, x1/64 for 1/6; paper-epochs: x1 before "
         "epoch 200, x1/8 before 250, x1/64 after (the authors' absolute epochs); constant: lr",
     )
-    t.add_argument("--seed", type=non_negative_int, help="initial weights, batch order and random rounding (default 0)")
+    t.add_argument("--seed", type=seed_arg, help="initial weights, batch order and random rounding "
+                   "(0 to 2^63-1, default 0)")
     t.add_argument("--limit-batches", type=positive_int,
                    help="at most this many training batches per epoch (quick checks)")
     t.add_argument("--eval-batch-size", type=positive_int, help="default 500")
@@ -238,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--stop-after", type=positive_int,
                    help="stop after this many epochs of this invocation (resume later)")
     r.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
+    r.add_argument("--print-config", action="store_true", default=None,
+                   help="print the resolved configuration (preset and defaults applied) as JSON and exit: no data "
+                   "is read, nothing is written")
     r.add_argument(
         "--devices",
         type=positive_int,
@@ -257,35 +296,78 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse ``argv``, train, write the outputs; returns the run's summary (as in ``metrics.json``).
 
     Exits with one line on stderr and no traceback: status 2 for bad options, missing or malformed data or
-    checkpoints, or an existing run in ``--out-dir``; 1 when training diverges; 130 on SIGINT/SIGTERM.
+    checkpoints, an existing run in ``--out-dir``, an ``--out-dir`` in use by another run, or a file-system fault
+    (disk full, read-only, permission denied); 1 when training diverges; 130 on SIGINT/SIGTERM.
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        return _run(parser, args, locks := [])
+    finally:
+        for lock in reversed(locks):
+            lock.release()
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list) -> dict[str, Any]:
+    from wage_train import preflight
+    from wage_train.run_dir import RunLock, check_out_dir, run_kind, staging_dir, tidy_staging
+
     staging = None
+    created: Path | None = None
     try:
         if args.resume and args.overwrite:
             raise UsageError("--resume and --overwrite exclude each other")
         cfg = resolve_config(args)
         out_dir = Path(cfg["out_dir"])
+        # Before anything is created: --print-config answers, and a missing torch is one line.
+        if args.print_config:
+            preflight.print_config(resume_config(cfg, args, out_dir) if args.resume else cfg)
+        if not args.resume and cfg["framework"] != "jax":
+            preflight.require_torch(cfg["framework"])
+        check_out_dir(out_dir, overwrite=bool(args.overwrite))
+        created = _make_out_dir(out_dir)
+        # Held for the run's life: a second run in this folder is refused, never mixed with this one.
+        lock = RunLock(out_dir).acquire()
+        locks.append(lock)
+        tidy_staging(out_dir, lock, resume=bool(args.resume), log=lambda m: print(m, flush=True))
+        kind = run_kind(out_dir)
         if args.resume:
             cfg = resume_config(cfg, args, out_dir)
-        elif _holds_a_run(out_dir):
+        elif kind == "foreign":
+            raise UsageError(f"--out-dir {out_dir} holds files a run would overwrite (config.json, metrics.*, "
+                             "checkpoints) but no wage-train run; choose another --out-dir")
+        elif kind == "run":
             if not args.overwrite:
                 raise UsageError(f"--out-dir {out_dir} already holds a run; continue it with --resume, choose a new "
                                  "--out-dir, or give --overwrite (the old run is moved aside, not deleted)")
-            staging = out_dir.with_name(f"{out_dir.name}.new-{os.getpid()}")
+            staging = staging_dir(out_dir)
+        if cfg["framework"] != "jax":
+            preflight.require_torch(cfg["framework"])  # a resumed run's framework is known only now
+        if cfg["data_dir"] is not None:
+            for line in ensure_dataset(cfg["dataset"], cfg["data_dir"], download=bool(args.download),
+                                       extra=cfg.get("preset") == "paper-svhn", progress=sys.stderr.isatty()):
+                print(line, flush=True)
         data = load_dataset(cfg["dataset"], cfg["data_dir"])
         if cfg.get("validation"):
             data = hold_out_validation(data, cfg["validation"])
+        preflight.check_data(cfg, data)
+        fingerprint = {**data_fingerprint(data), "data_dir": cfg["data_dir"]}
+        if args.resume:
+            check_data_fingerprint(cfg, fingerprint, out_dir)
+        cfg["data_fingerprint"] = fingerprint
+        preflight.check_devices(cfg, args.devices)
+        preflight.check_torch_backend(cfg)
         if cfg["lr"] is None:
             cfg["lr"] = float_lr(data.image_shape)
-        try:
-            (staging or out_dir).parent.mkdir(parents=True, exist_ok=True)
-            if staging is None:
-                out_dir.mkdir(exist_ok=True)
-        except OSError as e:
-            raise UsageError(f"--out-dir {out_dir} cannot be created ({e.strerror or type(e).__name__})") from None
+        if staging is not None:
+            try:
+                staging.mkdir()
+            except OSError as e:
+                raise UsageError(f"--overwrite: {staging} cannot be created ({e.strerror or type(e).__name__})") \
+                    from None
+            locks.append(RunLock(staging).acquire())
     except (UsageError, DataError, ValueError) as e:
+        _remove_if_unused(created, locks)
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     if cfg["framework"] != "jax":
         import torch
@@ -299,21 +381,50 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     try:
         with StopSignals() as stop:
             return train(cfg, data, out_dir, resume=bool(args.resume), stop_after=args.stop_after,
-                         progress=not args.no_progress, devices=args.devices, staging=staging, stop=stop)
+                         progress=not args.no_progress, devices=args.devices, staging=staging, stop=stop,
+                         locks=(locks[0], locks[1] if len(locks) > 1 else None))
     except RunInterruptedError as e:
         _exit_line(130, str(e))
     except (DivergedError, NonFiniteError) as e:
         _exit_line(1, str(e))
     except (DataError, UsageError) as e:
         _exit_line(2, str(e))
+    except OSError as e:  # an output file (config, metrics, plot, weights) cannot be written
+        from wage_train.checkpoints import file_system_fault
+
+        where = e.filename or out_dir
+        _exit_line(2, f"cannot write {where} ({file_system_fault(e)}); the last completed checkpoint is kept: "
+                      "free space or fix the folder's permissions, then continue with --resume")
     except KeyboardInterrupt:
         _exit_line(130, "interrupted before training started; nothing to resume from this invocation")
 
 
-def _holds_a_run(out_dir: Path) -> bool:
-    return out_dir.is_dir() and any(
-        (out_dir / name).exists() for name in ("config.json", "checkpoints", "metrics.json", "metrics.csv")
-    )
+def _make_out_dir(out_dir: Path) -> Path | None:
+    """Create ``out_dir`` (and its parents) if missing; returns it when this call created it."""
+    if out_dir.is_dir():
+        return None
+    try:
+        out_dir.mkdir(parents=True)
+    except FileExistsError:
+        return None
+    except OSError as e:
+        raise UsageError(f"--out-dir {out_dir} cannot be created ({e.strerror or type(e).__name__})") from None
+    return out_dir
+
+
+def _remove_if_unused(created: Path | None, locks: list) -> None:
+    """Release the locks and remove ``created`` again when nothing but the lock file went into it."""
+    from wage_train.run_dir import LOCK_NAME
+
+    for lock in reversed(locks):
+        lock.release()
+    locks.clear()
+    if created is not None:
+        try:
+            if set(os.listdir(created)) <= {LOCK_NAME}:
+                created.rmdir()
+        except OSError:
+            pass
 
 
 def _exit_line(status: int, message: str) -> None:
@@ -323,10 +434,29 @@ def _exit_line(status: int, message: str) -> None:
     raise SystemExit(status)
 
 
+def _mute_closed_event_loop_reports() -> None:
+    """TensorStore completes some futures after Orbax has closed the asyncio loop that awaited them (after a
+    failed write, or at exit); their callbacks then raise ``RuntimeError('Event loop is closed')``, which Python
+    reports as an unraisable exception with a traceback. Nothing is lost by then (the checkpointer was closed
+    and the failure reported in one line), so exactly that report is dropped; every other one is kept."""
+    default = sys.unraisablehook
+    if getattr(default, "_wage_train", False):  # already installed (main called again in one process)
+        return
+
+    def hook(unraisable: Any) -> None:
+        if unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed":
+            return
+        default(unraisable)
+
+    hook._wage_train = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point (``wage-train``, ``python -m examples.train, python -m wage_train``)."""
     import signal
 
+    _mute_closed_event_loop_reports()
     # SIGTERM before training starts (while data loads or JAX compiles) stops as Ctrl-C does: one line,
     # status 130. During training StopSignals takes both signals over and stops after a whole step.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -334,3 +464,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         run(argv)
     except KeyboardInterrupt:
         _exit_line(130, "interrupted before training started; nothing to resume from this invocation")
+    # The run is complete and its outputs are written: a signal while the interpreter shuts down (when Python
+    # has restored the default handlers, which would end the process silently with status 143) is ignored.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from wage_spec import FULL_PRECISION, WAGEConfig
+from wage_spec import FULL_PRECISION, MAX_LR, WAGEConfig
 from wage_train.presets import apply_preset
 from wage_train.safe_io import read_json_object
 
@@ -15,9 +15,11 @@ __all__ = [
     "MODEL_DEFAULTS",
     "MODES",
     "UsageError",
+    "check_data_fingerprint",
     "float_lr",
     "resolve_config",
     "resume_config",
+    "validate_config",
     "wage_config",
 ]
 
@@ -35,7 +37,8 @@ MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "lenet5": {"widths": [32, 64], "vgg_hidden": 512},
 }
 # Options that only say where/how to run, not what to train (never compared on --resume).
-RUNTIME_ARGS = {"resume", "overwrite", "stop_after", "no_progress", "out_dir", "name", "torch_threads", "devices"}
+RUNTIME_ARGS = {"resume", "overwrite", "stop_after", "no_progress", "out_dir", "name", "torch_threads", "devices",
+                "download", "print_config"}
 # Options that --resume may change: more epochs (the lr schedule is recomputed), where the data is.
 # Config keys newer than some saved runs, with the value those runs had in effect.
 OPTIONAL_SAVED: dict[str, Any] = {"validation": None, "integer": False}
@@ -59,9 +62,7 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     if compare and is_float:
         raise UsageError("--compare checks WAGE's bit-exact JAX/torch parity; it does not apply to --float")
     integer = bool(getattr(args, "integer", None))
-    if integer and (is_float or compare or (args.framework or "jax") != "jax"):
-        raise UsageError("--integer runs WAGE's JAX layers on integers; it does not apply to --float, --compare "
-                         "or --framework torch")
+    _check_integer(integer, is_float, "compare" if compare else (args.framework or "jax"))
     paper = WAGEConfig()
     modes = {m: getattr(args, m) or ("nearest" if compare else getattr(paper, m)) for m in MODES}
     bits = args.bits or [paper.bits_W, paper.bits_A, paper.bits_G, paper.bits_E]
@@ -95,16 +96,92 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--widths takes the 3 VGG7 stage widths, got {cfg['widths']}")
     if cfg["model"] == "lenet5" and len(cfg["widths"]) != 2:
         raise UsageError(f"--widths takes the 2 LeNet-5 conv widths, got {cfg['widths']}")
+    if not is_float and cfg["lr"] > MAX_LR:
+        raise UsageError(f"--lr {cfg['lr']:g}: WAGE's update takes an lr in (0, 2^24] (wage_jax.QG)")
     for key in ("epochs", "batch_size", "eval_batch_size"):
         if cfg[key] < 1:
             raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {cfg[key]}")
     if cfg["limit_batches"] is not None and cfg["limit_batches"] < 1:
         raise UsageError(f"--limit-batches must be >= 1, got {cfg['limit_batches']}")
-    wage_config(cfg)  # validates bits and modes (docs/contract.md §4)
+    try:
+        wage_config(cfg)  # validates bits and modes (docs/contract.md §4)
+    except (TypeError, ValueError) as e:  # name the option, e.g. "--bits 1-8-8-8: bits_W must be ..."
+        given = "-".join("fp" if b == FULL_PRECISION else str(b) for b in cfg["bits"])
+        raise UsageError(f"--bits {given} / rounding modes: {e}") from None
     method = "float" if is_float else "wage" + "".join("fp" if b == FULL_PRECISION else str(b) for b in bits)
     cfg["name"] = args.name or f"{dataset}-{cfg['model']}-{method}-{cfg['framework']}-s{cfg['seed']}"
     cfg["out_dir"] = args.out_dir or str(Path("runs") / cfg["name"])
     return cfg
+
+
+def _check_integer(integer: bool, is_float: bool, framework: str) -> None:
+    if integer and (is_float or framework != "jax"):
+        raise UsageError("--integer runs WAGE's JAX layers on integers; it does not apply to --float, --compare "
+                         "or --framework torch")
+
+
+SEED_MAX = 2**63 - 1  # jax.random.key takes a signed 64-bit seed
+
+
+def validate_config(cfg: dict[str, Any], source: str) -> None:
+    """Check every value of a saved configuration as the parser checks the options (:class:`UsageError`, one
+    line naming ``source`` and the key): a hand-edited ``config.json`` is never trusted on ``--resume``."""
+    import math
+
+    from wage_train.data import DATASETS
+    from wage_train.presets import PRESETS
+    from wage_train.runspec import SCHEDULES
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_num(v: Any) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+    def ints(v: Any) -> bool:
+        return isinstance(v, list) and bool(v) and all(is_int(x) and x >= 1 for x in v)
+
+    rules: dict[str, tuple[Any, str]] = {
+        "framework": (lambda v: v in ("jax", "torch", "compare"), "jax, torch or compare"),
+        "float": (lambda v: isinstance(v, bool), "true or false"),
+        "integer": (lambda v: isinstance(v, bool), "true or false"),
+        "dataset": (lambda v: v in DATASETS, ", ".join(DATASETS)),
+        "data_dir": (lambda v: v is None or isinstance(v, str), "a path or null"),
+        "model": (lambda v: v in ("mlp", "vgg7", "lenet5"), "mlp, vgg7 or lenet5"),
+        "hidden": (ints, "a list of positive integers"),
+        "widths": (ints, "a list of positive integers"),
+        "vgg_hidden": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+        "bits": (lambda v: isinstance(v, list) and len(v) == 4 and all(is_int(x) for x in v), "4 integers"),
+        "factor": (lambda v: is_num(v) and v > 0, "finite and > 0"),
+        "epochs": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+        "batch_size": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+        "lr": (lambda v: is_num(v) and v > 0, "finite and > 0"),
+        "schedule": (lambda v: v in SCHEDULES, ", ".join(SCHEDULES)),
+        "seed": (lambda v: is_int(v) and 0 <= v <= SEED_MAX, "an integer in [0, 2^63-1]"),
+        "augment": (lambda v: isinstance(v, bool), "true or false"),
+        "flip": (lambda v: isinstance(v, bool), "true or false"),
+        "preset": (lambda v: v is None or v in PRESETS, "null or " + ", ".join(PRESETS)),
+        "limit_batches": (lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1"),
+        "eval_batch_size": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
+        "validation": (lambda v: v is None or (is_num(v) and 0 < v < 1), "null or a fraction in (0, 1)"),
+        **{m: (lambda v: v in ("nearest", "stochastic"), "nearest or stochastic") for m in MODES},
+    }
+    for key, (ok, what) in rules.items():
+        if key in cfg and not ok(cfg[key]):
+            raise UsageError(f"{source}: {key}={cfg[key]!r} is not valid (must be {what})")
+    if cfg["model"] == "vgg7" and len(cfg["widths"]) != 3:
+        raise UsageError(f"{source}: widths={cfg['widths']} must hold the 3 VGG7 stage widths")
+    if cfg["model"] == "lenet5" and len(cfg["widths"]) != 2:
+        raise UsageError(f"{source}: widths={cfg['widths']} must hold the 2 LeNet-5 conv widths")
+    if cfg["framework"] == "compare" and cfg["float"]:
+        raise UsageError(f"{source}: framework='compare' does not apply to float=true")
+    if not cfg["float"] and cfg["lr"] > MAX_LR:
+        raise UsageError(f"{source}: lr={cfg['lr']!r} is not valid (WAGE's update takes an lr in (0, 2^24])")
+    try:
+        _check_integer(cfg["integer"], cfg["float"], cfg["framework"])
+        wage_config(cfg)
+    except (UsageError, ValueError, TypeError) as e:
+        raise UsageError(f"{source}: {e}") from None
 
 
 def float_lr(image_shape: tuple[int, ...]) -> float:
@@ -153,6 +230,27 @@ def resume_config(cli: dict[str, Any], args: argparse.Namespace, out_dir: Path) 
                 f"--resume continues the run in {out_dir}, which has {key}={saved.get(key)!r}; "
                 f"--{arg.replace('_', '-')} asks for {cli[key]!r} (start a new run in another --out-dir)"
             )
+    validate_config(saved, str(path))
+    if cfg["integer"] != saved["integer"]:  # --integer on resume: the same refusals as for a new run
+        _check_integer(cfg["integer"], cfg["float"], cfg["framework"])
     if cfg["epochs"] != saved["epochs"]:
         print(f"note: --epochs {cfg['epochs']} (was {saved['epochs']}): the lr schedule is recomputed", flush=True)
     return cfg
+
+
+def check_data_fingerprint(cfg: dict[str, Any], fingerprint: dict[str, Any], out_dir: Path) -> None:
+    """On ``--resume``: :class:`UsageError` unless the data loaded now is the data the run was trained on
+    (``cfg["data_fingerprint"]``, recorded by the first invocation: counts, image shape, sha256 of the arrays).
+    A run saved before fingerprints existed gets the current one recorded."""
+    saved = cfg.get("data_fingerprint")
+    if saved is None:
+        print("note: this run recorded no data fingerprint; the current data's is recorded now", flush=True)
+        return
+    same = ("train", "eval", "eval_split", "image_shape", "sha256")  # not where the files were
+    if all(saved.get(k) == fingerprint.get(k) for k in same):
+        return
+    diffs = [f"{k} {fingerprint.get(k)} (was {saved.get(k)})" for k in ("train", "eval", "image_shape")
+             if fingerprint.get(k) != saved.get(k)] or ["the same counts and shape, different contents (sha256)"]
+    raise UsageError(f"--resume: the data differs from the data the run in {out_dir} was trained on: "
+                     f"{'; '.join(diffs)}; resume with the original data (--data-dir {saved.get('data_dir')}) "
+                     "or start a new run in another --out-dir")

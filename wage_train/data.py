@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from wage_train.dataset import Dataset
-from wage_train.safe_io import DataError, fault, read_bytes, safe_unpickle
+from wage_train.safe_io import DataError, fault, safe_unpickle
 from wage_train.svhn import load_svhn
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "DataError",
     "Dataset",
     "check_labels",
+    "data_fingerprint",
     "hold_out_validation",
     "load_cifar10",
     "load_dataset",
@@ -78,29 +80,66 @@ def load_digits_split(n_train: int = 1437, split_seed: int = 0) -> Dataset:
 # -------------------------------------------------------------------------------------------- MNIST
 
 
+# Deflate cannot expand data more than 1032-fold: a .gz file of n bytes holds at most ~1032 n bytes.
+DEFLATE_MAX_RATIO = 1032
+_CHUNK = 1 << 22  # decompress in 4 MiB pieces
+
+
 def read_idx(path: str | Path) -> np.ndarray:
     """Read an idx file (plain or ``.gz``): magic ``0x0000TTDD`` (T: type code, D: dims), sizes, data.
 
     Returns the array with its native dtype (``uint8`` for MNIST) and shape. Raises :class:`DataError`
     for a bad magic number or a size that disagrees with the header.
+
+    A ``.gz`` file is decompressed as a stream: the header is read first and the size it declares (the
+    product of the sizes times the element size) is checked against what the compressed file can hold
+    (:data:`DEFLATE_MAX_RATIO`) before anything is allocated; then exactly that many bytes are read in
+    chunks and one more byte must not exist. A decompression bomb is refused after at most the declared,
+    plausible size has been allocated.
     """
+    import gzip
+    import zlib
+
     path = Path(path)
-    raw = read_bytes(path)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or not 1 <= raw[3] <= 4:
-        raise fault(path, f"not an idx file (bad magic number {raw[:4].hex() or 'empty'})")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise fault(path, "truncated idx header")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    count = 1
-    for n in shape:
-        count *= n  # Python ints: no overflow
-    if len(raw) - header != count * dtype.itemsize:
-        raise fault(path, f"header says {shape} ({count * dtype.itemsize} bytes), file has {len(raw) - header}"
-                    f"{' (truncated)' if len(raw) - header < count * dtype.itemsize else ''}")
-    return np.frombuffer(raw, dtype, offset=header).astype(dtype.newbyteorder("=")).reshape(shape)
+    gz = path.suffix == ".gz"
+    try:
+        stored = path.stat().st_size
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            magic = f.read(4)
+            if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] not in _IDX_DTYPES or not 1 <= magic[3] <= 4:
+                raise fault(path, f"not an idx file (bad magic number {magic[:4].hex() or 'empty'})")
+            ndim = magic[3]
+            sizes = f.read(4 * ndim)
+            if len(sizes) < 4 * ndim:
+                raise fault(path, "truncated idx header")
+            shape = struct.unpack(f">{ndim}I", sizes)
+            dtype = np.dtype(_IDX_DTYPES[magic[2]])
+            count = 1
+            for n in shape:
+                count *= n  # Python ints: no overflow
+            nbytes = count * dtype.itemsize
+            header = 4 + 4 * ndim
+            if gz and nbytes > DEFLATE_MAX_RATIO * stored + (1 << 16):
+                raise fault(path, f"header says {shape} ({nbytes} bytes), more than a {stored}-byte .gz file can "
+                                  "hold (a decompression bomb or a damaged header)")
+            if not gz and stored - header != nbytes:
+                raise fault(path, f"header says {shape} ({nbytes} bytes), file has {stored - header}"
+                                  f"{' (truncated)' if stored - header < nbytes else ''}")
+            out = np.empty(nbytes, np.uint8)
+            view, got = memoryview(out), 0
+            while got < nbytes:
+                n = f.readinto(view[got : got + _CHUNK])
+                if not n:
+                    break
+                got += n
+            if got < nbytes:
+                raise fault(path, f"header says {shape} ({nbytes} bytes), file has {got} (truncated)")
+            if f.read(1):
+                raise fault(path, f"header says {shape} ({nbytes} bytes), but the file holds more data "
+                                  "(a decompression bomb or a damaged header)")
+    except (OSError, EOFError, zlib.error) as e:
+        raise fault(path, f"cannot read ({type(e).__name__}: {e})") from None
+    return out.view(dtype).astype(dtype.newbyteorder("=")).reshape(shape)
 
 
 def _find_file(directory: Path, stem: str) -> Path | None:
@@ -112,7 +151,8 @@ def _find_file(directory: Path, stem: str) -> Path | None:
 
 def _missing(kind: str, root: Path, searched: list[Path], expected: str) -> DataError:
     where = ", ".join(str(p) for p in searched)
-    return DataError(f"{kind} not found under --data-dir {root} (looked in {where}): expected {expected}")
+    return DataError(f"{kind} not found under --data-dir {root} (looked in {where}): expected {expected}; "
+                     "--download fetches it")
 
 
 def load_mnist(data_dir: str | Path) -> Dataset:
@@ -134,11 +174,19 @@ def load_mnist(data_dir: str | Path) -> Dataset:
     for images, labels, ip, lp in ((x_train, y_train, found[0], found[1]), (x_test, y_test, found[2], found[3])):
         if images.ndim != 3 or images.dtype != np.uint8:
             raise fault(ip, f"expected uint8 images (N, H, W), got {images.dtype} {images.shape}")
+        if 0 in images.shape:
+            what = "no images" if images.shape[0] == 0 else "a zero image dimension"
+            raise fault(ip, f"holds {what} (shape {images.shape}); every split needs images of at least 1x1")
         if labels.ndim != 1:
             raise fault(lp, f"expected labels (N,), got shape {labels.shape}")
+        if labels.dtype.kind not in "iu":
+            raise fault(lp, f"labels must be an integer type (idx type 0x08, 0x09, 0x0B or 0x0C), got {labels.dtype}")
         if len(images) != len(labels):
             raise fault(lp, f"{len(labels)} labels but {ip.name} has {len(images)} images (counts differ)")
         check_labels(lp, labels, 10)
+    if x_test.shape[1:] != x_train.shape[1:]:
+        raise fault(found[2], f"images are {x_test.shape[1]}x{x_test.shape[2]} but {found[0].name} has "
+                              f"{x_train.shape[1]}x{x_train.shape[2]}; both splits must have one image size")
     return Dataset(
         "mnist",
         x_train.astype(np.uint8)[..., None],
@@ -153,7 +201,11 @@ def load_mnist(data_dir: str | Path) -> Dataset:
 
 
 def check_labels(path: str | Path, labels: np.ndarray, num_classes: int) -> None:
-    """:class:`DataError` naming ``path`` unless every label is an integer in ``0..num_classes-1``."""
+    """:class:`DataError` naming ``path`` unless ``labels`` has an integer dtype and every label is in
+    ``0..num_classes-1`` (compared in the labels' own dtype: a uint64 value is never wrapped)."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise fault(path, f"labels must be integers, got {labels.dtype}")
     if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
         bad = labels[(labels < 0) | (labels >= num_classes)]
         raise fault(path, f"labels outside 0..{num_classes - 1} (e.g. {int(bad[0])}, {bad.size} in all)")
@@ -174,15 +226,17 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         what = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise fault(path, f"b'data' must be a uint8 array (N, 3072), got {what}")
-    if not isinstance(labels, list | np.ndarray) or not all(isinstance(v, int | np.integer) for v in labels):
+    if isinstance(labels, np.ndarray):
+        if labels.dtype.kind not in "iu":
+            raise fault(path, f"b'labels' must hold integers, got {labels.dtype}")
+    elif not isinstance(labels, list) or not all(isinstance(v, int | np.integer) for v in labels):
         raise fault(path, "b'labels' must be a list of ints")
-    try:
-        labels_arr = np.asarray(labels, np.int64).reshape(-1)
-    except (OverflowError, ValueError):
-        raise fault(path, "b'labels' holds values that are not 64-bit integers") from None
+    bad = [int(v) for v in np.asarray(labels, object).reshape(-1) if not 0 <= int(v) <= 9]
+    if bad:  # checked as Python ints: no value is wrapped by a conversion
+        raise fault(path, f"labels outside 0..9 (e.g. {bad[0]}, {len(bad)} in all)")
+    labels_arr = np.asarray(labels, np.int64).reshape(-1)
     if len(labels_arr) != len(data):
         raise fault(path, f"{len(labels_arr)} labels but {len(data)} images (counts differ)")
-    check_labels(path, labels_arr, 10)
     # Each row is the red plane, then green, then blue, each 32x32 row-major: CHW -> HWC.
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels_arr
 
@@ -202,8 +256,12 @@ def load_cifar10(data_dir: str | Path) -> Dataset:
         raise _missing("CIFAR-10", root, searched, ", ".join(CIFAR10_FILES) + " (the python version)")
     train = [read_cifar_batch(directory / name) for name in CIFAR10_FILES[:-1]]
     x_test, y_test = read_cifar_batch(directory / CIFAR10_FILES[-1])
+    if len(x_test) == 0:
+        raise fault(directory / CIFAR10_FILES[-1], "holds no images; the test split must not be empty")
     x_train = np.concatenate([x for x, _ in train])
     y_train = np.concatenate([y for _, y in train])
+    if len(x_train) == 0:
+        raise fault(directory, "the training batches hold no images; the training split must not be empty")
     return Dataset("cifar10", x_train, y_train, x_test, y_test, max_value=255.0)
 
 
@@ -218,6 +276,19 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
     if name == "svhn":
         return load_svhn(data_dir)
     return load_mnist(data_dir) if name == "mnist" else load_cifar10(data_dir)
+
+
+def data_fingerprint(data: Dataset) -> dict[str, Any]:
+    """What identifies the data a run trains and evaluates on: the counts, the image shape, and the sha256 of the
+    training and evaluation arrays (pixels and labels), recorded in ``config.json`` and compared on ``--resume``."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for a in (data.x_train, data.y_train.astype("<i8"), data.x_test, data.y_test.astype("<i8")):
+        h.update(str(a.shape).encode())
+        h.update(np.ascontiguousarray(a).data)
+    return {"train": len(data.x_train), "eval": len(data.x_test), "eval_split": data.eval_split,
+            "image_shape": list(data.image_shape), "sha256": h.hexdigest()}
 
 
 def hold_out_validation(data: Dataset, fraction: float, split_seed: int = 0) -> Dataset:

@@ -12,6 +12,7 @@ wrong leaves.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Sequence
@@ -122,11 +123,16 @@ class JaxRunner:
             from wage_train.interop import torch_weights_to_flax_params
 
             params = torch_weights_to_flax_params(list(init_weights), params)
-        table = jnp.asarray(lrs, jnp.float32)
-        n_epochs, spe = len(lrs), int(steps_per_epoch)
+        # The lr is piecewise constant in the epoch: the epochs where it changes and its values (a lazy
+        # schedule gives them without a per-epoch list; a plain list gives one piece per epoch).
+        pieces = lrs.segments() if hasattr(lrs, "segments") else list(enumerate(lrs))
+        int32_max = int(jnp.iinfo(jnp.int32).max)  # optax's step count is int32: later epochs are never reached
+        starts = jnp.asarray([min(s, int32_max) for s, _ in pieces], jnp.int32)
+        table = jnp.asarray([v for _, v in pieces], jnp.float32)
+        spe = int(steps_per_epoch)
 
         def schedule(count: jax.Array) -> jax.Array:
-            return table[jnp.minimum(count // spe, n_epochs - 1)]
+            return table[jnp.sum(starts <= count // spe) - 1]
 
         # WAGE's accumulators start clipped (see wage_jax.wage_sgd).
         if quantized:
@@ -234,9 +240,16 @@ class JaxRunner:
 
         logging.getLogger("absl").setLevel(logging.ERROR)
         tree = {name: _plain(v) for name, v in _named_leaves(self._state())}
-        with ocp.StandardCheckpointer() as ckpt:
+        ckpt = ocp.StandardCheckpointer()
+        try:
             ckpt.save(Path(directory).resolve() / "jax", tree)
             ckpt.wait_until_finished()
+        finally:
+            # On every exit path (a failed write included) the background writers finish before the
+            # checkpointer closes, so nothing writes into the folder after the caller has removed it.
+            with contextlib.suppress(Exception):
+                ckpt.wait_until_finished()
+            ckpt.close()
 
     def restore(self, directory: str | Path) -> None:
         """Load what :meth:`save` wrote into this runner (built with the same arguments).
@@ -250,6 +263,9 @@ class JaxRunner:
         logging.getLogger("absl").setLevel(logging.ERROR)
         named = _named_leaves(self._state())
         path = Path(directory).resolve() / "jax"
+        # Restored onto one local device whatever the device count at save time (the arrays are replicated, so
+        # every copy holds the same bits); Orbax would otherwise expect the saved sharding's devices.
+        one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
         with ocp.StandardCheckpointer() as ckpt:
             saved = set(ckpt.metadata(path).item_metadata.tree)
             expected = {name for name, _ in named}
@@ -259,7 +275,7 @@ class JaxRunner:
                                      "version, or start a new run")
                 missing, extra = sorted(expected - saved)[:3], sorted(saved - expected)[:3]
                 raise ValueError(f"its leaves are not this run's (missing {missing}, unexpected {extra})")
-            target = {name: jax.ShapeDtypeStruct(_plain(v).shape, _plain(v).dtype) for name, v in named}
+            target = {name: jax.ShapeDtypeStruct(_plain(v).shape, _plain(v).dtype, sharding=one) for name, v in named}
             tree = ckpt.restore(path, target)
         restored = [
             jax.random.wrap_key_data(tree[name], impl=jax.random.key_impl(v)) if _is_key(v) else tree[name]

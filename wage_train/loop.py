@@ -6,6 +6,7 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from wage_train.checkpoints import non_finite_weights, restore_checkpoint, save_
 from wage_train.config import MODES, UsageError, wage_config
 from wage_train.data import Dataset, pad_images, to_inputs
 from wage_train.reporting import format_compare, format_header, format_row, plot_run, write_csv, write_json
-from wage_train.runspec import ModelSpec, lr_table
+from wage_train.runspec import LrSchedule, ModelSpec
 
 __all__ = ["DivergedError", "RunInterruptedError", "StopSignals", "train"]
 
@@ -62,13 +63,14 @@ def _bits(a: np.ndarray) -> np.ndarray:
 
 
 def _make_runners(
-    cfg: dict[str, Any], spec: ModelSpec, lrs: list[float], spe: int, devices: int | None = None
+    cfg: dict[str, Any], spec: ModelSpec, lrs: Sequence[float], spe: int, devices: int | None = None,
+    eval_batch_size: int | None = None,
 ) -> list[Any]:
     quantized = not cfg["float"]
     config = wage_config(cfg)
     runners: list[Any] = []
     common = dict(quantized=quantized, lrs=lrs, steps_per_epoch=spe, seed=cfg["seed"],
-                  eval_batch_size=cfg["eval_batch_size"])
+                  eval_batch_size=eval_batch_size or cfg["eval_batch_size"])
     if cfg["framework"] in ("torch", "compare"):
         from wage_train.torch_runner import TorchRunner
 
@@ -151,7 +153,7 @@ def _augment_label(cfg: dict[str, Any]) -> str:
 
 def train(cfg: dict[str, Any], data: Dataset, out_dir: Path, *, resume: bool, stop_after: int | None,
            progress: bool, devices: int | None = None, staging: Path | None = None,
-           stop: StopSignals | None = None) -> dict[str, Any]:
+           stop: StopSignals | None = None, locks: tuple[Any, Any] = (None, None)) -> dict[str, Any]:
     """Train the run ``cfg`` on ``data`` into ``out_dir``; returns the summary written to ``metrics.json``.
 
     Raises:
@@ -181,9 +183,10 @@ def train(cfg: dict[str, Any], data: Dataset, out_dir: Path, *, resume: bool, st
         spe = min(spe, cfg["limit_batches"])
     if spe == 0:
         raise UsageError(f"--batch-size {batch} exceeds the {len(x_train)} training examples")
-    lrs = lr_table(cfg["lr"], epochs, cfg["schedule"])
+    lrs = LrSchedule(cfg["lr"], epochs, cfg["schedule"])  # lazy: no per-epoch list (any --epochs)
     test_inputs = to_inputs(x_test, data.max_value)
-    runners = _make_runners(cfg, spec, lrs, spe, devices)
+    # The evaluation batch never exceeds the evaluation set (a larger one would only allocate padding).
+    runners = _make_runners(cfg, spec, lrs, spe, devices, eval_batch_size=min(cfg["eval_batch_size"], len(x_test)))
     frameworks = [r.framework for r in runners]
 
     ckpt_root = out_dir / "checkpoints"
@@ -209,7 +212,7 @@ def train(cfg: dict[str, Any], data: Dataset, out_dir: Path, *, resume: bool, st
         # --overwrite: train in a fresh folder; the old run is moved aside after the first good checkpoint.
         out_dir = staging
         ckpt_root = out_dir / "checkpoints"
-        out_dir.mkdir(parents=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
     else:
         out_dir.mkdir(parents=True, exist_ok=True)
     if not cfg["float"]:
@@ -232,8 +235,8 @@ def train(cfg: dict[str, Any], data: Dataset, out_dir: Path, *, resume: bool, st
     if cfg["framework"] == "compare" and not cfg["float"] and "stochastic" in (cfg[m] for m in MODES):
         print("note: stochastic rounding draws different random numbers in JAX and torch: the trajectories "
               "are expected to diverge (use nearest modes for a bit-exact comparison)", flush=True)
-    if cfg["schedule"] == "paper" and (len(set(lrs)) < 3 or lrs[0] != cfg["lr"]):
-        print(f"note: with --epochs {epochs} the paper schedule is degenerate: per-epoch lr {lrs} "
+    if cfg["schedule"] == "paper" and (len(lrs.segments()) < 3 or lrs[0] != cfg["lr"]):
+        print(f"note: with --epochs {epochs} the paper schedule is degenerate: per-epoch lr {list(lrs)} "
               "(use more epochs or --schedule constant)", flush=True)
     print(format_header(), flush=True)
 
@@ -268,7 +271,7 @@ def train(cfg: dict[str, Any], data: Dataset, out_dir: Path, *, resume: bool, st
             if stop is not None and stop.signal_name:
                 bar.close()
                 raise RunInterruptedError(f"{stop.signal_name}: interrupted at epoch {epoch + 1} (step {b + 1}); "
-                                  f"{start_note(history, ckpt_root)}")
+                                  f"{start_note(history, ckpt_root, staging is not None)}")
             bar.update(1)
             bar.set_postfix(loss=f"{loss / batch:.4f}")
         bar.close()
@@ -308,14 +311,14 @@ def train(cfg: dict[str, Any], data: Dataset, out_dir: Path, *, resume: bool, st
         save_checkpoint(ckpt_root, epoch + 1, runners, state)
         _write_metrics(out_dir, cfg, spec, history, compare)
         if staging is not None and out_dir == staging:
-            aside = _aside_name(final_dir)
-            final_dir.rename(aside)
-            staging.rename(final_dir)
+            from wage_train.run_dir import swap_into_place
+
+            aside = swap_into_place(staging, final_dir, *locks)  # uninterruptible; the locks follow
             out_dir, ckpt_root = final_dir, final_dir / "checkpoints"
             print(f"note: --overwrite: the previous run was moved to {aside}", flush=True)
         if stop is not None and stop.signal_name:
             raise RunInterruptedError(f"{stop.signal_name}: interrupted after epoch {epoch + 1} (checkpoint saved); "
-                              f"{start_note(history, ckpt_root)}")
+                              f"{start_note(history, ckpt_root, staging is not None)}")
         if stop_after is not None and done_this_run >= stop_after and epoch + 1 < epochs:
             print(f"stopped after {done_this_run} epoch(s) (--stop-after); continue with --resume", flush=True)
             break
@@ -345,21 +348,12 @@ def train(cfg: dict[str, Any], data: Dataset, out_dir: Path, *, resume: bool, st
     return summary
 
 
-def start_note(history: list[dict], ckpt_root: Path) -> str:
+def start_note(history: list[dict], ckpt_root: Path, overwrite: bool = False) -> str:
     done = max((m["epoch"] for m in history), default=0)
     if not done:
         return "no epoch was completed: nothing to resume (start again with --overwrite)"
-    return f"epoch {done} is checkpointed in {ckpt_root}; continue with the same command and --resume"
-
-
-def _aside_name(path: Path) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    candidate = path.with_name(f"{path.name}.old-{stamp}")
-    n = 1
-    while candidate.exists():
-        candidate = path.with_name(f"{path.name}.old-{stamp}-{n}")
-        n += 1
-    return candidate
+    how = "--resume instead of --overwrite" if overwrite else "--resume"
+    return f"epoch {done} is checkpointed in {ckpt_root}; continue with the same command and {how}"
 
 
 def _diverged(out_dir: Path, cfg: dict[str, Any], spec: ModelSpec, history: list[dict], compare: list[dict],

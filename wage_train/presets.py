@@ -93,6 +93,8 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
         skip |= {"W_mode", "A_mode", "G_mode", "E_mode"}  # --compare defaults every mode to nearest
     if getattr(args, "float", None):
         skip |= {"lr"}  # the float baseline keeps its own lr
+    if getattr(args, "model", None) not in (None, PRESETS[name]["model"]):
+        skip |= {"widths", "vgg_hidden"}  # another --model: its own defaults, not the preset model's sizes
     for key, value in PRESETS[name].items():
         if key in skip:
             continue

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import overload
 
 from wage_spec import paper_lr, paper_lr_epochs, wage_init_limits
+from wage_spec.schedule import PAPER_LR_EPOCHS
 
-__all__ = ["SCHEDULES", "ModelSpec", "lr_table", "schedule_index"]
+__all__ = ["SCHEDULES", "LrSchedule", "ModelSpec", "lr_table", "schedule_index"]
 
 SCHEDULES = ("paper", "paper-epochs", "constant")
 
@@ -84,6 +87,53 @@ def lr_table(base_lr: float, epochs: int, schedule: str) -> list[float]:
     if schedule == "paper-epochs":
         return [float(base_lr) * paper_lr_epochs(e) / 8.0 for e in range(epochs)]
     raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+
+
+class LrSchedule(Sequence[float]):
+    """The per-epoch learning rates of :func:`lr_table`, computed on demand (no list of ``epochs`` values is
+    built, so ``--epochs 10**11`` costs nothing). ``schedule[e]`` equals ``lr_table(...)[e]`` bit for bit.
+
+    Args:
+        base_lr: the base learning rate (``--lr``).
+        epochs: the number of epochs (the length).
+        schedule: one of :data:`SCHEDULES`.
+    """
+
+    def __init__(self, base_lr: float, epochs: int, schedule: str) -> None:
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+        self.base_lr, self.epochs, self.schedule = float(base_lr), int(epochs), schedule
+
+    def __len__(self) -> int:
+        return self.epochs
+
+    @overload
+    def __getitem__(self, epoch: int) -> float: ...
+    @overload
+    def __getitem__(self, epoch: slice) -> list[float]: ...
+
+    def __getitem__(self, epoch: int | slice) -> float | list[float]:
+        if isinstance(epoch, slice):
+            return [self[e] for e in range(*epoch.indices(self.epochs))]
+        e = int(epoch) + (self.epochs if epoch < 0 else 0)
+        if not 0 <= e < self.epochs:
+            raise IndexError(f"epoch {epoch} outside 0..{self.epochs - 1}")
+        if self.schedule == "constant":
+            return self.base_lr
+        if self.schedule == "paper":
+            return self.base_lr * paper_lr(e, self.epochs) / 8.0
+        return self.base_lr * paper_lr_epochs(e) / 8.0
+
+    def segments(self) -> list[tuple[int, float]]:
+        """``[(first epoch, lr), ...]``: the epochs where the lr changes (at most three), in order."""
+        if self.schedule == "constant":
+            starts = [0]
+        elif self.schedule == "paper":
+            starts = [0, self.epochs * 2 // 3, self.epochs * 5 // 6]
+        else:
+            starts = [start for start, _ in PAPER_LR_EPOCHS]
+        starts = sorted({s for s in starts if 0 <= s < self.epochs} | {0})
+        return [(s, self[s]) for s in starts if s == 0 or self[s] != self[s - 1]]
 
 
 def schedule_index(step: int, steps_per_epoch: int, n_epochs: int) -> int:

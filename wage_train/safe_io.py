@@ -82,12 +82,37 @@ def read_bytes(path: str | Path) -> bytes:
         raise fault(path, f"cannot read ({type(e).__name__}: {e})") from None
 
 
+# Protocol-2 pickles written by Python 3 store an empty bytes object as ``__builtin__.bytes()`` (no arguments):
+# admitted as a constructor of b"" only (``bytes(n)`` with an argument would allocate n bytes, so it is refused).
+_EMPTY_BYTES_GLOBALS = frozenset({("__builtin__", "bytes"), ("builtins", "bytes")})
+
+
+def _empty_bytes(*args: Any) -> bytes:
+    if args:
+        raise pickle.UnpicklingError("bytes() with arguments is not data")
+    return b""
+
+
+def _check_pickle_lengths(path: Path, raw: bytes) -> None:
+    """Walk the opcodes without building anything: every length-prefixed argument (bytes, str, frames) must fit
+    in the file, so unpickling never allocates more than the file's size for one (a length-prefix bomb)."""
+    import pickletools
+
+    try:
+        for _ in pickletools.genops(raw):
+            pass
+    except Exception as e:  # ValueError for a length beyond the data, or any malformed stream
+        raise fault(path, f"not a pickle or truncated ({type(e).__name__}: {one_line(str(e), 80)})") from None
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, file: Any, path: Path) -> None:
         super().__init__(file, encoding="bytes")
         self._path = path
 
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _EMPTY_BYTES_GLOBALS:
+            return _empty_bytes
         if (module, name) not in ALLOWED_PICKLE_GLOBALS:
             raise fault(self._path, f"refused pickle global {module}.{name} (a data file may only hold "
                                     "dicts, lists, str, bytes, ints and numpy arrays)")
@@ -106,6 +131,7 @@ def safe_unpickle(path: str | Path, data: bytes | None = None) -> Any:
     """
     path = Path(path)
     raw = read_bytes(path) if data is None else data
+    _check_pickle_lengths(path, raw)
     try:
         return _RestrictedUnpickler(io.BytesIO(raw), path).load()
     except DataError:

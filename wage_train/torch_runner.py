@@ -62,7 +62,8 @@ class TorchRunner:
         eval_batch_size: int = 500,
     ) -> None:
         self.spec, self.config, self.quantized = spec, config, quantized
-        self.lrs, self.steps_per_epoch = list(lrs), int(steps_per_epoch)
+        self.lrs = lrs if hasattr(lrs, "segments") else list(lrs)  # a lazy LrSchedule stays lazy
+        self.steps_per_epoch = int(steps_per_epoch)
         self.eval_batch_size = eval_batch_size
         torch.manual_seed(seed)
         self.model = build_model(spec, config, quantized)

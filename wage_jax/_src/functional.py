@@ -18,6 +18,7 @@ from wage_jax._src.arrays import as_float32, is_concrete, require_finite
 from wage_jax._src.exact_shift import scale_by_pow2, shift_f32, shift_f32_ftz
 from wage_jax._src.fixed_point import _wage_fixed_point
 from wage_spec import (
+    MAX_LR,
     check_bits,
     check_clip_bits,
     check_learning_rate,
@@ -227,8 +228,13 @@ def _qg_norm(lr: float | jax.typing.ArrayLike, bits_G: int) -> jax.Array | np.fl
         raise TypeError(f"lr must be a finite number or a floating-point scalar array, got {lr.dtype}{lr.shape}")
     if is_concrete(lr):
         check_learning_rate(float(lr), "lr")
+        return qg_norm(lr, bits_G).astype(jnp.float32)
+    # Traced (an optax schedule under jit): a value outside (0, MAX_LR] cannot raise, so it makes the factor,
+    # and with it the whole update, NaN: ascent (lr < 0), no update (0) or saturation (1e30) never pass as
+    # plausible weights (docs/contract.md: under jit bad values give NaN).
+    ok = (lr > 0) & (lr <= MAX_LR)  # False for NaN too
     # Dividing by a power of two commutes with rounding, so a float32 lr gives the same factor.
-    return qg_norm(lr, bits_G).astype(jnp.float32)
+    return jnp.where(ok, qg_norm(lr, bits_G), jnp.nan).astype(jnp.float32)
 
 
 def QG(

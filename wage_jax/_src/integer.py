@@ -22,11 +22,16 @@ of at most 16 bits (``bits == -1``, or ``bits > 16``, or a scale that is not a p
 computed by the float32 path instead (the documented fallback): the integer mode never changes a
 result. ``integer_plan`` says which products run on integers.
 
-Precondition (the layer's declared contract, not checked at run time): with ``integer=True`` the
+Checks: ``bits_A``, ``bits_W``, ``bits_E`` and ``scale`` are validated eagerly as the quantizers validate them
+(a ValueError/TypeError naming the argument: 0, 1, ``True`` or 8.5 bits are refused). Every operand of a product
+that runs on integers must be finite and on its grid: eagerly a ValueError names the operand, under ``jit``
+the product is all NaN (never a wrong integer: NaN would become -0.25, 2.0 on an 8-bit grid 0.496).
+
+Precondition (the layer's declared contract, checked as above): with ``integer=True`` the
 layer's input comes from a ``WAGEQuantizer`` with ``bits_A`` (the layer's ``bits_A``) and the error
 entering its backward from a ``WAGEQuantizer``'s backward with ``bits_E`` (the layer's ``bits_E``),
-through at most ReLU, max-pooling and reshapes. ``wage_jax.models`` builds every layer this way. An
-off-grid operand would be truncated to an integer; ``on_grid`` checks an array.
+through at most ReLU, max-pooling and reshapes. ``wage_jax.models`` builds every layer this way;
+``on_grid`` checks an array.
 
 References:
     Wu, Li, Chen, Shi. Training and Inference with Integers in Deep Neural Networks. ICLR 2018.
@@ -45,7 +50,7 @@ import numpy as np
 from jax import lax
 
 from wage_jax._src.conv_lowering import check_lowering, conv_patches, explicit_pads, patches, patches_transpose
-from wage_spec import FULL_PRECISION
+from wage_spec import FULL_PRECISION, check_bits, check_scale
 
 __all__ = ["exact_in_float32", "integer_conv", "integer_dense", "integer_plan", "on_grid"]
 
@@ -100,6 +105,36 @@ def on_grid(x: jax.Array, bits: int, scale: float = 1.0) -> jax.Array:
         raise ValueError(f"bits={bits}, scale={scale} has no integer grid of at most 16 bits")
     k = jnp.asarray(x, jnp.float32) * np.float32(1.0 / g.unit)
     return jnp.all((k == jnp.round(k)) & (jnp.abs(k) <= g.kmax))
+
+
+def _validate(bits_A: object, bits_W: object, bits_E: object, scale: object) -> tuple[int, int, int, float]:
+    """The arguments checked as the quantizers check them: ``bits_W`` an int in [2, 24], ``bits_A``/``bits_E``
+    also -1 (full precision), ``scale`` a positive finite number (TypeError/ValueError naming the argument)."""
+    return (check_bits(bits_A, "bits_A", allow_full_precision=True), check_bits(bits_W, "bits_W"),
+            check_bits(bits_E, "bits_E", allow_full_precision=True), check_scale(scale, "scale"))
+
+
+def _fits(x: jax.Array, g: _Grid) -> jax.Array:
+    """Whether every element of ``x`` is finite and on grid ``g`` (a boolean scalar; NaN and Inf are not)."""
+    k = x * np.float32(1.0 / g.unit)
+    return jnp.all(jnp.isfinite(k) & (k == jnp.round(k)) & (jnp.abs(k) <= g.kmax))
+
+
+def _checked(y: jax.Array, pairs: Sequence[tuple[jax.Array, _Grid, str]]) -> jax.Array:
+    """``y`` when every operand lies on its grid; eagerly a ValueError naming the first that does not, under
+    ``jit`` an all-NaN ``y`` (an off-grid operand would be truncated to a wrong integer, NaN become -0.25).
+    Operands on the float32 path (no grid) are not checked: that path computes them as they are."""
+    ok = None
+    for a, g, name in pairs:
+        if g.dtype is None:
+            continue
+        fits = _fits(a, g)
+        if not isinstance(fits, jax.core.Tracer) and not bool(fits):  # a value now (eager): raise
+            bad = "NaN or Inf" if not bool(jnp.isfinite(a).all()) else "values off its integer grid"
+            raise ValueError(f"{name} holds {bad} (multiples of {g.unit:g} up to {g.kmax * g.unit:g} in "
+                             "magnitude): the integer path needs WAGE-quantized operands")
+        ok = fits if ok is None else ok & fits
+    return y if ok is None else jnp.where(ok, y, jnp.float32(jnp.nan))
 
 
 def _to_int(x: jax.Array, g: _Grid, other: _Grid) -> jax.Array:
@@ -176,7 +211,10 @@ def _int_dense(x, w, plan: _Plan):
 
 
 def _int_dense_fwd(x, w, plan: _Plan):
-    y = _int_dot(x, plan.x, w, plan.w, ((x.ndim - 1,), (0,))) if plan.forward else _dense_float(x, w)
+    if plan.forward:
+        y = _checked(_int_dot(x, plan.x, w, plan.w, ((x.ndim - 1,), (0,))), [(x, plan.x, "x"), (w, plan.w, "w")])
+    else:
+        y = _dense_float(x, w)
     return y, (x, w)
 
 
@@ -185,10 +223,13 @@ def _int_dense_bwd(plan: _Plan, res, g):
     float_grads = None
     if not (plan.input_grad and plan.kernel_grad):
         float_grads = jax.vjp(_dense_float, x, w)[1](g)
-    dx = _int_dot(g, plan.e, w, plan.w, ((g.ndim - 1,), (1,))) if plan.input_grad else float_grads[0]
+    if plan.input_grad:
+        dx = _checked(_int_dot(g, plan.e, w, plan.w, ((g.ndim - 1,), (1,))), [(g, plan.e, "the error")])
+    else:
+        dx = float_grads[0]
     if plan.kernel_grad:
         batch = tuple(range(x.ndim - 1))
-        dw = _int_dot(x, plan.x, g, plan.e, (batch, batch))
+        dw = _checked(_int_dot(x, plan.x, g, plan.e, (batch, batch)), [(g, plan.e, "the error")])
     else:
         dw = float_grads[1]
     return dx, dw
@@ -211,6 +252,7 @@ def integer_dense(x: jax.Array, w: jax.Array, bits_A: int, bits_W: int, bits_E: 
         ``(..., out)`` float32, bit-identical to ``x @ w`` at ``Precision.HIGHEST`` (see the module
         docstring for the precondition and the static exactness fallback).
     """
+    bits_A, bits_W, bits_E, scale = _validate(bits_A, bits_W, bits_E, scale)
     plan = _plan(bits_A, bits_W, bits_E, scale, _dense_terms(x.shape, w.shape))
     return _int_dense(x, w, plan)
 
@@ -258,7 +300,7 @@ def _int_conv_fwd(x, w, strides, pads, plan: _Plan, lowering: str):
         else:
             s = lax.conv_general_dilated(xi, wi, strides, pads, dimension_numbers=_DN,
                                          preferred_element_type=_sum_dtype(lowering))
-        y = _rescale(s, plan.x, plan.w)
+        y = _checked(_rescale(s, plan.x, plan.w), [(x, plan.x, "x"), (w, plan.w, "w")])
     else:
         y = _conv_float(x, w, strides, pads, lowering)
     return y, (x, w)
@@ -344,12 +386,14 @@ def _int_conv_bwd(strides, pads, plan: _Plan, lowering: str, res, g):
         float_grads = jax.vjp(lambda a, b: _conv_float(a, b, strides, pads, lowering), x, w)[1](g)
     if plan.input_grad:
         gi, wi = _to_int(g, plan.e, plan.w), _to_int(w, plan.w, plan.e)
-        dx = _rescale(_conv_transpose_lhs(gi, wi, x.shape[1:3], strides, pads, lowering), plan.e, plan.w)
+        dx = _checked(_rescale(_conv_transpose_lhs(gi, wi, x.shape[1:3], strides, pads, lowering), plan.e, plan.w),
+                      [(g, plan.e, "the error")])
     else:
         dx = float_grads[0]
     if plan.kernel_grad:
         gi, xi = _to_int(g, plan.e, plan.x), _to_int(x, plan.x, plan.e)
-        dw = _rescale(_conv_transpose_rhs(gi, xi, w.shape[:2], strides, pads, lowering), plan.x, plan.e)
+        dw = _checked(_rescale(_conv_transpose_rhs(gi, xi, w.shape[:2], strides, pads, lowering), plan.x, plan.e),
+                      [(g, plan.e, "the error")])
     else:
         dw = float_grads[1]
     return dx, dw
@@ -372,6 +416,7 @@ def integer_conv(
     Returns:
         NHWC float32, bit-identical to ``lax.conv_general_dilated`` at ``Precision.HIGHEST``.
     """
+    bits_A, bits_W, bits_E, scale = _validate(bits_A, bits_W, bits_E, scale)
     lowering = check_lowering(lowering, integer=True)
     strides = tuple(int(s) for s in strides)
     pads = explicit_pads(padding, x.shape, w.shape, strides)

@@ -28,6 +28,7 @@ same range after rounding, and so are the next steps.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -129,6 +130,20 @@ def _clipped_update(w: jax.Array, u: jax.Array, bound: np.float32) -> jax.Array:
     return jnp.where(above, bound - w, jnp.where(below, -bound - w, u))
 
 
+def _warn_if_unclipped(params: Any, bound: np.float32) -> None:
+    """Warn, at ``init`` on concrete parameters, when some lie outside ``[-bound, bound]``: ``clip_params`` was
+    forgotten, and the first updates would not be the reference's (under ``jit`` nothing can be checked)."""
+    leaves = jax.tree_util.tree_leaves(params)
+    if not leaves or any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+        return
+    outside = sum(int(np.count_nonzero(np.abs(np.asarray(leaf, np.float32)) > bound)) for leaf in leaves
+                  if jnp.issubdtype(jnp.result_type(leaf), jnp.floating))
+    if outside:
+        warnings.warn(f"wage_sgd/keep_params_clipped: {outside} parameter element(s) lie outside C's range "
+                      f"[-{bound}, {bound}]: call clip_params(params, bits_W) before tx.init and training",
+                      UserWarning, stacklevel=3)
+
+
 def keep_params_clipped(bits_W: int) -> optax.GradientTransformation:
     """Modify updates so that ``optax.apply_updates`` keeps every parameter in ``C``'s range.
 
@@ -162,7 +177,7 @@ def keep_params_clipped(bits_W: int) -> optax.GradientTransformation:
     bound = np.float32(1.0 - clip_delta(bits_W))
 
     def init_fn(params: Any) -> optax.EmptyState:
-        del params
+        _warn_if_unclipped(params, bound)
         return optax.EmptyState()
 
     def update_fn(updates: Any, state: optax.EmptyState, params: Any = None) -> tuple[Any, optax.EmptyState]:

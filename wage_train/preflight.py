@@ -1,0 +1,121 @@
+"""Checks and answers that come before a ``wage-train`` run trains: the data against the model's input
+requirements, the devices, the torch backend and torch itself (before any output directory is created), and
+``--print-config``. Each failure is one line naming the option or the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, NoReturn
+
+from wage_train.config import UsageError
+from wage_train.data import Dataset
+from wage_train.safe_io import DataError
+
+__all__ = [
+    "LENET5_MIN_SIDE",
+    "check_data",
+    "check_devices",
+    "check_torch_backend",
+    "eval_batch_size",
+    "print_config",
+    "require_torch",
+]
+
+# LeNet-5: two 5x5 VALID convolutions, each followed by a 2x2 pooling: side -> ((side - 4) // 2 - 4) // 2 must
+# be >= 1, so side >= 16 (the paper's 28x28 gives 4x4).
+LENET5_MIN_SIDE = 16
+
+
+def _where(cfg: dict[str, Any]) -> str:
+    return f"--data-dir {cfg['data_dir']}" if cfg.get("data_dir") else f"--dataset {cfg['dataset']}"
+
+
+def check_data(cfg: dict[str, Any], data: Dataset) -> None:
+    """:class:`DataError` / :class:`UsageError` unless ``data`` can train ``cfg``'s model.
+
+    Non-empty training and evaluation splits, no zero image dimension, the evaluation images shaped as the
+    training images, and the model's needs: LeNet-5 square images of at least 16x16 (the paper's 28x28), VGG7
+    any non-empty image (padded to a square multiple of 8).
+    """
+    where = _where(cfg)
+    split = data.eval_split
+    if len(data.x_train) == 0:
+        raise DataError(f"{where}: the training split has 0 images")
+    if len(data.x_test) == 0:
+        raise DataError(f"{where}: the {split} split has 0 images")
+    shape = tuple(data.x_train.shape[1:])
+    if len(shape) != 3 or 0 in shape:
+        raise DataError(f"{where}: images of shape {shape} (H, W, C) have a zero dimension")
+    if tuple(data.x_test.shape[1:]) != shape:
+        raise DataError(f"{where}: {split} images are {tuple(data.x_test.shape[1:])} but training images are "
+                        f"{shape}; both splits must have one image shape")
+    h, w, _ = shape
+    if cfg["model"] == "lenet5" and (h != w or h < LENET5_MIN_SIDE):
+        preset = f" (--preset {cfg['preset']})" if cfg.get("preset") else ""
+        raise UsageError(f"--model lenet5{preset} needs square images of at least {LENET5_MIN_SIDE}x"
+                         f"{LENET5_MIN_SIDE} (the paper's are 28x28), but {cfg['dataset']} images are {h}x{w}; "
+                         "use --model mlp or vgg7")
+
+
+def eval_batch_size(cfg: dict[str, Any], data: Dataset) -> int:
+    """``--eval-batch-size`` capped at the evaluation set's size (a larger batch would only be padding)."""
+    return max(1, min(int(cfg["eval_batch_size"]), len(data.x_test)))
+
+
+def check_devices(cfg: dict[str, Any], devices: int | None) -> None:
+    """:class:`UsageError` when ``--devices`` asks for more JAX devices than this process has."""
+    if devices is None or cfg["framework"] == "torch":
+        return
+    import jax
+
+    have = jax.local_device_count()
+    if devices > have:
+        kind = jax.local_devices()[0].platform
+        raise UsageError(f"--devices {devices}: this process has {have} JAX device(s) ({kind}); give at most "
+                         f"{have} (on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N makes N)")
+
+
+def check_torch_backend(cfg: dict[str, Any]) -> None:
+    """:class:`UsageError` when a torch run would read a bad ``WAGE_TORCH_BACKEND``."""
+    if cfg["framework"] not in ("torch", "compare"):
+        return
+    from_env = os.environ.get("WAGE_TORCH_BACKEND")
+    if from_env and from_env not in ("qtorch", "torch"):
+        raise UsageError(f"the environment variable WAGE_TORCH_BACKEND={from_env!r} must be 'qtorch' or 'torch' "
+                         "(or unset: qtorch)")
+
+
+def require_torch(framework: str) -> None:
+    """Import torch now, or raise :class:`UsageError` in one line saying how to install it.
+
+    Args:
+        framework: the run's ``framework`` (``"torch"`` or ``"compare"``), named in the message.
+
+    Raises:
+        UsageError: torch cannot be imported (not installed, or broken: the import's own first line is quoted).
+    """
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:  # also a torch whose own import fails (a missing shared library)
+        option = "--compare" if framework == "compare" else f"--framework {framework}"
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise UsageError(
+            f"{option} needs torch, which cannot be imported ({reason}): install the torch extra, "
+            "pip install \".[torch]\" from a clone (install your torch build first), or train with --framework jax"
+        ) from None
+
+
+def print_config(cfg: dict[str, Any]) -> NoReturn:
+    """Print ``cfg`` (the resolved configuration, preset and defaults applied) as JSON, one key a line; exit 0.
+
+    ``lr`` is ``null`` for ``--float`` without ``--lr``: its default depends on the data's image size, known only
+    once the data is read.
+    """
+    # One key per line, each value on its line (lists stay readable: "bits": [2, 8, 8, 8]); valid JSON.
+    rows = [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in cfg.items()]
+    sys.stdout.write("{\n" + ",\n".join(rows) + "\n}\n")
+    sys.stdout.flush()
+    raise SystemExit(0)
