@@ -57,38 +57,38 @@ class WAGEQuantizer(nn.Module):
         return wage_quantize(x, self.bits_A, self.bits_E, self.A_mode, self.E_mode, key=key)
 
 
-class WAGEDotGeneral(nn.Module):
+class _WAGEHook(nn.Module):
+    """The fields of the linen hooks: ``wage_dot_general``'s / ``wage_conv_general_dilated``'s arguments."""
+
+    bits_W: int
+    factor: float = 2.0
+    W_mode: str = "nearest"
+    integer: bool = False
+    bits_A: int = FULL_PRECISION
+    bits_E: int = FULL_PRECISION
+
+    def _options(self) -> dict:
+        return {"integer": self.integer, "bits_A": self.bits_A, "bits_E": self.bits_E}
+
+
+class WAGEDotGeneral(_WAGEHook):
     """``nn.Dense(dot_general_cls=functools.partial(WAGEDotGeneral, bits_W, ...))``: ``wage_dot_general``
     drawing the stochastic ``W_mode``'s key from the ``"wage"`` stream. Fields as ``wage_dot_general``'s."""
 
-    bits_W: int
-    factor: float = 2.0
-    W_mode: str = "nearest"
-    integer: bool = False
-    bits_A: int = FULL_PRECISION
-    bits_E: int = FULL_PRECISION
-
     def __call__(self, lhs: ArrayLike, rhs: jax.Array, dimension_numbers: Any, **kwargs: Any) -> jax.Array:
-        fn = wage_dot_general(self.bits_W, self.factor, self.W_mode, integer=self.integer, bits_A=self.bits_A,
-                              bits_E=self.bits_E)
+        fn = wage_dot_general(self.bits_W, self.factor, self.W_mode, **self._options())
         return fn(lhs, rhs, dimension_numbers, key=_w_key(self), **kwargs)
 
 
-class WAGEConvGeneralDilated(nn.Module):
+class WAGEConvGeneralDilated(_WAGEHook):
     """``nn.Conv(conv_general_dilated_cls=functools.partial(WAGEConvGeneralDilated, bits_W, ...))``:
     ``wage_conv_general_dilated`` drawing the stochastic ``W_mode``'s key from the ``"wage"`` stream."""
 
-    bits_W: int
-    factor: float = 2.0
-    W_mode: str = "nearest"
-    integer: bool = False
-    bits_A: int = FULL_PRECISION
-    bits_E: int = FULL_PRECISION
     lowering: str = "conv"
 
     def __call__(self, lhs: ArrayLike, rhs: jax.Array, *args: Any, **kwargs: Any) -> jax.Array:
-        fn = wage_conv_general_dilated(self.bits_W, self.factor, self.W_mode, integer=self.integer,
-                                       bits_A=self.bits_A, bits_E=self.bits_E, lowering=self.lowering)
+        fn = wage_conv_general_dilated(self.bits_W, self.factor, self.W_mode, **self._options(),
+                                       lowering=self.lowering)
         return fn(lhs, rhs, *args, key=_w_key(self), **kwargs)
 
 
