@@ -63,8 +63,9 @@ class TwoConvs(nn.Module):
 def test_trajectories_are_bit_identical_for_every_lowering_with_a_float_fallback():
     """Every (integer, lowering) against today's float convolution, 4 steps, every mode nearest (a lowering is
     the same code in any rounding mode; the paper's modes and models are compared on a GPU by
-    ``python -m benchmarks``); five compilations of a model as small as the MLP; with a batch of 8, conv0's kernel gradient (8 * 12 * 12 terms) exceeds the integer plan and takes the float path,
-    lowered as the layer says."""
+    ``python -m benchmarks``); five compilations of a model as small as the MLP. With a batch of 8, conv0's
+    kernel gradient (8 * 12 * 12 terms) exceeds the integer plan and takes the float path, lowered as the layer
+    says."""
     xs, ys = _data((8, 16, 16, 1), 2)
     plan = integer_plan("conv", (8, 16, 16, 1), (5, 5, 1, 3), 8, 2, 8, 1.0, padding="VALID")
     assert plan == {"forward": True, "input_grad": True, "kernel_grad": False}
