@@ -49,7 +49,7 @@ def _plan(smoke: bool, platform: str) -> dict[str, Any]:
     if smoke:
         return dict(
             smoke=True, mlp=ModelSpec("mlp", (8, 8), (("hidden", (16,)),)),
-            conv=ModelSpec("lenet5", (16, 16, 1), (("widths", (2, 4)), ("hidden", 8))),
+            conv=ModelSpec("lenet5", (16, 16, 1), (("widths", (1, 2)), ("hidden", 4))),
             # all-nearest WAGE and one lowering: each WAGE compilation costs seconds on a small CPU
             parity_workers=2, parity_limit_s=20, traj_steps=2, mlp_traj=[],
             conv_traj=["wage nearest", "wage nearest patches"], mlp_batches=[8], conv_batch=4,
@@ -280,12 +280,16 @@ PHASES = [
 # ---- the run and its report -------------------------------------------------------------------------------------
 
 
+def _runs(phase: Phase, ctx: Ctx) -> bool:
+    return (not ctx.args.only or phase.name in ctx.args.only) and (ctx.device_phases or not phase.device_only)
+
+
 def _target_class(ctx: Ctx) -> bool:
     return not ctx.args.smoke and ctx.device.platform == "gpu" and any(
         k in ctx.device.device_kind for k in TARGET_CLASS)
 
 
-def planned_compiles(plan: dict[str, Any], device_phases: bool, same_device: bool) -> int:
+def planned_compiles(plan: dict[str, Any], phases: set[str], same_device: bool) -> int:
     """The executables the plan builds, counted from it: each corpus case on the device and on the host; per
     model, one host reference per rounding configuration and each trajectory variant (on a CPU-only run the
     variants that are the reference's own program reuse it); each speed variant not already built; per size,
@@ -297,17 +301,17 @@ def planned_compiles(plan: dict[str, Any], device_phases: bool, same_device: boo
     from benchmarks.steps import VARIANTS
 
     ops = len(SMOKE_OPS) if plan["smoke"] else len(OPS)
-    n = (ops + 1) * len(plan["quant_sizes"]) + 2 + 5
+    n = ((ops + 1) * len(plan["quant_sizes"]) + 2 if "quantizers" in phases else 0) + 5 * ("parallel" in phases)
+    n += 2 * len(select_cases(plan["smoke"])) if "parity" in phases else 0
     built = set()
-    if device_phases:
-        n += 2 * len(select_cases(plan["smoke"]))
+    if "trajectories" in phases:
         for m in ("mlp", "conv"):
             names = plan[f"{m}_traj"]
             n += 2 * len({VARIANTS[v].nearest for v in names})  # the reference and its initial state
             reused = [v for v in names if same_device and not VARIANTS[v].integer and VARIANTS[v].lowering == "conv"]
             n += 2 * len(names) - len(reused)
             built |= {(m, v) for v in names}
-    for m, batches in (("mlp", plan["mlp_batches"]), ("conv", [plan["conv_batch"]])):
+    for m, batches in (("mlp", plan["mlp_batches"]), ("conv", [plan["conv_batch"]])) if "steps" in phases else ():
         n += 2 * sum(1 for b in batches for v in plan[f"{m}_speed"] if (m, v) not in built or b != batches[0])
     return n
 
@@ -399,7 +403,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         "command": "python -m benchmarks " + " ".join(argv), "smoke": args.smoke, "platform": device.platform,
         "platform statement": statement, "budget s": args.budget_s,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "planned compiles": planned_compiles(plan, ctx.device_phases, device == host)},
+        "planned compiles": planned_compiles(plan, {p.name for p in PHASES if _runs(p, ctx)}, device == host)},
         "environment": environment(device), "phases": {}, "notes": []}
     ctx.result = result["phases"]
     failed = []
@@ -413,7 +417,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             (args.out / "benchmarks.md").write_text(markdown(result))
 
     for phase in PHASES:
-        if (args.only and phase.name not in args.only) or (phase.device_only and not ctx.device_phases):
+        if not _runs(phase, ctx):
             continue
         if not budget.allows(phase.estimate_s / (10 if args.smoke else 1), f"phase {phase.name}"):
             continue
