@@ -125,12 +125,13 @@ class Runner:
         self.spec, self.variant, self.device, self.batch = spec, v, device, data[0][0].shape[0]
         model = spec.build(v)
         cfg = v.config
-        tx = wage_sgd(cfg.bits_W, cfg.bits_G, LR_WAGE, mode=cfg.G_mode,
-                      key=jax.random.key(_SEED_G) if cfg.G_mode == "stochastic" else None) if v.quantized \
-            else optax.sgd(LR_FLOAT)
-        step = make_train_step(
-            lambda p, x, k: model.apply({"params": p}, x, rngs=None if k is None else {"wage": k}), tx, jit=False)
-        with jax.default_device(device):
+        with jax.default_device(device):  # wage_sgd's key lives on the device that runs the step
+            tx = wage_sgd(cfg.bits_W, cfg.bits_G, LR_WAGE, mode=cfg.G_mode,
+                          key=jax.random.key(_SEED_G) if cfg.G_mode == "stochastic" else None) if v.quantized \
+                else optax.sgd(LR_FLOAT)
+            step = make_train_step(
+                lambda p, x, k: model.apply({"params": p}, x, rngs=None if k is None else {"wage": k}), tx,
+                jit=False)
             # one compilation for the initial state (eager clipping would compile each operation per shape)
             self.params, self.opt_state = jax.jit(lambda p: (lambda q: (q, tx.init(q)))(
                 clip_params(p, cfg.bits_W) if v.quantized else p))(jax.device_put(params, device))

@@ -116,6 +116,9 @@ def phase_trajectories(ctx: Ctx) -> dict[str, Any]:
         runs += trajectories(spec, ctx.plan[f"{key}_traj"], batch, ctx.plan["traj_steps"], ctx.device, ctx.host,
                              ctx.budget, ctx.plan["compile_est_s"], kept)
         ctx.runners.update({(spec.name, name, batch): r for name, r in kept.items()})
+    for r in runs:  # a variant the device cannot compile is not compiled again for the speed rows
+        if "error" in r:
+            ctx.runners[(r["model"].split()[0], r["variant"], r["batch"])] = r["error"]
     rows = [row(f"trajectory {r['model'].split()[0]} {r['variant']} b{r['batch']}, {r['steps']} steps",
                 r.get("differ total"), "differing elements", target="figure == 0",
                 note=r.get("error") or (f"first at step {r['first differing step']}" if r["differ total"] else ""))
@@ -138,7 +141,7 @@ def phase_steps(ctx: Ctx) -> dict[str, Any]:
 
     plan, rows, exact = ctx.plan, [], {}
     for r in ctx.result.get("trajectories", {}).get("runs", []):
-        exact[r["variant"]] = exact.get(r["variant"], True) and r.get("differ total") == 0
+        exact[(r["model"].split()[0], r["variant"])] = r.get("differ total") == 0
     for key, batch_list in (("mlp", plan["mlp_batches"]), ("conv", [plan["conv_batch"]])):
         spec, targets = plan[key], plan[f"{key}_targets"]
         for batch in batch_list:
@@ -146,8 +149,11 @@ def phase_steps(ctx: Ctx) -> dict[str, Any]:
             if not plan[f"{key}_speed"]:
                 continue
             for name in plan[f"{key}_speed"]:
-                if (spec.name, name, batch) in ctx.runners:
-                    runners[name] = ctx.runners[(spec.name, name, batch)]
+                built = ctx.runners.get((spec.name, name, batch))
+                if isinstance(built, str):
+                    failed[name] = built
+                elif built is not None:
+                    runners[name] = built
                 elif ctx.budget.allows(plan["compile_est_s"], f"step {spec.name} {name} b{batch}"):
                     try:
                         runners[name] = make_runner(spec, VARIANTS[name], batch, ctx.device)
@@ -170,20 +176,21 @@ def phase_steps(ctx: Ctx) -> dict[str, Any]:
                 note = (f"{batch / s[name]:,.0f} img/s; compile {r.compile_s:.1f} s; XLA temp "
                         f"{fmt(r.memory.get('temp'), '{:.1f}')} MB; TFLOP/s {fmt(r.flops and r.flops / s[name] / 1e12)}"
                         + (f"; products int/f32/conv {p['integer']}/{p['float32']}/{p['convolutions']}" if p else "")
-                        + (f"; exact: {exact[name]}" if name in exact else ""))
+                        + (f"; exact: {exact[(spec.name, name)]}" if (spec.name, name) in exact else ""))
                 rows.append(row(f"{spec.name} b{batch} {name}", ms, "ms/step", ratio=base and s[name] / base,
                                 target=None if bound is None or base is None else f"ratio <= {bound}", note=note))
                 log(f"  {spec.name} b{batch} {name}: {ms:.3f} ms/step")
                 if name == "wage" and key == "conv" and _target_class(ctx):
                     rows.append(row(f"{spec.name} b{batch} wage images/s", batch / s[name], "images/s",
                                     target=f"figure >= {TARGET_IMAGES_PER_S:g}"))
-            lowered = {n: s[n] for n in s if n in exact}
+            lowered = {n: s[n] for n in s if (spec.name, n) in exact and key == "conv"}
             if lowered:
-                good = [n for n in lowered if exact[n]]
+                good = [n for n in lowered if exact[(spec.name, n)]]
                 best = min(good, key=lowered.get) if good else None
                 rows.append(row(f"{spec.name} b{batch}: fastest exact lowering", best and lowered[best] * 1e3,
                                 "ms/step", note=f"{best}; exact: {', '.join(good) or 'none'}; not exact: "
-                                f"{', '.join(n for n in lowered if not exact[n]) or 'none'}"))
+                                f"{', '.join(n for n in lowered if not exact[(spec.name, n)]) or 'none'}"
+                                + (f"; does not compile: {', '.join(failed)}" if failed else "")))
             if plan["torch"] and ctx.budget.allows(30, f"torch {spec.name} b{batch}"):
                 try:
                     t = torch_step_s(spec.name, batch, 3, 2 if key == "conv" else 10)
@@ -241,7 +248,7 @@ def phase_profile(ctx: Ctx) -> dict[str, Any]:
 
     runner = ctx.runners.get((ctx.plan["conv"].name, "wage nearest" if ctx.args.smoke else "wage",
                               ctx.plan["conv_batch"]))
-    if runner is None or ctx.args.out is None:
+    if not hasattr(runner, "run") or ctx.args.out is None:
         return {"skipped": "no --out, or no compiled VGG7 WAGE step"}
     trace = ctx.args.out / "trace"
     shutil.rmtree(trace, ignore_errors=True)

@@ -190,3 +190,47 @@ def test_budget_records_what_it_skips():
     b = Budget(1.0)
     assert b.allows(0.5, "x") and not b.allows(5.0, "y")
     assert b.skipped == ["y (needs ~5 s, 1 s left)"]
+
+
+def test_a_lowering_the_device_cannot_compile_is_reported_once_and_the_fastest_exact_one_named(monkeypatch):
+    """The GPU path of the steps phase without a GPU: the trajectories left compiled runners (and one error,
+    as XLA:GPU gives for int8 x int8 -> int32 convolutions); the speed rows reuse them, compile nothing, and
+    name the fastest lowering whose trajectory was exact."""
+    import argparse
+
+    from benchmarks import steps, suite
+
+    class Fake:  # a compiled step that takes a fixed time
+        compile_s, memory, flops, stablehlo = 1.0, {"temp": 1.0}, None, ""
+
+        def __init__(self, s):
+            self.s = s
+
+        def run(self, n):
+            return self.s
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr(steps, "make_runner", refuse)
+    spec = steps.ModelSpec("vgg7", (32, 32, 3))
+    plan = {"mlp": steps.ModelSpec("mlp", (28, 28)), "conv": spec, "mlp_batches": [], "mlp_speed": [],
+            "mlp_targets": {}, "conv_batch": 128, "conv_targets": {("wage", None): 1.05}, "rounds": 1, "steps_per_round": 1,
+            "compile_est_s": 1, "torch": False,
+            "conv_speed": ["wage", "wage patches", "wage int conv", "wage int int8_f32", "float"]}
+    runs = [{"model": "vgg7 32x32x3", "variant": v, "batch": 128, "differ total": d}
+            for v, d in (("wage", 7), ("wage patches", 0), ("wage int int8_f32", 0))]
+    runners = {("vgg7", v, 128): Fake(s) for v, s in
+               (("wage", 0.010), ("wage patches", 0.012), ("wage int int8_f32", 0.011), ("float", 0.0100))}
+    runners[("vgg7", "wage int conv", 128)] = "does not compile: XlaRuntimeError: UNIMPLEMENTED: ..."
+    ctx = suite.Ctx(argparse.Namespace(smoke=False), _cpu(), _cpu(), plan, Budget(60), {"trajectories": {
+        "runs": runs}}, runners)
+    rows = {r["name"]: r for r in suite.phase_steps(ctx)["rows"]}
+    assert rows["vgg7 b128 wage int conv"]["figure"] is None
+    assert rows["vgg7 b128 wage int conv"]["note"].startswith("does not compile: XlaRuntimeError")
+    assert rows["vgg7 b128 wage"]["ratio"] == pytest.approx(1.0) and rows["vgg7 b128 wage"]["passed"] is True
+    assert "exact: False" in rows["vgg7 b128 wage"]["note"]
+    best = rows["vgg7 b128: fastest exact lowering"]
+    assert best["figure"] == pytest.approx(11.0)
+    assert best["note"] == ("wage int int8_f32; exact: wage patches, wage int int8_f32; not exact: wage; "
+                            "does not compile: wage int conv")
