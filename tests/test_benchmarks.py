@@ -215,8 +215,8 @@ def test_a_lowering_the_device_cannot_compile_is_reported_once_and_the_fastest_e
     monkeypatch.setattr(steps, "make_runner", refuse)
     spec = steps.ModelSpec("vgg7", (32, 32, 3))
     plan = {"mlp": steps.ModelSpec("mlp", (28, 28)), "conv": spec, "mlp_batches": [], "mlp_speed": [],
-            "mlp_targets": {}, "conv_batch": 128, "conv_targets": {("wage", None): 1.05}, "rounds": 1, "steps_per_round": 1,
-            "compile_est_s": 1, "torch": False,
+            "mlp_targets": {}, "conv_batch": 128, "conv_targets": {("wage", None): 1.05}, "rounds": 1,
+            "steps_per_round": 1, "compile_est_s": 1, "torch": False,
             "conv_speed": ["wage", "wage patches", "wage int conv", "wage int int8_f32", "float"]}
     runs = [{"model": "vgg7 32x32x3", "variant": v, "batch": 128, "differ total": d}
             for v, d in (("wage", 7), ("wage patches", 0), ("wage int int8_f32", 0))]
