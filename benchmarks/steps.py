@@ -252,11 +252,16 @@ def trajectories(spec: ModelSpec, names: list[str], batch: int, steps: int, devi
     return rows
 
 
-def time_interleaved(runners: dict[str, Runner], rounds: int, steps_per_round: int) -> dict[str, float]:
+def time_interleaved(runners: dict[str, Runner], rounds: int, steps_per_round: int,
+                     budget: Budget | None = None) -> dict[str, float]:
     """Median seconds per step of each runner, timed in turn ``steps_per_round`` steps at a time (so every
-    variant sees the same clocks and the same other processes), after one warm-up round."""
-    for r in runners.values():
-        r.run(1)
+    variant sees the same clocks and the same other processes), after one warm-up step each; with a
+    ``budget``, as many rounds (at least one) as the warm-up's step times say fit in it."""
+    one = sum(r.run(1) for r in runners.values())
+    if budget is not None and one * steps_per_round * rounds > budget.remaining():
+        fit = max(1, int(budget.remaining() / max(one * steps_per_round, 1e-9)))
+        budget.skipped.append(f"{rounds - fit} of {rounds} timing rounds of {', '.join(runners)}")
+        rounds = fit
     times: dict[str, list[float]] = {n: [] for n in runners}
     for _ in range(rounds):
         for n, r in runners.items():

@@ -159,10 +159,9 @@ def phase_steps(ctx: Ctx) -> dict[str, Any]:
                         runners[name] = make_runner(spec, VARIANTS[name], batch, ctx.device)
                     except Exception as exc:  # noqa: BLE001 - e.g. integer convolutions XLA:GPU cannot compile
                         failed[name] = f"does not compile: {type(exc).__name__}: {str(exc).strip()[:200]}"
-            est = plan["rounds"] * plan["steps_per_round"] * max([0.01] + [r.compile_s / 20 for r in runners.values()])
-            if not runners or not ctx.budget.allows(est, f"timing {spec.name} b{batch}"):
+            if not runners or not ctx.budget.allows(1, f"timing {spec.name} b{batch}"):
                 continue
-            s = time_interleaved(runners, plan["rounds"], plan["steps_per_round"])
+            s = time_interleaved(runners, plan["rounds"], plan["steps_per_round"], ctx.budget)
             base = s.get("float")
             for name in plan[f"{key}_speed"]:
                 if name in failed:
