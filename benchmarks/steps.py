@@ -210,7 +210,8 @@ def trajectories(spec: ModelSpec, names: list[str], batch: int, steps: int, devi
     the same rounding modes (all lowerings of the paper's modes) is compared with it, since on the CPU every
     lowering gives the same bits. One init, the same batches, the same raw key bits on both. Per variant:
     accumulator elements and logits whose bits differ, per step. A variant that does not compile on the
-    device is reported with its error. The device runners go to ``keep`` (timed later without recompiling).
+    device is reported with its error. A variant starts only if ``compile_est_s``, raised to the slowest
+    compilation so far, fits in the budget. The device runners go to ``keep`` (timed later without recompiling).
     """
     rows: list[dict[str, Any]] = []
     refs: dict[bool, list] = {}
@@ -244,6 +245,7 @@ def trajectories(spec: ModelSpec, names: list[str], batch: int, steps: int, devi
             acc.append(tree_differing_elements(p, params_ref))
             logits.append(differing_elements(lg, logits_ref))
         keep[name] = runner
+        compile_est_s = max(compile_est_s, runner.compile_s)  # the next variant is checked against this one's cost
         first = next((i for i, (a, b) in enumerate(zip(acc, logits, strict=True)) if a or b), None)
         rows.append({**out, "accumulators differ per step": acc, "logits differ per step": logits,
                      "differ total": sum(acc) + sum(logits), "first differing step": first,

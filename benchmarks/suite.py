@@ -144,6 +144,7 @@ def phase_steps(ctx: Ctx) -> dict[str, Any]:
         exact[(r["model"].split()[0], r["variant"])] = r.get("differ total") == 0
     for key, batch_list in (("mlp", plan["mlp_batches"]), ("conv", [plan["conv_batch"]])):
         spec, targets = plan[key], plan[f"{key}_targets"]
+        est = plan["compile_est_s"]
         for batch in batch_list:
             runners, failed = {}, {}
             if not plan[f"{key}_speed"]:
@@ -154,9 +155,10 @@ def phase_steps(ctx: Ctx) -> dict[str, Any]:
                     failed[name] = built
                 elif built is not None:
                     runners[name] = built
-                elif ctx.budget.allows(plan["compile_est_s"], f"step {spec.name} {name} b{batch}"):
+                elif ctx.budget.allows(est, f"step {spec.name} {name} b{batch}"):
                     try:
                         runners[name] = make_runner(spec, VARIANTS[name], batch, ctx.device)
+                        est = max(est, runners[name].compile_s)  # the next compilation costs about as much
                     except Exception as exc:  # noqa: BLE001 - e.g. integer convolutions XLA:GPU cannot compile
                         failed[name] = f"does not compile: {type(exc).__name__}: {str(exc).strip()[:200]}"
             if not runners or not ctx.budget.allows(1, f"timing {spec.name} b{batch}"):
