@@ -62,7 +62,7 @@ def _plan(smoke: bool, platform: str) -> dict[str, Any]:
         conv_traj=list(LOWERINGS), mlp_batches=[128] if gpu else [64, 256], conv_batch=128 if gpu else 32,
         mlp_speed=["wage", "float"] if gpu else ["wage", "float", "wage nearest"],
         conv_speed=[*LOWERINGS, "float", "float default", "wage nearest"] if gpu else
-        ["wage", "float", "wage nearest", "wage patches", "wage int conv"],
+        ["wage", "float", "wage nearest", "wage int conv", "wage patches"],  # in order: what does not fit is last
         rounds=5, steps_per_round=10 if gpu else 3, quant_sizes=[2**24, 2**26] if gpu else [2**16, 2**22],
         matmul_n=8192 if gpu else 1024, compile_est_s=20 if gpu else 15, torch=not gpu,
         # ratio targets over float's step time: (model, variant, batch or None) -> bound
