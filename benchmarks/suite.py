@@ -192,7 +192,7 @@ def phase_steps(ctx: Ctx) -> dict[str, Any]:
                                 "ms/step", note=f"{best}; exact: {', '.join(good) or 'none'}; not exact: "
                                 f"{', '.join(n for n in lowered if not exact[(spec.name, n)]) or 'none'}"
                                 + (f"; does not compile: {', '.join(failed)}" if failed else "")))
-            if plan["torch"] and ctx.budget.allows(30, f"torch {spec.name} b{batch}"):
+            if plan["torch"] and "wage" in s and ctx.budget.allows(30, f"torch {spec.name} b{batch}"):
                 try:
                     t = torch_step_s(spec.name, batch, 3, 2 if key == "conv" else 10)
                 except ImportError as exc:
