@@ -73,6 +73,15 @@ def measure(device: Any, sizes: list[int], budget: Budget, smoke: bool) -> list[
     """One row per (operation, size): ms per call, GB/s, ``x copy``; then wage_torch's ratios on the CPU."""
     reps, target_s = (2, 0.005) if smoke else (5, 0.05)
     torch_impls = _torch_impls() if device.platform == "cpu" else {}
+    previous = next(iter(torch_impls.values()))[0].get_backend() if torch_impls else None
+    try:
+        return _measure(device, sizes, budget, smoke, torch_impls, reps, target_s)
+    finally:  # wage_torch's backend is process-wide: leave it as it was
+        if previous is not None:
+            next(iter(torch_impls.values()))[0].set_backend(previous)
+
+
+def _measure(device, sizes, budget, smoke, torch_impls, reps, target_s) -> list[dict[str, Any]]:
     rows = []
     for n in sizes:
         held = n == sizes[-1] and not smoke  # the targets are for the largest size (smaller ones: dispatch shows)
