@@ -63,7 +63,7 @@ class LeNet5(nn.Module):
 
 def _trajectory(model, cfg: WAGEConfig, xs, ys, steps: int, lr: float = 8.0):
     """Params after ``steps`` WAGE updates and the per-step losses (one ``lax.scan``)."""
-    params = model.init(jax.random.key(0), xs[0])["params"]
+    params = jax.jit(model.init)(jax.random.key(0), xs[0])["params"]  # one program, not op by op
     params = jax.tree_util.tree_map(lambda w: C(w, cfg.bits_W), params)
 
     def step(params, inputs):
@@ -137,7 +137,7 @@ def test_hlo_of_the_integer_step_is_int8_times_int8_into_int32(net):
     else:
         model, x = VGG7(config=PAPER, widths=(4, 8, 8), hidden=16, integer=True), jnp.zeros((4, 8, 8, 3))
         expected = 23
-    params = model.init(jax.random.key(0), x)["params"]
+    params = jax.eval_shape(model.init, jax.random.key(0), x)["params"]  # lowering needs shapes only
 
     def loss(p, key, model=model):
         return jnp.sum(model.apply({"params": p}, x, rngs={"wage": key}) ** 2)
