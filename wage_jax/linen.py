@@ -84,8 +84,11 @@ class WAGEConvGeneralDilated(_WAGEHook):
     """``nn.Conv(conv_general_dilated_cls=functools.partial(WAGEConvGeneralDilated, bits_W, ...))``:
     ``wage_conv_general_dilated`` drawing the stochastic ``W_mode``'s key from the ``"wage"`` stream."""
 
+    lowering: str = "conv"
+
     def __call__(self, lhs: ArrayLike, rhs: jax.Array, *args: Any, **kwargs: Any) -> jax.Array:
-        fn = wage_conv_general_dilated(self.bits_W, self.factor, self.W_mode, **self._options())
+        fn = wage_conv_general_dilated(self.bits_W, self.factor, self.W_mode, **self._options(),
+                                       lowering=self.lowering)
         return fn(lhs, rhs, *args, key=_w_key(self), **kwargs)
 
 
@@ -145,7 +148,10 @@ class WAGEConv(nn.Module):
     The same as ``nn.Conv(features, kernel_size, strides, padding, use_bias=False, kernel_init=
     wage_kernel_init(bits_W, factor), conv_general_dilated_cls=partial(WAGEConvGeneralDilated, ...))``, bit
     for bit. ``kernel_size``: an int or two ints; ``padding``: ``"SAME"``, ``"VALID"``, an int, two ints or two
-    ``(lo, hi)`` pairs. Input 4-d NHWC. Attributes otherwise as ``WAGEDense``'s.
+    ``(lo, hi)`` pairs. Input 4-d NHWC. ``lowering``: how the convolution is computed, the same bits in
+    every case: ``"conv"`` (the backend's convolution), ``"patches"`` (patches and a ``dot_general``, no
+    convolution in the forward or backward) or, with ``integer``, ``"int8_f32"`` (integer operands with a
+    float32 result); see ``wage_jax.wage_conv_general_dilated``. Attributes otherwise as ``WAGEDense``'s.
     """
 
     features: int
@@ -161,6 +167,7 @@ class WAGEConv(nn.Module):
     integer: bool = False
     bits_A: int = FULL_PRECISION
     bits_E: int = FULL_PRECISION
+    lowering: str = "conv"
 
     @nn.compact
     def __call__(self, x: ArrayLike) -> jax.Array:
@@ -171,7 +178,7 @@ class WAGEConv(nn.Module):
         shape = (*kernel_size_2d(self.kernel_size), jnp.shape(x)[-1], self.features)
         kernel = self.param("kernel", _init(self), shape, self.param_dtype)
         conv = wage_conv_general_dilated(self.bits_W, self.factor, self.W_mode, integer=self.integer,
-                                         bits_A=self.bits_A, bits_E=self.bits_E)
+                                         bits_A=self.bits_A, bits_E=self.bits_E, lowering=self.lowering)
         y = conv(x, kernel, tuple(int(s) for s in self.strides), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
                  key=_w_key(self))
         return y if self.dtype is None else y.astype(self.dtype)
