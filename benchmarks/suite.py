@@ -265,6 +265,24 @@ def phase_profile(ctx: Ctx) -> dict[str, Any]:
     return {"trace": str(trace), "files": sorted(f.name for f in trace.iterdir())}
 
 
+def phase_loop_overhead(ctx: Ctx) -> dict[str, Any]:
+    """wage-train's training loop vs a tight loop of the same jitted step (issue 24; benchmarks/loop_overhead.py)."""
+    from benchmarks.core import row
+
+    try:  # wage-train's own dependencies (orbax, scikit-learn, tqdm) may be absent where the suite runs
+        for name in ("orbax.checkpoint", "sklearn", "tqdm"):
+            __import__(name)
+        from benchmarks import loop_overhead
+    except ImportError as exc:
+        return {"skipped": f"wage-train cannot run here: {type(exc).__name__}: {exc}"}
+    measured = (loop_overhead.measure(True, steps=2, epochs=2, only="lenet5") if ctx.args.smoke
+                else loop_overhead.measure(False))
+    rows = [row(m["name"], m["figure"], m["unit"], ratio=m["ratio"], target=f"ratio >= {m['target']}",
+                note=f"tight loop {m['tight']:.0f} img/s; median pair ratio {m['pair_ratio_median']:.2f}")
+            for m in measured]
+    return {"rows": rows}
+
+
 @dataclass(frozen=True)
 class Phase:
     name: str
@@ -279,8 +297,7 @@ PHASES = [
     Phase("quantizers", phase_quantizers, 20),
     Phase("steps", phase_steps, 40),
     Phase("parallel", phase_parallel, 10),
-    # benchmarks/loop_overhead.py plugs in here, its rows as every phase's:
-    # Phase("loop overhead", lambda ctx: {"rows": loop_overhead.measure(ctx.args.smoke)}, 10),
+    Phase("loop overhead", phase_loop_overhead, 30),
     Phase("profile", phase_profile, 10, device_only=True),
 ]
 

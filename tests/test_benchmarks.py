@@ -239,3 +239,9 @@ def test_a_lowering_the_device_cannot_compile_is_reported_once_and_the_fastest_e
     assert best["figure"] == pytest.approx(11.0)
     assert best["note"] == ("wage int int8_f32; exact: wage patches, wage int int8_f32; not exact: wage; "
                             "does not compile: wage int conv")
+
+
+def test_the_loop_overhead_phase_is_skipped_with_a_reason_where_wage_train_cannot_run(tmp_path):
+    rc = _main(["--smoke", "--only", "loop overhead", "--out", str(tmp_path)])
+    phase = json.loads((tmp_path / "benchmarks.json").read_text())["phases"]["loop overhead"]
+    assert rc == 0 and "wage-train cannot run here" in phase["skipped"], phase
