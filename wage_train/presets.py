@@ -92,7 +92,7 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
     if getattr(args, "compare", None):
         skip |= {"W_mode", "A_mode", "G_mode", "E_mode"}  # --compare defaults every mode to nearest
     if getattr(args, "float", None):
-        skip |= {"lr"}  # the float baseline keeps its own lr
+        skip |= {"lr", "factor"}  # the float baseline keeps its own lr and init (wage_train.float_recipe)
     if getattr(args, "model", None) not in (None, PRESETS[name]["model"]):
         skip |= {"widths", "vgg_hidden"}  # another --model: its own defaults, not the preset model's sizes
     for key, value in PRESETS[name].items():

@@ -1,0 +1,237 @@
+"""How the float baseline's default lrs were chosen: a sweep on validation splits, never the test set.
+
+    python scripts/float_lr_sweep.py [--seeds 0,1] [--exponents -2,-1,0,1,2,3] [--only NAME,...] [--torch]
+                                     [--out DIR] [--quick]
+
+For every data set and model that ``wage-train`` reads (the embedded 8x8 digits with the MLP; MNIST-format
+28x28 idx files with the MLP and LeNet-5; CIFAR-format 32x32x3 python batches with a narrow VGG7), it runs
+``wage-train --float --validation 0.2`` (the standard recipe: softmax cross-entropy, SGD with momentum 0.9, He
+init; ``wage_train.float_recipe``) with lr = default x 2^k, where the default is the model family's
+``wage_train.float_recipe.STANDARD_LR``, and WAGE 2-8-8-8 at its defaults on the same split. Same data,
+augmentation, batch size (128) and schedule shape (the paper's: lr / 8 after 2/3 of the epochs, / 64 after 5/6)
+for both; fewer epochs than the defaults so that the sweep runs on a laptop CPU.
+
+The MNIST- and CIFAR-format files are made here, in a temporary folder, from scikit-learn's digits upscaled
+(``wage_train.mnist_format``): there is no real MNIST or CIFAR-10 offline. The test sets are never read: 20 % of
+each training set is held out by a fixed permutation (``--validation 0.2``: 1150 train / 287 validation images).
+
+Printed per setting: the mean final validation accuracy per lr over the seeds, the best lr, where the default
+stands, and the margin to instability: the smallest multiple of the default lr at which training breaks down
+(any seed diverges, or the mean accuracy falls more than ``BREAKDOWN`` below the sweep's best). The default
+passes when it is within noise of the best (one binomial standard error of an accuracy measured on the
+validation images) and at least as accurate as WAGE 2-8-8-8 minus half a point, and 2x and 4x its lr still
+train. ``--torch`` also trains the torch float baseline at the default lr (same recipe; its figures should agree
+within noise). ``--out DIR`` keeps every run's result in ``DIR/runs.jsonl`` (a rerun with the same ``--out``
+skips the runs already there) and writes ``DIR/sweep.json`` and the markdown tables ``DIR/sweep.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+# Run from a checkout: import the wage_train next to this script, not another installed copy.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from wage_train.cli import run  # noqa: E402
+from wage_train.float_recipe import STANDARD_LR  # noqa: E402
+from wage_train.mnist_format import write_cifar_format_digits, write_mnist_format_digits  # noqa: E402
+
+VALIDATION = 0.2
+EXPONENTS = (-2, -1, 0, 1, 2, 3)
+# Training "breaks down" at an lr whose mean validation accuracy is this far below the sweep's best (or that
+# diverges for some seed).
+BREAKDOWN = 0.10
+# The default must be at least as accurate as WAGE 2-8-8-8 minus this.
+WAGE_MARGIN = 0.005
+
+# name -> (model family, wage-train options without the data folder, which data folder, epochs)
+SETTINGS: dict[str, tuple[str, list[str], str | None, int]] = {
+    "digits MLP": ("mlp", ["--dataset", "digits"], None, 30),
+    "MNIST-format MLP": ("mlp", ["--dataset", "mnist"], "mnist", 20),
+    "MNIST-format LeNet-5": ("lenet5", ["--dataset", "mnist", "--model", "lenet5"], "mnist", 15),
+    "CIFAR-format VGG7 16-32-64": (
+        "vgg7", ["--dataset", "cifar10", "--widths", "16,32,64", "--vgg-hidden", "256"], "cifar", 15),
+}
+
+
+def _one_run(argv: list[str]) -> dict[str, Any]:
+    """One wage-train invocation on the validation split: ``{"acc": final accuracy or None, "diverged": bool}``."""
+    with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        try:
+            summary = run([*argv, "--validation", str(VALIDATION), "--no-progress", "--out-dir", f"{out}/run"])
+        except SystemExit as e:
+            if e.code == 1:  # diverged: a non-finite loss or weight
+                return {"acc": None, "diverged": True}
+            raise
+    (fw,) = summary["frameworks"].values()
+    return {"acc": fw["final_test_acc"], "diverged": False}  # the held-out validation split (--validation)
+
+
+class Runs:
+    """Every run's result, by its options; kept in ``runs.jsonl`` when given (a rerun skips what is there).
+
+    Options name the data folders as ``<mnist>`` / ``<cifar>`` (the files are made anew in a temporary folder each
+    time), replaced by ``data_dirs`` when a run starts.
+    """
+
+    def __init__(self, path: Path | None, data_dirs: dict[str, str]) -> None:
+        self.path, self.data_dirs, self.done = path, data_dirs, {}
+        if path is not None and path.is_file():
+            for line in path.read_text().splitlines():
+                row = json.loads(line)
+                self.done[tuple(row["argv"])] = row["result"]
+
+    def get(self, argv: list[str]) -> dict[str, Any]:
+        key = tuple(argv)
+        if key not in self.done:
+            t0 = time.perf_counter()
+            real = [self.data_dirs.get(a[1:-1], a) if a.startswith("<") else a for a in argv]
+            self.done[key] = {**_one_run(real), "seconds": round(time.perf_counter() - t0, 1)}
+            if self.path is not None:
+                with self.path.open("a") as f:
+                    f.write(json.dumps({"argv": argv, "result": self.done[key]}) + "\n")
+        return self.done[key]
+
+
+def _mean(results: list[dict[str, Any]]) -> float | None:
+    """Mean accuracy over the seeds, None when any seed diverged."""
+    if any(r["diverged"] for r in results):
+        return None
+    return statistics.fmean(r["acc"] for r in results)
+
+
+def _pct(value: float | None) -> str:
+    return "diverged" if value is None else f"{100 * value:.2f} %"
+
+
+def _times(k: int) -> str:
+    return f"x{2**k:g}" if k >= 0 else f"x1/{2**-k:g}"
+
+
+def noise(accuracy: float, n: int) -> float:
+    """One binomial standard error of an accuracy measured on ``n`` examples, ``sqrt(p (1 - p) / n)``."""
+    return math.sqrt(max(accuracy * (1 - accuracy), 0.0) / n)
+
+
+def sweep(name: str, runs: Runs, seeds: list[int], exponents: tuple[int, ...], torch: bool,
+          epochs: int | None = None) -> dict[str, Any]:
+    """Sweep one setting (a key of :data:`SETTINGS`); prints a line per lr and the verdict; returns the figures."""
+    family, options, folder, default_epochs = SETTINGS[name]
+    base = [*options, *(["--data-dir", f"<{folder}>"] if folder else []),
+            "--epochs", str(epochs or default_epochs)]
+    default = STANDARD_LR[family]
+    rows = []
+    for k in exponents:
+        lr = default * 2.0**k
+        results = [runs.get([*base, "--float", "--lr", repr(lr), "--seed", str(s)]) for s in seeds]
+        rows.append({"exponent": k, "lr": lr, "accuracies": [r["acc"] for r in results], "mean": _mean(results),
+                     "seconds": sum(r["seconds"] for r in results)})
+        print(f"  {name:<28} float lr {lr:<9.4g} ({_times(k):>5} default)  validation {_pct(rows[-1]['mean'])}",
+              flush=True)
+    wage = [runs.get([*base, "--seed", str(s)]) for s in seeds]
+    wage_mean = _mean(wage)
+    torch_mean = None
+    if torch:
+        torch_mean = _mean([runs.get([*base, "--float", "--framework", "torch", "--seed", str(s)]) for s in seeds])
+    n_val = _validation_count()
+    scored = [r for r in rows if r["mean"] is not None]
+    best = max(scored, key=lambda r: r["mean"])
+    at_default = next((r for r in rows if r["exponent"] == 0), None)
+    broken = [r["exponent"] for r in rows if r["exponent"] > 0
+              and (r["mean"] is None or r["mean"] < best["mean"] - BREAKDOWN)]
+    breaks_at = min(broken) if broken else None
+    tol = noise(best["mean"], n_val)
+    d = at_default["mean"] if at_default else None
+    checks = {
+        "within_noise_of_best": d is not None and best["mean"] - d <= tol,
+        "wage_minus_half_point": d is not None and wage_mean is not None and d >= wage_mean - WAGE_MARGIN,
+        "x2_x4_train": all(k in [r["exponent"] for r in rows] for k in (1, 2))
+        and not any(k in broken for k in (1, 2)),
+    }
+    margin = f">= x{2 ** (max(exponents) + 1):g}" if breaks_at is None else _times(breaks_at)
+    print(f"  {name:<28} best lr {best['lr']:.4g} ({_pct(best['mean'])}); default {default:g} ({_pct(d)}); "
+          f"noise {100 * tol:.2f} points; breaks down at {margin} the default; WAGE 2-8-8-8 {_pct(wage_mean)}"
+          + (f"; torch float {_pct(torch_mean)}" if torch else "")
+          + f": {'PASS' if all(checks.values()) else 'MISS ' + ', '.join(k for k, v in checks.items() if not v)}",
+          flush=True)
+    return {"setting": name, "family": family, "epochs": epochs or default_epochs, "default_lr": default,
+            "rows": rows, "best_lr": best["lr"], "best_mean": best["mean"], "default_mean": d,
+            "noise": tol, "breaks_down_at_exponent": breaks_at, "wage_mean": wage_mean,
+            "wage_accuracies": [r["acc"] for r in wage], "torch_mean": torch_mean, "checks": checks}
+
+
+def _validation_count() -> int:
+    """Validation images of a setting: every data set here is made from the 1437 training digits."""
+    return 1437 - round(1437 * (1 - VALIDATION))
+
+
+def markdown(results: list[dict[str, Any]], exponents: tuple[int, ...]) -> str:
+    """The sweep as a markdown table: one row per setting, one column per lr multiple of the default."""
+    head = "| setting (epochs) | " + " | ".join(_times(k) for k in exponents) + \
+        " | breaks down at | WAGE 2-8-8-8 | torch float (default lr) |"
+    lines = [head, "|" + " --- |" * (len(exponents) + 4)]
+    for r in results:
+        cells = []
+        for row in r["rows"]:
+            cell = _pct(row["mean"])
+            if row["exponent"] == 0:
+                cell = f"**{cell}**"
+            cells.append(cell)
+        k = r["breaks_down_at_exponent"]
+        margin = f">= x{2 ** (max(exponents) + 1):g}" if k is None else _times(k)
+        lines.append(f"| {r['setting']}, lr {r['default_lr']:g} ({r['epochs']}) | " + " | ".join(cells)
+                     + f" | {margin} | {_pct(r['wage_mean'])} | "
+                     + (_pct(r["torch_mean"]) if r["torch_mean"] is not None else "-") + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", default="0,1", help="comma-separated run seeds (default 0,1)")
+    p.add_argument("--exponents", default=",".join(map(str, EXPONENTS)),
+                   help="lr = default x 2^k for these k (default -2..3)")
+    p.add_argument("--only", help="comma-separated settings to run (default all): " + "; ".join(SETTINGS))
+    p.add_argument("--torch", action="store_true", help="also train the torch float baseline at the default lr")
+    p.add_argument("--epochs", type=int, help="epochs of every run (default: per setting)")
+    p.add_argument("--out", type=Path, help="keep runs.jsonl, sweep.json and sweep.md there")
+    p.add_argument("--quick", action="store_true", help="lr = default x 1, 2, 4, 2 epochs, seed 0: a smoke run")
+    args = p.parse_args(argv)
+    seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
+    exponents = (0, 1, 2) if args.quick else tuple(int(k) for k in args.exponents.split(","))
+    epochs = 2 if args.quick else args.epochs
+    names = list(SETTINGS) if not args.only else [n.strip() for n in args.only.split(",")]
+    unknown = [n for n in names if n not in SETTINGS]
+    if unknown:
+        p.error(f"--only: unknown setting {unknown[0]!r} (known: {'; '.join(SETTINGS)})")
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    print(f"float lr sweep (standard recipe): {VALIDATION:.0%} of each training set held out (fixed split), seeds "
+          f"{seeds}, batch 128, paper schedule; the test sets are never read", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dirs = {"mnist": str(write_mnist_format_digits(Path(tmp) / "mnist")),
+                     "cifar": str(write_cifar_format_digits(Path(tmp) / "cifar"))}
+        runs = Runs(args.out / "runs.jsonl" if args.out else None, data_dirs)
+        results = [sweep(n, runs, seeds, exponents, args.torch, epochs) for n in names]
+    table = markdown(results, exponents)
+    print("\n" + table + f"wall time {time.perf_counter() - t0:.0f} s", flush=True)
+    if args.out:
+        (args.out / "sweep.json").write_text(json.dumps({"validation": VALIDATION, "seeds": seeds,
+                                                         "results": results}, indent=2))
+        (args.out / "sweep.md").write_text(table)
+    return 0 if all(all(r["checks"].values()) for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
