@@ -1,13 +1,14 @@
 """How the float baseline's default lrs were chosen: a sweep on validation splits, never the test set.
 
-    python scripts/float_lr_sweep.py [--seeds 0,1] [--exponents -2,-1,0,1,2,3] [--only NAME,...] [--torch]
+    python scripts/float_lr_sweep.py [--seeds 0,1] [--lrs 0.0025,...,0.16] [--only NAME,...] [--torch]
                                      [--out DIR] [--quick]
 
 For every data set and model that ``wage-train`` reads (the embedded 8x8 digits with the MLP; MNIST-format
 28x28 idx files with the MLP and LeNet-5; CIFAR-format 32x32x3 python batches with a narrow VGG7), it runs
 ``wage-train --float --validation 0.2`` (the standard recipe: softmax cross-entropy, SGD with momentum 0.9, He
-init; ``wage_train.float_recipe``) with lr = default x 2^k, where the default is the model family's
-``wage_train.float_recipe.STANDARD_LR``, and WAGE 2-8-8-8 at its defaults on the same split. Same data,
+init; ``wage_train.float_recipe``) over a grid of lrs that holds the model family's default
+(``wage_train.float_recipe.STANDARD_LR``) and 2x and 4x of it, and WAGE 2-8-8-8 at its defaults on the same
+split. Same data,
 augmentation, batch size (128) and schedule shape (the paper's: lr / 8 after 2/3 of the epochs, / 64 after 5/6)
 for both; fewer epochs than the defaults so that the sweep runs on a laptop CPU.
 
@@ -16,8 +17,9 @@ The MNIST- and CIFAR-format files are made here, in a temporary folder, from sci
 each training set is held out by a fixed permutation (``--validation 0.2``: 1150 train / 287 validation images).
 
 Printed per setting: the mean final validation accuracy per lr over the seeds, the best lr, where the default
-stands, and the margin to instability: the smallest multiple of the default lr at which training breaks down
-(any seed diverges, or the mean accuracy falls more than ``BREAKDOWN`` below the sweep's best). The default
+stands, and the margin to instability: the smallest multiple of the default lr, above the best lr, at which
+training breaks down (any seed diverges, or the mean accuracy falls more than ``BREAKDOWN`` below the sweep's
+best). The default
 passes when it is within noise of the best (one binomial standard error of an accuracy measured on the
 validation images) and at least as accurate as WAGE 2-8-8-8 minus half a point, and 2x and 4x its lr still
 train. ``--torch`` also trains the torch float baseline at the default lr (same recipe; its figures should agree
@@ -47,7 +49,8 @@ from wage_train.float_recipe import STANDARD_LR  # noqa: E402
 from wage_train.mnist_format import write_cifar_format_digits, write_mnist_format_digits  # noqa: E402
 
 VALIDATION = 0.2
-EXPONENTS = (-2, -1, 0, 1, 2, 3)
+# 0.02 x 2^k, k = -3..3: doublings around the defaults.
+LRS = (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16)
 # Training "breaks down" at an lr whose mean validation accuracy is this far below the sweep's best (or that
 # diverges for some seed).
 BREAKDOWN = 0.10
@@ -115,8 +118,8 @@ def _pct(value: float | None) -> str:
     return "diverged" if value is None else f"{100 * value:.2f} %"
 
 
-def _times(k: int) -> str:
-    return f"x{2**k:g}" if k >= 0 else f"x1/{2**-k:g}"
+def _times(ratio: float) -> str:
+    return f"x{ratio:g}" if ratio >= 1 else f"x1/{1 / ratio:g}"
 
 
 def noise(accuracy: float, n: int) -> float:
@@ -124,7 +127,7 @@ def noise(accuracy: float, n: int) -> float:
     return math.sqrt(max(accuracy * (1 - accuracy), 0.0) / n)
 
 
-def sweep(name: str, runs: Runs, seeds: list[int], exponents: tuple[int, ...], torch: bool,
+def sweep(name: str, runs: Runs, seeds: list[int], lrs: tuple[float, ...], torch: bool,
           epochs: int | None = None) -> dict[str, Any]:
     """Sweep one setting (a key of :data:`SETTINGS`); prints a line per lr and the verdict; returns the figures."""
     family, options, folder, default_epochs = SETTINGS[name]
@@ -132,13 +135,12 @@ def sweep(name: str, runs: Runs, seeds: list[int], exponents: tuple[int, ...], t
             "--epochs", str(epochs or default_epochs)]
     default = STANDARD_LR[family]
     rows = []
-    for k in exponents:
-        lr = default * 2.0**k
+    for lr in lrs:
         results = [runs.get([*base, "--float", "--lr", repr(lr), "--seed", str(s)]) for s in seeds]
-        rows.append({"exponent": k, "lr": lr, "accuracies": [r["acc"] for r in results], "mean": _mean(results),
-                     "seconds": sum(r["seconds"] for r in results)})
-        print(f"  {name:<28} float lr {lr:<9.4g} ({_times(k):>5} default)  validation {_pct(rows[-1]['mean'])}",
-              flush=True)
+        rows.append({"ratio": round(lr / default, 9), "lr": lr, "accuracies": [r["acc"] for r in results],
+                     "mean": _mean(results), "seconds": sum(r["seconds"] for r in results)})
+        print(f"  {name:<28} float lr {lr:<9.4g} ({_times(lr / default):>6} default)  validation "
+              f"{_pct(rows[-1]['mean'])}", flush=True)
     wage = [runs.get([*base, "--seed", str(s)]) for s in seeds]
     wage_mean = _mean(wage)
     torch_mean = None
@@ -147,19 +149,21 @@ def sweep(name: str, runs: Runs, seeds: list[int], exponents: tuple[int, ...], t
     n_val = _validation_count()
     scored = [r for r in rows if r["mean"] is not None]
     best = max(scored, key=lambda r: r["mean"])
-    at_default = next((r for r in rows if r["exponent"] == 0), None)
-    broken = [r["exponent"] for r in rows if r["exponent"] > 0
-              and (r["mean"] is None or r["mean"] < best["mean"] - BREAKDOWN)]
+    at_default = next((r for r in rows if r["ratio"] == 1), None)
+    def trains(r: dict[str, Any]) -> bool:
+        return r["mean"] is not None and r["mean"] >= best["mean"] - BREAKDOWN
+
+    # Breakdown: the smallest lr above both the best and the default that no longer trains.
+    broken = [r["ratio"] for r in rows if r["ratio"] > 1 and r["lr"] > best["lr"] and not trains(r)]
     breaks_at = min(broken) if broken else None
     tol = noise(best["mean"], n_val)
     d = at_default["mean"] if at_default else None
     checks = {
         "within_noise_of_best": d is not None and best["mean"] - d <= tol,
         "wage_minus_half_point": d is not None and wage_mean is not None and d >= wage_mean - WAGE_MARGIN,
-        "x2_x4_train": all(k in [r["exponent"] for r in rows] for k in (1, 2))
-        and not any(k in broken for k in (1, 2)),
+        "x2_x4_train": sum(1 for r in rows if r["ratio"] in (2, 4) and trains(r)) == 2,
     }
-    margin = f">= x{2 ** (max(exponents) + 1):g}" if breaks_at is None else _times(breaks_at)
+    margin = _margin(breaks_at, rows)
     print(f"  {name:<28} best lr {best['lr']:.4g} ({_pct(best['mean'])}); default {default:g} ({_pct(d)}); "
           f"noise {100 * tol:.2f} points; breaks down at {margin} the default; WAGE 2-8-8-8 {_pct(wage_mean)}"
           + (f"; torch float {_pct(torch_mean)}" if torch else "")
@@ -167,7 +171,7 @@ def sweep(name: str, runs: Runs, seeds: list[int], exponents: tuple[int, ...], t
           flush=True)
     return {"setting": name, "family": family, "epochs": epochs or default_epochs, "default_lr": default,
             "rows": rows, "best_lr": best["lr"], "best_mean": best["mean"], "default_mean": d,
-            "noise": tol, "breaks_down_at_exponent": breaks_at, "wage_mean": wage_mean,
+            "noise": tol, "breaks_down_at": breaks_at, "wage_mean": wage_mean,
             "wage_accuracies": [r["acc"] for r in wage], "torch_mean": torch_mean, "checks": checks}
 
 
@@ -176,20 +180,24 @@ def _validation_count() -> int:
     return 1437 - round(1437 * (1 - VALIDATION))
 
 
-def markdown(results: list[dict[str, Any]], exponents: tuple[int, ...]) -> str:
-    """The sweep as a markdown table: one row per setting, one column per lr multiple of the default."""
-    head = "| setting (epochs) | " + " | ".join(_times(k) for k in exponents) + \
+def _margin(breaks_at: float | None, rows: list[dict[str, Any]]) -> str:
+    """Where training breaks down, as a multiple of the default lr (above the grid: ``> x<largest>``)."""
+    return f"> {_times(max(r['ratio'] for r in rows))}" if breaks_at is None else _times(breaks_at)
+
+
+def markdown(results: list[dict[str, Any]], lrs: tuple[float, ...]) -> str:
+    """The sweep as a markdown table: one row per setting, one column per lr (the default's in bold)."""
+    head = "| setting, default lr (epochs) | " + " | ".join(f"lr {lr:g}" for lr in lrs) + \
         " | breaks down at | WAGE 2-8-8-8 | torch float (default lr) |"
-    lines = [head, "|" + " --- |" * (len(exponents) + 4)]
+    lines = [head, "|" + " --- |" * (len(lrs) + 4)]
     for r in results:
         cells = []
         for row in r["rows"]:
             cell = _pct(row["mean"])
-            if row["exponent"] == 0:
+            if row["ratio"] == 1:
                 cell = f"**{cell}**"
             cells.append(cell)
-        k = r["breaks_down_at_exponent"]
-        margin = f">= x{2 ** (max(exponents) + 1):g}" if k is None else _times(k)
+        margin = _margin(r["breaks_down_at"], r["rows"]) + " the default"
         lines.append(f"| {r['setting']}, lr {r['default_lr']:g} ({r['epochs']}) | " + " | ".join(cells)
                      + f" | {margin} | {_pct(r['wage_mean'])} | "
                      + (_pct(r["torch_mean"]) if r["torch_mean"] is not None else "-") + " |")
@@ -199,16 +207,17 @@ def markdown(results: list[dict[str, Any]], exponents: tuple[int, ...]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", default="0,1", help="comma-separated run seeds (default 0,1)")
-    p.add_argument("--exponents", default=",".join(map(str, EXPONENTS)),
-                   help="lr = default x 2^k for these k (default -2..3)")
+    p.add_argument("--lrs", default=",".join(map(str, LRS)),
+                   help=f"comma-separated lrs (default {','.join(map(str, LRS))}); each setting's default and 2x, "
+                   "4x of it must be among them")
     p.add_argument("--only", help="comma-separated settings to run (default all): " + "; ".join(SETTINGS))
     p.add_argument("--torch", action="store_true", help="also train the torch float baseline at the default lr")
     p.add_argument("--epochs", type=int, help="epochs of every run (default: per setting)")
     p.add_argument("--out", type=Path, help="keep runs.jsonl, sweep.json and sweep.md there")
-    p.add_argument("--quick", action="store_true", help="lr = default x 1, 2, 4, 2 epochs, seed 0: a smoke run")
+    p.add_argument("--quick", action="store_true", help="lrs 0.02, 0.04, 0.08, 2 epochs, seed 0: a smoke run")
     args = p.parse_args(argv)
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
-    exponents = (0, 1, 2) if args.quick else tuple(int(k) for k in args.exponents.split(","))
+    lrs = (0.02, 0.04, 0.08) if args.quick else tuple(float(v) for v in args.lrs.split(","))
     epochs = 2 if args.quick else args.epochs
     names = list(SETTINGS) if not args.only else [n.strip() for n in args.only.split(",")]
     unknown = [n for n in names if n not in SETTINGS]
@@ -223,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         data_dirs = {"mnist": str(write_mnist_format_digits(Path(tmp) / "mnist")),
                      "cifar": str(write_cifar_format_digits(Path(tmp) / "cifar"))}
         runs = Runs(args.out / "runs.jsonl" if args.out else None, data_dirs)
-        results = [sweep(n, runs, seeds, exponents, args.torch, epochs) for n in names]
-    table = markdown(results, exponents)
+        results = [sweep(n, runs, seeds, lrs, args.torch, epochs) for n in names]
+    table = markdown(results, lrs)
     print("\n" + table + f"wall time {time.perf_counter() - t0:.0f} s", flush=True)
     if args.out:
         (args.out / "sweep.json").write_text(json.dumps({"validation": VALIDATION, "seeds": seeds,

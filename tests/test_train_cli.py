@@ -58,13 +58,14 @@ def test_wage_run_learns_and_keeps_weights_on_the_grid(tmp_path, framework):
 
 
 @pytest.mark.parametrize("framework", ["jax", "torch"])
-def test_float_baseline_run(tmp_path, framework):
+@pytest.mark.parametrize(("recipe", "lr"), [("wage-sse", 0.001), ("standard", 0.02)])
+def test_float_baseline_run(tmp_path, framework, recipe, lr):
     out = tmp_path / "float"
-    summary = run(["--float", "--framework", framework, "--epochs", "2", "--schedule", "constant", "--no-progress",
-                   "--out-dir", str(out)])
+    summary = run(["--float", "--float-recipe", recipe, "--framework", framework, "--epochs", "2", "--schedule",
+                   "constant", "--no-progress", "--out-dir", str(out)])
     rows, cfg, weights = _check_outputs(out, [framework], 2)
-    assert cfg["float"] and cfg["lr"] == 0.001 and [float(r["lr"]) for r in rows] == [0.001, 0.001]
-    # 22 plain SGD steps beat chance (10%).
+    assert cfg["float"] and cfg["lr"] == lr and [float(r["lr"]) for r in rows] == [lr, lr]
+    # 22 SGD steps beat chance (10%).
     assert summary["frameworks"][framework]["final_test_acc"] > 0.25
     # Unquantized: weights take (nearly) as many values as elements, and leave WAGE's 2-bit range.
     w = next(iter(weights.values()))
