@@ -1,14 +1,13 @@
 """How the float baseline's default lrs were chosen: a sweep on validation splits, never the test set.
 
-    python scripts/float_lr_sweep.py [--seeds 0,1] [--lrs 0.0025,...,0.16] [--only NAME,...] [--torch]
-                                     [--out DIR] [--quick]
+    python scripts/float_lr_sweep.py [--seeds 0,1] [--lrs LR,...] [--only NAME,...] [--torch] [--out DIR] [--quick]
 
 For every data set and model that ``wage-train`` reads (the embedded 8x8 digits with the MLP; MNIST-format
 28x28 idx files with the MLP and LeNet-5; CIFAR-format 32x32x3 python batches with a narrow VGG7), it runs
 ``wage-train --float --validation 0.2`` (the standard recipe: softmax cross-entropy, SGD with momentum 0.9, He
-init; ``wage_train.float_recipe``) over a grid of lrs that holds the model family's default
-(``wage_train.float_recipe.STANDARD_LR``) and 2x and 4x of it, and WAGE 2-8-8-8 at its defaults on the same
-split. Same data,
+init; ``wage_train.float_recipe``) over a grid of lrs in doublings (:data:`LRS`, per model family) that holds
+the family's default (``wage_train.float_recipe.STANDARD_LR``) and 2x and 4x of it, and WAGE 2-8-8-8 at its
+defaults on the same split. Same data,
 augmentation, batch size (128) and schedule shape (the paper's: lr / 8 after 2/3 of the epochs, / 64 after 5/6)
 for both; fewer epochs than the defaults so that the sweep runs on a laptop CPU.
 
@@ -49,8 +48,12 @@ from wage_train.float_recipe import STANDARD_LR  # noqa: E402
 from wage_train.mnist_format import write_cifar_format_digits, write_mnist_format_digits  # noqa: E402
 
 VALIDATION = 0.2
-# 0.02 x 2^k, k = -3..3: doublings around the defaults.
-LRS = (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16)
+# Doublings around each family's default, up to where training breaks down.
+LRS: dict[str, tuple[float, ...]] = {
+    "mlp": (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28),
+    "lenet5": (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16),
+    "vgg7": (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16),
+}
 # Training "breaks down" at an lr whose mean validation accuracy is this far below the sweep's best (or that
 # diverges for some seed).
 BREAKDOWN = 0.10
@@ -127,10 +130,12 @@ def noise(accuracy: float, n: int) -> float:
     return math.sqrt(max(accuracy * (1 - accuracy), 0.0) / n)
 
 
-def sweep(name: str, runs: Runs, seeds: list[int], lrs: tuple[float, ...], torch: bool,
+def sweep(name: str, runs: Runs, seeds: list[int], lrs: tuple[float, ...] | None, torch: bool,
           epochs: int | None = None) -> dict[str, Any]:
-    """Sweep one setting (a key of :data:`SETTINGS`); prints a line per lr and the verdict; returns the figures."""
+    """Sweep one setting (a key of :data:`SETTINGS`) over ``lrs`` (default: its family's :data:`LRS`); prints a
+    line per lr and the verdict; returns the figures."""
     family, options, folder, default_epochs = SETTINGS[name]
+    lrs = lrs or LRS[family]
     base = [*options, *(["--data-dir", f"<{folder}>"] if folder else []),
             "--epochs", str(epochs or default_epochs)]
     default = STANDARD_LR[family]
@@ -185,16 +190,19 @@ def _margin(breaks_at: float | None, rows: list[dict[str, Any]]) -> str:
     return f"> {_times(max(r['ratio'] for r in rows))}" if breaks_at is None else _times(breaks_at)
 
 
-def markdown(results: list[dict[str, Any]], lrs: tuple[float, ...]) -> str:
+def markdown(results: list[dict[str, Any]]) -> str:
     """The sweep as a markdown table: one row per setting, one column per lr (the default's in bold)."""
+    lrs = sorted({row["lr"] for r in results for row in r["rows"]})
     head = "| setting, default lr (epochs) | " + " | ".join(f"lr {lr:g}" for lr in lrs) + \
         " | breaks down at | WAGE 2-8-8-8 | torch float (default lr) |"
     lines = [head, "|" + " --- |" * (len(lrs) + 4)]
     for r in results:
+        by_lr = {row["lr"]: row for row in r["rows"]}
         cells = []
-        for row in r["rows"]:
-            cell = _pct(row["mean"])
-            if row["ratio"] == 1:
+        for lr in lrs:
+            row = by_lr.get(lr)
+            cell = "-" if row is None else _pct(row["mean"])
+            if row is not None and row["ratio"] == 1:
                 cell = f"**{cell}**"
             cells.append(cell)
         margin = _margin(r["breaks_down_at"], r["rows"]) + " the default"
@@ -207,9 +215,8 @@ def markdown(results: list[dict[str, Any]], lrs: tuple[float, ...]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", default="0,1", help="comma-separated run seeds (default 0,1)")
-    p.add_argument("--lrs", default=",".join(map(str, LRS)),
-                   help=f"comma-separated lrs (default {','.join(map(str, LRS))}); each setting's default and 2x, "
-                   "4x of it must be among them")
+    p.add_argument("--lrs", help="comma-separated lrs (default: per model family, doublings around its default); "
+                   "each setting's default and 2x, 4x of it must be among them")
     p.add_argument("--only", help="comma-separated settings to run (default all): " + "; ".join(SETTINGS))
     p.add_argument("--torch", action="store_true", help="also train the torch float baseline at the default lr")
     p.add_argument("--epochs", type=int, help="epochs of every run (default: per setting)")
@@ -217,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="lrs 0.02, 0.04, 0.08, 2 epochs, seed 0: a smoke run")
     args = p.parse_args(argv)
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
-    lrs = (0.02, 0.04, 0.08) if args.quick else tuple(float(v) for v in args.lrs.split(","))
+    lrs = (0.02, 0.04, 0.08) if args.quick else (tuple(float(v) for v in args.lrs.split(",")) if args.lrs else None)
     epochs = 2 if args.quick else args.epochs
     names = list(SETTINGS) if not args.only else [n.strip() for n in args.only.split(",")]
     unknown = [n for n in names if n not in SETTINGS]
@@ -233,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                      "cifar": str(write_cifar_format_digits(Path(tmp) / "cifar"))}
         runs = Runs(args.out / "runs.jsonl" if args.out else None, data_dirs)
         results = [sweep(n, runs, seeds, lrs, args.torch, epochs) for n in names]
-    table = markdown(results, lrs)
+    table = markdown(results)
     print("\n" + table + f"wall time {time.perf_counter() - t0:.0f} s", flush=True)
     if args.out:
         (args.out / "sweep.json").write_text(json.dumps({"validation": VALIDATION, "seeds": seeds,

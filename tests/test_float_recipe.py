@@ -84,6 +84,7 @@ def test_wage_sse_recipe_is_plain_sgd_on_summed_squared_error():
     np.testing.assert_allclose(runner.accumulators()[0].T, w, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_jax_and_torch_train_the_same_float_network_from_one_init():
     """The standard recipe in both frameworks from torch's initial weights: the same trajectory up to float32
     rounding (what ``--compare`` does for WAGE, here for a small CNN and the float baseline)."""
@@ -129,9 +130,10 @@ def test_standard_recipe_draws_he_uniform_weights(framework):
 
 def test_recipe_options_resolve():
     std = _resolve(["--float"])
-    assert (std["float_recipe"], std["factor"], std["lr"]) == ("standard", 2.0, None)  # lr known with the data
+    assert (std["float_recipe"], std["factor"], std["lr"]) == ("standard", 2.0, float_recipe.STANDARD_LR["mlp"])
+    assert _resolve(["--float", "--model", "vgg7"])["lr"] == float_recipe.STANDARD_LR["vgg7"]
     sse = _resolve(["--float", "--float-recipe", "wage-sse"])
-    assert (sse["float_recipe"], sse["factor"]) == ("wage-sse", 1.0)
+    assert (sse["float_recipe"], sse["factor"], sse["lr"]) == ("wage-sse", 1.0, None)  # lr known with the data
     assert _resolve(["--float", "--factor", "1.5"])["factor"] == 1.5  # explicit --factor wins
     assert _resolve(["--preset", "paper-mnist", "--float"])["factor"] == 2.0  # not the preset's WAGE factor
     assert _resolve([])["float_recipe"] is None and _resolve([])["factor"] == 1.0  # WAGE unchanged

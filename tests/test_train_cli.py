@@ -12,6 +12,7 @@ import torch
 
 from wage_parity.testing import f32_bits, python_env, run_python, write_fake_cifar, write_fake_mnist
 from wage_train.cli import parse_bits, run
+from wage_train.float_recipe import STANDARD_LR
 from wage_train.reporting import results_table
 from wage_train.runspec import lr_table
 
@@ -58,7 +59,7 @@ def test_wage_run_learns_and_keeps_weights_on_the_grid(tmp_path, framework):
 
 
 @pytest.mark.parametrize("framework", ["jax", "torch"])
-@pytest.mark.parametrize(("recipe", "lr"), [("wage-sse", 0.001), ("standard", 0.02)])
+@pytest.mark.parametrize(("recipe", "lr"), [("wage-sse", 0.001), ("standard", STANDARD_LR["mlp"])])
 def test_float_baseline_run(tmp_path, framework, recipe, lr):
     out = tmp_path / "float"
     summary = run(["--float", "--float-recipe", recipe, "--framework", framework, "--epochs", "2", "--schedule",

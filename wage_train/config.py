@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from wage_spec import FULL_PRECISION, MAX_LR, WAGEConfig
-from wage_train.float_recipe import RECIPES, default_factor
+from wage_train.float_recipe import RECIPES, STANDARD_LR, default_factor
 from wage_train.presets import apply_preset
 from wage_train.safe_io import read_json_object
 
@@ -88,9 +88,10 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
             default_factor(recipe, paper.factor) if is_float else paper.factor),
         "epochs": args.epochs if args.epochs is not None else d["epochs"],
         "batch_size": args.batch_size or 128,
-        # --float without --lr: float_recipe.default_lr(recipe, model, image shape), filled in once the data is
-        # loaded.
-        "lr": args.lr if args.lr is not None else (None if is_float else WAGE_LR),
+        # --float without --lr: the standard recipe's lr of the model; wage-sse's depends on the image shape,
+        # filled in once the data is loaded (float_recipe.default_lr).
+        "lr": args.lr if args.lr is not None else (
+            WAGE_LR if not is_float else (STANDARD_LR.get(model) if recipe == "standard" else None)),
         "schedule": args.schedule or "paper",
         "seed": args.seed if args.seed is not None else 0,
         "augment": args.augment if args.augment is not None else d["augment"],

@@ -14,8 +14,8 @@ and ``dataSet/*.py``:
 
 Inputs are ``x / 127.5 - 1`` in all three (``NN.py``), which is :func:`wage_train.data.to_inputs`.
 Options given explicitly on the command line override the preset's (e.g. ``--epochs 1`` for a smoke run);
-with ``--compare`` the rounding modes default to nearest (bit-exact parity) and with ``--float`` the lr to
-the float baseline's, as without a preset.
+with ``--compare`` the rounding modes default to nearest (bit-exact parity) and with ``--float`` the lr and
+the init factor to the float baseline's (``wage_train.float_recipe``), as without a preset.
 """
 
 from __future__ import annotations
