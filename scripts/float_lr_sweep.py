@@ -169,7 +169,8 @@ def sweep(name: str, runs: Runs, seeds: list[int], lrs: tuple[float, ...] | None
         "x2_x4_train": sum(1 for r in rows if r["ratio"] in (2, 4) and trains(r)) == 2,
     }
     margin = _margin(breaks_at, rows)
-    print(f"  {name:<28} best lr {best['lr']:.4g} ({_pct(best['mean'])}); default {default:g} ({_pct(d)}); "
+    print(f"  {name:<28} best lr {best['lr']:.4g} ({_pct(best['mean'])}); default {default:g} "
+          f"({_pct(d) if at_default else 'not swept'}); "
           f"noise {100 * tol:.2f} points; breaks down at {margin} the default; WAGE 2-8-8-8 {_pct(wage_mean)}"
           + (f"; torch float {_pct(torch_mean)}" if torch else "")
           + f": {'PASS' if all(checks.values()) else 'MISS ' + ', '.join(k for k, v in checks.items() if not v)}",
@@ -178,6 +179,29 @@ def sweep(name: str, runs: Runs, seeds: list[int], lrs: tuple[float, ...] | None
             "rows": rows, "best_lr": best["lr"], "best_mean": best["mean"], "default_mean": d,
             "noise": tol, "breaks_down_at": breaks_at, "wage_mean": wage_mean,
             "wage_accuracies": [r["acc"] for r in wage], "torch_mean": torch_mean, "checks": checks}
+
+
+def choose(results: list[dict[str, Any]]) -> dict[str, float | None]:
+    """The lr each model family's default should be: among the lrs swept on every setting of the family, those
+    within noise of each setting's best whose 2x and 4x still train on every setting; of these, the one with the
+    best mean accuracy over the family's settings (None when no lr qualifies)."""
+    chosen: dict[str, float | None] = {}
+    for family in dict.fromkeys(r["family"] for r in results):
+        mine = [r for r in results if r["family"] == family]
+        grids = [{row["lr"]: row["mean"] for row in r["rows"]} for r in mine]
+        scores = {}
+        for lr in set.intersection(*(set(g) for g in grids)):
+            ok = True
+            for r, g in zip(mine, grids, strict=True):
+                acc = g[lr]
+                ok &= acc is not None and r["best_mean"] - acc <= r["noise"]
+                for m in (2, 4):  # the lr may be raised 4x and still train
+                    hi = g.get(lr * m)
+                    ok &= hi is not None and hi >= r["best_mean"] - BREAKDOWN
+            if ok:
+                scores[lr] = statistics.fmean(g[lr] for g in grids)
+        chosen[family] = max(scores, key=lambda lr: (scores[lr], -lr)) if scores else None
+    return chosen
 
 
 def _validation_count() -> int:
@@ -241,12 +265,19 @@ def main(argv: list[str] | None = None) -> int:
         runs = Runs(args.out / "runs.jsonl" if args.out else None, data_dirs)
         results = [sweep(n, runs, seeds, lrs, args.torch, epochs) for n in names]
     table = markdown(results)
-    print("\n" + table + f"wall time {time.perf_counter() - t0:.0f} s", flush=True)
+    chosen = choose(results)
+    print("\n" + table, flush=True)
+    for family, lr in chosen.items():
+        now = STANDARD_LR[family]
+        print(f"{family}: the sweep chooses lr {lr if lr is None else format(lr, 'g')}; "
+              f"wage_train.float_recipe.STANDARD_LR has {now:g}{'' if lr == now else ' (differs)'}", flush=True)
+    print(f"wall time {time.perf_counter() - t0:.0f} s", flush=True)
     if args.out:
         (args.out / "sweep.json").write_text(json.dumps({"validation": VALIDATION, "seeds": seeds,
-                                                         "results": results}, indent=2))
+                                                         "results": results, "chosen": chosen}, indent=2))
         (args.out / "sweep.md").write_text(table)
-    return 0 if all(all(r["checks"].values()) for r in results) else 1
+    ok = all(all(r["checks"].values()) for r in results) and all(chosen[f] == STANDARD_LR[f] for f in chosen)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
