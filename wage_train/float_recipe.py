@@ -52,7 +52,7 @@ HE_FACTOR = 2.0
 # The standard recipe's default lr per model family, from scripts/float_lr_sweep.py on validation splits
 # (docs/training.md: every default is within noise of its sweep's best and at least 4x below the lr where
 # training breaks down).
-STANDARD_LR: dict[str, float] = {"mlp": 0.08, "lenet5": 0.02, "vgg7": 0.02}
+STANDARD_LR: dict[str, float] = {"mlp": 0.08, "lenet5": 0.01, "vgg7": 0.02}
 
 
 def _check(recipe: str) -> str:
