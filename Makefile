@@ -34,4 +34,4 @@ parity-report: setup
 	$(PY) -m wage_parity.report
 
 bench: setup
-	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks --out runs/bench

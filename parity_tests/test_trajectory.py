@@ -42,7 +42,7 @@ def torch_backend(request):
 def _jax_side(jax_model, trainer: WAGETrainer, input_shape: tuple[int, ...], lr):
     """The JAX run starting from the torch trainer's accumulators: ``(params, opt_state, train_step)``."""
     cfg = trainer.config
-    template = jax_model.init(jax.random.key(0), jnp.zeros(input_shape))["params"]
+    template = jax.jit(jax_model.init)(jax.random.key(0), jnp.zeros(input_shape))["params"]  # one program
     params = torch_weights_to_flax_params(list(trainer.accumulators.values()), template)
     opt = wage_sgd(cfg.bits_W, cfg.bits_G, lr, mode="nearest")
     params = clip_params(params, cfg.bits_W)

@@ -3,7 +3,7 @@
 ``python tests/_parallel_worker.py OUT_DIR`` trains the same MLP on the same digits batches
 
 * on one device with ``wage_jax.make_train_step`` (the reference),
-* data-parallel with ``wage_jax.parallel`` on 1, 2, 4 and 8 devices,
+* data-parallel with ``wage_jax.parallel`` on 1, 2 and 8 devices,
 * naively data-parallel on 8 devices (per-device gradients summed with ``psum``: each device shifts
   its errors by its own shard's max), the control that shows the comparison can fail,
 
@@ -51,7 +51,7 @@ SHORT = 10  # steps of the jax_threefry_partitionable=False check
 CONV_BATCH, CONV_STEPS = 16, 5
 INTEGER_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 MULTIHOST_STEPS = 20  # steps of the multi-process run (compared with the reference's accumulators then)
-DEVICE_COUNTS = (1, 2, 4, 8)
+DEVICE_COUNTS = (1, 2, 8)  # 4 adds no case that 2 and 8 miss; each count is a compile
 CONFIGS = {
     "nearest": WAGEConfig.nearest(),
     "stochastic": WAGEConfig.nearest(G_mode="stochastic", E_mode="stochastic"),

@@ -132,7 +132,7 @@ def test_checkify_helper_uses_user_checks_only():
 def test_traced_lr_outside_its_range_gives_nan_never_plausible_weights(lr):
     """Issue 29: an lr reaching QG traced (an optax schedule's value under jit) cannot raise; outside (0, 2^24]
     the update is all NaN (ascent for -8, no update for 0 and saturation for 1e30 would pass as weights)."""
-    from wage_jax.optax import scale_by_qg
+    from wage_jax import scale_by_qg
 
     g = jnp.array([0.5, -0.25, 0.01, 0.0], jnp.float32)
     assert np.isnan(np.asarray(jax.jit(lambda g, lr: wj.QG(g, 8, lr))(g, jnp.float32(lr)))).all()

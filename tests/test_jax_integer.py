@@ -63,7 +63,7 @@ class LeNet5(nn.Module):
 
 def _trajectory(model, cfg: WAGEConfig, xs, ys, steps: int, lr: float = 8.0):
     """Params after ``steps`` WAGE updates and the per-step losses (one ``lax.scan``)."""
-    params = model.init(jax.random.key(0), xs[0])["params"]
+    params = jax.jit(model.init)(jax.random.key(0), xs[0])["params"]  # one program, not op by op
     params = jax.tree_util.tree_map(lambda w: C(w, cfg.bits_W), params)
 
     def step(params, inputs):
@@ -137,7 +137,7 @@ def test_hlo_of_the_integer_step_is_int8_times_int8_into_int32(net):
     else:
         model, x = VGG7(config=PAPER, widths=(4, 8, 8), hidden=16, integer=True), jnp.zeros((4, 8, 8, 3))
         expected = 23
-    params = model.init(jax.random.key(0), x)["params"]
+    params = jax.eval_shape(model.init, jax.random.key(0), x)["params"]  # lowering needs shapes only
 
     def loss(p, key, model=model):
         return jnp.sum(model.apply({"params": p}, x, rngs={"wage": key}) ** 2)
@@ -233,7 +233,8 @@ _TRANSPOSE_CASES = [
 def test_conv_transposes_on_public_lax_equal_the_float_vjp():
     """``wage_jax.integer``'s input- and kernel-gradient convolutions (public ``lax.conv_general_dilated``
     only) give, on int8 operands with int32 sums, the bits of ``jax.vjp`` of the float32 convolution."""
-    from wage_jax._src.integer import _conv_transpose_lhs, _conv_transpose_rhs, _pads
+    from wage_jax._src.conv_lowering import explicit_pads
+    from wage_jax._src.integer import _conv_transpose_lhs, _conv_transpose_rhs
 
     rng = np.random.default_rng(4)
     dn = ("NHWC", "HWIO", "NHWC")
@@ -241,7 +242,7 @@ def test_conv_transposes_on_public_lax_equal_the_float_vjp():
     for hw, st, pad, k in _TRANSPOSE_CASES:
         x = rng.integers(-127, 128, (2, *hw, 3)).astype(np.int8)
         w = rng.integers(-127, 128, (*k, 3, 4)).astype(np.int8)
-        pads = _pads(x.shape, w.shape, st, pad)
+        pads = explicit_pads(pad, x.shape, w.shape, st)
         out_hw = [(hw[i] + sum(pads[i]) - k[i]) // st[i] + 1 for i in range(2)]
         data.append((x, w, rng.integers(-127, 128, (2, *out_hw, 4)).astype(np.int8), pads))
 

@@ -120,3 +120,18 @@ def test_conv_channel_mismatch():
     mod = wn.WAGEConv(2, 4, 2, rngs=fnnx.Rngs(params=0))
     with pytest.raises(ValueError, match="WAGEConv input x has 3 channels"):
         mod(X)
+
+
+@pytest.mark.parametrize("shape", [(12, 5), (3, 3, 2, 4)])
+def test_wage_init_draws_jax_random_uniform_of_the_kernel_shape(shape):
+    """wage_init draws flat and reshapes (a compile-time saving on XLA:CPU); the kernel is still, bit for bit,
+    ``jax.random.uniform(key, shape, minval=-L, maxval=L)``, eager and under jit."""
+    from wage_jax import wage_init
+    from wage_spec import fan_in, wage_init_limits
+
+    key = jax.random.key(7)
+    limit = wage_init_limits(fan_in(shape, layout="flax"), 2, 1.0)[0]
+    expected = np.asarray(jax.random.uniform(key, shape, jnp.float32, minval=-limit, maxval=limit))
+    for kernel in (wage_init(key, shape, 2, 1.0)[0], jax.jit(lambda k: wage_init(k, shape, 2, 1.0)[0])(key)):
+        assert kernel.shape == shape
+        np.testing.assert_array_equal(np.asarray(kernel).view(np.uint32), expected.view(np.uint32))

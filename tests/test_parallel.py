@@ -1,9 +1,9 @@
-"""Data-parallel WAGE (``wage_jax.parallel``): 1, 2, 4 and 8 devices train bit-identically to one device.
+"""Data-parallel WAGE (``wage_jax.parallel``): 1, 2 and 8 devices train bit-identically to one device.
 
 The multi-device runs happen in one subprocess (``tests/_parallel_worker.py``) with 8 virtual CPU
 devices (``XLA_FLAGS=--xla_force_host_platform_device_count=8``), so this pytest process keeps its single
 device. The worker trains an MLP (64 -> 96 -> 10) for 50 steps on sklearn digits, batch 64, with the
-single-device ``make_train_step`` and with the data-parallel step on 1, 2, 4 and 8 devices; here the
+single-device ``make_train_step`` and with the data-parallel step on 1, 2 and 8 devices; here the
 final accumulators and the per-step logits are compared bit for bit. Two more subprocesses form a
 2-process ``jax.distributed`` job (2 devices each, gloo collectives over localhost) to check the
 multi-host path (``make_array_from_process_local_data``) the same way for 20 steps. The same worker
@@ -40,7 +40,7 @@ from wage_jax import parallel
 from wage_parity.testing import f32_bits, python_env, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
-DEVICE_COUNTS = (1, 2, 4, 8)
+DEVICE_COUNTS = (1, 2, 8)  # 4 adds no case that 2 and 8 miss; each count is a compile
 BATCH, BITS_A, BITS_E, BITS_W = 64, 8, 8, 2  # must match tests/_parallel_worker.py (checked below)
 N_LEAVES = 2  # the MLP's two dense kernels
 # the integer mode's 8-device runs: tag -> (results key, reference key, products in a step)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import orbax.checkpoint as ocp
@@ -262,20 +263,26 @@ def test_results_table_aggregates_seeds(tmp_path):
     assert line == "| digits | MLP 64-256-10 | WAGE 2-8-8-8 | jax | 60 | 0,1 | 92.50% ± 3.54 | 93.50% | 4.0 s |"
 
 
+@pytest.mark.slow
 def test_jax_run_on_several_devices_equals_one_device(tmp_path):
-    """--devices: data-parallel training over 4 virtual CPU devices (a subprocess, so the other tests keep
-    one device), a resume on the mesh included, ends with the accumulators of a one-device run."""
-    common = ["-m", "examples.train", "--epochs", "2", "--limit-batches", "4", "--batch-size", "64", "--no-progress"]
-    env = python_env(devices=4)
-    one, four = tmp_path / "one", tmp_path / "four"
-    run_python([*common, "--out-dir", one, "--devices", "1"], env=env, timeout=None, check=True)
-    run_python([*common, "--out-dir", four, "--devices", "4", "--stop-after", "1"], env=env, timeout=None, check=True)
-    done = run_python([*common, "--out-dir", four, "--devices", "4", "--resume"], env=env, timeout=None, check=True)
-    assert "resumed" in done.stdout
-    a, b = np.load(one / "weights.npz"), np.load(four / "weights.npz")
-    assert a.files == b.files
-    for name in a.files:
-        assert np.array_equal(f32_bits(a[name]), f32_bits(b[name])), name
+    """--devices: data-parallel training over 4 virtual CPU devices (subprocesses, so the other tests keep
+    one device) ends with the accumulators of a one-device run, whether its checkpoint resumes on the mesh or
+    in a one-device process."""
+    common = ["-m", "examples.train", "--epochs", "2", "--limit-batches", "4", "--batch-size", "64", "--hidden", "16",
+              "--no-progress"]
+    four_devices, one_device = python_env(devices=4), python_env()
+    one, four, moved = tmp_path / "one", tmp_path / "four", tmp_path / "four-resumed-on-one"
+    run_python([*common, "--out-dir", one, "--devices", "1"], env=one_device, timeout=None, check=True)
+    run_python([*common, "--out-dir", four, "--devices", "4", "--stop-after", "1"], env=four_devices, timeout=None,
+               check=True)
+    shutil.copytree(four, moved)
+    for out, env in ((four, four_devices), (moved, one_device)):
+        done = run_python([*common, "--out-dir", out, "--resume"], env=env, timeout=None, check=True)
+        assert "resumed" in done.stdout
+        a, b = np.load(one / "weights.npz"), np.load(out / "weights.npz")
+        assert a.files == b.files
+        for name in a.files:
+            assert np.array_equal(f32_bits(a[name]), f32_bits(b[name])), (out.name, name)
 
 
 def test_integer_run_equals_the_float32_path_bit_for_bit(tmp_path, capsys):

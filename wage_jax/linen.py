@@ -57,37 +57,38 @@ class WAGEQuantizer(nn.Module):
         return wage_quantize(x, self.bits_A, self.bits_E, self.A_mode, self.E_mode, key=key)
 
 
-class WAGEDotGeneral(nn.Module):
+class _WAGEHook(nn.Module):
+    """The fields of the linen hooks: ``wage_dot_general``'s / ``wage_conv_general_dilated``'s arguments."""
+
+    bits_W: int
+    factor: float = 2.0
+    W_mode: str = "nearest"
+    integer: bool = False
+    bits_A: int = FULL_PRECISION
+    bits_E: int = FULL_PRECISION
+
+    def _options(self) -> dict:
+        return {"integer": self.integer, "bits_A": self.bits_A, "bits_E": self.bits_E}
+
+
+class WAGEDotGeneral(_WAGEHook):
     """``nn.Dense(dot_general_cls=functools.partial(WAGEDotGeneral, bits_W, ...))``: ``wage_dot_general``
     drawing the stochastic ``W_mode``'s key from the ``"wage"`` stream. Fields as ``wage_dot_general``'s."""
 
-    bits_W: int
-    factor: float = 2.0
-    W_mode: str = "nearest"
-    integer: bool = False
-    bits_A: int = FULL_PRECISION
-    bits_E: int = FULL_PRECISION
-
     def __call__(self, lhs: ArrayLike, rhs: jax.Array, dimension_numbers: Any, **kwargs: Any) -> jax.Array:
-        fn = wage_dot_general(self.bits_W, self.factor, self.W_mode, integer=self.integer, bits_A=self.bits_A,
-                              bits_E=self.bits_E)
+        fn = wage_dot_general(self.bits_W, self.factor, self.W_mode, **self._options())
         return fn(lhs, rhs, dimension_numbers, key=_w_key(self), **kwargs)
 
 
-class WAGEConvGeneralDilated(nn.Module):
+class WAGEConvGeneralDilated(_WAGEHook):
     """``nn.Conv(conv_general_dilated_cls=functools.partial(WAGEConvGeneralDilated, bits_W, ...))``:
     ``wage_conv_general_dilated`` drawing the stochastic ``W_mode``'s key from the ``"wage"`` stream."""
 
-    bits_W: int
-    factor: float = 2.0
-    W_mode: str = "nearest"
-    integer: bool = False
-    bits_A: int = FULL_PRECISION
-    bits_E: int = FULL_PRECISION
+    lowering: str = "conv"
 
     def __call__(self, lhs: ArrayLike, rhs: jax.Array, *args: Any, **kwargs: Any) -> jax.Array:
-        fn = wage_conv_general_dilated(self.bits_W, self.factor, self.W_mode, integer=self.integer,
-                                       bits_A=self.bits_A, bits_E=self.bits_E)
+        fn = wage_conv_general_dilated(self.bits_W, self.factor, self.W_mode, **self._options(),
+                                       lowering=self.lowering)
         return fn(lhs, rhs, *args, key=_w_key(self), **kwargs)
 
 
@@ -147,7 +148,10 @@ class WAGEConv(nn.Module):
     The same as ``nn.Conv(features, kernel_size, strides, padding, use_bias=False, kernel_init=
     wage_kernel_init(bits_W, factor), conv_general_dilated_cls=partial(WAGEConvGeneralDilated, ...))``, bit
     for bit. ``kernel_size``: an int or two ints; ``padding``: ``"SAME"``, ``"VALID"``, an int, two ints or two
-    ``(lo, hi)`` pairs. Input 4-d NHWC. Attributes otherwise as ``WAGEDense``'s.
+    ``(lo, hi)`` pairs. Input 4-d NHWC. ``lowering``: how the convolution is computed, the same bits in
+    every case: ``"conv"`` (the backend's convolution), ``"patches"`` (patches and a ``dot_general``, no
+    convolution in the forward or backward) or, with ``integer``, ``"int8_f32"`` (integer operands with a
+    float32 result); see ``wage_jax.wage_conv_general_dilated``. Attributes otherwise as ``WAGEDense``'s.
     """
 
     features: int
@@ -163,6 +167,7 @@ class WAGEConv(nn.Module):
     integer: bool = False
     bits_A: int = FULL_PRECISION
     bits_E: int = FULL_PRECISION
+    lowering: str = "conv"
 
     @nn.compact
     def __call__(self, x: ArrayLike) -> jax.Array:
@@ -173,7 +178,7 @@ class WAGEConv(nn.Module):
         shape = (*kernel_size_2d(self.kernel_size), jnp.shape(x)[-1], self.features)
         kernel = self.param("kernel", _init(self), shape, self.param_dtype)
         conv = wage_conv_general_dilated(self.bits_W, self.factor, self.W_mode, integer=self.integer,
-                                         bits_A=self.bits_A, bits_E=self.bits_E)
+                                         bits_A=self.bits_A, bits_E=self.bits_E, lowering=self.lowering)
         y = conv(x, kernel, tuple(int(s) for s in self.strides), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
                  key=_w_key(self))
         return y if self.dtype is None else y.astype(self.dtype)

@@ -24,6 +24,9 @@ class _WAGEBlocks(nn.Module):
     config: WAGEConfig = WAGEConfig()
     quantized: bool = True
     integer: bool = False  # WAGE layers compute on int8 with int32 sums (wage_jax.integer), bit-identically
+    # how the WAGE convolutions are computed, the same bits in every case: "conv" (the backend's convolution),
+    # "patches" (patches and a dot_general: no convolution algorithm can round) or, with integer, "int8_f32"
+    lowering: str = "conv"
 
     def dense(self, features: int, name: str) -> nn.Module:
         c = self.config
@@ -36,7 +39,7 @@ class _WAGEBlocks(nn.Module):
         c = self.config
         if self.quantized:
             return WAGEConv(features, c.bits_W, kernel_size, padding=padding, factor=c.factor, W_mode=c.W_mode,
-                            name=name, **self._integer())
+                            name=name, lowering=self.lowering, **self._integer())
         init = nn.initializers.variance_scaling(c.factor, "fan_in", "uniform")
         return nn.Conv(features, kernel_size, padding=padding, use_bias=False, kernel_init=init, name=name)
 

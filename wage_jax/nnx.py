@@ -93,10 +93,11 @@ class WAGEConvGeneralDilated(WAGEDotGeneral):
     ``wage_conv_general_dilated`` that draws a stochastic ``W_mode``'s key from its ``"wage"`` stream."""
 
     def __init__(self, bits_W: int, factor: float = 2.0, W_mode: str = "nearest", *, integer: bool = False,
-                 bits_A: int = FULL_PRECISION, bits_E: int = FULL_PRECISION, rngs: nnx.Rngs | None = None) -> None:
+                 bits_A: int = FULL_PRECISION, bits_E: int = FULL_PRECISION, lowering: str = "conv",
+                 rngs: nnx.Rngs | None = None) -> None:
         super().__init__(bits_W, factor, W_mode, integer=integer, bits_A=bits_A, bits_E=bits_E, rngs=rngs)
         self.fn = nnx.static(wage_conv_general_dilated(bits_W, factor, W_mode, integer=integer, bits_A=bits_A,
-                                                       bits_E=bits_E))
+                                                       bits_E=bits_E, lowering=lowering))
 
 
 class _WAGEKernelLayer(nnx.Module):
@@ -189,7 +190,9 @@ class WAGEConv(_WAGEKernelLayer):
     """2-D convolution without bias (NHWC, kernel HWIO) whose forward uses ``QW(kernel, bits_W, scale)``.
 
     ``kernel_size``: an int or two ints; ``padding``: Flax's forms (``"SAME"``, ``"VALID"``, an int,
-    two ints, two ``(lo, hi)`` pairs; see ``wage_jax.linen.WAGEConv``). Input 4-d NHWC.
+    two ints, two ``(lo, hi)`` pairs; see ``wage_jax.linen.WAGEConv``). Input 4-d NHWC. ``lowering``:
+    ``"conv"``, ``"patches"`` or, with ``integer``, ``"int8_f32"``, the same bits in every case (see
+    ``wage_jax.wage_conv_general_dilated``).
     """
 
     def __init__(
@@ -209,9 +212,14 @@ class WAGEConv(_WAGEKernelLayer):
         integer: bool = False,
         bits_A: int = FULL_PRECISION,
         bits_E: int = FULL_PRECISION,
+        lowering: str = "conv",
         rngs: nnx.Rngs,
     ) -> None:
         options = _options(kernel_init, param_dtype, dtype, integer, bits_A, bits_E)
+        # checked now (a bad value fails at construction, naming the argument), used at call time
+        wage_conv_general_dilated(bits_W, factor, W_mode, integer=integer, bits_A=bits_A, bits_E=bits_E,
+                                  lowering=lowering)
+        self.lowering = lowering
         self._init_kernel((*kernel_size_2d(kernel_size), in_features, out_features), bits_W, factor, W_mode, rngs,
                           options)
         self.strides = tuple(int(v) for v in strides)
@@ -224,7 +232,8 @@ class WAGEConv(_WAGEKernelLayer):
         if jnp.shape(x)[-1] != self.kernel.shape[2]:
             raise ValueError(f"WAGEConv input x has {jnp.shape(x)[-1]} channels, the kernel expects "
                              f"{self.kernel.shape[2]}")
-        conv = wage_conv_general_dilated(self.bits_W, self.factor, self.W_mode, **self._integer())
+        conv = wage_conv_general_dilated(self.bits_W, self.factor, self.W_mode, **self._integer(),
+                                         lowering=self.lowering)
         y = conv(x, self.kernel[...], self.strides, self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
                  key=self._key(rngs))
         return self._output(y)

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ParamSpec
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -188,11 +189,31 @@ def QW(x: torch.Tensor, bits: int, scale: float = 1.0, mode: str = "nearest") ->
         x32 = _as_float32(x)
         y = _fixed_point_quantize(x32, wl=bits, fl=bits - 1, clamp=True, symmetric=True, rounding=mode)
         if qw_divides_by_scale(scale):
-            y = y / scale
+            y = _divide_by_scale(y, scale)
         y = y.to(x.dtype)
     if x.requires_grad and torch.is_grad_enabled():
         return _StraightThrough.apply(x, y)
     return y
+
+
+def _divide_by_scale(y: torch.Tensor, scale: float) -> torch.Tensor:
+    """``y / float32(scale)``, correctly rounded on every device (``y`` float32, ``|y| < 1`` or NaN).
+
+    A power of two ``float32(scale) = 2^e`` never divides: ``y * 2^-e`` is the same correctly rounded
+    number (``2^-e``, ``e <= 127``, is a float32; torch keeps subnormals). A scale beyond float32's range
+    rounds to Inf and ``y / Inf = y * 0 = ±0`` (NaN stays NaN). Any other scale divides by a float32 tensor on
+    ``y``'s device: torch's CUDA kernels replace division by a Python number with multiplication by its
+    rounded reciprocal, which is not correctly rounded; a tensor divisor keeps IEEE division
+    (docs/contract.md §2).
+    """
+    with np.errstate(over="ignore"):
+        s32 = np.float32(scale)
+    if not np.isfinite(s32):
+        return y * 0.0
+    mantissa, exponent = np.frexp(s32)
+    if mantissa == 0.5:
+        return y * float(np.float32(2.0 ** (1 - int(exponent))))
+    return y / torch.tensor(s32, dtype=torch.float32, device=y.device)
 
 
 class _StraightThrough(torch.autograd.Function):

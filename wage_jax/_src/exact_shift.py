@@ -149,16 +149,18 @@ def _make_shift(scale: Callable[[jax.Array, jax.Array], jax.Array], doc: str) ->
     return shift
 
 
-shift_f32 = _make_shift(
+# Jitted (with the other quantizer kernels): called eagerly, e.g. in a Flax ``model.init``, each is one
+# compiled program instead of ~20 primitives compiled one by one; under an outer jit it is inlined.
+shift_f32 = jax.jit(_make_shift(
     scale_by_pow2,
     """``x / 2^ceil(log2(max|x|))`` for float32 ``x``, exactly (docs/contract.md §2).
 
     An all-zero ``x`` is returned unchanged. NaN or Inf anywhere in ``x`` gives all-NaN (under ``jit``
     nothing can raise; the eager public ``shift`` raises instead, and ``wage_jax.checked`` reports it).
     """,
-)
+))
 
-shift_f32_ftz = _make_shift(
+shift_f32_ftz = jax.jit(_make_shift(
     scale_by_pow2_ftz,
     """``shift`` for the quantizers (QG, the WAGE error): ``shift_f32`` with ``scale_by_pow2_ftz``.
 
@@ -167,4 +169,4 @@ shift_f32_ftz = _make_shift(
     in QG, ``2^fl`` in the fixed-point rounding), and on a backend that flushes subnormals that
     multiplication sees zero for a subnormal operand either way, so their results are unchanged.
     """,
-)
+))

@@ -19,6 +19,7 @@ zero (XLA's CPU backend does) changes no result: a subnormal ``y`` lands in the 
 from __future__ import annotations
 
 import numbers
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -104,6 +105,7 @@ def _noise(x: jax.Array, rounding: str, key: jax.Array | None, noise: jax.Array 
     return uniform(check_key(key), x.shape)
 
 
+@partial(jax.jit, static_argnums=(1, 2, 3, 4))  # one program when called eagerly (see exact_shift.shift_f32)
 def _quantize_f32(x: jax.Array, wl: int, fl: int, clamp: bool, symmetric: bool, r) -> tuple[jax.Array, jax.Array]:
     # Scaling by a power of two is exact (an FMA contraction with "+ r" changes nothing).
     s = x * np.float32(2.0**fl) + r

@@ -10,6 +10,8 @@ Stochastic rounding takes an explicit PRNG ``key`` (keyword-only), as ``jax.rand
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -117,6 +119,7 @@ def C(x: jax.typing.ArrayLike, bits: int) -> jax.Array:
     return _clamp_symmetric(x32, np.float32(1.0 - clip_delta(bits))).astype(dtype)
 
 
+@partial(jax.jit, static_argnums=1)  # one program when called eagerly (see exact_shift.shift_f32)
 def _clamp_symmetric(x: jax.Array, bound: np.float32) -> jax.Array:
     """``clamp(x, -bound, bound)`` for float32 ``x`` and ``0 < bound``, NaN passed through, on the bits.
 
@@ -187,23 +190,30 @@ def QW(
 
 
 def _divide_by_scale(y: jax.Array, scale: float) -> jax.Array:
-    """``y / float32(scale)``, correctly rounded as torch divides.
+    """``y / float32(scale)``, correctly rounded as torch's CPU divides, with no division for a power of two.
 
-    XLA rewrites ``y / broadcast(s)`` into ``y * (1 / s)``, which rounds differently unless ``s`` is a
-    power of two. The initializer's scales are powers of two ``2^e``. ``y`` is ``QW``'s quantized value,
-    a multiple of ``2^-23`` or more of magnitude at most 1 (or NaN): for ``e <= 100`` every nonzero
-    ``y * 2^-e`` is a normal float32, so one multiplication by the constant ``2^-e`` is exact (and XLA's
+    XLA:GPU compiles float32 division to PTX ``div.full`` (within 2 ulp, not correctly rounded), and XLA
+    rewrites ``y / broadcast(s)`` into ``y * (1 / s)``, which rounds differently unless ``s`` is a power of
+    two. The initializer's scales are powers of two ``2^e``. ``y`` is ``QW``'s quantized value, a multiple
+    of ``2^-23`` or more of magnitude below 1 (or NaN): for ``e <= 100`` every nonzero ``y * 2^-e`` is a
+    normal float32, so one multiplication by the constant ``2^-e`` is exact on every backend (and XLA's
     flushing of subnormals never applies); larger powers of two are applied exactly on the bits
-    (subnormal results included); any other scale divides by an opaque full-shape array.
+    (subnormal results included). A scale beyond float32's range rounds to Inf: ``y * 0`` is ``y / Inf``.
+    Only a scale that is not a power of two divides, by an opaque full-shape array: exact on the CPU,
+    ``div.full`` on XLA:GPU (docs/contract.md §2; the accelerator command reports these cases apart).
     """
-    mantissa, exponent = np.frexp(np.float32(scale))
+    with np.errstate(over="ignore"):
+        s32 = np.float32(scale)
+    if not np.isfinite(s32):
+        return y * np.float32(0.0)
+    mantissa, exponent = np.frexp(s32)
     if mantissa == 0.5:
         e = int(exponent) - 1
         if e <= 100:
             return y * np.float32(2.0**-e)
         # scale_by_pow2 takes finite input: NaN (passed through by the quantizer) stays as it is.
         return jnp.where(jnp.isnan(y), y, scale_by_pow2(y, jnp.int32(e)))
-    divisor = jax.lax.optimization_barrier(jnp.full(y.shape, scale, jnp.float32))
+    divisor = jax.lax.optimization_barrier(jnp.full(y.shape, s32, jnp.float32))
     return y / divisor
 
 

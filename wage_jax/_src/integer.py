@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from wage_jax._src.conv_lowering import check_lowering, conv_patches, explicit_pads, patches, patches_transpose
 from wage_spec import FULL_PRECISION, check_bits, check_scale
 
 __all__ = ["exact_in_float32", "integer_conv", "integer_dense", "integer_plan", "on_grid"]
@@ -261,35 +262,47 @@ def integer_dense(x: jax.Array, w: jax.Array, bits_A: int, bits_W: int, bits_E: 
 _DN = ("NHWC", "HWIO", "NHWC")
 
 
-def _pads(x_shape, k_shape, strides, padding) -> tuple[tuple[int, int], ...]:
-    if isinstance(padding, str):
-        return tuple(lax.padtype_to_pads(x_shape[1:3], k_shape[:2], strides, padding))
-    return tuple((int(lo), int(hi)) for lo, hi in padding)
-
-
 def _conv_terms(x_shape, k_shape, strides, padding) -> tuple[int, int, int]:
-    pads = _pads(x_shape, k_shape, strides, padding)
+    pads = explicit_pads(padding, x_shape, k_shape, strides)
     out_hw = [(x_shape[1 + i] + sum(pads[i]) - k_shape[i]) // strides[i] + 1 for i in range(2)]
     kh, kw, cin, cout = k_shape
     return kh * kw * cin, kh * kw * cout, x_shape[0] * out_hw[0] * out_hw[1]
 
 
-def _conv_float(x, w, strides, pads):
+def _conv_float(x, w, strides, pads, lowering: str = "conv"):
+    """The float32 product (the plan's fallback): patches and a dot for ``"patches"``, else the backend's conv."""
+    if lowering == "patches":
+        return conv_patches(x, w, strides, pads)
     return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_DN, precision=lax.Precision.HIGHEST)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _int_conv(x, w, strides, pads, plan: _Plan):
-    return _int_conv_fwd(x, w, strides, pads, plan)[0]
+def _sum_dtype(lowering: str):
+    """The integer products' result: int32 sums, or float32 (``"int8_f32"``: exact, the plan bounds them by 2^24)."""
+    return jnp.float32 if lowering == "int8_f32" else jnp.int32
 
 
-def _int_conv_fwd(x, w, strides, pads, plan: _Plan):
+def _int_patches_dot(xi: jax.Array, wi: jax.Array, strides, pads) -> jax.Array:
+    """The integer forward as ``patches(x) @ w`` with int32 sums: ``(N, Ho, Wo, Co)``."""
+    p = patches(xi, wi.shape[:2], strides, pads)
+    return lax.dot_general(p, wi.reshape(-1, wi.shape[3]), (((3,), (0,)), ((), ())), preferred_element_type=jnp.int32)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _int_conv(x, w, strides, pads, plan: _Plan, lowering: str):
+    return _int_conv_fwd(x, w, strides, pads, plan, lowering)[0]
+
+
+def _int_conv_fwd(x, w, strides, pads, plan: _Plan, lowering: str):
     if plan.forward:
-        s = lax.conv_general_dilated(_to_int(x, plan.x, plan.w), _to_int(w, plan.w, plan.x), strides, pads,
-                                     dimension_numbers=_DN, preferred_element_type=jnp.int32)
+        xi, wi = _to_int(x, plan.x, plan.w), _to_int(w, plan.w, plan.x)
+        if lowering == "patches":
+            s = _int_patches_dot(xi, wi, strides, pads)
+        else:
+            s = lax.conv_general_dilated(xi, wi, strides, pads, dimension_numbers=_DN,
+                                         preferred_element_type=_sum_dtype(lowering))
         y = _checked(_rescale(s, plan.x, plan.w), [(x, plan.x, "x"), (w, plan.w, "w")])
     else:
-        y = _conv_float(x, w, strides, pads)
+        y = _conv_float(x, w, strides, pads, lowering)
     return y, (x, w)
 
 
@@ -299,7 +312,7 @@ def _dilated(size: int, dilation: int) -> int:
 
 
 def _conv_transpose_lhs(g: jax.Array, w: jax.Array, x_hw: Sequence[int], strides: tuple[int, int],
-                        pads: tuple[tuple[int, int], ...]) -> jax.Array:
+                        pads: tuple[tuple[int, int], ...], lowering: str = "conv") -> jax.Array:
     """The input gradient of ``conv(x, w, strides, pads)``: ``g`` against the flipped, transposed kernel.
 
     Public ``lax.conv_general_dilated`` only (the transpose rule of JAX's convolution, 2-D, no
@@ -313,21 +326,27 @@ def _conv_transpose_lhs(g: jax.Array, w: jax.Array, x_hw: Sequence[int], strides
         w: ``(kh, kw, Ci, Co)`` integers of the kernel, same dtype as ``g``.
         x_hw: the forward input's ``(H, W)``.
         strides, pads: the forward convolution's (``pads`` explicit ``(lo, hi)`` pairs).
+        lowering: ``"patches"``: ``g @ w^T`` per window (a dot), then ``patches_transpose``; else this
+            convolution, with int32 sums (``"int8_f32"``: float32).
 
     Returns:
-        ``(N, H, W, Ci)`` int32 sums.
+        ``(N, H, W, Ci)`` int32 sums (float32 for ``"int8_f32"``).
     """
+    if lowering == "patches":
+        dp = lax.dot_general(g, w.reshape(-1, w.shape[3]), (((3,), (1,)), ((), ())), preferred_element_type=jnp.int32)
+        return patches_transpose(dp, x_hw, w.shape[:2], strides, pads)
     pad = []
     for i in range(2):
         before = w.shape[i] - 1 - pads[i][0]
         after = x_hw[i] + w.shape[i] - 1 - _dilated(g.shape[1 + i], strides[i]) - before
         pad.append((before, after))
     return lax.conv_general_dilated(g, lax.rev(w, (0, 1)), (1, 1), pad, lhs_dilation=strides,
-                                    dimension_numbers=("NHWC", "HWOI", "NHWC"), preferred_element_type=jnp.int32)
+                                    dimension_numbers=("NHWC", "HWOI", "NHWC"),
+                                    preferred_element_type=_sum_dtype(lowering))
 
 
 def _conv_transpose_rhs(g: jax.Array, x: jax.Array, w_hw: Sequence[int], strides: tuple[int, int],
-                        pads: tuple[tuple[int, int], ...]) -> jax.Array:
+                        pads: tuple[tuple[int, int], ...], lowering: str = "conv") -> jax.Array:
     """The kernel gradient of ``conv(x, w, strides, pads)``: ``x`` correlated with ``g`` over the batch.
 
     Public ``lax.conv_general_dilated`` only (the transpose rule of JAX's convolution, 2-D, no
@@ -340,33 +359,40 @@ def _conv_transpose_rhs(g: jax.Array, x: jax.Array, w_hw: Sequence[int], strides
         x: ``(N, H, W, Ci)`` integers of the forward input, same dtype as ``g``.
         w_hw: the kernel's ``(kh, kw)``.
         strides, pads: the forward convolution's (``pads`` explicit ``(lo, hi)`` pairs).
+        lowering: ``"patches"``: ``patches(x)^T @ g`` over the batch and positions (a dot); else this
+            convolution, with int32 sums (``"int8_f32"``: float32).
 
     Returns:
-        ``(kh, kw, Ci, Co)`` int32 sums.
+        ``(kh, kw, Ci, Co)`` int32 sums (float32 for ``"int8_f32"``).
     """
+    if lowering == "patches":
+        p = patches(x, w_hw, strides, pads)
+        s = lax.dot_general(p, g, (((0, 1, 2), (0, 1, 2)), ((), ())), preferred_element_type=jnp.int32)
+        return s.reshape(*w_hw, x.shape[3], g.shape[3])
     pad = []
     for i in range(2):
         lo = pads[i][0]
         hi = _dilated(g.shape[1 + i], strides[i]) - x.shape[1 + i] + w_hw[i] - lo - 1
         pad.append((lo, hi))
     return lax.conv_general_dilated(x, g, (1, 1), pad, rhs_dilation=strides,
-                                    dimension_numbers=("CHWN", "IHWO", "HWNC"), preferred_element_type=jnp.int32)
+                                    dimension_numbers=("CHWN", "IHWO", "HWNC"),
+                                    preferred_element_type=_sum_dtype(lowering))
 
 
-def _int_conv_bwd(strides, pads, plan: _Plan, res, g):
+def _int_conv_bwd(strides, pads, plan: _Plan, lowering: str, res, g):
     x, w = res
     float_grads = None
     if not (plan.input_grad and plan.kernel_grad):
-        float_grads = jax.vjp(lambda a, b: _conv_float(a, b, strides, pads), x, w)[1](g)
+        float_grads = jax.vjp(lambda a, b: _conv_float(a, b, strides, pads, lowering), x, w)[1](g)
     if plan.input_grad:
         gi, wi = _to_int(g, plan.e, plan.w), _to_int(w, plan.w, plan.e)
-        dx = _checked(_rescale(_conv_transpose_lhs(gi, wi, x.shape[1:3], strides, pads), plan.e, plan.w),
+        dx = _checked(_rescale(_conv_transpose_lhs(gi, wi, x.shape[1:3], strides, pads, lowering), plan.e, plan.w),
                       [(g, plan.e, "the error")])
     else:
         dx = float_grads[0]
     if plan.kernel_grad:
         gi, xi = _to_int(g, plan.e, plan.x), _to_int(x, plan.x, plan.e)
-        dw = _checked(_rescale(_conv_transpose_rhs(gi, xi, w.shape[:2], strides, pads), plan.x, plan.e),
+        dw = _checked(_rescale(_conv_transpose_rhs(gi, xi, w.shape[:2], strides, pads, lowering), plan.x, plan.e),
                       [(g, plan.e, "the error")])
     else:
         dw = float_grads[1]
@@ -378,15 +404,21 @@ _int_conv.defvjp(_int_conv_fwd, _int_conv_bwd)
 
 def integer_conv(
     x: jax.Array, w: jax.Array, bits_A: int, bits_W: int, bits_E: int, scale: float, *,
-    strides: Sequence[int] = (1, 1), padding: str | Sequence[tuple[int, int]] = "SAME",
+    strides: Sequence[int] = (1, 1), padding: str | Sequence[tuple[int, int]] = "SAME", lowering: str = "conv",
 ) -> jax.Array:
     """2-D convolution (``x`` NHWC, ``w`` HWIO, no dilation or groups) on integers; see ``integer_dense``.
+
+    ``lowering`` (``wage_jax._src.conv_lowering``): ``"conv"``, integer convolutions with int32 sums;
+    ``"patches"``, patches and integer ``dot_general``s with int32 sums (no convolution in the forward or
+    the backward, the float32 fallback included); ``"int8_f32"``, integer convolutions with float32
+    results (what XLA:GPU compiles). The same bits in every case.
 
     Returns:
         NHWC float32, bit-identical to ``lax.conv_general_dilated`` at ``Precision.HIGHEST``.
     """
     bits_A, bits_W, bits_E, scale = _validate(bits_A, bits_W, bits_E, scale)
+    lowering = check_lowering(lowering, integer=True)
     strides = tuple(int(s) for s in strides)
-    pads = _pads(x.shape, w.shape, strides, padding)
+    pads = explicit_pads(padding, x.shape, w.shape, strides)
     plan = _plan(bits_A, bits_W, bits_E, scale, _conv_terms(x.shape, w.shape, strides, pads))
-    return _int_conv(x, w, strides, pads, plan)
+    return _int_conv(x, w, strides, pads, plan, lowering)

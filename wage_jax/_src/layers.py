@@ -26,11 +26,13 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
+from wage_jax._src.conv_lowering import LOWERINGS, check_lowering, conv_patches, explicit_pads
 from wage_jax._src.functional import QW
 from wage_jax._src.integer import integer_conv, integer_dense
 from wage_spec import FULL_PRECISION, check_bits, check_mode, wage_init_limits
 
 __all__ = [
+    "LOWERINGS",
     "conv_padding",
     "kernel_size_2d",
     "max_pool_2x2",
@@ -184,6 +186,7 @@ def wage_conv_general_dilated(
     integer: bool = False,
     bits_A: int = FULL_PRECISION,
     bits_E: int = FULL_PRECISION,
+    lowering: str = "conv",
 ) -> Callable[..., jax.Array]:
     """A ``conv_general_dilated`` for Flax's ``nn.Conv``/``nnx.Conv`` that convolves with ``QW(kernel)``.
 
@@ -192,6 +195,16 @@ def wage_conv_general_dilated(
     ``Precision.HIGHEST``. ``rhs`` is the accumulator in Flax's layout ``(*spatial, in, out)``; ``scale``
     comes from its fan-in, the product of all but its last dimension. Arguments as ``wage_dot_general``'s;
     ``integer`` supports 2-D NHWC/HWIO convolutions without dilation or groups.
+
+    ``lowering`` chooses how the products are computed, the same bits in every case (docs/integer.md):
+
+    * ``"conv"`` (default): the backend's convolution (``lax.conv_general_dilated``; with ``integer``,
+      int8/int16 operands and int32 sums);
+    * ``"patches"``: the input's windows gathered by slicing, then one ``dot_general`` (a GEMM), in the
+      forward and, through its derivative, in the backward: no convolution at all, so no Winograd or FFT
+      algorithm can round a sum (2-D NHWC/HWIO, no dilation or groups; 9x the input's memory for 3x3);
+    * ``"int8_f32"`` (with ``integer`` only): integer operands with float32 results, which XLA:GPU compiles
+      where int8 x int8 -> int32 convolutions do not.
 
     Returns:
         the ``conv_general_dilated`` function; output float32.
@@ -209,6 +222,7 @@ def wage_conv_general_dilated(
     """
     bits_W, factor, W_mode, integer, bits_A, bits_E = _checked_options(bits_W, factor, W_mode, integer, bits_A,
                                                                         bits_E)
+    lowering = check_lowering(lowering, integer)
 
     def conv_general_dilated(lhs: ArrayLike, rhs: jax.Array, window_strides: Sequence[int], padding: Any,
                              lhs_dilation: Sequence[int] | None = None, rhs_dilation: Sequence[int] | None = None,
@@ -218,15 +232,20 @@ def wage_conv_general_dilated(
         del precision, preferred_element_type, kwargs  # WAGE computes exactly, in float32
         w, scale = _quantized_kernel(rhs, math.prod(rhs.shape[:-1]), bits_W, factor, W_mode, key,
                                      "wage_conv_general_dilated")
-        if integer:
+        if integer or lowering != "conv":
             plain = (all(d == 1 for d in (lhs_dilation or (1,))) and all(d == 1 for d in (rhs_dilation or (1,)))
                      and feature_group_count == 1 and batch_group_count == 1 and jnp.ndim(lhs) == 4
                      and _is_nhwc_hwio(dimension_numbers, jnp.shape(lhs), rhs.shape))
             if not plain:
-                raise ValueError("wage_conv_general_dilated(integer=True) computes 2-D NHWC/HWIO convolutions "
+                what = "integer=True" if integer else f"lowering={lowering!r}"
+                raise ValueError(f"wage_conv_general_dilated({what}) computes 2-D NHWC/HWIO convolutions "
                                  "without dilation or feature groups")
-            return integer_conv(jnp.asarray(lhs, jnp.float32), w, bits_A, bits_W, bits_E, scale,
-                                strides=tuple(int(s) for s in window_strides), padding=padding)
+            strides = tuple(int(s) for s in window_strides)
+            if integer:
+                return integer_conv(jnp.asarray(lhs, jnp.float32), w, bits_A, bits_W, bits_E, scale,
+                                    strides=strides, padding=padding, lowering=lowering)
+            lhs = jnp.asarray(lhs, jnp.float32)
+            return conv_patches(lhs, w, strides, explicit_pads(padding, lhs.shape, w.shape, strides))
         return lax.conv_general_dilated(
             lhs, w, window_strides, padding, lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
             dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,

@@ -1,6 +1,6 @@
 """Step time of the paper's experiments (``wage-train --preset``) with the JAX runner, and the full-run estimate.
 
-    python -m benchmarks.paper_experiments [--steps N] [--only lenet5|vgg7]
+    python scripts/paper_experiments.py [--steps N] [--only lenet5|vgg7]
 
 Times ``wage_train.jax_runner.JaxRunner.train_step`` at batch 128 with the paper's 2-8-8-8 and rounding
 modes (the work of one ``wage-train`` step, host-to-device copy included) for LeNet-5 on 28x28x1 and
