@@ -13,6 +13,7 @@ import torch
 
 from wage_parity.testing import f32_bits, python_env, run_python, write_fake_cifar, write_fake_mnist
 from wage_train.cli import parse_bits, run
+from wage_train.float_recipe import STANDARD_LR
 from wage_train.reporting import results_table
 from wage_train.runspec import lr_table
 
@@ -58,14 +59,18 @@ def test_wage_run_learns_and_keeps_weights_on_the_grid(tmp_path, framework):
         assert len(np.unique(w)) > 3  # accumulators, not the 3-valued forward weights
 
 
-@pytest.mark.parametrize("framework", ["jax", "torch"])
-def test_float_baseline_run(tmp_path, framework):
+# The standard recipe (the default) in both frameworks; wage-sse once (the cheaper torch run): its update rule is
+# pinned framework by framework in tests/test_float_recipe.py.
+@pytest.mark.parametrize(("framework", "recipe", "lr"), [("jax", "standard", STANDARD_LR["mlp"]),
+                                                        ("torch", "standard", STANDARD_LR["mlp"]),
+                                                        ("torch", "wage-sse", 0.001)])
+def test_float_baseline_run(tmp_path, framework, recipe, lr):
     out = tmp_path / "float"
-    summary = run(["--float", "--framework", framework, "--epochs", "2", "--schedule", "constant", "--no-progress",
-                   "--out-dir", str(out)])
+    summary = run(["--float", "--float-recipe", recipe, "--framework", framework, "--epochs", "2", "--schedule",
+                   "constant", "--no-progress", "--out-dir", str(out)])
     rows, cfg, weights = _check_outputs(out, [framework], 2)
-    assert cfg["float"] and cfg["lr"] == 0.001 and [float(r["lr"]) for r in rows] == [0.001, 0.001]
-    # 22 plain SGD steps beat chance (10%).
+    assert cfg["float"] and cfg["lr"] == lr and [float(r["lr"]) for r in rows] == [lr, lr]
+    # 22 SGD steps beat chance (10%).
     assert summary["frameworks"][framework]["final_test_acc"] > 0.25
     # Unquantized: weights take (nearly) as many values as elements, and leave WAGE's 2-bit range.
     w = next(iter(weights.values()))

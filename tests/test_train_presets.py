@@ -11,6 +11,7 @@ from wage_parity.testing import write_fake_cifar, write_fake_mnist, write_svhn_m
 from wage_train.augment import augment_crop
 from wage_train.cli import build_parser, run
 from wage_train.config import UsageError, float_lr, resolve_config
+from wage_train.float_recipe import STANDARD_LR
 from wage_train.presets import PRESETS
 from wage_train.runspec import lr_table
 
@@ -50,8 +51,10 @@ def test_explicit_options_override_the_preset():
     assert cfg["batch_size"] == 128 and cfg["schedule"] == "paper-epochs" and cfg["model"] == "vgg7"
     compare = _resolve(["--preset", "paper-mnist", "--compare"])
     assert {compare[m] for m in ("W_mode", "A_mode", "G_mode", "E_mode")} == {"nearest"}
-    # --float keeps the float baseline's own lr, which is set from the data once it is loaded (float_lr).
-    assert _resolve(["--preset", "paper-mnist", "--float"])["lr"] is None
+    # --float keeps the float baseline's own lr: the standard recipe's of the model, or wage-sse's, which is set
+    # from the data once it is loaded (float_lr).
+    assert _resolve(["--preset", "paper-mnist", "--float"])["lr"] == STANDARD_LR["lenet5"]
+    assert _resolve(["--preset", "paper-mnist", "--float", "--float-recipe", "wage-sse"])["lr"] is None
     assert float_lr((28, 28, 1)) == pytest.approx(0.001 * 64 / 784)
     with pytest.raises(UsageError, match="2 LeNet-5 conv widths"):
         _resolve(["--preset", "paper-mnist", "--widths", "4,4,8"])

@@ -82,7 +82,11 @@ def test_print_config_explicit_options_override_the_preset(tmp_path: Path, monke
                         capsys)
     assert (cfg["epochs"], cfg["bits"], cfg["out_dir"]) == (3, [2, 8, 8, -1], "o")
     assert list(tmp_path.iterdir()) == []
-    assert _print_config(["--float"], capsys)["lr"] is None  # known once the data's image size is
+    from wage_train.float_recipe import STANDARD_LR
+
+    assert _print_config(["--float"], capsys)["lr"] == STANDARD_LR["mlp"]  # the standard recipe's lr of the MLP
+    # wage-sse's lr is known once the data's image size is.
+    assert _print_config(["--float", "--float-recipe", "wage-sse"], capsys)["lr"] is None
 
 
 @pytest.mark.parametrize(("argv", "extra"), [(["--preset", "paper-svhn"], True), (["--dataset", "svhn"], False)])

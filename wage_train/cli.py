@@ -11,7 +11,8 @@ Examples::
 
     wage-train                                 # digits, JAX, WAGE 2-8-8-8
     wage-train --framework torch --seed 1
-    wage-train --float                         # float baseline (plain SGD), same MLP
+    wage-train --float                         # float baseline (cross-entropy, SGD momentum 0.9), same MLP
+    wage-train --float --float-recipe wage-sse # float, like for like: WAGE's SSE loss, plain SGD
     wage-train --compare                       # JAX and torch from one init and one batch order
     wage-train --dataset cifar10 --data-dir ~/data   # the paper's VGG7, 300 epochs
     wage-train --dataset cifar10 --data-dir ~/data --download   # fetch CIFAR-10 first (verified)
@@ -37,17 +38,16 @@ from typing import Any
 
 from wage_spec import FULL_PRECISION
 from wage_train.config import (
-    FLOAT_LR,
     SEED_MAX,
     WAGE_LR,
     UsageError,
     check_data_fingerprint,
-    float_lr,
     resolve_config,
     resume_config,
 )
 from wage_train.data import DATASETS, data_fingerprint, hold_out_validation, load_dataset
 from wage_train.download import ensure_dataset
+from wage_train.float_recipe import RECIPES, STANDARD_LR, default_lr
 from wage_train.presets import PRESETS
 from wage_train.runspec import SCHEDULES
 from wage_train.safe_io import DataError
@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="train in JAX and torch from the same init and batches and report per epoch whether the "
         "trajectories are identical (all rounding modes nearest unless set explicitly)",
     )
-    which.add_argument("--float", action="store_true", default=None, help="float baseline: no quantizers, plain SGD")
+    which.add_argument("--float", action="store_true", default=None,
+                       help="float baseline: no quantizers, trained as --float-recipe says")
     which.add_argument(
         "--integer",
         action="store_true",
@@ -246,8 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=positive_int, help="default: 60 (digits), 100 (mnist), 300 (cifar10)")
     t.add_argument("--batch-size", type=positive_int, help="default 128")
     t.add_argument(
+        "--float-recipe", choices=RECIPES, help="how --float trains: standard (default): softmax cross-entropy, "
+        "SGD momentum 0.9, He init, lr per model; wage-sse: WAGE's SSE loss, plain SGD, WAGE's init factor, lr "
+        "0.001 x 64 / input size (docs/training.md)"
+    )
+    t.add_argument(
         "--lr", type=positive_float, help=f"base learning rate (default {WAGE_LR:g} for WAGE; for --float "
-        f"{FLOAT_LR:g} x 64 / input size, i.e. 0.001 on 8x8 digits, 8.2e-5 on 28x28 MNIST)"
+        + ", ".join(f"{lr:g} ({model})" for model, lr in STANDARD_LR.items())
+        + "; for --float-recipe wage-sse 0.001 x 64 / input size)"
     )
     t.add_argument(
         "--schedule",
@@ -362,7 +369,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list)
         preflight.check_devices(cfg, args.devices)
         preflight.check_torch_backend(cfg)
         if cfg["lr"] is None:
-            cfg["lr"] = float_lr(data.image_shape)
+            cfg["lr"] = default_lr(cfg["float_recipe"], cfg["model"], data.image_shape)
         if staging is not None:
             try:
                 staging.mkdir()

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from wage_spec import FULL_PRECISION, MAX_LR, WAGEConfig
+from wage_train.float_recipe import RECIPES, STANDARD_LR, default_factor
 from wage_train.presets import apply_preset
 from wage_train.safe_io import read_json_object
 
@@ -23,7 +24,7 @@ __all__ = [
     "wage_config",
 ]
 
-FLOAT_LR = 0.001  # x 64 / fan-in; chosen on a validation split: benchmarks/float_lr_sweep.py, docs/training.md
+FLOAT_LR = 0.001  # x 64 / fan-in, the wage-sse float recipe's (docs/training.md); standard: float_recipe.STANDARD_LR
 WAGE_LR = 8.0  # the paper's
 DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "digits": {"model": "mlp", "hidden": [256], "epochs": 60, "augment": False},
@@ -62,6 +63,10 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
     if compare and is_float:
         raise UsageError("--compare checks WAGE's bit-exact JAX/torch parity; it does not apply to --float")
     integer = bool(getattr(args, "integer", None))
+    recipe = getattr(args, "float_recipe", None)
+    if recipe is not None and not is_float:
+        raise UsageError(f"--float-recipe {recipe} applies to the float baseline: give --float with it")
+    recipe = (recipe or "standard") if is_float else None
     _check_integer(integer, is_float, "compare" if compare else (args.framework or "jax"))
     paper = WAGEConfig()
     modes = {m: getattr(args, m) or ("nearest" if compare else getattr(paper, m)) for m in MODES}
@@ -78,11 +83,15 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         "vgg_hidden": args.vgg_hidden or MODEL_DEFAULTS.get(model, MODEL_DEFAULTS["vgg7"])["vgg_hidden"],
         "bits": list(bits),
         **modes,
-        "factor": args.factor if args.factor is not None else paper.factor,
+        # The float layers' init: He's factor 2 in the standard recipe, WAGE's (the paper's 1.0) in wage-sse.
+        "factor": args.factor if args.factor is not None else (
+            default_factor(recipe, paper.factor) if is_float else paper.factor),
         "epochs": args.epochs if args.epochs is not None else d["epochs"],
         "batch_size": args.batch_size or 128,
-        # --float without --lr: float_lr(image shape), filled in once the data is loaded.
-        "lr": args.lr if args.lr is not None else (None if is_float else WAGE_LR),
+        # --float without --lr: the standard recipe's lr of the model; wage-sse's depends on the image shape,
+        # filled in once the data is loaded (float_recipe.default_lr).
+        "lr": args.lr if args.lr is not None else (
+            WAGE_LR if not is_float else (STANDARD_LR.get(model) if recipe == "standard" else None)),
         "schedule": args.schedule or "paper",
         "seed": args.seed if args.seed is not None else 0,
         "augment": args.augment if args.augment is not None else d["augment"],
@@ -91,6 +100,7 @@ def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
         "limit_batches": args.limit_batches,
         "eval_batch_size": args.eval_batch_size or 500,
         "validation": getattr(args, "validation", None),
+        "float_recipe": recipe,  # None for WAGE
     }
     if cfg["model"] == "vgg7" and len(cfg["widths"]) != 3:
         raise UsageError(f"--widths takes the 3 VGG7 stage widths, got {cfg['widths']}")
@@ -164,6 +174,7 @@ def validate_config(cfg: dict[str, Any], source: str) -> None:
         "limit_batches": (lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1"),
         "eval_batch_size": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
         "validation": (lambda v: v is None or (is_num(v) and 0 < v < 1), "null or a fraction in (0, 1)"),
+        "float_recipe": (lambda v: v is None or v in RECIPES, "null or " + ", ".join(RECIPES)),
         **{m: (lambda v: v in ("nearest", "stochastic"), "nearest or stochastic") for m in MODES},
     }
     for key, (ok, what) in rules.items():
@@ -175,6 +186,9 @@ def validate_config(cfg: dict[str, Any], source: str) -> None:
         raise UsageError(f"{source}: widths={cfg['widths']} must hold the 2 LeNet-5 conv widths")
     if cfg["framework"] == "compare" and cfg["float"]:
         raise UsageError(f"{source}: framework='compare' does not apply to float=true")
+    if "float_recipe" in cfg and (cfg["float_recipe"] is None) == cfg["float"]:
+        raise UsageError(f"{source}: float_recipe={cfg['float_recipe']!r} is not valid with float="
+                         f"{str(cfg['float']).lower()} (a float run names its recipe, a WAGE run has null)")
     if not cfg["float"] and cfg["lr"] > MAX_LR:
         raise UsageError(f"{source}: lr={cfg['lr']!r} is not valid (WAGE's update takes an lr in (0, 2^24])")
     try:
@@ -185,12 +199,13 @@ def validate_config(cfg: dict[str, Any], source: str) -> None:
 
 
 def float_lr(image_shape: tuple[int, ...]) -> float:
-    """The float baseline's default lr: ``FLOAT_LR * 64 / fan-in`` of the first layer (the flattened image).
+    """The ``wage-sse`` float recipe's default lr: ``FLOAT_LR * 64 / fan-in`` of the first layer (the flattened
+    image). The ``standard`` recipe's is per model family (``wage_train.float_recipe.STANDARD_LR``).
 
     Plain SGD on the batch-summed squared error: the first layer's gradient grows with the input size, so the
     lr for 8x8 digits (0.001) is scaled by 64 / (H*W*C): 8.16e-5 for 28x28 MNIST, 2.08e-5 for 32x32x3. The
     constant was chosen on validation splits of the training sets, never the test set
-    (``benchmarks/float_lr_sweep.py``; docs/training.md gives the figures).
+    (docs/training.md gives the figures).
     """
     fan_in = 1
     for n in image_shape:
@@ -216,6 +231,8 @@ def resume_config(cli: dict[str, Any], args: argparse.Namespace, out_dir: Path) 
     saved = read_json_object(path)
     for key, default in OPTIONAL_SAVED.items():  # options added after a run was saved
         saved.setdefault(key, default)
+    if "float_recipe" not in saved and isinstance(saved.get("float"), bool):  # saved before the recipes: wage-sse
+        saved["float_recipe"] = "wage-sse" if saved["float"] else None
     missing = sorted(set(cli) - set(saved) - {"name", "out_dir"})
     if missing:
         raise UsageError(f"{path}: not a wage-train config (missing {', '.join(missing)})")

@@ -1,8 +1,9 @@
 """The JAX side of the training example: a Flax model, the jitted WAGE step, Orbax checkpoints.
 
 WAGE runs use ``wage_jax.wage_sgd`` (``w <- C(w - QG(g, bits_G, lr))``, WAGE Eq. 11-12) through
-``wage_jax.make_train_step``; the float baseline (``quantized=False``) uses ``optax.sgd`` on the
-same sum-of-squares loss through the same step builder. The learning rate follows a per-epoch table,
+``wage_jax.make_train_step``; the float baseline (``quantized=False``) uses the loss and optax optimizer of
+its recipe (``wage_train.float_recipe``: cross-entropy and SGD with momentum, or WAGE's sum of squares and
+plain SGD) through the same step builder. The learning rate follows a per-epoch table,
 looked up from the optimizer's step count inside the jitted step.
 
 The training loop (``wage_train.loop``) drives :meth:`JaxRunner.place` (from its batch thread),
@@ -27,11 +28,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from wage_jax import QW, clip_params, kernel_scale, make_train_step, parallel, wage_sgd
+from wage_jax import QW, clip_params, kernel_scale, make_train_step, parallel, sse_loss, wage_sgd
 from wage_jax.models import MLP, VGG7, LeNet5
 from wage_spec import WAGEConfig
+from wage_train import float_recipe as recipes
 from wage_train.runspec import ModelSpec
 
 __all__ = ["JaxRunner", "build_model", "layer_order"]
@@ -99,6 +100,8 @@ class JaxRunner:
             of them). The accumulators are bit-identical for every device count; when ``batch_size`` does
             not divide by it, one device is used.
         batch_size: the training batch (to check that it divides by the device count).
+        float_recipe: the float baseline's loss and optimizer (``wage_train.float_recipe.RECIPES``); ignored for
+            WAGE.
     """
 
     framework = "jax"
@@ -116,6 +119,7 @@ class JaxRunner:
         devices: int | None = None,
         batch_size: int | None = None,
         integer: bool = False,
+        float_recipe: str = "standard",
     ) -> None:
         self.spec, self.config, self.quantized = spec, config, quantized
         self.eval_batch_size = eval_batch_size
@@ -144,8 +148,12 @@ class JaxRunner:
         if quantized:
             optimizer = wage_sgd(config.bits_W, config.bits_G, schedule, mode=config.G_mode, key=k_opt)
             params = jax.jit(clip_params, static_argnums=1)(params, config.bits_W)
+            loss_fn = sse_loss  # WAGE trains on the sum of squared errors (docs/contract.md §3)
+            self.loss_mean = False
         else:
-            optimizer = optax.sgd(schedule)
+            optimizer = recipes.jax_optimizer(float_recipe, schedule)
+            loss_fn = recipes.jax_loss(float_recipe)
+            self.loss_mean = recipes.loss_is_batch_mean(float_recipe)
         self.params, self.opt_state = params, jax.jit(optimizer.init)(params)
         # The forward pass draws random numbers only for stochastic W, A or E rounding.
         modes = (config.W_mode, config.A_mode, config.E_mode)
@@ -168,10 +176,10 @@ class JaxRunner:
         if n > 1:
             mesh = self._mesh
             self.params, self.opt_state = parallel.replicate((self.params, self.opt_state), mesh)
-            self._step = parallel.make_data_parallel_train_step(apply_fn, optimizer, mesh)
+            self._step = parallel.make_data_parallel_train_step(apply_fn, optimizer, mesh, loss_fn=loss_fn)
             self._place = lambda a: parallel.shard_batch(a, mesh)
         else:
-            self._step = make_train_step(apply_fn, optimizer)
+            self._step = make_train_step(apply_fn, optimizer, loss_fn)
             self._place = jnp.asarray
         self._apply = jax.jit(apply_fn)
 
@@ -199,8 +207,9 @@ class JaxRunner:
     def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """One update on inputs ``x`` ``(B, H, W, C)`` float32 and labels ``y`` ``(B,)``; returns ``(loss, logits)``.
 
-        ``loss`` is the batch's ``0.5 * sum((logits - onehot)^2)`` (docs/contract.md §3) and ``logits`` ``(B, K)``
-        float32 are those of the forward pass that the update used.
+        ``loss`` is summed over the batch: ``0.5 * sum((logits - onehot)^2)`` (WAGE and the ``wage-sse`` float
+        recipe, docs/contract.md §3) or ``B`` x the mean softmax cross-entropy that the ``standard`` float recipe
+        minimises; ``logits`` ``(B, K)`` float32 are those of the forward pass that the update used.
         """
         key = None
         if self.needs_key:
@@ -208,7 +217,7 @@ class JaxRunner:
         self.params, self.opt_state, loss, logits = self._step(
             self.params, self.opt_state, self._place(np.asarray(x)), self._place(np.asarray(y, np.int32)), key
         )
-        return float(loss), np.asarray(logits)
+        return float(loss) * (len(x) if self.loss_mean else 1), np.asarray(logits)
 
     def place(self, x: np.ndarray, y: np.ndarray) -> tuple[jax.Array, jax.Array]:
         """Copy a batch to the device(s) (split over them when data-parallel); safe from another thread.

@@ -17,6 +17,7 @@ from wage_train.augment import augment_crop, augment_crop_flip
 from wage_train.checkpoints import non_finite_weights, restore_checkpoint, save_checkpoint
 from wage_train.config import MODES, UsageError, wage_config
 from wage_train.data import Dataset, pad_images, to_inputs
+from wage_train.float_recipe import describe as describe_recipe
 from wage_train.prefetch import Prefetcher
 from wage_train.reporting import format_compare, format_header, format_row, plot_run, write_csv, write_json
 from wage_train.runspec import LrSchedule, ModelSpec
@@ -72,7 +73,8 @@ def _make_runners(
     config = wage_config(cfg)
     runners: list[Any] = []
     common = dict(quantized=quantized, lrs=lrs, steps_per_epoch=spe, seed=cfg["seed"],
-                  eval_batch_size=eval_batch_size or cfg["eval_batch_size"])
+                  eval_batch_size=eval_batch_size or cfg["eval_batch_size"],
+                  float_recipe=cfg.get("float_recipe") or "wage-sse")  # saved before the recipes: wage-sse
     if cfg["framework"] in ("torch", "compare"):
         from wage_train.torch_runner import TorchRunner
 
@@ -222,7 +224,7 @@ def train(cfg: dict[str, Any], data: Dataset, out_dir: Path, *, resume: bool, st
     write_json(out_dir / "config.json", cfg)
 
     method = (
-        "float (plain SGD)"
+        f"float ({describe_recipe(cfg.get('float_recipe') or 'wage-sse')})"
         if cfg["float"]
         else "WAGE {}-{}-{}-{} (W {}, A {}, G {}, E {})".format(*cfg["bits"], *(cfg[m] for m in MODES))
     )

@@ -1,19 +1,22 @@
-"""MNIST-format idx files from scikit-learn's 8x8 digits, upscaled to 28x28 (offline stand-in for MNIST).
+"""MNIST- and CIFAR-format files from scikit-learn's 8x8 digits, upscaled (offline stand-ins for MNIST, CIFAR-10).
 
-Each 8x8 image (0..16) is resized to 28x28 with bilinear interpolation and scaled to 0..255; the split is
-:func:`wage_train.data.load_digits_split`'s. The four files are written as MNIST's (magic 0x803 / 0x801).
+Each 8x8 image (0..16) is resized with bilinear interpolation and scaled to 0..255; the split is
+:func:`wage_train.data.load_digits_split`'s. MNIST format: 28x28, the four idx files (magic 0x803 / 0x801).
+CIFAR format: 32x32x3 (each image tinted by a fixed random colour, so the three planes differ), the python
+batches of ``cifar-10-batches-py``.
 """
 
 from __future__ import annotations
 
+import pickle
 import struct
 from pathlib import Path
 
 import numpy as np
 
-from wage_train.data import MNIST_FILES, load_digits_split
+from wage_train.data import CIFAR10_FILES, MNIST_FILES, load_digits_split
 
-__all__ = ["upscale", "write_idx", "write_mnist_format_digits"]
+__all__ = ["upscale", "write_cifar_format_digits", "write_idx", "write_mnist_format_digits"]
 
 
 def upscale(images: np.ndarray, size: int = 28) -> np.ndarray:
@@ -46,4 +49,29 @@ def write_mnist_format_digits(directory: str | Path) -> Path:
         arrays.append(np.clip(np.rint(upscale(x[..., 0]) * (255 / 16)), 0, 255).astype(np.uint8))
     for name, arr in zip(MNIST_FILES, (arrays[0], d.y_train, arrays[1], d.y_test), strict=True):
         write_idx(directory / name, arr)
+    return directory
+
+
+def write_cifar_format_digits(directory: str | Path, seed: int = 0) -> Path:
+    """Write ``directory/cifar-10-batches-py`` (5 training batches holding the 1437 digits, a test batch of 360)
+    from the digits upscaled to 32x32 and tinted: channel ``c`` of image ``i`` is ``upscaled * tint[i, c]`` with
+    ``tint`` drawn once from ``U(0.5, 1)`` (``seed``). Returns ``directory`` (what ``--data-dir`` takes)."""
+    directory = Path(directory)
+    folder = directory / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    d = load_digits_split()
+    rng = np.random.default_rng(seed)
+    splits = []
+    for x, y in ((d.x_train, d.y_train), (d.x_test, d.y_test)):
+        gray = upscale(x[..., 0], 32) * (255 / 16)  # (N, 32, 32)
+        tint = rng.uniform(0.5, 1.0, (len(x), 3))
+        chw = gray[:, None] * tint[:, :, None, None]  # (N, 3, 32, 32): CIFAR's rows are R, G, B planes
+        splits.append((np.clip(np.rint(chw), 0, 255).astype(np.uint8).reshape(len(x), 3072), y))
+    (x_train, y_train), (x_test, y_test) = splits
+    parts = np.array_split(np.arange(len(x_train)), len(CIFAR10_FILES) - 1)
+    batches = [(x_train[i], y_train[i]) for i in parts] + [(x_test, y_test)]
+    for name, (data, labels) in zip(CIFAR10_FILES, batches, strict=True):
+        batch = {b"batch_label": name.encode(), b"labels": [int(v) for v in labels], b"data": data}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
     return directory

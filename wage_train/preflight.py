@@ -111,8 +111,8 @@ def require_torch(framework: str) -> None:
 def print_config(cfg: dict[str, Any]) -> NoReturn:
     """Print ``cfg`` (the resolved configuration, preset and defaults applied) as JSON, one key a line; exit 0.
 
-    ``lr`` is ``null`` for ``--float`` without ``--lr``: its default depends on the data's image size, known only
-    once the data is read.
+    ``lr`` is ``null`` for ``--float --float-recipe wage-sse`` without ``--lr``: its default depends on the data's
+    image size, known only once the data is read.
     """
     # One key per line, each value on its line (lists stay readable: "bits": [2, 8, 8, 8]); valid JSON.
     rows = [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in cfg.items()]

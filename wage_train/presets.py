@@ -14,8 +14,8 @@ and ``dataSet/*.py``:
 
 Inputs are ``x / 127.5 - 1`` in all three (``NN.py``), which is :func:`wage_train.data.to_inputs`.
 Options given explicitly on the command line override the preset's (e.g. ``--epochs 1`` for a smoke run);
-with ``--compare`` the rounding modes default to nearest (bit-exact parity) and with ``--float`` the lr to
-the float baseline's, as without a preset.
+with ``--compare`` the rounding modes default to nearest (bit-exact parity) and with ``--float`` the lr and
+the init factor to the float baseline's (``wage_train.float_recipe``), as without a preset.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
     if getattr(args, "compare", None):
         skip |= {"W_mode", "A_mode", "G_mode", "E_mode"}  # --compare defaults every mode to nearest
     if getattr(args, "float", None):
-        skip |= {"lr"}  # the float baseline keeps its own lr
+        skip |= {"lr", "factor"}  # the float baseline keeps its own lr and init (wage_train.float_recipe)
     if getattr(args, "model", None) not in (None, PRESETS[name]["model"]):
         skip |= {"widths", "vgg_hidden"}  # another --model: its own defaults, not the preset model's sizes
     for key, value in PRESETS[name].items():

@@ -1,8 +1,9 @@
 """The torch side of the training example: ``wage_torch`` models, the reference update, ``torch.save`` checkpoints.
 
 WAGE runs use ``wage_torch.training.WAGETrainer`` (forward with ``QW(w_acc)``, then
-``w_acc <- C(w_acc, bits_W) - QG(grad, bits_G, lr)``, WAGE Eq. 11-12); the float baseline uses
-``torch.optim.SGD`` on the same sum-of-squares loss. Stochastic rounding draws from torch's default
+``w_acc <- C(w_acc, bits_W) - QG(grad, bits_G, lr)``, WAGE Eq. 11-12); the float baseline uses the loss and
+``torch.optim.SGD`` of its recipe (``wage_train.float_recipe``: cross-entropy with momentum 0.9, or WAGE's
+sum of squares without). Stochastic rounding draws from torch's default
 generator (qtorch's ``rand_like``), whose state is part of the checkpoint.
 """
 
@@ -16,8 +17,9 @@ import torch
 
 from wage_spec import WAGEConfig
 from wage_torch.models import MLP, VGG7, LeNet5
-from wage_torch.training import WAGETrainer, sse_loss
+from wage_torch.training import WAGETrainer
 from wage_torch.wage_qtorch import QW
+from wage_train import float_recipe as recipes
 from wage_train.runspec import ModelSpec, schedule_index
 
 __all__ = ["TorchRunner", "build_model"]
@@ -46,7 +48,8 @@ class TorchRunner:
     """Trains one model in torch; the same interface as ``wage_train.jax_runner.JaxRunner``.
 
     Inputs arrive NHWC (as the JAX side takes them): the MLP flattens them in that order (so weights
-    transfer between frameworks), VGG7 gets them permuted to NCHW.
+    transfer between frameworks), VGG7 gets them permuted to NCHW. ``float_recipe``: the float baseline's loss
+    and optimizer (``wage_train.float_recipe.RECIPES``); ignored for WAGE.
     """
 
     framework = "torch"
@@ -60,6 +63,7 @@ class TorchRunner:
         steps_per_epoch: int,
         seed: int,
         eval_batch_size: int = 500,
+        float_recipe: str = "standard",
     ) -> None:
         self.spec, self.config, self.quantized = spec, config, quantized
         self.lrs = lrs if hasattr(lrs, "segments") else list(lrs)  # a lazy LrSchedule stays lazy
@@ -71,7 +75,9 @@ class TorchRunner:
         if quantized:
             self.trainer = WAGETrainer(self.model, config)
         else:
-            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.lrs[0])
+            self.optimizer = recipes.torch_optimizer(float_recipe, self.model.parameters(), self.lrs[0])
+            self.loss_fn = recipes.torch_loss(float_recipe)
+            self.loss_mean = recipes.loss_is_batch_mean(float_recipe)
         self.step_count = 0
 
     def _inputs(self, x: np.ndarray) -> torch.Tensor:
@@ -83,7 +89,8 @@ class TorchRunner:
         return self.lrs[schedule_index(self.step_count, self.steps_per_epoch, len(self.lrs))]
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-        """One update on ``x`` ``(B, H, W, C)`` float32 and ``y`` ``(B,)``; returns ``(loss, logits (B, K))``."""
+        """One update on ``x`` ``(B, H, W, C)`` float32 and ``y`` ``(B,)``; returns ``(loss, logits (B, K))``, the loss
+        summed over the batch (``B`` x the mean cross-entropy of the ``standard`` float recipe)."""
         xt, yt = self._inputs(x), torch.from_numpy(np.asarray(y, np.int64))
         lr = self.current_lr()
         if self.quantized:
@@ -91,12 +98,12 @@ class TorchRunner:
         else:
             self.model.zero_grad(set_to_none=True)
             logits = self.model(xt)
-            loss = sse_loss(logits, yt)
+            loss = self.loss_fn(logits, yt)
             loss.backward()
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             self.optimizer.step()
-            loss, logits = loss.detach(), logits.detach()
+            loss, logits = loss.detach() * (len(xt) if self.loss_mean else 1), logits.detach()
         self.step_count += 1
         return float(loss), logits.numpy()
 

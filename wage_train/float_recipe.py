@@ -1,0 +1,150 @@
+"""How ``wage-train --float`` trains the float baseline: loss, optimizer, initializer and default lr per recipe.
+
+Two recipes (``--float-recipe``):
+
+``standard`` (the default): the float network trained as float networks are normally trained, so that the
+baseline is a fair reference for WAGE's accuracy:
+
+* loss: softmax cross-entropy, averaged over the batch
+  (``mean_i [logsumexp(z_i) - z_i[y_i]]`` for logits ``z`` ``(B, K)`` and labels ``y`` ``(B,)``);
+* optimizer: SGD with momentum 0.9, no weight decay (``v <- 0.9 v + g``, ``w <- w - lr v``: ``torch.optim.SGD``
+  with ``momentum=0.9`` and ``optax.sgd(lr, momentum=0.9)``, the same update), as in He et al. 2016 (CVPR,
+  "Deep residual learning", Sec. 3.4) and torchvision's classification reference recipe; WAGE itself has no
+  weight decay, so none is added here;
+* initializer: He (Kaiming) uniform, ``U(-L, L)`` with ``L = sqrt(6 / fan_in)`` (variance ``2 / fan_in``, He et al.
+  2015, ICCV), i.e. the models' float layers with ``factor`` 2 (``torch.nn.init.kaiming_uniform_`` with
+  ``a=0``); an explicit ``--factor`` still sets the variance factor;
+* lr: one per model family (:data:`STANDARD_LR`), chosen on validation splits by ``scripts/float_lr_sweep.py``
+  (docs/training.md gives the table and the margin to the lr where training breaks down);
+
+and the same data, augmentation, batch size and ``--schedule`` as WAGE (the paper's divides the lr by 8 at the
+same epochs).
+
+``wage-sse``: the like-for-like variant: WAGE's loss (``0.5 * sum ||z - onehot(y)||^2`` summed over the batch,
+docs/contract.md §3), plain SGD and WAGE's initializer factor (1.0), lr ``0.001 * 64 / fan_in`` of the first
+layer (``wage_train.config.float_lr``): it differs from WAGE only by the quantizers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+__all__ = [
+    "HE_FACTOR",
+    "MOMENTUM",
+    "RECIPES",
+    "STANDARD_LR",
+    "default_factor",
+    "default_lr",
+    "describe",
+    "jax_loss",
+    "loss_is_batch_mean",
+    "jax_optimizer",
+    "torch_loss",
+    "torch_optimizer",
+]
+
+RECIPES = ("standard", "wage-sse")
+MOMENTUM = 0.9
+# He/Kaiming uniform: variance 2 / fan_in (the float layers draw U(-L, L), L = sqrt(3 * factor / fan_in)).
+HE_FACTOR = 2.0
+# The standard recipe's default lr per model family, from scripts/float_lr_sweep.py on validation splits
+# (docs/training.md: every default is within noise of its sweep's best; MLP and LeNet-5 train at 2x and 4x it,
+# VGG7 breaks down at 4x: its 0.01 is the largest lr within noise of the best that is 4x below the breakdown).
+STANDARD_LR: dict[str, float] = {"mlp": 0.08, "lenet5": 0.01, "vgg7": 0.01}
+
+
+def _check(recipe: str) -> str:
+    if recipe not in RECIPES:
+        raise ValueError(f"float recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
+    return recipe
+
+
+def default_factor(recipe: str, wage_factor: float) -> float:
+    """The float layers' initializer variance factor when ``--factor`` is not given: He's 2.0 for ``standard``,
+    WAGE's (``wage_factor``, the paper's 1.0) for ``wage-sse``."""
+    return HE_FACTOR if _check(recipe) == "standard" else wage_factor
+
+
+def default_lr(recipe: str, model: str, image_shape: Iterable[int]) -> float:
+    """The float baseline's base lr when ``--lr`` is not given.
+
+    Args:
+        recipe: one of :data:`RECIPES`.
+        model: ``"mlp"``, ``"lenet5"`` or ``"vgg7"`` (the model family: :data:`STANDARD_LR`).
+        image_shape: ``(H, W, C)`` of one image (``wage-sse``'s rule scales with the fan-in ``H*W*C``).
+    """
+    if _check(recipe) == "wage-sse":
+        from wage_train.config import float_lr
+
+        return float_lr(tuple(image_shape))
+    if model not in STANDARD_LR:
+        raise ValueError(f"no standard float lr for model {model!r} (known: {', '.join(STANDARD_LR)})")
+    return STANDARD_LR[model]
+
+
+def describe(recipe: str) -> str:
+    """A short label for the run's banner, e.g. ``softmax cross-entropy, SGD momentum 0.9, He init``."""
+    if _check(recipe) == "standard":
+        return f"softmax cross-entropy, SGD momentum {MOMENTUM:g}, He init"
+    return "WAGE's SSE loss, plain SGD"
+
+
+def loss_is_batch_mean(recipe: str) -> bool:
+    """Whether the recipe's loss is a mean over the batch (``standard``) rather than a sum (``wage-sse``, WAGE).
+
+    The runners report every loss summed over the batch (the training loop divides by the examples seen), so a
+    mean is multiplied back by the batch size.
+    """
+    return _check(recipe) == "standard"
+
+
+# ------------------------------------------------------------------------------------------------ JAX
+
+
+def jax_loss(recipe: str) -> Callable[[Any, Any], Any]:
+    """``loss(logits (B, K) float32, labels (B,) int) -> scalar``: batch-mean softmax cross-entropy (``standard``)
+    or ``wage_jax.sse_loss`` (``wage-sse``)."""
+    if _check(recipe) == "wage-sse":
+        from wage_jax import sse_loss
+
+        return sse_loss
+    import optax
+
+    def cross_entropy(logits: Any, labels: Any) -> Any:
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    return cross_entropy
+
+
+def jax_optimizer(recipe: str, learning_rate: Any) -> Any:
+    """The optax optimizer: ``optax.sgd(learning_rate, momentum=0.9)`` (``standard``) or plain
+    ``optax.sgd(learning_rate)`` (``wage-sse``); ``learning_rate`` a float or a schedule of the step count."""
+    import optax
+
+    if _check(recipe) == "standard":
+        return optax.sgd(learning_rate, momentum=MOMENTUM)
+    return optax.sgd(learning_rate)
+
+
+# ---------------------------------------------------------------------------------------------- torch
+
+
+def torch_loss(recipe: str) -> Callable[[Any, Any], Any]:
+    """``loss(logits (B, K), labels (B,) int64) -> scalar tensor``, the torch twin of :func:`jax_loss`."""
+    if _check(recipe) == "wage-sse":
+        from wage_torch.training import sse_loss
+
+        return sse_loss
+    import torch
+
+    return torch.nn.functional.cross_entropy  # reduction="mean"
+
+
+def torch_optimizer(recipe: str, params: Iterable[Any], lr: float) -> Any:
+    """``torch.optim.SGD`` with ``momentum=0.9`` (``standard``) or without (``wage-sse``)."""
+    import torch
+
+    momentum = MOMENTUM if _check(recipe) == "standard" else 0.0
+    return torch.optim.SGD(params, lr=lr, momentum=momentum)
