@@ -26,6 +26,8 @@ def _main(argv: list[str]) -> int:
     with pytest.MonkeyPatch.context() as mp:
         for name in ABSENT_ON_THE_ACCELERATOR:
             mp.setitem(sys.modules, name, None)  # import raises ImportError, as where it is not installed
+        # qtorch may already be loaded by an earlier test in this process: wage_torch must not see it either
+        mp.setattr("wage_torch.backend.qtorch_modules", lambda: None)
         return main(argv)
 
 

@@ -124,6 +124,7 @@ def test_permission_denied_checkpoint_folder_is_one_line_and_keeps_the_previous_
         out.mkdir()
         os.chown(out, nobody, nobody)
         env = python_env(pythonpath=[ROOT], HOME=str(base), MPLCONFIGDIR=str(out / ".mpl"),
+                         JAX_COMPILATION_CACHE_DIR=None,  # the test session's cache is root's
                          XDG_CACHE_HOME=str(out / ".cache"))
 
         setpriv = shutil.which("setpriv")
