@@ -15,9 +15,9 @@ from flax import nnx as fnnx
 from jax import lax
 
 import wage_jax.nnx as wn
-from tests.test_jax_integer import _TRANSPOSE_CASES, NEAREST, PAPER, _data, _trajectory
+from tests.test_jax_integer import _TRANSPOSE_CASES, NEAREST, PAPER, _data, _trajectory, _transpose_case_data
 from wage_jax import max_pool_2x2, wage_conv_general_dilated
-from wage_jax._src.conv_lowering import conv_patches, explicit_pads
+from wage_jax._src.conv_lowering import conv_patches
 from wage_jax._src.integer import _conv_transpose_lhs, _conv_transpose_rhs
 from wage_jax.integer import integer_plan
 from wage_jax.linen import WAGEConv, WAGEDense, WAGEQuantizer
@@ -76,15 +76,8 @@ def test_trajectories_are_bit_identical_for_every_lowering_with_a_float_fallback
 def test_patches_and_its_derivative_equal_the_convolution_and_its_transposes():
     """Strides, odd sizes, explicit and SAME/VALID pads, 1x1 to 5x5 kernels: ``conv_patches``'s value and VJP,
     and the integer transposes of each lowering, give the float32 convolution's bits on grid values."""
-    rng = np.random.default_rng(5)
     dn = ("NHWC", "HWIO", "NHWC")
-    data = []
-    for hw, st, pad, k in _TRANSPOSE_CASES:
-        x = rng.integers(-127, 128, (2, *hw, 3)).astype(np.int8)
-        w = rng.integers(-127, 128, (*k, 3, 4)).astype(np.int8)
-        pads = explicit_pads(pad, x.shape, w.shape, st)
-        out_hw = [(hw[i] + sum(pads[i]) - k[i]) // st[i] + 1 for i in range(2)]
-        data.append((x, w, rng.integers(-127, 128, (2, *out_hw, 4)).astype(np.int8), pads))
+    data = _transpose_case_data(5)
 
     def all_cases(arrays):
         out = []

@@ -230,14 +230,11 @@ _TRANSPOSE_CASES = [
 ]
 
 
-def test_conv_transposes_on_public_lax_equal_the_float_vjp():
-    """``wage_jax.integer``'s input- and kernel-gradient convolutions (public ``lax.conv_general_dilated``
-    only) give, on int8 operands with int32 sums, the bits of ``jax.vjp`` of the float32 convolution."""
+def _transpose_case_data(seed: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, tuple]]:
+    """Per ``_TRANSPOSE_CASES`` entry: int8 input, kernel and output cotangent, and the explicit pads."""
     from wage_jax._src.conv_lowering import explicit_pads
-    from wage_jax._src.integer import _conv_transpose_lhs, _conv_transpose_rhs
 
-    rng = np.random.default_rng(4)
-    dn = ("NHWC", "HWIO", "NHWC")
+    rng = np.random.default_rng(seed)
     data = []
     for hw, st, pad, k in _TRANSPOSE_CASES:
         x = rng.integers(-127, 128, (2, *hw, 3)).astype(np.int8)
@@ -245,6 +242,16 @@ def test_conv_transposes_on_public_lax_equal_the_float_vjp():
         pads = explicit_pads(pad, x.shape, w.shape, st)
         out_hw = [(hw[i] + sum(pads[i]) - k[i]) // st[i] + 1 for i in range(2)]
         data.append((x, w, rng.integers(-127, 128, (2, *out_hw, 4)).astype(np.int8), pads))
+    return data
+
+
+def test_conv_transposes_on_public_lax_equal_the_float_vjp():
+    """``wage_jax.integer``'s input- and kernel-gradient convolutions (public ``lax.conv_general_dilated``
+    only) give, on int8 operands with int32 sums, the bits of ``jax.vjp`` of the float32 convolution."""
+    from wage_jax._src.integer import _conv_transpose_lhs, _conv_transpose_rhs
+
+    dn = ("NHWC", "HWIO", "NHWC")
+    data = _transpose_case_data(4)
 
     def all_cases(arrays):
         out = []
