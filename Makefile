@@ -1,7 +1,7 @@
 # Two commands on a fresh machine (see README.md):
 #   make run    set up .venv, then train WAGE 2-8-8-8 on the embedded digits data set
 #   make test   set up .venv, then run the whole test suite (unit and parity tests)
-#   make test-fast   the inner-loop subset (about 3 minutes on 2 cores): everything not marked slow
+#   make test-fast   the inner-loop subset (about 4.5 minutes on 2 cores; the whole suite about 9): everything not marked slow
 PY := .venv/bin/python
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.venv/torch_extensions
 export PATH := $(CURDIR)/.venv/bin:$(PATH)

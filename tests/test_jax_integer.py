@@ -110,6 +110,7 @@ def test_mlp_200_steps_bit_identical(mode):
     _compare(lambda integer: MLP(config=CONFIGS[mode], hidden=(32,), integer=integer), CONFIGS[mode], xs, ys, 200)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", sorted(CONFIGS))
 def test_vgg7_shaped_20_steps_bit_identical(mode):
     xs, ys = _data((4, 8, 8, 3), 4)
@@ -117,6 +118,7 @@ def test_vgg7_shaped_20_steps_bit_identical(mode):
              CONFIGS[mode], xs, ys, 20)
 
 
+@pytest.mark.slow
 def test_lenet5_sized_20_steps_bit_identical_with_a_float_fallback():
     xs, ys = _data((2, 32, 32, 1), 3)
     # conv0's kernel gradient sums 2 * 28 * 28 terms: not exact in the worst case, so it takes the float path

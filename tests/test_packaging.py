@@ -200,6 +200,7 @@ def test_jax_only_environment_trains(wheel: Path, tmp_path: Path) -> None:
                            'torch extra (pip install ".[torch]" in a clone of wage-jax)'), last
 
 
+@pytest.mark.slow
 def test_commands_work_from_any_directory(wheel: Path, tmp_path: Path) -> None:
     python = _fresh_venv(tmp_path / "venv", None)
     _install(python, wheel)

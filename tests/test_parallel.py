@@ -39,6 +39,9 @@ import pytest
 from wage_jax import parallel
 from wage_parity.testing import f32_bits, python_env, run_python
 
+# The 8-device worker and the two-process run are minutes of compilation: the whole module is slow.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE_COUNTS = (1, 2, 8)  # 4 adds no case that 2 and 8 miss; each count is a compile
 BATCH, BITS_A, BITS_E, BITS_W = 64, 8, 8, 2  # must match tests/_parallel_worker.py (checked below)

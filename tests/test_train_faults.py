@@ -81,6 +81,7 @@ def _state_bits(runners) -> list[bytes]:
     return [np.asarray(v).tobytes() for r in runners for v in r.raw_weights().values()]
 
 
+@pytest.mark.slow
 def test_every_checkpoint_file_flipped_or_truncated_falls_back_to_the_previous_good_one(runs, tmp_path):
     from wage_train.checkpoints import restore_checkpoint
 
@@ -127,6 +128,7 @@ def test_every_checkpoint_file_flipped_or_truncated_falls_back_to_the_previous_g
                     restore_checkpoint(root, runners, warn=lambda m: None)
 
 
+@pytest.mark.slow
 def test_resume_from_a_damaged_newest_checkpoint_is_bit_exact(runs, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(runs["half"], out)
@@ -144,6 +146,7 @@ def test_resume_from_a_damaged_newest_checkpoint_is_bit_exact(runs, tmp_path):
     assert [m["epoch"] for m in history] == [1, 2, 3, 4]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig,delay", [(signal.SIGINT, 0.0), (signal.SIGINT, 0.6), (signal.SIGTERM, 0.3)])
 def test_signal_at_a_random_point_stops_cleanly_and_resumes_bit_exactly(runs, tmp_path, sig, delay):
     out = tmp_path / "run"
@@ -194,6 +197,7 @@ def test_signal_before_training_starts_is_one_line_status_130(tmp_path, sig):
     assert not (out / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_rerun_into_an_existing_run_is_refused_and_overwrite_moves_it_aside(runs, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(runs["half"], out)
@@ -213,6 +217,7 @@ def test_rerun_into_an_existing_run_is_refused_and_overwrite_moves_it_aside(runs
     assert not [d for d in tmp_path.iterdir() if ".new-" in d.name]
 
 
+@pytest.mark.slow
 def test_resume_to_fewer_epochs_than_done_and_damaged_config_are_one_line(runs, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(runs["ref"], out)
