@@ -91,14 +91,13 @@ def instrumented_run(tmp_path_factory):
     return {"out": out, "steps": steps, "stdout": stdout.getvalue(), "stderr": stderr.getvalue()}
 
 
-def test_metrics_and_weights_equal_a_plain_per_step_loop(instrumented_run):
-    reference_run = instrumented_run["out"]
+def _assert_equals_a_plain_per_step_loop(reference_run) -> dict:
+    """The run's history and weights equal those of the loop before issue 24, recomputed here; returns its config."""
     from wage_train.data import load_dataset, to_inputs
     from wage_train.loop import _make_runners
     from wage_train.runspec import LrSchedule, ModelSpec
 
     cfg = json.loads((reference_run / "config.json").read_text())
-    assert cfg["G_mode"] == cfg["E_mode"] == "stochastic"  # the forward key chain is exercised
     data = load_dataset(cfg["dataset"])
     spec = ModelSpec(kind="mlp", image_shape=data.image_shape, num_classes=data.num_classes,
                      hidden=tuple(cfg["hidden"]), widths=tuple(cfg["widths"]), vgg_hidden=cfg["vgg_hidden"])
@@ -124,6 +123,21 @@ def test_metrics_and_weights_equal_a_plain_per_step_loop(instrumented_run):
     assert sorted(weights.files) == sorted(f"jax.{k}" for k in ref)
     for k, v in ref.items():
         np.testing.assert_array_equal(f32_bits(weights[f"jax.{k}"]), f32_bits(v), err_msg=k)
+    return cfg
+
+
+def test_metrics_and_weights_equal_a_plain_per_step_loop(instrumented_run):
+    cfg = _assert_equals_a_plain_per_step_loop(instrumented_run["out"])
+    assert cfg["G_mode"] == cfg["E_mode"] == "stochastic"  # the forward key chain is exercised
+
+
+def test_a_batch_mean_loss_is_reported_as_the_plain_loop_reports_it(tmp_path):
+    """The standard float recipe's loss is a batch mean: the epoch's loss column is still per example, as the
+    plain loop computes it (each step's mean times its batch size), not divided by the batch once more."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        run([*ARGS, "--float", "--out-dir", str(tmp_path / "run")])
+    cfg = _assert_equals_a_plain_per_step_loop(tmp_path / "run")
+    assert cfg["float_recipe"] == "standard"
 
 
 def test_no_device_to_host_copy_between_the_first_and_the_last_step(instrumented_run):

@@ -201,6 +201,7 @@ class JaxRunner:
         self._loop_step = jax.jit(loop_step, donate_argnums=(0, 1, 2, 3))
         self._totals: tuple[jax.Array, ...] | None = None
         self._last_loss: jax.Array | None = None
+        self._batch_sizes: list[int] = []  # the epoch's steps' batch sizes (a batch-mean loss is scaled by them)
 
     # ------------------------------------------------------------------ training and evaluation
 
@@ -231,6 +232,7 @@ class JaxRunner:
         totals = (jnp.zeros((steps,), jnp.float32), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
         self._totals = parallel.replicate(totals, self._mesh) if self._mesh is not None else totals
         self._last_loss = None
+        self._batch_sizes = []
 
     def step(self, batch: tuple[jax.Array, jax.Array]) -> jax.Array:
         """One update on a :meth:`place`-d batch; returns the logits ``(B, K)`` as a device array.
@@ -242,21 +244,28 @@ class JaxRunner:
         self.params, self.opt_state, self.fwd_key, self._totals, self._last_loss, logits = self._loop_step(
             self.params, self.opt_state, self.fwd_key, self._totals, x, y
         )
+        self._batch_sizes.append(x.shape[0])  # the global batch (a shape: nothing waits)
         return logits
 
     def latest_loss(self) -> float | None:
         """The loss of the latest step if the device has finished it, else None (never waits)."""
         loss = self._last_loss
-        return float(loss) if loss is not None and loss.is_ready() else None
+        if loss is None or not loss.is_ready():
+            return None
+        return float(loss) * (self._batch_sizes[-1] if self.loss_mean else 1)
 
     def end_epoch(self) -> tuple[np.ndarray, int]:
-        """Wait for the epoch's steps; returns each step's loss ``(steps,)`` float32 and the correct count.
+        """Wait for the epoch's steps; returns each step's loss ``(steps,)`` and the correct count.
 
-        One device-to-host copy per epoch. Steps not taken (an epoch cut short) read as 0.
+        The losses as :meth:`train_step` returns them: summed over the batch (a batch-mean loss times the batch
+        size, in double). One device-to-host copy per epoch. Steps not taken (an epoch cut short) read as 0.
         """
         losses, correct, _ = jax.device_get(self._totals)
+        losses = np.asarray(losses, np.float64)
+        if self.loss_mean:
+            losses[: len(self._batch_sizes)] *= self._batch_sizes
         self._totals = self._last_loss = None
-        return np.asarray(losses), int(correct)
+        return losses, int(correct)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Logits ``(N, K)`` float32 of inputs ``x`` ``(N, H, W, C)`` float32, in padded batches."""

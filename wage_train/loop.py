@@ -306,8 +306,8 @@ def train(cfg: dict[str, Any], data: Dataset, out_dir: Path, *, resume: bool, st
         stats = {}
         for fw, (losses, correct) in totals.items():
             total = 0.0
-            for v in losses.tolist():  # in step order, in double: the sum the host kept before issue 24
-                total += v
+            for v in losses.tolist():  # in step order, in double: the sum the host kept before issue 24 (not
+                total += v  # sum(), which compensates its rounding since Python 3.12)
             # Honest throughput: the epoch's wall time (data preparation included) less the other framework's.
             time_fw = wall - sum(t for other, t in own_time.items() if other != fw)
             stats[fw] = {"loss": total, "correct": correct, "time": time_fw}
