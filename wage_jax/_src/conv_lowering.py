@@ -24,12 +24,14 @@ All three give the same bits wherever the sums are exact (tested on the CPU: tes
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["LOWERINGS", "check_lowering", "conv_patches", "explicit_pads", "patches", "patches_transpose"]
+__all__ = ["LOWERINGS", "check_lowering", "conv_patches", "explicit_pads", "patches", "patches_dot",
+           "patches_transpose"]
 
 LOWERINGS = ("conv", "patches", "int8_f32")
 
@@ -101,6 +103,16 @@ def patches_transpose(p: jax.Array, x_hw: Sequence[int], kernel_hw: Sequence[int
                                  (0, 0, 0)))
 
 
+def patches_dot(x: jax.Array, w: jax.Array, strides: Sequence[int], pads: Sequence[tuple[int, int]],
+                **dot_options: Any) -> jax.Array:
+    """A 2-D NHWC/HWIO convolution as ``patches(x) @ w.reshape(kh * kw * Ci, Co)``: ``(N, Ho, Wo, Co)``.
+
+    ``dot_options`` go to ``lax.dot_general`` (``precision``, ``preferred_element_type``).
+    """
+    p = patches(x, w.shape[:2], strides, pads)
+    return lax.dot_general(p, w.reshape(-1, w.shape[3]), (((3,), (0,)), ((), ())), **dot_options)
+
+
 def conv_patches(x: jax.Array, w: jax.Array, strides: Sequence[int], pads: Sequence[tuple[int, int]]) -> jax.Array:
     """A 2-D NHWC/HWIO float32 convolution as ``patches(x) @ w.reshape(kh * kw * Ci, Co)`` at ``HIGHEST``.
 
@@ -112,5 +124,4 @@ def conv_patches(x: jax.Array, w: jax.Array, strides: Sequence[int], pads: Seque
         ``(N, Ho, Wo, Co)`` float32: ``lax.conv_general_dilated``'s value wherever its sums are exact, and a
         derivative with no convolution in it.
     """
-    p = patches(x, w.shape[:2], strides, pads)
-    return lax.dot_general(p, w.reshape(-1, w.shape[3]), (((3,), (0,)), ((), ())), precision=lax.Precision.HIGHEST)
+    return patches_dot(x, w, strides, pads, precision=lax.Precision.HIGHEST)

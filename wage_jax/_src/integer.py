@@ -49,7 +49,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from wage_jax._src.conv_lowering import check_lowering, conv_patches, explicit_pads, patches, patches_transpose
+from wage_jax._src.conv_lowering import (
+    check_lowering,
+    conv_patches,
+    explicit_pads,
+    patches,
+    patches_dot,
+    patches_transpose,
+)
 from wage_spec import FULL_PRECISION, check_bits, check_scale
 
 __all__ = ["exact_in_float32", "integer_conv", "integer_dense", "integer_plan", "on_grid"]
@@ -281,12 +288,6 @@ def _sum_dtype(lowering: str):
     return jnp.float32 if lowering == "int8_f32" else jnp.int32
 
 
-def _int_patches_dot(xi: jax.Array, wi: jax.Array, strides, pads) -> jax.Array:
-    """The integer forward as ``patches(x) @ w`` with int32 sums: ``(N, Ho, Wo, Co)``."""
-    p = patches(xi, wi.shape[:2], strides, pads)
-    return lax.dot_general(p, wi.reshape(-1, wi.shape[3]), (((3,), (0,)), ((), ())), preferred_element_type=jnp.int32)
-
-
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
 def _int_conv(x, w, strides, pads, plan: _Plan, lowering: str):
     return _int_conv_fwd(x, w, strides, pads, plan, lowering)[0]
@@ -296,7 +297,7 @@ def _int_conv_fwd(x, w, strides, pads, plan: _Plan, lowering: str):
     if plan.forward:
         xi, wi = _to_int(x, plan.x, plan.w), _to_int(w, plan.w, plan.x)
         if lowering == "patches":
-            s = _int_patches_dot(xi, wi, strides, pads)
+            s = patches_dot(xi, wi, strides, pads, preferred_element_type=jnp.int32)
         else:
             s = lax.conv_general_dilated(xi, wi, strides, pads, dimension_numbers=_DN,
                                          preferred_element_type=_sum_dtype(lowering))
