@@ -26,13 +26,12 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from wage_jax._src.conv_lowering import LOWERINGS, check_lowering, conv_patches, explicit_pads
+from wage_jax._src.conv_lowering import check_lowering, conv_patches, explicit_pads
 from wage_jax._src.functional import QW
 from wage_jax._src.integer import integer_conv, integer_dense
 from wage_spec import FULL_PRECISION, check_bits, check_mode, wage_init_limits
 
 __all__ = [
-    "LOWERINGS",
     "conv_padding",
     "kernel_size_2d",
     "max_pool_2x2",
