@@ -1,6 +1,6 @@
-"""The float baseline's recipes (issue 27): the standard one (softmax cross-entropy, SGD with momentum 0.9, He
-init, lr per model family) in JAX and torch, the like-for-like ``wage-sse`` one, and how ``wage-train`` keeps
-the recipe across ``--resume``."""
+"""The float baseline's recipes (issue 27): the standard one (softmax cross-entropy, SGD with momentum 0.9 on the
+gradient clipped to norm 1, He init, lr per model family) in JAX and torch, the like-for-like ``wage-sse`` one,
+and how ``wage-train`` keeps the recipe across ``--resume``."""
 
 from __future__ import annotations
 
@@ -37,33 +37,67 @@ def _softmax_ce_grad(w: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[float
 
 
 @pytest.mark.parametrize("framework", ["jax", "torch"])
-def test_standard_recipe_is_momentum_sgd_on_mean_cross_entropy(framework):
-    """Three steps of a one-layer network (logits = x W) against the closed-form gradient and the momentum update
-    ``v <- 0.9 v + g``, ``W <- W - lr v``, the lr changing between steps (the schedule); loss reported summed."""
+def test_standard_recipe_is_clipped_momentum_sgd_on_mean_cross_entropy(framework):
+    """Four steps of a one-layer network (logits = x W) against the closed-form gradient, clipped to a global norm
+    of 1 (``g / ||g||`` when ``||g|| >= 1``), and the momentum update ``v <- 0.9 v + g``, ``W <- W - lr v``, the lr
+    changing between steps (the schedule); loss reported summed over the batch. The inputs' scale makes the first
+    steps' gradients shorter than 1 and the last ones longer, so that both branches of the clip are seen."""
     if framework == "jax":
         from wage_train.jax_runner import JaxRunner as Runner
     else:
         from wage_train.torch_runner import TorchRunner as Runner
     spec = ModelSpec("mlp", (4, 4, 1), num_classes=10, hidden=())
-    lrs = [0.5, 0.5, 0.25]  # one step per epoch
+    lrs = [0.5, 0.5, 0.25, 0.25]  # one step per epoch
     runner = Runner(spec, WAGEConfig(factor=2.0), quantized=False, lrs=lrs, steps_per_epoch=1, seed=3,
                     float_recipe="standard")
     rng = np.random.default_rng(0)
     w = runner.accumulators()[0].astype(np.float64).T  # (16, 10): torch stores (out, in)
-    plain, v = w.copy(), np.zeros_like(w)
-    for lr in lrs:
-        x = rng.uniform(-1, 1, (8, 4, 4, 1)).astype(np.float32)
+    unclipped, v, u = w.copy(), np.zeros_like(w), np.zeros_like(w)
+    norms = []
+    for lr, scale in zip(lrs, [0.05, 0.05, 20.0, 20.0], strict=True):
+        x = (scale * rng.uniform(-1, 1, (8, 4, 4, 1))).astype(np.float32)
         y = rng.integers(0, 10, 8)
         x64 = x.reshape(8, 16).astype(np.float64)
         loss, g = _softmax_ce_grad(w, x64, y)
+        norms.append(np.linalg.norm(g))
         reported, _ = runner.train_step(x, y)
         assert reported == pytest.approx(8 * loss, rel=1e-5)  # summed over the batch
-        v = 0.9 * v + g
+        v = 0.9 * v + (g if norms[-1] < float_recipe.CLIP_NORM else g / norms[-1])
         w = w - lr * v
-        plain = plain - lr * _softmax_ce_grad(plain, x64, y)[1]
+        u = 0.9 * u + _softmax_ce_grad(unclipped, x64, y)[1]
+        unclipped = unclipped - lr * u
+    assert norms[0] < 1 and norms[1] < 1 and norms[2] > 2 and norms[3] > 2  # both branches
     got = runner.accumulators()[0].T
     np.testing.assert_allclose(got, w, rtol=1e-4, atol=1e-6)
-    assert np.abs(got - plain).max() > 1e-2  # plain SGD ends elsewhere: the comparison above sees the momentum
+    assert np.abs(got - unclipped).max() > 1e-1  # without the clip it ends elsewhere: the comparison sees it
+
+
+def test_torch_clip_is_optax_clip_by_global_norm():
+    """``torch_clip_gradients`` applies optax's rule to the gradients of several tensors (one global norm), leaves
+    gradients shorter than the bound alone, and does nothing for ``wage-sse``."""
+    import jax.numpy as jnp
+    import optax
+    import torch
+
+    rng = np.random.default_rng(4)
+    for scale in (0.01, 3.0):
+        arrays = [(scale * rng.standard_normal(shape)).astype(np.float32) for shape in [(5, 3), (3,), (2, 2, 4)]]
+        params = [torch.zeros(a.shape, requires_grad=True) for a in arrays]
+        for p, a in zip(params, arrays, strict=True):
+            p.grad = torch.from_numpy(a.copy())
+        float_recipe.torch_clip_gradients("standard", params)
+        want, _ = optax.clip_by_global_norm(float_recipe.CLIP_NORM).update([jnp.asarray(a) for a in arrays], None)
+        for p, a, b in zip(params, arrays, want, strict=True):
+            np.testing.assert_allclose(p.grad.numpy(), np.asarray(b), rtol=1e-6, atol=0)
+            if scale < 1:
+                assert np.array_equal(p.grad.numpy(), a)  # short: untouched
+        total = math.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in params))
+        assert total == pytest.approx(min(1.0, math.sqrt(sum(float((a.astype(np.float64) ** 2).sum())
+                                                               for a in arrays))), rel=1e-6)
+        for p, a in zip(params, arrays, strict=True):
+            p.grad = torch.from_numpy(a.copy())
+        float_recipe.torch_clip_gradients("wage-sse", params)
+        assert all(np.array_equal(p.grad.numpy(), a) for p, a in zip(params, arrays, strict=True))
 
 
 def test_wage_sse_recipe_is_plain_sgd_on_summed_squared_error():

@@ -11,7 +11,7 @@ Examples::
 
     wage-train                                 # digits, JAX, WAGE 2-8-8-8
     wage-train --framework torch --seed 1
-    wage-train --float                         # float baseline (cross-entropy, SGD momentum 0.9), same MLP
+    wage-train --float                         # float baseline (cross-entropy, momentum SGD), same MLP
     wage-train --float --float-recipe wage-sse # float, like for like: WAGE's SSE loss, plain SGD
     wage-train --compare                       # JAX and torch from one init and one batch order
     wage-train --dataset cifar10 --data-dir ~/data   # the paper's VGG7, 300 epochs
@@ -248,8 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=positive_int, help="default 128")
     t.add_argument(
         "--float-recipe", choices=RECIPES, help="how --float trains: standard (default): softmax cross-entropy, "
-        "SGD momentum 0.9, He init, lr per model; wage-sse: WAGE's SSE loss, plain SGD, WAGE's init factor, lr "
-        "0.001 x 64 / input size (docs/training.md)"
+        "SGD momentum 0.9 on the gradient clipped to norm 1, He init, lr per model; wage-sse: WAGE's SSE loss, "
+        "plain SGD, WAGE's init factor, lr 0.001 x 64 / input size (docs/training.md)"
     )
     t.add_argument(
         "--lr", type=positive_float, help=f"base learning rate (default {WAGE_LR:g} for WAGE; for --float "

@@ -2,8 +2,8 @@
 
 WAGE runs use ``wage_torch.training.WAGETrainer`` (forward with ``QW(w_acc)``, then
 ``w_acc <- C(w_acc, bits_W) - QG(grad, bits_G, lr)``, WAGE Eq. 11-12); the float baseline uses the loss and
-``torch.optim.SGD`` of its recipe (``wage_train.float_recipe``: cross-entropy with momentum 0.9, or WAGE's
-sum of squares without). Stochastic rounding draws from torch's default
+``torch.optim.SGD`` of its recipe (``wage_train.float_recipe``: cross-entropy with momentum 0.9 on the
+gradient clipped to norm 1, or WAGE's sum of squares without). Stochastic rounding draws from torch's default
 generator (qtorch's ``rand_like``), whose state is part of the checkpoint.
 """
 
@@ -78,6 +78,7 @@ class TorchRunner:
             self.optimizer = recipes.torch_optimizer(float_recipe, self.model.parameters(), self.lrs[0])
             self.loss_fn = recipes.torch_loss(float_recipe)
             self.loss_mean = recipes.loss_is_batch_mean(float_recipe)
+        self.float_recipe = float_recipe
         self.step_count = 0
 
     def _inputs(self, x: np.ndarray) -> torch.Tensor:
@@ -100,6 +101,7 @@ class TorchRunner:
             logits = self.model(xt)
             loss = self.loss_fn(logits, yt)
             loss.backward()
+            recipes.torch_clip_gradients(self.float_recipe, self.model.parameters())
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             self.optimizer.step()
