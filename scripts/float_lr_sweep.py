@@ -51,7 +51,7 @@ VALIDATION = 0.2
 # Doublings around each family's default, up to where training breaks down.
 LRS: dict[str, tuple[float, ...]] = {
     "mlp": (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56),
-    "lenet5": (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64),
+    "lenet5": (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56),
     "vgg7": (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64),
 }
 # Training "breaks down" at an lr whose mean validation accuracy is this far below the sweep's best (or that
@@ -150,7 +150,9 @@ def sweep(name: str, runs: Runs, seeds: list[int], lrs: tuple[float, ...] | None
     wage_mean = _mean(wage)
     torch_mean = None
     if torch:
-        torch_mean = _mean([runs.get([*base, "--float", "--framework", "torch", "--seed", str(s)]) for s in seeds])
+        # The lr is explicit so that a kept run at another default is not taken for this one.
+        torch_mean = _mean([runs.get([*base, "--float", "--lr", repr(default), "--framework", "torch", "--seed",
+                                      str(s)]) for s in seeds])
     n_val = _validation_count()
     scored = [r for r in rows if r["mean"] is not None]
     best = max(scored, key=lambda r: r["mean"])

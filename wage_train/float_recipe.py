@@ -60,9 +60,9 @@ CLIP_NORM = 1.0
 # He/Kaiming uniform: variance 2 / fan_in (the float layers draw U(-L, L), L = sqrt(3 * factor / fan_in)).
 HE_FACTOR = 2.0
 # The standard recipe's default lr per model family, from scripts/float_lr_sweep.py on validation splits
-# (docs/training.md: every default is within noise of its sweep's best; MLP and LeNet-5 train at 2x and 4x it,
-# VGG7 breaks down at 4x: its 0.01 is the largest lr within noise of the best that is 4x below the breakdown).
-STANDARD_LR: dict[str, float] = {"mlp": 0.08, "lenet5": 0.01, "vgg7": 0.01}
+# (docs/training.md: every default is within noise of its sweep's best, and every setting trains at 2x and 4x
+# it; training breaks down at 8x (VGG7), 16x (MLP) or more (LeNet-5)).
+STANDARD_LR: dict[str, float] = {"mlp": 0.16, "lenet5": 0.16, "vgg7": 0.08}
 
 
 def _check(recipe: str) -> str:
