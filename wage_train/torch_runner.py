@@ -78,7 +78,6 @@ class TorchRunner:
             self.optimizer = recipes.torch_optimizer(float_recipe, self.model.parameters(), self.lrs[0])
             self.loss_fn = recipes.torch_loss(float_recipe)
             self.loss_mean = recipes.loss_is_batch_mean(float_recipe)
-        self.float_recipe = float_recipe
         self.step_count = 0
 
     def _inputs(self, x: np.ndarray) -> torch.Tensor:
@@ -101,7 +100,6 @@ class TorchRunner:
             logits = self.model(xt)
             loss = self.loss_fn(logits, yt)
             loss.backward()
-            recipes.torch_clip_gradients(self.float_recipe, self.model.parameters())
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             self.optimizer.step()
