@@ -125,6 +125,11 @@ def _times(ratio: float) -> str:
     return f"x{ratio:g}" if ratio >= 1 else f"x1/{1 / ratio:g}"
 
 
+def trains(mean: float | None, best: float) -> bool:
+    """Whether a mean accuracy (None: a seed diverged) still trains: at most ``BREAKDOWN`` below the best."""
+    return mean is not None and mean >= best - BREAKDOWN
+
+
 def noise(accuracy: float, n: int) -> float:
     """One binomial standard error of an accuracy measured on ``n`` examples, ``sqrt(p (1 - p) / n)``."""
     return math.sqrt(max(accuracy * (1 - accuracy), 0.0) / n)
@@ -157,18 +162,16 @@ def sweep(name: str, runs: Runs, seeds: list[int], lrs: tuple[float, ...] | None
     scored = [r for r in rows if r["mean"] is not None]
     best = max(scored, key=lambda r: r["mean"])
     at_default = next((r for r in rows if r["ratio"] == 1), None)
-    def trains(r: dict[str, Any]) -> bool:
-        return r["mean"] is not None and r["mean"] >= best["mean"] - BREAKDOWN
-
     # Breakdown: the smallest lr above both the best and the default that no longer trains.
-    broken = [r["ratio"] for r in rows if r["ratio"] > 1 and r["lr"] > best["lr"] and not trains(r)]
+    broken = [r["ratio"] for r in rows
+              if r["ratio"] > 1 and r["lr"] > best["lr"] and not trains(r["mean"], best["mean"])]
     breaks_at = min(broken) if broken else None
     tol = noise(best["mean"], n_val)
     d = at_default["mean"] if at_default else None
     checks = {
         "within_noise_of_best": d is not None and best["mean"] - d <= tol,
         "wage_minus_half_point": d is not None and wage_mean is not None and d >= wage_mean - WAGE_MARGIN,
-        "x2_x4_train": sum(1 for r in rows if r["ratio"] in (2, 4) and trains(r)) == 2,
+        "x2_x4_train": sum(1 for r in rows if r["ratio"] in (2, 4) and trains(r["mean"], best["mean"])) == 2,
     }
     margin = _margin(breaks_at, rows)
     print(f"  {name:<28} best lr {best['lr']:.4g} ({_pct(best['mean'])}); default {default:g} "
@@ -198,8 +201,7 @@ def choose(results: list[dict[str, Any]]) -> dict[str, float | None]:
                 acc = g[lr]
                 ok &= acc is not None and r["best_mean"] - acc <= r["noise"]
                 for m in (2, 4):  # the lr may be raised 4x and still train
-                    hi = g.get(lr * m)
-                    ok &= hi is not None and hi >= r["best_mean"] - BREAKDOWN
+                    ok &= trains(g.get(lr * m), r["best_mean"])
             if ok:
                 scores[lr] = statistics.fmean(g[lr] for g in grids)
         chosen[family] = max(scores, key=lambda lr: (scores[lr], -lr)) if scores else None
