@@ -109,6 +109,54 @@ def test_checkpoint_write_error_removes_the_temporary_folder(tmp_path):
     assert sorted(p.name for p in root.iterdir()) == ["epoch_0001"]
 
 
+def test_a_failed_checkpoint_write_mutes_the_writer_threads_logs(tmp_path):
+    """Orbax's writer threads report a failed write through absl and, for a write whose future nobody awaits,
+    through asyncio ("Future exception was never retrieved" and the OSError's traceback, when the future is
+    collected): neither may reach the terminal, which gets the one line of CheckpointWriteError. Here the runner
+    logs as those threads do, during the save and after its failure."""
+    import logging
+
+    from wage_train.checkpoints import CheckpointWriteError, _mute_library_logs, save_checkpoint
+
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(f"{record.name}: {record.getMessage()}")
+
+    def library_logs() -> None:
+        logging.getLogger("asyncio").error("Future exception was never retrieved")
+        logging.getLogger("absl").error("Error writing")
+
+    class Runner:
+        framework = "jax"
+
+        def raw_weights(self):
+            return {}
+
+        def save(self, directory):
+            library_logs()
+            raise OSError(28, "No space left on device")
+
+    _mute_library_logs(False)  # an earlier failed save in this process (another test) leaves them muted
+    handler = Collect()
+    loggers = [logging.getLogger(name) for name in ("asyncio", "absl")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        library_logs()
+        assert len(seen) == 2  # the handler sees these loggers' records when nothing mutes them
+        seen.clear()
+        with pytest.raises(CheckpointWriteError):
+            save_checkpoint(tmp_path / "checkpoints", 1, [Runner()], {"epoch": 1})
+        library_logs()  # a writer thread that fails after save_checkpoint gave up
+        assert seen == []
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+        _mute_library_logs(False)  # this process's later tests log as usual
+
+
 @pytest.mark.slow
 def test_permission_denied_checkpoint_folder_is_one_line_and_keeps_the_previous_checkpoint():
     """EACCES: the run belongs to an unprivileged user (nobody) whose checkpoints/ folder became root's."""

@@ -81,19 +81,29 @@ def non_finite_weights(runners: list[Any]) -> str | None:
 
 
 _DROP_ALL = logging.Filter("\0never")  # matches no logger name: drops every record
+# Where Orbax's writer threads report a failure: absl (its own logs), asyncio (a failed write whose future
+# nobody awaited: "Future exception was never retrieved", with the OSError's traceback).
+_LIBRARY_LOGGERS = ("absl", "asyncio")
+
+
+def _mute_library_logs(mute: bool = True) -> None:
+    for name in _LIBRARY_LOGGERS:
+        if mute:
+            logging.getLogger(name).addFilter(_DROP_ALL)
+        else:
+            logging.getLogger(name).removeFilter(_DROP_ALL)
 
 
 @contextlib.contextmanager
 def _library_logs_muted() -> Iterator[None]:
     """Orbax's background threads log each failure (a full disk, a read-only folder) with a traceback through
-    absl, including "Event loop is closed" from their asyncio teardown; the caller reports the failure in one
-    line instead. A filter, not a level: the runners set absl's level themselves."""
-    logger = logging.getLogger("absl")
-    logger.addFilter(_DROP_ALL)
+    absl and asyncio, including "Event loop is closed" from their asyncio teardown; the caller reports the
+    failure in one line instead. A filter, not a level: the runners set absl's level themselves."""
+    _mute_library_logs()
     try:
         yield
     finally:
-        logger.removeFilter(_DROP_ALL)
+        _mute_library_logs(False)
 
 
 def save_checkpoint(root: Path, epoch: int, runners: list[Any], state: dict[str, Any]) -> Path:
@@ -121,7 +131,7 @@ def save_checkpoint(root: Path, epoch: int, runners: list[Any], state: dict[str,
         verify_manifest(tmp)
     except Exception as e:  # OSError, or Orbax's own errors wrapping one (disk full, read-only, permissions)
         # The run ends with one line: a writer thread that fails later must not print its traceback either.
-        logging.getLogger("absl").addFilter(_DROP_ALL)
+        _mute_library_logs()
         for _ in range(5):  # a writer thread may still be finishing: remove what it leaves
             shutil.rmtree(tmp, ignore_errors=True)
             time.sleep(0.1)
