@@ -266,7 +266,7 @@ def phase_profile(ctx: Ctx) -> dict[str, Any]:
 
 
 def phase_loop_overhead(ctx: Ctx) -> dict[str, Any]:
-    """wage-train's training loop vs a tight loop of the same jitted step (issue 24; benchmarks/loop_overhead.py)."""
+    """wage-train's training loop vs a tight loop of the same jitted step (benchmarks/loop_overhead.py)."""
     from benchmarks.core import row
 
     try:  # wage-train's own dependencies (orbax, scikit-learn, tqdm) may be absent where the suite runs
@@ -275,8 +275,8 @@ def phase_loop_overhead(ctx: Ctx) -> dict[str, Any]:
         from benchmarks import loop_overhead
     except ImportError as exc:
         return {"skipped": f"wage-train cannot run here: {type(exc).__name__}: {exc}"}
-    measured = (loop_overhead.measure(True, steps=2, epochs=2, only="lenet5") if ctx.args.smoke
-                else loop_overhead.measure(False))
+    measured = (loop_overhead.measure(True, steps=2, epochs=2, only="lenet5", budget=ctx.budget) if ctx.args.smoke
+                else loop_overhead.measure(False, budget=ctx.budget))
     rows = [row(m["name"], m["figure"], m["unit"], ratio=m["ratio"], target=f"ratio >= {m['target']}",
                 note=f"tight loop {m['tight']:.0f} img/s; median pair ratio {m['pair_ratio_median']:.2f}")
             for m in measured]
@@ -463,6 +463,20 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     return 1 if failed else 0
 
 
+def _joined_xla_flags(argv: list[str]) -> list[str]:
+    """``--xla-flags VALUE`` as ``--xla-flags=VALUE``: argparse reads a separate value that starts with ``--``
+    (every XLA flag does) as an option of its own and stops with "expected one argument"."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--xla-flags" and i + 1 < len(argv):
+            out.append(f"--xla-flags={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
@@ -473,8 +487,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, help=f"wall-clock budget (default {FULL_BUDGET_S:.0f}, "
                         f"{SMOKE_BUDGET_S:.0f} with --smoke); no phase or compilation starts past it")
     parser.add_argument("--only", nargs="+", choices=[p.name for p in PHASES], help="run only these phases")
-    parser.add_argument("--xla-flags", default="", help="appended to XLA_FLAGS before JAX starts (printed)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--xla-flags", default="", help="appended to XLA_FLAGS before JAX starts (printed); "
+                        "'--xla-flags \"--xla_a --xla_b\"' and '--xla-flags=...' alike")
+    args = parser.parse_args(_joined_xla_flags(argv))
     if args.budget_s is None:
         args.budget_s = SMOKE_BUDGET_S if args.smoke else FULL_BUDGET_S
     if not args.budget_s > 0:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,6 +100,61 @@ def test_the_trace_lies_within_two_folders_of_out(smoke):
     assert all(len(f.parts) <= 2 for f in files), files
     assert any(f.name.endswith(".xplane.pb") for f in files)
     assert sorted(result["phases"]["profile"]["files"]) == sorted(f.name for f in files if f.parts[0] == "trace")
+
+
+# Run in a fresh interpreter: torch made unimportable by a finder (a None in sys.modules would break SciPy's
+# array-API probe, which wage-train's scikit-learn import reaches), every phase, and torch never loaded.
+_WITHOUT_TORCH = """
+import sys
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "qtorch", "wage_torch"):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, Blocker())
+from benchmarks.suite import main
+rc = main(sys.argv[1:])
+print("torch loaded:", any(m.split(".")[0] == "torch" for m in sys.modules))
+sys.exit(rc)
+"""
+
+
+@pytest.mark.slow  # every phase at smoke sizes in a fresh interpreter: 20-40 s on 2 cores
+def test_the_smoke_run_needs_no_torch_and_runs_every_phase(tmp_path):
+    from benchmarks.suite import PHASES
+    from wage_parity.testing import python_env, run_python
+
+    root = Path(__file__).resolve().parents[1]
+    proc = run_python(["-c", _WITHOUT_TORCH, "--smoke", "--out", str(tmp_path)], env=python_env(pythonpath=[root]),
+                      cwd=root, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "torch loaded: False" in proc.stdout
+    result = json.loads((tmp_path / "benchmarks.json").read_text())
+    assert list(result["phases"]) == [p.name for p in PHASES]
+    assert not [n for n, p in result["phases"].items() if "error" in p or "skipped" in p]
+    assert result["phases"]["parity"]["cases run"] == result["phases"]["parity"]["cases selected"] > 0
+    assert [r["passed"] for r in result["phases"]["loop overhead"]["rows"]] != []
+
+
+@pytest.mark.parametrize("form", [["--xla-flags", "--xla_cpu_enable_fast_math=false --xla_dump_to=none"],
+                                  ["--xla-flags=--xla_cpu_enable_fast_math=false --xla_dump_to=none"]])
+def test_xla_flags_take_the_documented_form_and_the_joined_one(form, monkeypatch):
+    from benchmarks import suite
+
+    seen = {}
+    monkeypatch.setenv("XLA_FLAGS", "--xla_earlier=1")
+    monkeypatch.setattr(suite, "run", lambda args, argv: seen.setdefault("args", args) and 0)
+    assert suite.main(["--smoke", *form, "--only", "parity"]) == 0
+    assert seen["args"].xla_flags == "--xla_cpu_enable_fast_math=false --xla_dump_to=none"
+    assert seen["args"].only == ["parity"]
+    assert suite.os.environ["XLA_FLAGS"] == "--xla_earlier=1 --xla_cpu_enable_fast_math=false --xla_dump_to=none"
+
+
+def test_the_loop_overhead_phase_keeps_to_the_budget():
+    from benchmarks import loop_overhead
+
+    budget = Budget(1.0)
+    assert loop_overhead.measure(False, budget=budget) == []  # starts nothing: 30 s per model do not fit
+    assert [s.split(" (")[0] for s in budget.skipped] == ["loop overhead lenet5", "loop overhead vgg7"]
 
 
 def test_asking_for_a_platform_jax_does_not_have_fails_in_one_line(tmp_path, capsys):
