@@ -99,7 +99,7 @@ def test_patches_and_its_derivative_equal_the_convolution_and_its_transposes():
     for reference, by_patches, ints in compiled([d[:3] for d in data]):
         for a, b in zip(reference, by_patches, strict=True):
             np.testing.assert_array_equal(f32_bits(b), f32_bits(a))
-        for (dx, dw), dtype in zip(ints, (jnp.int32, jnp.int32, jnp.float32), strict=True):
+        for (dx, dw), dtype in zip(ints, (jnp.float32, jnp.int32, jnp.float32), strict=True):
             assert dx.dtype == dw.dtype == dtype
             np.testing.assert_array_equal(f32_bits(np.asarray(dx, np.float32)), f32_bits(reference[1]))
             np.testing.assert_array_equal(f32_bits(np.asarray(dw, np.float32)), f32_bits(reference[2]))
@@ -127,13 +127,29 @@ def test_patches_leaves_no_convolution_in_the_training_step(integer):
         assert all(re.search(r"xi8>.*xi8>.*->.*xi32>", line) for line in dots)
 
 
-def test_int8_f32_convolutions_take_integers_and_give_float32():
-    convs = [line for line in _step_hlo(True, "int8_f32").splitlines() if "stablehlo.convolution" in line]
-    assert len(convs) == 17
-    for line in convs:
-        operands, result = line.rsplit("->", 1)
-        assert re.findall(r"tensor<[^>]*x(\w+)>", operands) == ["i8", "i8"], line
-        assert re.search(r"tensor<[^>]*xf32>", result), line
+def _convolutions(hlo: str) -> list[tuple[list[str], str]]:
+    """Each ``stablehlo.convolution``'s operand element types and its result's."""
+    out = []
+    for line in hlo.splitlines():
+        if "stablehlo.convolution" in line:
+            operands, result = line.rsplit("->", 1)
+            out.append((re.findall(r"tensor<[^>]*x(\w+)>", operands), re.findall(r"tensor<[^>]*x(\w+)>", result)[0]))
+    return out
+
+
+@pytest.mark.parametrize("lowering, forward", [("conv", (["i8", "i8"], "i32")), ("int8_f32", (["i8", "i8"], "f32"))])
+def test_integer_convolutions_are_the_forwards_alone(lowering, forward):
+    """XLA:GPU rewrites a backward convolution into cuDNN's backward-data / backward-filter calls, which have no
+    int8 engines: in the integer mode's step only the 6 forward convolutions take integers; the 11 backward
+    ones (no input gradient for conv0) take and give float32. The forward pass alone has the 6 integer ones."""
+    step = _convolutions(_step_hlo(True, lowering))
+    assert len(step) == 6 * 3 - 1
+    assert step.count(forward) == 6 and step.count((["f32", "f32"], "f32")) == 11
+    model = VGG7(config=PAPER, widths=(4, 8, 8), hidden=16, integer=True, lowering=lowering)
+    x = jnp.zeros((4, 8, 8, 3))
+    params = jax.eval_shape(model.init, jax.random.key(0), x)["params"]
+    fwd = jax.jit(lambda p: model.apply({"params": p}, x)).lower(params).as_text()
+    assert _convolutions(fwd) == [forward] * 6
 
 
 @pytest.mark.parametrize("kwargs,message", [

@@ -13,10 +13,14 @@ quantization. The lowerings (``wage_conv_general_dilated(..., lowering=...)``):
   adds): no convolution anywhere in the step, so a GEMM computes every product, exactly, whatever
   algorithm cuDNN would have picked. (``lax.conv_general_dilated_patches`` is itself a convolution with
   a one-hot kernel, so it is not used.) More memory: the patches of a 3x3 convolution are 9x its input;
-* ``"int8_f32"`` (integer mode only): the integer mode's convolutions on int8/int16 operands with a
+* ``"int8_f32"`` (integer mode only): the integer mode's forward convolution on int8/int16 operands with a
   float32 result (``preferred_element_type=float32``), which XLA:GPU compiles (int8 x int8 -> int32
   convolutions it does not, jax-ml/jax#7637); the integer plan keeps every sum within ``2^24``, where the
   float32 result is exact.
+
+In the integer mode no lowering puts an integer-typed convolution in the backward (cuDNN has no int8
+backward-data or backward-filter engines): ``"conv"`` and ``"int8_f32"`` convolve the integers in float32
+there, ``"patches"`` multiplies them with int32 sums (the one lowering with integer sums in the backward).
 
 All three give the same bits wherever the sums are exact (tested on the CPU: tests/test_jax_conv_lowering.py).
 """
