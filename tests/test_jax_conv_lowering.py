@@ -174,3 +174,62 @@ def test_patches_refuses_dilation_naming_the_lowering():
     with pytest.raises(ValueError, match=r"lowering='patches'\) computes 2-D NHWC/HWIO convolutions without dilation"):
         conv(jnp.zeros((1, 6, 6, 3)), jnp.zeros((3, 3, 3, 4)), (1, 1), "SAME", rhs_dilation=(2, 2),
              dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+# (x shape, kernel (kh, kw), strides, padding): kernels longer than the (padded) input in one or both
+# dimensions, strides longer than the input, and ordinary cases beside them
+_EDGE_CASES = [
+    ((2, 3, 3, 1), (5, 5), (1, 1), "VALID"),
+    ((2, 3, 5, 2), (5, 3), (1, 1), "VALID"),
+    ((2, 5, 3, 1), (2, 4), (1, 2), "VALID"),
+    ((2, 2, 2, 1), (5, 5), (1, 1), ((1, 0), (0, 1))),
+    ((1, 1, 1, 1), (3, 3), (1, 1), "VALID"),
+    ((3, 1, 1, 1), (3, 3), (1, 1), "SAME"),
+    ((2, 2, 3, 1), (1, 1), (3, 4), "VALID"),
+    ((2, 3, 3, 2), (3, 3), (2, 2), "SAME"),
+    ((2, 4, 4, 1), (4, 4), (1, 1), "VALID"),
+]
+
+
+def test_patches_returns_what_the_convolution_returns_for_every_shape_it_accepts():
+    """Kernels longer than the input (VALID, or too little padding) give the convolution's empty result and zero
+    gradients, in the float lowering and every integer lowering, as the backend's convolution does."""
+    dn = ("NHWC", "HWIO", "NHWC")
+    rng = np.random.default_rng(3)
+    data = []
+    for shape, k, st, pad in _EDGE_CASES:
+        x = (rng.integers(-127, 128, shape) / 128).astype(np.float32)
+        w = (rng.integers(-1, 2, (*k, shape[3], 2)) / 2).astype(np.float32)
+        out = jax.eval_shape(lambda a, b, st=st, pad=pad: lax.conv_general_dilated(a, b, st, pad, dimension_numbers=dn),
+                             x, w).shape
+        data.append((x, w, (rng.integers(-127, 128, out) / 128).astype(np.float32)))
+
+    def all_cases(arrays):
+        out = []
+        for (_, _, st, pad), (x, w, g) in zip(_EDGE_CASES, arrays, strict=True):
+            fns = [wage_conv_general_dilated(2, lowering=lo) for lo in ("conv", "patches")]
+            fns += [wage_conv_general_dilated(2, integer=True, bits_A=8, bits_E=8, lowering=lo)
+                    for lo in ("conv", "patches", "int8_f32")]
+            results = []
+            for f in fns:
+                y, vjp = jax.vjp(lambda a, b, f=f, st=st, pad=pad: f(a, b, st, pad, dimension_numbers=dn), x, w)
+                results.append((y, *vjp(g)))
+            out.append(results)
+        return out
+
+    compiled = jax.jit(all_cases).lower(data).compile(
+        {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True})
+    empty = 0
+    for (shape, k, st, pad), (reference, *lowered) in zip(_EDGE_CASES, compiled(data), strict=True):
+        for i, results in enumerate(lowered):  # float patches, the three integer lowerings: against the conv
+            for a, b in zip(reference, results, strict=True):
+                assert a.shape == b.shape and a.dtype == b.dtype == np.float32
+                np.testing.assert_array_equal(f32_bits(b), f32_bits(a), err_msg=f"{i} {shape} {k} {st} {pad}")
+        y, dx, dw = reference
+        assert dx.shape == shape and dw.shape == (*k, shape[3], 2)
+        if y.size == 0:
+            empty += 1
+            assert not np.any(np.asarray(dx)) and not np.any(np.asarray(dw))
+        else:
+            assert np.any(np.asarray(dw))
+    assert empty == 5

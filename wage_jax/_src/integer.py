@@ -56,6 +56,7 @@ from wage_jax._src.conv_lowering import (
     check_lowering,
     conv_patches,
     explicit_pads,
+    out_size,
     patches,
     patches_dot,
     patches_transpose,
@@ -274,7 +275,7 @@ _DN = ("NHWC", "HWIO", "NHWC")
 
 def _conv_terms(x_shape, k_shape, strides, padding) -> tuple[int, int, int]:
     pads = explicit_pads(padding, x_shape, k_shape, strides)
-    out_hw = [(x_shape[1 + i] + sum(pads[i]) - k_shape[i]) // strides[i] + 1 for i in range(2)]
+    out_hw = [out_size(x_shape[1 + i], k_shape[i], strides[i], pads[i]) for i in range(2)]
     kh, kw, cin, cout = k_shape
     return kh * kw * cin, kh * kw * cout, x_shape[0] * out_hw[0] * out_hw[1]
 
@@ -392,6 +393,8 @@ def _conv_transpose_rhs(g: jax.Array, x: jax.Array, w_hw: Sequence[int], strides
 
 def _int_conv_bwd(strides, pads, plan: _Plan, lowering: str, res, g):
     x, w = res
+    if g.size == 0:  # an empty output (no window fits, or no example): nothing flows back
+        return jnp.zeros_like(x), jnp.zeros_like(w)
     float_grads = None
     if not (plan.input_grad and plan.kernel_grad):
         float_grads = jax.vjp(lambda a, b: _conv_float(a, b, strides, pads, lowering), x, w)[1](g)
