@@ -105,16 +105,17 @@ def phase_parity(ctx: Ctx) -> dict[str, Any]:
 
 def phase_trajectories(ctx: Ctx) -> dict[str, Any]:
     from benchmarks.core import row
+    from benchmarks.headroom import headroom_rows
     from benchmarks.steps import trajectories
 
-    runs = []
+    runs, headroom = [], {}
     for key, batch in (("mlp", ctx.plan["mlp_batches"][0]), ("conv", ctx.plan["conv_batch"])):
         spec = ctx.plan[key]
         if not ctx.plan[f"{key}_traj"]:
             continue
         kept: dict[str, Any] = {}
         runs += trajectories(spec, ctx.plan[f"{key}_traj"], batch, ctx.plan["traj_steps"], ctx.device, ctx.host,
-                             ctx.budget, ctx.plan["compile_est_s"], kept)
+                             ctx.budget, ctx.plan["compile_est_s"], kept, headroom)
         ctx.runners.update({(spec.name, name, batch): r for name, r in kept.items()})
     for r in runs:  # a variant the device cannot compile is not compiled again for the speed rows
         if "error" in r:
@@ -123,7 +124,8 @@ def phase_trajectories(ctx: Ctx) -> dict[str, Any]:
                 r.get("differ total"), "differing elements", target="figure == 0",
                 note=r.get("error") or (f"first at step {r['first differing step']}" if r["differ total"] else ""))
             for r in runs]
-    return {"runs": runs, "rows": rows}
+    rows += [r for label, h in headroom.items() for r in headroom_rows(label, h)]
+    return {"runs": runs, "rows": rows, "headroom": headroom}
 
 
 def phase_quantizers(ctx: Ctx) -> dict[str, Any]:
@@ -316,11 +318,11 @@ def _target_class(ctx: Ctx) -> bool:
 
 def planned_compiles(plan: dict[str, Any], phases: set[str], same_device: bool) -> int:
     """The executables the plan builds, counted from it: each corpus case on the device and on the host; per
-    model, one host reference per rounding configuration and each trajectory variant (on a CPU-only run the
-    variants that are the reference's own program reuse it); each speed variant not already built; per size,
-    each quantizer operation and the copy; two matmuls; the parallel phase's clipping, two steps and two
-    optimizer inits; one initial state per step built. Small eager computations (``device_put``, key splits)
-    come on top: the report counts every compilation through ``CompileCounter``."""
+    model, one host reference (and its headroom probe) per rounding configuration and each trajectory variant
+    (on a CPU-only run the variants that are the reference's own program reuse it); each speed variant not
+    already built; per size, each quantizer operation and the copy; two matmuls; the parallel phase's clipping,
+    two steps and two optimizer inits; one initial state per step built. Small eager computations
+    (``device_put``, key splits) come on top: the report counts every compilation through ``CompileCounter``."""
     from benchmarks.parity import select_cases
     from benchmarks.quantizers import OPS, SMOKE_OPS
     from benchmarks.steps import VARIANTS
@@ -332,7 +334,7 @@ def planned_compiles(plan: dict[str, Any], phases: set[str], same_device: bool) 
     if "trajectories" in phases:
         for m in ("mlp", "conv"):
             names = plan[f"{m}_traj"]
-            n += 2 * len({VARIANTS[v].nearest for v in names})  # the reference and its initial state
+            n += 3 * len({VARIANTS[v].nearest for v in names})  # the reference, its initial state, its headroom
             reused = [v for v in names if same_device and not VARIANTS[v].integer and VARIANTS[v].lowering == "conv"]
             n += 2 * len(names) - len(reused)
             built |= {(m, v) for v in names}
