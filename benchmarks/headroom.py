@@ -1,4 +1,4 @@
-"""Exactness headroom of WAGE training steps: per layer and step, the largest sum of |products| against 2^24.
+"""Exactness headroom of WAGE training steps: per layer and step, the largest partial sum against 2^24.
 
     python -m benchmarks.headroom [--model vgg7|mlp|lenet5] [--batch 128 512] [--steps 8]
 
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         headrooms[f"b{batch}"] = measure(runner, args.steps)
         print(f"  b{batch}: done", flush=True)
     print()
-    print("Largest sum of |products| over the steps, in units of its grids / 2^24 (> 1: float32 sums may round):")
+    print("Largest partial sum over the steps, in units of its grids / 2^24 (> 1: float32 sums may round):")
     print()
     print(table(headrooms))
     return 0

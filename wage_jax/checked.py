@@ -16,7 +16,7 @@ backward pass, so that a jitted program reports where the first non-finite value
     err.throw()  # or: message = err.get()  ->  None when every check passed
 
 Exactness by magnitude: every WAGE product is exact, and its float32 sums are exact in any order (the same
-bits on any backend) while each sum of |products| stays within 2^24 units of its grids. ``layer_sum_bounds``
+bits on any backend) while each partial sum stays within 2^24 units of its grids (``sum_bounds``). ``layer_sum_bounds``
 measures that for every layer of a model on one batch, ``check_exact_sums`` checks it::
 
     def probe(params, x, y, key):
@@ -25,7 +25,7 @@ measures that for every layer of a model on one batch, ``check_exact_sums`` chec
         return bounds
 
     err, bounds = jax.jit(checked.checkify(probe))(params, x, y, key)
-    err.get()  # None, or 'conv0 kernel_grad: a sum of |products| reaches 2.1 x 2^24 units ...'
+    err.get()  # None, or 'conv0 kernel_grad: a partial sum reaches 2.1 x 2^24 units ...'
 
 The quantizer arithmetic is ``wage_jax``'s own, called
 unchanged; every function takes the same arguments and returns the same result as its unchecked
@@ -106,14 +106,14 @@ def check_exact_sums(bounds: Mapping[str, Any], what: str = "") -> None:
         >>> f = checkify(lambda b: check_exact_sums({"dense0": {"kernel_grad": b, "forward": b / 4}}))
         >>> err, _ = jax.jit(f)(jnp.float32(2.0**25))
         >>> err.get().split(":")[:2]
-        ['dense0 kernel_grad', ' a sum of |products| reaches 2.0 x 2^24 units of its grids']
+        ['dense0 kernel_grad', ' a partial sum reaches 2.0 x 2^24 units of its grids']
     """
     for name, bound in bounds.items():
         label = f"{what} {name}".strip()
         if isinstance(bound, Mapping):
             check_exact_sums(bound, label)
             continue
-        _checkify.check(bound <= EXACT_SUM_LIMIT, f"{label}: a sum of |products| reaches {{ratio}} x 2^24 units of "
+        _checkify.check(bound <= EXACT_SUM_LIMIT, f"{label}: a partial sum reaches {{ratio}} x 2^24 units of "
                         "its grids: past 2^24 its float32 sums may round, differently on two backends (the "
                         "integer mode's int32 sums do not)", ratio=jnp.asarray(bound, jnp.float32) / EXACT_SUM_LIMIT)
 

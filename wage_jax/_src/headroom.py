@@ -5,13 +5,15 @@ integer times ``unit_a * unit_b`` and exact in float32. A sum of such products i
 any backend, algorithm or reduction tree gives the same bits) when every partial sum is an integer of at
 most 2^24 units, float32's contiguous integers. ``exact_in_float32`` proves that from the shapes alone
 (``terms * kmax_a * kmax_b``), which the convolutions' kernel gradients fail (a reduction over the batch
-and every position). The data usually stay far below that bound: ``sum_bounds`` measures it. For each
-output element, ``sum_k |a_k| * |b_k|`` (in units) bounds every partial sum in every order; its maximum
-over the output is the layer's figure. At most 2^24: exact in any order; above: the float32 sums may
-round, differently on two backends (the integer mode's int32 sums never do).
+and every position). The data usually stay below that bound: ``sum_bounds`` measures it. A partial sum, in
+any order or reduction tree, adds a subset of an output element's products, so its magnitude is at most
+the larger of the sum of the positive products and that of the negative ones, ``max(P, N) = (sum |p| +
+|sum p|) / 2`` (in units), and the order that adds the positive ones first reaches it; its maximum over the
+output is the layer's figure. At most 2^24: exact in any order; above: the float32 sums may round,
+differently on two backends (the integer mode's int32 sums never do).
 
-The bounds are computed in float32 at ``Precision.HIGHEST`` (non-negative terms: a relative error of the
-order of 2^-24 per term, immaterial to a comparison with 2^24).
+The bounds are computed in float32 at ``Precision.HIGHEST`` (past 2^24 they round too: a relative error of
+a few 2^-24, immaterial to a comparison with 2^24).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def sum_bounds(
     kind: str, x: jax.Array, w: jax.Array, e: jax.Array, bits_A: int, bits_W: int, bits_E: int, scale: float, *,
     strides: Sequence[int] = (1, 1), padding: str | Sequence[tuple[int, int]] = "SAME",
 ) -> dict[str, jax.Array]:
-    """The largest sum of |products| of one output element, in units of the grids, for a layer's three products.
+    """The largest partial sum of one output element, in units of the grids, for a layer's three products.
 
     Args:
         kind: ``"dense"`` (``x @ w``) or ``"conv"`` (2-D NHWC/HWIO, no dilation or groups).
@@ -63,9 +65,9 @@ def sum_bounds(
         strides, padding: the convolution's.
 
     Returns:
-        ``{"forward": max sum |x| |w|, "input_grad": max sum |e| |w|, "kernel_grad": max sum |x| |e|}``,
-        float32 scalars in units of the two operands' grids. At most ``EXACT_SUM_LIMIT`` (2^24): that product's
-        float32 sums are exact in any order.
+        ``{"forward": x w, "input_grad": e w, "kernel_grad": x e}``: for each product, the largest over its
+        output elements of ``max(P, N) = (sum |p| + |sum p|) / 2``, float32 scalars in units of the two
+        operands' grids. At most ``EXACT_SUM_LIMIT`` (2^24): that product's float32 sums are exact in any order.
 
     Raises:
         ValueError: ``kind`` unknown, or a ``bits`` (full precision, more than 16 bits) without a grid.
@@ -83,9 +85,13 @@ def sum_bounds(
             return lax.conv_general_dilated(a, b, tuple(strides), pads, dimension_numbers=("NHWC", "HWIO", "NHWC"),
                                             precision=lax.Precision.HIGHEST)
 
-    y, vjp = jax.vjp(product, jnp.abs(x) * ux, jnp.abs(w) * uw)
-    dx, dw = vjp(jnp.abs(e).astype(jnp.float32) * ue)
-    return {name: jnp.max(v, initial=0.0) for name, v in zip(PRODUCTS, (y, dx, dw), strict=True)}
+    kx, kw, ke = (jnp.asarray(a, jnp.float32) * u for a, u in ((x, ux), (w, uw), (e, ue)))
+    y, vjp = jax.vjp(product, jnp.abs(kx), jnp.abs(kw))
+    absolute = (y, *vjp(jnp.abs(ke)))  # sum |p| per output element
+    y, vjp = jax.vjp(product, kx, kw)
+    signed = (y, *vjp(ke))  # sum p
+    return {name: jnp.max((a + jnp.abs(s)) * np.float32(0.5), initial=0.0)
+            for name, a, s in zip(PRODUCTS, absolute, signed, strict=True)}
 
 
 def layer_sum_bounds(
