@@ -28,7 +28,8 @@ PUBLIC = {
     "wage_jax.parallel": {"DATA_AXIS", "batch_sharding", "data_mesh", "make_data_parallel_train_step", "replicate",
                           "replicated_sharding", "shard_batch"},
     "wage_jax.integer": {"exact_in_float32", "integer_conv", "integer_dense", "integer_plan", "on_grid"},
-    "wage_jax.checked": {"QG", "QW", "check_finite", "checkify", "shift", "wage_quantize"},
+    "wage_jax.checked": {"EXACT_SUM_LIMIT", "QG", "QW", "check_exact_sums", "check_finite", "checkify",
+                         "layer_sum_bounds", "shift", "sum_bounds", "wage_quantize"},
 }
 
 
