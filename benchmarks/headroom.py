@@ -85,7 +85,7 @@ def table(headrooms: dict[str, dict[str, dict[str, list[float]]]]) -> str:
     layers = list(headrooms[runs[0]])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for layer in layers:
-        cells = [f"{max(headrooms[run][layer][p]):.3f}" for run in runs for p in products]
+        cells = [f"{max(headrooms[run][layer][p]):.3g}" for run in runs for p in products]
         lines.append(f"| {layer} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
