@@ -119,7 +119,7 @@ def layer_sum_bounds(
     Raises:
         ValueError: a layer with a stochastic ``W_mode`` (its draws cannot be repeated here) or a grid missing.
     """
-    from wage_jax.linen import WAGEConv, WAGEDense
+    from wage_jax.linen import WAGEDense
 
     layers: dict[str, nn.Module] = {}  # static fields only are read from these
 
@@ -127,13 +127,12 @@ def layer_sum_bounds(
         captured = {}
 
         def interceptor(next_fun, args, kwargs, context):
-            module = context.module
-            if context.method_name != "__call__" or not isinstance(module, (WAGEDense, WAGEConv)):
-                return next_fun(*args, **kwargs)
             out = next_fun(*args, **kwargs)
-            name = "/".join(module.scope.path)
-            layers[name] = module
-            captured[name] = (jnp.asarray(args[0], jnp.float32), module.variables["params"]["kernel"])
+            name = _wage_layer(context)
+            if name is None:
+                return out
+            layers[name] = context.module
+            captured[name] = (jnp.asarray(args[0], jnp.float32), context.module.variables["params"]["kernel"])
             return out + perturb[name]  # d loss / d perturb[name]: the error reaching the layer's output
 
         with nn.intercept_methods(interceptor):
@@ -159,16 +158,25 @@ def layer_sum_bounds(
     return bounds
 
 
-def _outputs(model: nn.Module, params: Any, x: jax.Array, rngs: dict[str, jax.Array] | None) -> dict[str, jax.Array]:
-    """Each WAGE layer's output, by path (the perturbations' shapes)."""
+def _wage_layer(context: Any) -> str | None:
+    """The path (``"block/conv0"``) of the module a ``nn.intercept_methods`` call enters, if it is a WAGE layer's
+    ``__call__``; else None."""
     from wage_jax.linen import WAGEConv, WAGEDense
 
+    if context.method_name == "__call__" and isinstance(context.module, (WAGEDense, WAGEConv)):
+        return "/".join(context.module.scope.path)
+    return None
+
+
+def _outputs(model: nn.Module, params: Any, x: jax.Array, rngs: dict[str, jax.Array] | None) -> dict[str, jax.Array]:
+    """Each WAGE layer's output, by path (the perturbations' shapes)."""
     outs: dict[str, jax.Array] = {}
 
     def interceptor(next_fun, args, kwargs, context):
         out = next_fun(*args, **kwargs)
-        if context.method_name == "__call__" and isinstance(context.module, (WAGEDense, WAGEConv)):
-            outs["/".join(context.module.scope.path)] = out
+        name = _wage_layer(context)
+        if name is not None:
+            outs[name] = out
         return out
 
     with nn.intercept_methods(interceptor):
