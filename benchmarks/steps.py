@@ -223,7 +223,9 @@ def trajectories(spec: ModelSpec, names: list[str], batch: int, steps: int, devi
     ref_compiled: dict[bool, Any] = {}
     for name in names:
         v = VARIANTS[name]
-        if not budget.allows(compile_est_s * (1 if v.nearest in refs else 2), f"trajectory {spec.name} {name}"):
+        # a new host reference also compiles its step and, with headroom, its probe
+        if not budget.allows(compile_est_s * (1 if v.nearest in refs else 2 + (headroom is not None)),
+                             f"trajectory {spec.name} {name}"):
             continue
         params, data = init_params(spec, v), batches(spec, batch)
         keys = step_keys(steps) if v.stochastic else None
