@@ -37,22 +37,15 @@ from pathlib import Path
 from typing import Any
 
 from wage_spec import FULL_PRECISION
-from wage_train.config import (
-    SEED_MAX,
-    WAGE_LR,
-    UsageError,
-    check_data_fingerprint,
-    resolve_config,
-    resume_config,
-)
-from wage_train.data import DATASETS, data_fingerprint, hold_out_validation, load_dataset
+from wage_train.config import SEED_MAX, WAGE_LR, RunConfig, UsageError, check_data_fingerprint, resume_config
+from wage_train.data import DATASETS, Dataset, data_fingerprint, hold_out_validation, load_dataset
 from wage_train.download import ensure_dataset
 from wage_train.float_recipe import RECIPES, STANDARD_LR, default_lr
 from wage_train.presets import PRESETS
 from wage_train.runspec import SCHEDULES
 from wage_train.safe_io import DataError
 
-__all__ = ["build_parser", "main", "parse_bits", "run"]
+__all__ = ["build_parser", "config_from_args", "main", "parse_bits", "run"]
 
 
 def _ints(text: str) -> list[int]:
@@ -162,8 +155,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``wage-train`` argument parser. Every option defaults to None: :func:`resolve_config` fills
-    dataset-dependent defaults, and ``--resume`` can tell which options were given."""
+    """The ``wage-train`` argument parser. Every option defaults to None: :class:`RunConfig` fills
+    the preset's and the data set's defaults, and ``--resume`` can tell which options were given."""
     p = _Parser(
         prog="wage-train",
         description=__doc__.split("\n\n")[0],
@@ -305,11 +298,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse ``argv``, train, write the outputs; returns the run's summary (as in ``metrics.json``).
+    ``wage-train eval RUN_DIR ...`` (``argv[0] == "eval"``) evaluates a saved run instead
+    (:func:`wage_train.saved_run.eval_main`) and returns ``{"test_acc": ...}``.
 
     Exits with one line on stderr and no traceback: status 2 for bad options, missing or malformed data or
     checkpoints, an existing run in ``--out-dir``, an ``--out-dir`` in use by another run, or a file-system fault
     (disk full, read-only, permission denied); 1 when training diverges; 130 on SIGINT/SIGTERM.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["eval"]:
+        from wage_train.saved_run import eval_main
+
+        return eval_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -319,57 +319,48 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             lock.release()
 
 
+# Options that say where and how to run, not what to train: not RunConfig fields.
+_NOT_CONFIG = {"compare", "resume", "overwrite", "stop_after", "progress", "no_progress", "torch_threads", "devices",
+               "download", "print_config"}
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The :class:`RunConfig` of the options given (None: not given), ``--compare`` as ``framework="compare"``."""
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in _NOT_CONFIG}
+    if args.compare:
+        given["framework"] = "compare"
+    return RunConfig(**given)
+
+
+def _explicit_fields(args: argparse.Namespace) -> set[str]:
+    """The configuration fields given on the command line (compared with the saved run's on ``--resume``)."""
+    given = {k for k, v in vars(args).items() if v is not None and k not in _NOT_CONFIG | {"name", "out_dir"}}
+    return given | ({"framework"} if args.compare else set())
+
+
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list) -> dict[str, Any]:
     from wage_train import preflight
-    from wage_train.run_dir import RunLock, check_out_dir, run_kind, staging_dir, tidy_staging
+    from wage_train.run_dir import RunLock
 
     staging = None
     created: Path | None = None
     try:
         if args.resume and args.overwrite:
             raise UsageError("--resume and --overwrite exclude each other")
-        cfg = resolve_config(args)
-        out_dir = Path(cfg["out_dir"])
+        given = config_from_args(args)
+        out_dir = Path(given.out_dir)
         # Before anything is created: --print-config answers, and a missing torch is one line.
         if args.print_config:
-            preflight.print_config(resume_config(cfg, args, out_dir) if args.resume else cfg)
-        if not args.resume and cfg["framework"] != "jax":
-            preflight.require_torch(cfg["framework"])
-        check_out_dir(out_dir, overwrite=bool(args.overwrite))
-        created = _make_out_dir(out_dir)
-        # Held for the run's life: a second run in this folder is refused, never mixed with this one.
-        lock = RunLock(out_dir).acquire()
-        locks.append(lock)
-        tidy_staging(out_dir, lock, resume=bool(args.resume), log=lambda m: print(m, flush=True))
-        kind = run_kind(out_dir)
-        if args.resume:
-            cfg = resume_config(cfg, args, out_dir)
-        elif kind == "foreign":
-            raise UsageError(f"--out-dir {out_dir} holds files a run would overwrite (config.json, metrics.*, "
-                             "checkpoints) but no wage-train run; choose another --out-dir")
-        elif kind == "run":
-            if not args.overwrite:
-                raise UsageError(f"--out-dir {out_dir} already holds a run; continue it with --resume, choose a new "
-                                 "--out-dir, or give --overwrite (the old run is moved aside, not deleted)")
-            staging = staging_dir(out_dir)
-        if cfg["framework"] != "jax":
-            preflight.require_torch(cfg["framework"])  # a resumed run's framework is known only now
-        if cfg["data_dir"] is not None:
-            for line in ensure_dataset(cfg["dataset"], cfg["data_dir"], download=bool(args.download),
-                                       extra=cfg.get("preset") == "paper-svhn", progress=sys.stderr.isatty()):
-                print(line, flush=True)
-        data = load_dataset(cfg["dataset"], cfg["data_dir"])
-        if cfg.get("validation"):
-            data = hold_out_validation(data, cfg["validation"])
-        preflight.check_data(cfg, data)
-        fingerprint = {**data_fingerprint(data), "data_dir": cfg["data_dir"]}
-        if args.resume:
-            check_data_fingerprint(cfg, fingerprint, out_dir)
-        cfg["data_fingerprint"] = fingerprint
+            preflight.print_config(_resumed(given, args, out_dir) if args.resume else given)
+        if not args.resume and given.framework != "jax":
+            preflight.require_torch(given.framework)
+        created, staging = _claim_out_dir(out_dir, args, locks)
+        cfg = _resumed(given, args, out_dir) if args.resume else given
+        if cfg.framework != "jax":
+            preflight.require_torch(cfg.framework)  # a resumed run's framework is known only now
+        cfg, data = _load_data(cfg, args, out_dir)
         preflight.check_devices(cfg, args.devices)
         preflight.check_torch_backend(cfg)
-        if cfg["lr"] is None:
-            cfg["lr"] = default_lr(cfg["float_recipe"], cfg["model"], data.image_shape)
         if staging is not None:
             try:
                 staging.mkdir()
@@ -380,12 +371,68 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list)
     except (UsageError, DataError, ValueError) as e:
         _remove_if_unused(created, locks)
         parser.exit(2, f"{parser.prog}: error: {e}\n")
-    if cfg["framework"] != "jax":
+    if cfg.framework != "jax":
         import torch
 
-        threads = args.torch_threads or (1 if cfg["dataset"] == "digits" else None)
+        threads = args.torch_threads or (1 if cfg.dataset == "digits" else None)
         if threads:
             torch.set_num_threads(threads)
+    return _train(cfg, data, out_dir, args, staging, locks)
+
+
+def _resumed(given: RunConfig, args: argparse.Namespace, out_dir: Path) -> RunConfig:
+    path = out_dir / "config.json"
+    if not path.is_file():
+        raise UsageError(f"--resume: no run to continue in {out_dir} ({path.name} not found)")
+    return resume_config(RunConfig.load(path), given, _explicit_fields(args), out_dir)
+
+
+def _claim_out_dir(out_dir: Path, args: argparse.Namespace, locks: list) -> tuple[Path | None, Path | None]:
+    """Create and lock ``out_dir``; returns ``(out_dir if this call created it, the --overwrite staging folder)``."""
+    from wage_train.run_dir import RunLock, check_out_dir, run_kind, staging_dir, tidy_staging
+
+    check_out_dir(out_dir, overwrite=bool(args.overwrite))
+    created = _make_out_dir(out_dir)
+    # Held for the run's life: a second run in this folder is refused, never mixed with this one.
+    lock = RunLock(out_dir).acquire()
+    locks.append(lock)
+    tidy_staging(out_dir, lock, resume=bool(args.resume), log=lambda m: print(m, flush=True))
+    kind = run_kind(out_dir)
+    if args.resume:
+        return created, None
+    if kind == "foreign":
+        raise UsageError(f"--out-dir {out_dir} holds files a run would overwrite (config.json, metrics.*, "
+                         "checkpoints) but no wage-train run; choose another --out-dir")
+    if kind == "run":
+        if not args.overwrite:
+            raise UsageError(f"--out-dir {out_dir} already holds a run; continue it with --resume, choose a new "
+                             "--out-dir, or give --overwrite (the old run is moved aside, not deleted)")
+        return created, staging_dir(out_dir)
+    return created, None
+
+
+def _load_data(cfg: RunConfig, args: argparse.Namespace, out_dir: Path) -> tuple[RunConfig, Dataset]:
+    """Fetch (``--download``), load and check the data; returns the configuration with the data's fingerprint
+    and the float baseline's data-dependent lr recorded, and the data."""
+    from wage_train import preflight
+
+    if cfg.data_dir is not None:
+        for line in ensure_dataset(cfg.dataset, cfg.data_dir, download=bool(args.download),
+                                   extra=cfg.preset == "paper-svhn", progress=sys.stderr.isatty()):
+            print(line, flush=True)
+    data = load_dataset(cfg.dataset, cfg.data_dir)
+    if cfg.validation:
+        data = hold_out_validation(data, cfg.validation)
+    preflight.check_data(cfg, data)
+    fingerprint = {**data_fingerprint(data), "data_dir": cfg.data_dir}
+    if args.resume:
+        check_data_fingerprint(cfg, fingerprint, out_dir)
+    lr = cfg.lr if cfg.lr is not None else default_lr(cfg.float_recipe, cfg.model, data.image_shape)
+    return cfg.replace(data_fingerprint=fingerprint, lr=lr), data
+
+
+def _train(cfg: RunConfig, data: Dataset, out_dir: Path, args: argparse.Namespace, staging: Path | None,
+           locks: list) -> dict[str, Any]:
     from wage_train.checkpoints import NonFiniteError
     from wage_train.loop import DivergedError, RunInterruptedError, StopSignals, train
 
