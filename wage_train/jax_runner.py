@@ -33,6 +33,7 @@ from wage_jax import QW, clip_params, kernel_scale, make_train_step, parallel, s
 from wage_jax.models import MLP, VGG7, LeNet5
 from wage_spec import WAGEConfig
 from wage_train import float_recipe as recipes
+from wage_train.interop import flax_params_to_torch_weights, layer_order, torch_weights_to_flax_params
 from wage_train.runspec import ModelSpec
 
 __all__ = ["JaxRunner", "build_model", "layer_order"]
@@ -51,16 +52,6 @@ def build_model(spec: ModelSpec, config: WAGEConfig, quantized: bool, integer: b
     if spec.kind == "lenet5":
         return LeNet5(widths=spec.widths, hidden=spec.vgg_hidden, **common)
     raise ValueError(f"unknown model kind {spec.kind!r}")
-
-
-def layer_order(params: dict[str, Any]) -> list[str]:
-    """Layer names in forward order (``conv0, conv1, ..., dense0, dense1, ...``), torch's parameter order."""
-
-    def key(name: str) -> tuple[int, int]:
-        kind, index = re.fullmatch(r"(conv|dense)(\d+)", name).groups()
-        return (0 if kind == "conv" else 1, int(index))
-
-    return sorted(params, key=key)
 
 
 def _is_key(x: Any) -> bool:
@@ -129,8 +120,6 @@ class JaxRunner:
         # Jitted: eager Flax init would compile every primitive on its own (seconds on CPU).
         params = jax.jit(self.model.init)({"params": k_param, "wage": k_param}, dummy)["params"]
         if init_weights is not None:
-            from wage_train.interop import torch_weights_to_flax_params
-
             params = torch_weights_to_flax_params(list(init_weights), params)
         # The lr is piecewise constant in the epoch: the epochs where it changes and its values (a lazy
         # schedule gives them without a per-epoch list; a plain list gives one piece per epoch).
@@ -288,8 +277,6 @@ class JaxRunner:
 
     def accumulators(self) -> list[np.ndarray]:
         """The weight accumulators (WAGE) or weights (float) in torch order and layout."""
-        from wage_train.interop import flax_params_to_torch_weights
-
         return flax_params_to_torch_weights(jax.device_get(self.params))
 
     def raw_weights(self) -> dict[str, np.ndarray]:
