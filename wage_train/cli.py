@@ -19,6 +19,7 @@ Examples::
     wage-train --preset paper-cifar10 --print-config  # the resolved configuration as JSON
     wage-train --preset paper-svhn --data-dir ~/svhn # the paper's SVHN experiment as published
     wage-train --resume                        # continue the run in runs/<name>
+    wage-train eval runs/<name>                # a saved run's test accuracy (wage_train.load_run)
 
 Outputs in ``--out-dir`` (default ``runs/<name>``): ``config.json``, ``metrics.csv`` and ``metrics.json``
 (per epoch: loss, train/test accuracy, lr, time, images/s), ``plot.png`` (curves and a histogram of each
@@ -37,13 +38,21 @@ from pathlib import Path
 from typing import Any
 
 from wage_spec import FULL_PRECISION
-from wage_train.config import SEED_MAX, WAGE_LR, RunConfig, UsageError, check_data_fingerprint, resume_config
+from wage_train.config import (
+    SEED_MAX,
+    WAGE_LR,
+    ConfigError,
+    RunConfig,
+    UsageError,
+    check_data_fingerprint,
+    resume_config,
+)
 from wage_train.data import DATASETS, Dataset, data_fingerprint, hold_out_validation, load_dataset
 from wage_train.download import ensure_dataset
 from wage_train.float_recipe import RECIPES, STANDARD_LR, default_lr
 from wage_train.presets import PRESETS
 from wage_train.runspec import SCHEDULES
-from wage_train.safe_io import DataError
+from wage_train.safe_io import DataError, read_json_object
 
 __all__ = ["build_parser", "config_from_args", "main", "parse_bits", "run"]
 
@@ -298,8 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse ``argv``, train, write the outputs; returns the run's summary (as in ``metrics.json``).
-    ``wage-train eval RUN_DIR ...`` (``argv[0] == "eval"``) evaluates a saved run instead
-    (:func:`wage_train.saved_run.eval_main`) and returns ``{"test_acc": ...}``.
+    ``wage-train eval RUN_DIR ...`` (``argv[0] == "eval"``) evaluates a saved run instead (:func:`_eval`).
 
     Exits with one line on stderr and no traceback: status 2 for bad options, missing or malformed data or
     checkpoints, an existing run in ``--out-dir``, an ``--out-dir`` in use by another run, or a file-system fault
@@ -307,9 +315,7 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["eval"]:
-        from wage_train.saved_run import eval_main
-
-        return eval_main(argv[1:])
+        return _eval(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -329,7 +335,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     given = {k: v for k, v in vars(args).items() if v is not None and k not in _NOT_CONFIG}
     if args.compare:
         given["framework"] = "compare"
-    return RunConfig(**given)
+    try:
+        return RunConfig(**given)
+    except ConfigError as e:
+        raise UsageError(e.option_message) from None
 
 
 def _explicit_fields(args: argparse.Namespace) -> set[str]:
@@ -455,6 +464,35 @@ def _train(cfg: RunConfig, data: Dataset, out_dir: Path, args: argparse.Namespac
                       "free space or fix the folder's permissions, then continue with --resume")
     except KeyboardInterrupt:
         _exit_line(130, "interrupted before training started; nothing to resume from this invocation")
+
+
+def _eval(argv: Sequence[str]) -> dict[str, Any]:
+    """``wage-train eval RUN_DIR [--dataset D] [--data-dir DIR] [--framework F]``: print a saved run's accuracy on
+    the evaluation split (and, on the run's own data, the final accuracy it recorded); returns
+    :func:`wage_train.saved_run.evaluate`'s dict. A missing run or data set is one line, status 2."""
+    from wage_train.saved_run import evaluate, load_run
+
+    p = _Parser(prog="wage-train eval", description="The test accuracy of a saved run (bit for bit the run's own "
+                "on its data).")
+    p.add_argument("run_dir", help="the run's --out-dir (config.json and weights.npz)")
+    p.add_argument("--dataset", choices=DATASETS, help="evaluate on this data set's test split (default the run's)")
+    p.add_argument("--data-dir", help="where the data set's files are (default the run's)")
+    p.add_argument("--framework", choices=("jax", "torch"), help="a --compare run's weights to use (default jax)")
+    args = p.parse_args(argv)
+    try:
+        run = load_run(args.run_dir, args.framework)
+        result = evaluate(run, args.dataset, args.data_dir)
+    except (DataError, UsageError) as e:
+        p.exit(2, f"{p.prog}: error: {e}\n")
+    line = (f"{run.framework}: {result['split']} accuracy {100 * result['test_acc']:.2f}% "
+            f"({result['correct']}/{result['examples']} images of {result['dataset']})")
+    metrics = Path(args.run_dir) / "metrics.json"
+    if args.dataset in (None, run.config.dataset) and args.data_dir is None and metrics.is_file():
+        recorded = read_json_object(metrics)["summary"]["frameworks"][run.framework]["final_test_acc"]
+        same = "the same bits" if recorded == result["test_acc"] else "DIFFERENT"
+        line += f"; the run recorded {100 * recorded:.2f}% ({same})"
+    print(line, flush=True)
+    return result
 
 
 def _show_progress(args: argparse.Namespace) -> bool:

@@ -22,8 +22,8 @@ from wage_train.presets import PRESETS
 from wage_train.runspec import SCHEDULES
 from wage_train.safe_io import read_json_object
 
-__all__ = ["DATASETS", "MODELS", "MODES", "SEED_MAX", "WAGE_LR", "RunConfig", "UsageError", "check_data_fingerprint",
-           "float_lr", "resume_config"]
+__all__ = ["DATASETS", "MODELS", "MODES", "SEED_MAX", "WAGE_LR", "ConfigError", "RunConfig", "UsageError",
+           "check_data_fingerprint", "float_lr", "resume_config"]
 
 WAGE_LR = 8.0  # the paper's
 SEED_MAX = 2**63 - 1  # jax.random.key takes a signed 64-bit seed
@@ -46,6 +46,15 @@ RESUME_OVERRIDABLE = frozenset({"epochs", "data_dir", "eval_batch_size", "intege
 
 class UsageError(ValueError):
     """An inconsistent combination of options or settings; the message is the one line the CLI prints."""
+
+
+class ConfigError(UsageError):
+    """A :class:`RunConfig` value that is not valid. The message names the field as ``config.json`` has it;
+    :attr:`option_message` says the same in the command line's terms."""
+
+    def __init__(self, message: str, option_message: str) -> None:
+        super().__init__(message)
+        self.option_message = option_message
 
 
 def _is_int(v: Any) -> bool:
@@ -155,29 +164,36 @@ class RunConfig:
             if getattr(self, key) is None:
                 set_(self, key, value)
         for key, (ok, what) in _RULES.items():
-            if not ok(getattr(self, key)):
-                raise UsageError(f"{key}={_shown(getattr(self, key))} is not valid (must be {what})")
+            value = getattr(self, key)
+            if not ok(value):
+                raise ConfigError(f"{key}={_shown(value)} is not valid (must be {what})",
+                                  f"--{key.replace('_', '-')} {_shown(value)}: must be {what}")
         self._check_combinations()
 
     def _check_combinations(self) -> None:
         kind = {"vgg7": "3 VGG7 stage", "lenet5": "2 LeNet-5 conv"}.get(self.model)
         if kind and len(self.widths) != int(kind[0]):
-            raise UsageError(f"widths={_shown(self.widths)} must hold the {kind} widths")
+            raise ConfigError(f"widths={_shown(self.widths)} must hold the {kind} widths",
+                              f"--widths takes the {kind} widths, got {_shown(self.widths)}")
         if self.framework == "compare" and self.float:
-            raise UsageError("framework='compare' (--compare, WAGE's bit-exact JAX/torch parity) does not apply to "
-                             "float=true (--float)")
+            raise ConfigError("framework='compare' does not apply to float=true",
+                              "--compare checks WAGE's bit-exact JAX/torch parity; it does not apply to --float")
         if self.float_recipe is not None and not self.float:
-            raise UsageError(f"float_recipe={self.float_recipe!r} is not valid with float=false: --float-recipe "
-                             f"{self.float_recipe} applies to the float baseline (give --float with it)")
+            raise ConfigError(f"float_recipe={self.float_recipe!r} is not valid with float=false (a float run names "
+                              "its recipe, a WAGE run has null)",
+                              f"--float-recipe {self.float_recipe} applies to the float baseline: give --float with it")
         if self.integer and (self.float or self.framework != "jax"):
             raise UsageError("--integer runs WAGE's JAX layers on integers; it does not apply to --float, --compare "
                              "or --framework torch")
         if not self.float and self.lr > MAX_LR:
-            raise UsageError(f"lr={self.lr!r} is not valid (WAGE's update takes an lr in (0, 2^24], wage_jax.QG)")
+            why = "WAGE's update takes an lr in (0, 2^24] (wage_jax.QG)"
+            raise ConfigError(f"lr={self.lr!r} is not valid ({why})", f"--lr {self.lr:g}: {why}")
         try:
             self.wage_config  # noqa: B018  (validates bits and modes: docs/contract.md §4)
         except (TypeError, ValueError) as e:
-            raise UsageError(f"bits={_shown(self.bits)} / rounding modes: {e}") from None
+            given = "-".join("fp" if b == FULL_PRECISION else str(b) for b in self.bits)
+            raise ConfigError(f"bits={_shown(self.bits)} / rounding modes: {e}",
+                              f"--bits {given} / rounding modes: {e}") from None
 
     @property
     def wage_config(self) -> WAGEConfig:

@@ -9,7 +9,7 @@ table, looked up from the optimizer's step count inside the jitted step.
 The training loop (``wage_train.loop``) drives :meth:`JaxRunner.place` (from its batch thread),
 :meth:`~JaxRunner.begin_epoch`, :meth:`~JaxRunner.step` and :meth:`~JaxRunner.end_epoch`: each step is dispatched
 without waiting, splits the forward key on the device and adds its loss and correct count to device arrays that
-reach the host once per epoch (issue 24). :meth:`~JaxRunner.train_step` is the same update, synchronous.
+reach the host once per epoch. :meth:`~JaxRunner.train_step` is the same update, synchronous.
 
 Checkpoints store every leaf of (params, optimizer state, keys) under its path's name (``params.dense0.kernel``,
 ``opt_state.0.count``, ...), so a state whose structure changed is refused instead of restored into the

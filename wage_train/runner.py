@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from wage_train.runspec import ModelSpec
 __all__ = ["Runner", "make_runners", "model_inputs", "model_spec"]
 
 
+@runtime_checkable
 class Runner(Protocol):
     """One framework's model, optimizer state and step. Inputs are NHWC float32 ``(B, H, W, C)`` in ``[-1, 1]``
     (``wage_train.data.to_inputs``), labels ``(B,)`` integers."""

@@ -1,4 +1,4 @@
-"""A finished ``wage-train`` run, loaded for prediction: :func:`load_run`, and ``wage-train eval RUN_DIR``.
+"""A finished ``wage-train`` run, loaded for prediction (:func:`load_run`) and evaluated (``wage-train eval``).
 
 A run folder holds ``config.json`` (:class:`wage_train.config.RunConfig`) and ``weights.npz`` (the final weights
 under ``"<framework>.<layer>"``: WAGE's accumulators, or the float weights). :func:`load_run` rebuilds the run's
@@ -8,7 +8,6 @@ model from them; :meth:`LoadedRun.predict` gives the class indices that the run'
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,12 +16,12 @@ import numpy as np
 
 from wage_spec import WAGEConfig
 from wage_train.config import RunConfig, UsageError
-from wage_train.data import DATASETS, hold_out_validation, load_dataset, to_inputs
+from wage_train.data import hold_out_validation, load_dataset, to_inputs
 from wage_train.runner import Runner, make_runners, model_inputs
 from wage_train.runspec import LrSchedule, ModelSpec
 from wage_train.safe_io import DataError, read_json_object
 
-__all__ = ["LoadedRun", "eval_main", "load_run"]
+__all__ = ["LoadedRun", "evaluate", "load_run"]
 
 # Raw pixel range and image shape (H, W, C) of each data set (a run saved before data fingerprints recorded none).
 MAX_VALUE = {"digits": 16.0, "mnist": 255.0, "cifar10": 255.0, "svhn": 255.0}
@@ -147,32 +146,3 @@ def evaluate(run: LoadedRun, dataset: str | None = None, data_dir: str | None = 
     correct = run.predict(data.x_test) == data.y_test
     return {"dataset": dataset, "split": data.eval_split, "correct": int(correct.sum()), "examples": len(correct),
             "test_acc": float(correct.mean())}
-
-
-def eval_main(argv: Sequence[str]) -> dict[str, Any]:
-    """``wage-train eval RUN_DIR [--dataset D] [--data-dir DIR] [--framework F]``: print the run's accuracy on
-    the evaluation split (and, on the run's own data, the final accuracy it recorded); returns :func:`evaluate`'s
-    dict. Exits with status 2 and one line for a missing run or data."""
-    from wage_train.cli import _Parser
-
-    p = _Parser(prog="wage-train eval", description="The test accuracy of a saved run (bit for bit the run's own "
-                "on its data).")
-    p.add_argument("run_dir", help="the run's --out-dir (config.json and weights.npz)")
-    p.add_argument("--dataset", choices=DATASETS, help="evaluate on this data set's test split (default the run's)")
-    p.add_argument("--data-dir", help="where the data set's files are (default the run's)")
-    p.add_argument("--framework", choices=("jax", "torch"), help="a --compare run's weights to use (default jax)")
-    args = p.parse_args(argv)
-    try:
-        run = load_run(args.run_dir, args.framework)
-        result = evaluate(run, args.dataset, args.data_dir)
-    except (DataError, UsageError) as e:
-        p.exit(2, f"{p.prog}: error: {e}\n")
-    line = (f"{run.framework}: {result['split']} accuracy {100 * result['test_acc']:.2f}% "
-            f"({result['correct']}/{result['examples']} images of {result['dataset']})")
-    metrics = Path(args.run_dir) / "metrics.json"
-    if args.dataset in (None, run.config.dataset) and args.data_dir is None and metrics.is_file():
-        recorded = read_json_object(metrics)["summary"]["frameworks"][run.framework]["final_test_acc"]
-        same = "the same bits" if recorded == result["test_acc"] else "DIFFERENT"
-        line += f"; the run recorded {100 * recorded:.2f}% ({same})"
-    print(line, flush=True)
-    return result
