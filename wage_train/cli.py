@@ -99,7 +99,6 @@ def _int_at_least(low: int, high: int | None = None):  # noqa: ANN202
 
 
 positive_int = _int_at_least(1)
-non_negative_int = _int_at_least(0)
 seed_arg = _int_at_least(0, SEED_MAX)
 
 

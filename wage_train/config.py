@@ -137,7 +137,7 @@ class RunConfig:
     epochs: int | None = None  # default: 60 digits, 100 mnist, 300 cifar10 and svhn
     batch_size: int | None = None  # default 128
     # Base lr (WAGE 8; float: float_recipe.STANDARD_LR per model). None after construction only for the
-    # wage-sse recipe, whose default depends on the image size: see with_data().
+    # wage-sse recipe, whose default depends on the image size: the CLI sets it once the data is loaded.
     lr: float | None = None
     schedule: str | None = None  # one of runspec.SCHEDULES (default "paper")
     seed: int | None = None  # initial weights, batch order, random rounding (0 to 2^63-1, default 0)
@@ -201,11 +201,6 @@ class RunConfig:
         w, a, g, e = self.bits
         return WAGEConfig(bits_W=w, bits_A=a, bits_G=g, bits_E=e, factor=self.factor,
                           **{m: getattr(self, m) for m in MODES})
-
-    @property
-    def method(self) -> str:
-        """``"float"`` or ``"wage2888"``-like (``fp`` for full precision), as in the default run name."""
-        return "float" if self.float else "wage" + "".join("fp" if b == FULL_PRECISION else str(b) for b in self.bits)
 
     def replace(self, **changes: Any) -> RunConfig:
         """A copy with ``changes`` (validated again)."""
