@@ -56,7 +56,7 @@ def test_empty_test_split_via_the_cli_is_one_line(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,expected", [
-    (["--seed", str(2**63)], "argument --seed: must be <= 9223372036854775807"),
+    (["--seed", str(2**63)], "--seed 9223372036854775808: must be an integer in [0, 2^63-1]"),
     (["--devices", "4"], "--devices 4: this process has 1 JAX device(s)"),
     (["--lr", "1e30"], "--lr 1e+30: WAGE's update takes an lr in (0, 2^24]"),
 ])

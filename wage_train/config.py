@@ -166,8 +166,9 @@ class RunConfig:
         for key, (ok, what) in _RULES.items():
             value = getattr(self, key)
             if not ok(value):
+                given = ",".join(map(str, value)) if isinstance(value, tuple) else value
                 raise ConfigError(f"{key}={_shown(value)} is not valid (must be {what})",
-                                  f"--{key.replace('_', '-')} {_shown(value)}: must be {what}")
+                                  f"--{key.replace('_', '-')} {given}: must be {what.removeprefix('null or ')}")
         self._check_combinations()
 
     def _check_combinations(self) -> None:
