@@ -1,0 +1,200 @@
+"""A trained WAGE model as an integer program (``wage_spec.integer_program``) and its JAX forward pass.
+
+``integer_program(model, params, config)`` reads the int8 codes of ``QW(kernel)`` from a trained
+``wage_jax.models`` network (``MLP``, ``LeNet5``, ``VGG7``) and lays out its layers as the model's
+``__call__`` does: product, 2x2 max-pooling, ReLU, ``Q_A``. ``integer_forward(program, images)`` runs it
+with int8 operands and int32 sums (``lax.dot_general`` / ``lax.conv_general_dilated`` with
+``preferred_element_type=int32``) and the rescale of ``wage_spec.integer_program.rescale`` in int32
+arithmetic: it equals the NumPy reference bit for bit, and the float32 training forward's
+``logits * 2^-logit_exponent`` where the float path is exact.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from wage_jax._src.conv_lowering import explicit_pads
+from wage_jax._src.fixed_point import fixed_point_quantize
+from wage_jax._src.functional import QW
+from wage_jax._src.initializers import kernel_scale
+from wage_jax.models import MLP, VGG7, LeNet5
+from wage_spec import FULL_PRECISION, WAGEConfig, qw_divides_by_scale
+from wage_spec.integer_program import IntegerLayer, IntegerProgram, check_program
+
+__all__ = ["integer_forward", "integer_program"]
+
+
+def _codes(kernel: Any, bits_W: int, scale: float) -> tuple[np.ndarray, int]:
+    """``QW(kernel)``'s int8 codes and the layer's ``shift = bits_W - 1 + log2(scale)`` (Eq. 5-7)."""
+    mantissa, exponent = math.frexp(scale)
+    if mantissa != 0.5:
+        raise ValueError(f"a layer's scale {scale} is not a power of two: QW's division has no integer form")
+    e = exponent - 1 if qw_divides_by_scale(scale) else 0
+    shift = bits_W - 1 + e
+    # QW(w) = k * 2^-shift: the multiplication by 2^shift is exact, the cast exact on integers.
+    k = np.asarray(QW(jnp.asarray(kernel, jnp.float32), bits_W, scale) * np.float32(2.0**shift))
+    return k.astype(np.int8), shift
+
+
+def _check_config(model: Any, config: WAGEConfig) -> None:
+    if not getattr(model, "quantized", False):
+        raise ValueError("model is a float baseline (quantized=False): only a WAGE network has an integer form")
+    if model.config != config:
+        raise ValueError(f"config {config} is not the model's {model.config}")
+    if config.bits_A == FULL_PRECISION or config.bits_A > 8 or config.bits_W > 8:
+        raise ValueError(f"config has bits_A={config.bits_A}, bits_W={config.bits_W}: the integer program holds "
+                         "int8 codes (2 to 8 bits each)")
+    for name in ("A_mode", "W_mode"):
+        if getattr(config, name) != "nearest":
+            raise ValueError(f"config.{name}={getattr(config, name)!r}: a forward that draws random numbers has "
+                             "no deterministic integer form (use 'nearest')")
+
+
+def _conv(p: Mapping, name: str, x_hw: tuple[int, int], padding: str, pool: bool, cfg: WAGEConfig):
+    """The layer and its output's spatial size."""
+    kernel = p[name]["kernel"]
+    k, shift = _codes(kernel, cfg.bits_W, kernel_scale(kernel.shape, cfg.bits_W, cfg.factor))
+    pads = explicit_pads(padding, (1, *x_hw, k.shape[2]), k.shape, (1, 1))
+    hw = tuple(x_hw[i] + sum(pads[i]) - k.shape[i] + 1 for i in range(2))
+    if pool:
+        hw = (hw[0] // 2, hw[1] // 2)
+    pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+    return IntegerLayer("conv", k, shift, pads=pads, pool=pool, name=name), hw
+
+
+def _dense(p: Mapping, name: str, cfg: WAGEConfig, *, flatten: bool = False, last: bool = False) -> IntegerLayer:
+    kernel = p[name]["kernel"]
+    k, shift = _codes(kernel, cfg.bits_W, kernel_scale(kernel.shape, cfg.bits_W, cfg.factor))
+    return IntegerLayer("dense", k, shift, flatten=flatten, relu=not last, requantize=not last, name=name)
+
+
+def _side(features: int, channels: int, name: str) -> int:
+    """The square feature map's side before the flatten, from the first dense layer's fan-in."""
+    side = math.isqrt(features // channels)
+    if side * side * channels != features:
+        raise ValueError(f"{name}'s fan-in {features} is not a square map of {channels} channels")
+    return side
+
+
+def _mlp(model: MLP, p: Mapping, cfg: WAGEConfig):
+    n = len(model.hidden) + 1
+    layers = [_dense(p, f"dense{i}", cfg, last=i == n - 1) for i in range(n)]
+    return layers, (layers[0].kernel.shape[0],)
+
+
+def _conv_net(model: Any, p: Mapping, cfg: WAGEConfig, blocks: list[tuple[str, bool]], padding: str,
+              input_side: Callable[[int], int]):
+    """Convolutions ``blocks`` (name, pool), then dense0 (flattened NCHW) and dense1 (the logits)."""
+    channels = p["conv0"]["kernel"].shape[2]
+    last_width = p[blocks[-1][0]]["kernel"].shape[3]
+    side = input_side(_side(p["dense0"]["kernel"].shape[0], last_width, "dense0"))
+    hw, layers = (side, side), []
+    for name, pool in blocks:
+        layer, hw = _conv(p, name, hw, padding, pool, cfg)
+        layers.append(layer)
+    layers += [_dense(p, "dense0", cfg, flatten=True), _dense(p, "dense1", cfg, last=True)]
+    return layers, (side, side, channels)
+
+
+def _lenet(model: LeNet5, p: Mapping, cfg: WAGEConfig):
+    blocks = [(f"conv{i}", True) for i in range(len(model.widths))]
+    # each block: a 5x5 VALID convolution (-4) and a pool (/2)
+    def input_side(s: int) -> int:
+        for _ in blocks:
+            s = s * 2 + 4
+        return s
+    return _conv_net(model, p, cfg, blocks, "VALID", input_side)
+
+
+def _vgg(model: VGG7, p: Mapping, cfg: WAGEConfig):
+    blocks = [(f"conv{i}", i % 2 == 1) for i in range(2 * len(model.widths))]
+    return _conv_net(model, p, cfg, blocks, "SAME", lambda s: s * 2 ** len(model.widths))
+
+
+_BUILDERS = {MLP: _mlp, LeNet5: _lenet, VGG7: _vgg}
+
+
+def integer_program(model: Any, params: Mapping, config: WAGEConfig) -> IntegerProgram:
+    """The integer form of a trained ``wage_jax.models`` network.
+
+    Args:
+        model: an ``MLP``, ``LeNet5`` or ``VGG7`` with ``quantized=True`` (``integer`` and ``lowering`` do not
+            matter: every mode computes the same forward).
+        params: its Flax params (``{"params": ...}`` or the inner dict), the weight accumulators.
+        config: the model's ``WAGEConfig``: ``bits_A`` and ``bits_W`` of 2 to 8, nearest ``A_mode`` and ``W_mode``.
+
+    Returns:
+        a checked ``IntegerProgram`` (codes of ``QW(kernel)``, shifts, the layer sequence; the input shape
+        inferred from the first dense layer's fan-in, square feature maps assumed for the conv nets).
+
+    Raises:
+        ValueError: another model class, a float baseline, unsupported bits or modes, a scale that is not a
+            power of two, or a layer whose sums could overflow int32 (one line naming it).
+    """
+    builder = _BUILDERS.get(type(model))
+    if builder is None:
+        raise ValueError(f"model must be a wage_jax.models MLP, LeNet5 or VGG7, got {type(model).__name__}")
+    _check_config(model, config)
+    p = params.get("params", params)
+    layers, input_shape = builder(model, p, config)
+    last = layers[-1]
+    exponent = -(config.bits_A - 1) - last.shift
+    return check_program(IntegerProgram(config.bits_A, config.bits_W, tuple(layers), input_shape, exponent))
+
+
+# -------------------------------------------------------------------------------------------- forward
+
+
+def _rescale(s: jax.Array, shift: int, kmax: int) -> jax.Array:
+    """``wage_spec.integer_program.rescale`` on int32: round half to even of ``s / 2^shift``, clamp to int8."""
+    if shift > 0:
+        q = s >> shift  # arithmetic shift: floor
+        r = s - (q << shift)
+        half = 1 << (shift - 1)
+        s = q + ((r > half) | ((r == half) & ((q & 1) == 1))).astype(jnp.int32)
+    return jnp.clip(s, -kmax, kmax).astype(jnp.int8)
+
+
+def _max_pool(s: jax.Array) -> jax.Array:
+    return lax.reduce_window(s, jnp.iinfo(s.dtype).min, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+
+def _product(x: jax.Array, lay: IntegerLayer) -> jax.Array:
+    k = jnp.asarray(lay.kernel)
+    if lay.kind == "conv":
+        return lax.conv_general_dilated(x, k, lay.strides, lay.pads, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                        preferred_element_type=jnp.int32)
+    if lay.flatten:
+        x = x.transpose(0, 3, 1, 2)
+    x = x.reshape(x.shape[0], -1)
+    return lax.dot_general(x, k, (((1,), (0,)), ((), ())), preferred_element_type=jnp.int32)
+
+
+def quantize_input(images: jax.Array, bits_A: int) -> jax.Array:
+    """``Q_A(images)``'s int8 codes: the library's ``fixed_point_quantize`` (contract §1), times ``2^(bits_A-1)``."""
+    q = fixed_point_quantize(jnp.asarray(images, jnp.float32), bits_A, bits_A - 1, clamp=True, symmetric=True)
+    return (q * np.float32(2.0 ** (bits_A - 1))).astype(jnp.int8)
+
+
+def integer_forward(program: IntegerProgram, images: jax.Array) -> jax.Array:
+    """``(N, *program.input_shape)`` float32 images -> ``(N, classes)`` int32 logits, on integers only.
+
+    Traceable (``jit``, ``jax.export``); the program's codes become constants. Bit-identical to
+    ``wage_spec.integer_program.run_integer_program``. Finite images only (NaN has no code).
+    """
+    x = quantize_input(images, program.bits_A).reshape(-1, *program.input_shape)
+    for lay in program.layers:
+        s = _product(x, lay)
+        if lay.pool:
+            s = _max_pool(s)
+        if lay.relu:
+            s = jnp.maximum(s, 0)
+        x = _rescale(s, lay.shift, program.kmax_A) if lay.requantize else s
+    return x
