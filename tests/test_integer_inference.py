@@ -32,7 +32,7 @@ from wage_jax.models import MLP, VGG7, LeNet5
 from wage_parity import spec_model
 from wage_parity.testing import run_python
 from wage_spec import WAGEConfig
-from wage_spec.integer_program import quantize_input, rescale, run_integer_program
+from wage_spec.integer_program import IntegerLayer, IntegerProgram, quantize_input, rescale, run_integer_program
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -271,3 +271,37 @@ def test_images_with_nan_are_refused():
     with pytest.raises(ValueError, match="images hold NaN"):
         quantize_input(np.array([0.5, np.nan], np.float32), 8)
 
+
+
+@pytest.mark.parametrize("shift", [0, 1, 2, 3, 7])
+def test_onnxruntime_qlinear_requantization_is_wages_rounding_on_every_sum(shift):
+    # codes x0, x1 in [-127, 127] with the kernel (127, 1) give every sum S in [-16256, 16256], every tie included
+    k0, k1 = np.meshgrid(np.arange(-127, 128), np.arange(-127, 128), indexing="ij")
+    images = (np.stack([k0.ravel(), k1.ravel()], axis=1) / 128.0).astype(np.float32)  # exactly on the 8-bit grid
+    s = 127 * k0.ravel() + k1.ravel()
+    layers = (IntegerLayer("dense", np.array([[127], [1]], np.int8), shift, name="requantize"),
+              IntegerLayer("dense", np.array([[1]], np.int8), 0, relu=False, requantize=False, name="read"))
+    program = IntegerProgram(8, 8, layers, (2,), 0)
+    graph = integer_onnx(program)
+    assert "QLinearMatMul" in _op_types(graph)
+    expected = np.clip(np.rint(s / 2.0**shift), 0, 127)[:, None]  # ReLU, Q_A's round half to even, the clamp
+    np.testing.assert_array_equal(_ort(graph, images), expected)
+    np.testing.assert_array_equal(run_integer_program(program, images), expected)
+
+
+@pytest.mark.slow
+def test_the_inference_benchmark_phase_reports_every_form_side_by_side(tmp_path):
+    import json
+
+    from benchmarks.suite import main
+
+    assert main(["--smoke", "--only", "inference", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "benchmarks.json").read_text())["phases"]["inference"]["rows"]
+    names = {r["name"] for r in rows}
+    for net in ("lenet5", "vgg7"):
+        assert {f"{net} b1 integer qlinear", f"{net} b8 integer qlinear", f"{net} float32 model"} <= names
+        assert all(r["ratio"] > 0 for r in rows if r["name"].startswith(f"{net} b"))
+    accuracies = {r["figure"] for r in rows if r["unit"] == "fraction"}
+    assert len(accuracies) == 1, "every form of LeNet-5 has the training forward's accuracy"
+    sizes = {r["name"]: r["figure"] for r in rows if r["unit"] == "bytes"}
+    assert sizes["lenet5 integer qlinear model"] < sizes["lenet5 float32 model"] / 2
