@@ -305,3 +305,24 @@ def test_the_inference_benchmark_phase_reports_every_form_side_by_side(tmp_path)
     assert len(accuracies) == 1, "every form of LeNet-5 has the training forward's accuracy"
     sizes = {r["name"]: r["figure"] for r in rows if r["unit"] == "bytes"}
     assert sizes["lenet5 integer qlinear model"] < sizes["lenet5 float32 model"] / 2
+
+
+def test_the_deploying_guides_python_blocks_run(tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    x, y = _digits()
+    x = _upscale(x, 3, 2, 1)
+    model = LeNet5(config=CFG, widths=(4, 8), hidden=16)
+    params = _train(model, x, y, 3)
+    test = x[N_TRAIN:N_TRAIN + 40]
+    text = (Path(__file__).resolve().parents[1] / "docs" / "deploying.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) == 3
+    monkeypatch.chdir(tmp_path)
+    ns = {"model": model, "params": params, "config": CFG, "test_images": test, "images": test}
+    for block in blocks:
+        exec(block, ns)
+    expected = np.asarray(model.apply(params, test))
+    np.testing.assert_array_equal(ns["float_logits"], expected)
+    np.testing.assert_array_equal(ns["logits"] * 2.0 ** ns["program"].logit_exponent, expected)
