@@ -38,6 +38,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 CFG = WAGEConfig.nearest()
+CFG_8_6 = WAGEConfig.nearest(bits_W=8, bits_A=6)  # wider weights (shifts 7 and more), narrower activations
 N_TRAIN = 1437
 
 
@@ -55,8 +56,9 @@ def _upscale(x: np.ndarray, factor: int, pad: int, channels: int) -> np.ndarray:
 
 
 def _train(model, x, y, steps: int):
-    params = clip_params(model.init(jax.random.key(0), x[:2]), CFG.bits_W)
-    tx = wage_sgd(CFG.bits_W, CFG.bits_G, 8.0, "nearest")
+    cfg = model.config
+    params = clip_params(model.init(jax.random.key(0), x[:2]), cfg.bits_W)
+    tx = wage_sgd(cfg.bits_W, cfg.bits_G, 8.0, "nearest")
     state = tx.init(params)
     step = make_train_step(lambda p, xb, key: model.apply(p, xb), tx)
     for i in range(steps):
@@ -69,12 +71,13 @@ NETWORKS = {
     # name: (model, inputs from the 8x8 digits, training steps, test accuracy it reaches at least; chance 0.1)
     "mlp": (lambda: MLP(config=CFG, hidden=(64,)), lambda x: x, 40, 0.5),
     "lenet5": (lambda: LeNet5(config=CFG, widths=(8, 16), hidden=32), lambda x: _upscale(x, 3, 2, 1), 40, 0.5),
+    "mlp w8 a6": (lambda: MLP(config=CFG_8_6, hidden=(64,)), lambda x: x, 40, 0.5),
     "vgg7": (lambda: VGG7(config=CFG, widths=(8, 16, 16), hidden=32), lambda x: _upscale(x, 4, 0, 3), 80, 0.3),
 }
 
 
 @pytest.fixture(scope="module", params=[
-    "mlp", "lenet5", pytest.param("vgg7", marks=pytest.mark.slow)])
+    "mlp", "mlp w8 a6", "lenet5", pytest.param("vgg7", marks=pytest.mark.slow)])
 def trained(request):
     make, inputs, steps, accuracy = NETWORKS[request.param]
     x, y = _digits()
@@ -83,7 +86,7 @@ def trained(request):
     params = _train(model, x, y, steps)
     test_x, test_y = x[N_TRAIN:], y[N_TRAIN:]
     logits = np.asarray(jax.jit(model.apply)(params, test_x))
-    program = integer_program(model, params, CFG)
+    program = integer_program(model, params, model.config)
     return SimpleNamespace(name=request.param, accuracy=accuracy, model=model, params=params, x=test_x, y=test_y,
                            logits=logits, program=program)
 
@@ -145,7 +148,7 @@ def _op_types(model_proto) -> set[str]:
 
 
 def test_the_integer_onnx_graphs_hold_no_float_products(trained):
-    kind = "Conv" if trained.name != "mlp" else "MatMul"
+    kind = "MatMul" if trained.name.startswith("mlp") else "Conv"
     qlinear, exact = _op_types(integer_onnx(trained.program)), _op_types(integer_onnx(trained.program, "exact"))
     for ops in (qlinear, exact):
         assert not ops & {"Conv", "MatMul", "Gemm"}, ops
@@ -158,8 +161,9 @@ def test_export_model_writes_what_onnxruntime_and_jax_run(trained, tmp_path):
     onnx_path, hlo_path = tmp_path / "net.onnx", tmp_path / "net.stablehlo"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the float32 bound holds on these images: no warning
-        program = export_model(trained.model, trained.params, CFG, "onnx", onnx_path, images=trained.x)
-    export_model(trained.model, trained.params, CFG, "stablehlo", hlo_path)
+        program = export_model(trained.model, trained.params, trained.model.config, "onnx", onnx_path,
+                               images=trained.x)
+    export_model(trained.model, trained.params, trained.model.config, "stablehlo", hlo_path)
     expected = _int_logits(trained)
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     np.testing.assert_array_equal(sess.run(None, {"images": trained.x})[0], expected)
@@ -267,9 +271,13 @@ def test_export_run_takes_a_loaded_run(tmp_path):
     np.testing.assert_array_equal(sess.run(None, {"images": x[N_TRAIN:]})[0], logits)
 
 
-def test_images_with_nan_are_refused():
-    with pytest.raises(ValueError, match="images hold NaN"):
-        quantize_input(np.array([0.5, np.nan], np.float32), 8)
+def test_images_with_nan_are_refused_eagerly():
+    model = MLP(config=CFG, hidden=(4,))
+    program = integer_program(model, model.init(jax.random.key(0), np.zeros((1, 2), np.float32)), CFG)
+    bad = np.array([[0.5, np.nan]], np.float32)
+    for run in (run_integer_program, integer_forward):
+        with pytest.raises(ValueError, match="^images hold NaN or Inf"):
+            run(program, bad)
 
 
 

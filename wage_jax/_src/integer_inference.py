@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from wage_jax._src.arrays import all_finite_now
 from wage_jax._src.conv_lowering import explicit_pads
 from wage_jax._src.fixed_point import fixed_point_quantize
 from wage_jax._src.functional import QW
@@ -187,8 +188,13 @@ def integer_forward(program: IntegerProgram, images: jax.Array) -> jax.Array:
     """``(N, *program.input_shape)`` float32 images -> ``(N, classes)`` int32 logits, on integers only.
 
     Traceable (``jit``, ``jax.export``); the program's codes become constants. Bit-identical to
-    ``wage_spec.integer_program.run_integer_program``. Finite images only (NaN has no code).
+    ``wage_spec.integer_program.run_integer_program``. Finite images only: eagerly NaN or Inf raises a
+    ValueError naming ``images``; traced (and in the exported programs) nothing can raise, and a NaN pixel's
+    code is unspecified, so check inputs before.
     """
+    images = jnp.asarray(images, jnp.float32)
+    if not all_finite_now(images):
+        raise ValueError("images hold NaN or Inf: the integer program needs finite inputs")
     x = quantize_input(images, program.bits_A).reshape(-1, *program.input_shape)
     for lay in program.layers:
         s = _product(x, lay)
