@@ -28,7 +28,7 @@ Only the input's ``Q_A`` touches floats (:func:`quantize_input`); the logits are
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -102,7 +102,7 @@ class IntegerProgram:
     bits_W: int
     layers: tuple[IntegerLayer, ...]
     input_shape: tuple[int, ...]
-    logit_exponent: int = field(default=0)
+    logit_exponent: int = 0
 
     @property
     def kmax_A(self) -> int:

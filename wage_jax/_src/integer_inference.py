@@ -32,11 +32,13 @@ from wage_spec.integer_program import IntegerLayer, IntegerProgram, check_progra
 __all__ = ["integer_forward", "integer_program"]
 
 
-def _codes(kernel: Any, bits_W: int, scale: float) -> tuple[np.ndarray, int]:
-    """``QW(kernel)``'s int8 codes and the layer's ``shift = bits_W - 1 + log2(scale)`` (Eq. 5-7)."""
+def _codes(p: Mapping, name: str, cfg: WAGEConfig) -> tuple[np.ndarray, int]:
+    """Layer ``name``'s ``QW(kernel)`` as int8 codes and its ``shift = bits_W - 1 + log2(scale)`` (Eq. 5-7)."""
+    kernel = p[name]["kernel"]
+    bits_W, scale = cfg.bits_W, kernel_scale(kernel.shape, cfg.bits_W, cfg.factor)
     mantissa, exponent = math.frexp(scale)
     if mantissa != 0.5:
-        raise ValueError(f"a layer's scale {scale} is not a power of two: QW's division has no integer form")
+        raise ValueError(f"layer {name!r}: scale {scale} is not a power of two: QW's division has no integer form")
     e = exponent - 1 if qw_divides_by_scale(scale) else 0
     shift = bits_W - 1 + e
     # QW(w) = k * 2^-shift: the multiplication by 2^shift is exact, the cast exact on integers.
@@ -59,9 +61,8 @@ def _check_config(model: Any, config: WAGEConfig) -> None:
 
 
 def _conv(p: Mapping, name: str, x_hw: tuple[int, int], padding: str, pool: bool, cfg: WAGEConfig):
-    """The layer and its output's spatial size."""
-    kernel = p[name]["kernel"]
-    k, shift = _codes(kernel, cfg.bits_W, kernel_scale(kernel.shape, cfg.bits_W, cfg.factor))
+    """The layer and its output's spatial size (SAME's padding depends on the input's)."""
+    k, shift = _codes(p, name, cfg)
     pads = explicit_pads(padding, (1, *x_hw, k.shape[2]), k.shape, (1, 1))
     hw = tuple(x_hw[i] + sum(pads[i]) - k.shape[i] + 1 for i in range(2))
     if pool:
@@ -71,8 +72,7 @@ def _conv(p: Mapping, name: str, x_hw: tuple[int, int], padding: str, pool: bool
 
 
 def _dense(p: Mapping, name: str, cfg: WAGEConfig, *, flatten: bool = False, last: bool = False) -> IntegerLayer:
-    kernel = p[name]["kernel"]
-    k, shift = _codes(kernel, cfg.bits_W, kernel_scale(kernel.shape, cfg.bits_W, cfg.factor))
+    k, shift = _codes(p, name, cfg)
     return IntegerLayer("dense", k, shift, flatten=flatten, relu=not last, requantize=not last, name=name)
 
 
@@ -90,7 +90,7 @@ def _mlp(model: MLP, p: Mapping, cfg: WAGEConfig):
     return layers, (layers[0].kernel.shape[0],)
 
 
-def _conv_net(model: Any, p: Mapping, cfg: WAGEConfig, blocks: list[tuple[str, bool]], padding: str,
+def _conv_net(p: Mapping, cfg: WAGEConfig, blocks: list[tuple[str, bool]], padding: str,
               input_side: Callable[[int], int]):
     """Convolutions ``blocks`` (name, pool), then dense0 (flattened NCHW) and dense1 (the logits)."""
     channels = p["conv0"]["kernel"].shape[2]
@@ -106,17 +106,18 @@ def _conv_net(model: Any, p: Mapping, cfg: WAGEConfig, blocks: list[tuple[str, b
 
 def _lenet(model: LeNet5, p: Mapping, cfg: WAGEConfig):
     blocks = [(f"conv{i}", True) for i in range(len(model.widths))]
-    # each block: a 5x5 VALID convolution (-4) and a pool (/2)
+
     def input_side(s: int) -> int:
-        for _ in blocks:
+        for _ in blocks:  # each block: a 5x5 VALID convolution (side - 4), then a pool (side / 2)
             s = s * 2 + 4
         return s
-    return _conv_net(model, p, cfg, blocks, "VALID", input_side)
+
+    return _conv_net(p, cfg, blocks, "VALID", input_side)
 
 
 def _vgg(model: VGG7, p: Mapping, cfg: WAGEConfig):
-    blocks = [(f"conv{i}", i % 2 == 1) for i in range(2 * len(model.widths))]
-    return _conv_net(model, p, cfg, blocks, "SAME", lambda s: s * 2 ** len(model.widths))
+    blocks = [(f"conv{i}", i % 2 == 1) for i in range(2 * len(model.widths))]  # SAME 3x3, a pool every second
+    return _conv_net(p, cfg, blocks, "SAME", lambda s: s * 2 ** len(model.widths))
 
 
 _BUILDERS = {MLP: _mlp, LeNet5: _lenet, VGG7: _vgg}
@@ -132,8 +133,8 @@ def integer_program(model: Any, params: Mapping, config: WAGEConfig) -> IntegerP
         config: the model's ``WAGEConfig``: ``bits_A`` and ``bits_W`` of 2 to 8, nearest ``A_mode`` and ``W_mode``.
 
     Returns:
-        a checked ``IntegerProgram`` (codes of ``QW(kernel)``, shifts, the layer sequence; the input shape
-        inferred from the first dense layer's fan-in, square feature maps assumed for the conv nets).
+        a checked ``IntegerProgram`` (codes of ``QW(kernel)``, shifts, the layer sequence; the input shape is
+        inferred from the first dense layer's fan-in: square images, the smallest size that gives it).
 
     Raises:
         ValueError: another model class, a float baseline, unsupported bits or modes, a scale that is not a
