@@ -260,15 +260,33 @@ def test_float_baselines_other_models_and_torch_runs_are_refused(tmp_path):
         export_run(SimpleNamespace(framework="jax", params=params, wage=None), "onnx", tmp_path / "m")
 
 
-def test_export_run_takes_a_loaded_run(tmp_path):
+def test_export_run_takes_a_loaded_run_and_the_shape_of_its_images(tmp_path):
     x, y = _digits()
     model = MLP(config=CFG, hidden=(16,))
     params = _train(model, x, y, 5)
+    images = x[N_TRAIN:].reshape(-1, 8, 8, 1)  # wage-train feeds the MLP (N, 8, 8, 1) images
     run = SimpleNamespace(framework="jax", model=model, params=params, wage=CFG)
-    program = export_run(run, "onnx", tmp_path / "run.onnx", images=x[N_TRAIN:])
+    program = export_run(run, "onnx", tmp_path / "run.onnx", images=images)
+    assert program.input_shape == (8, 8, 1)
+    export_run(run, "stablehlo", tmp_path / "run.stablehlo", images=images)
+    expected = np.asarray(model.apply(params, images)) * 2.0 ** -program.logit_exponent
     sess = ort.InferenceSession(str(tmp_path / "run.onnx"), providers=["CPUExecutionProvider"])
-    logits = np.asarray(model.apply(params, x[N_TRAIN:])) * 2.0 ** -program.logit_exponent
-    np.testing.assert_array_equal(sess.run(None, {"images": x[N_TRAIN:]})[0], logits)
+    np.testing.assert_array_equal(sess.run(None, {"images": images})[0], expected)
+    out = jax.export.deserialize((tmp_path / "run.stablehlo").read_bytes()).call(images)
+    np.testing.assert_array_equal(np.asarray(out), expected)
+
+
+def test_an_input_shape_the_model_cannot_take_is_refused():
+    model = LeNet5(config=CFG, widths=(2, 4), hidden=8)
+    params = model.init(jax.random.key(0), np.zeros((1, 28, 28, 1), np.float32))
+    assert integer_program(model, params, CFG).input_shape == (28, 28, 1)
+    with pytest.raises(ValueError, match=r"input_shape \(32, 32, 1\) gives 100 features, dense0 takes 64"):
+        integer_program(model, params, CFG, (32, 32, 1))
+    with pytest.raises(ValueError, match=r"input_shape must be \(height, width, 1\)"):
+        integer_program(model, params, CFG, (28, 28, 3))
+    mlp = MLP(config=CFG, hidden=(4,))
+    with pytest.raises(ValueError, match="does not hold dense0's 64 inputs"):
+        integer_program(mlp, mlp.init(jax.random.key(0), np.zeros((1, 64), np.float32)), CFG, (8, 8, 2))
 
 
 def test_images_with_nan_are_refused_eagerly():

@@ -63,8 +63,8 @@ def export_model(model: Any, params: Mapping, config: WAGEConfig, fmt: str, out_
         fmt: ``"onnx"`` (an ONNX model with integer operators; needs the ``export`` extra) or ``"stablehlo"``
             (``jax.export`` serialized bytes).
         out_path: the file to write.
-        images: optional float32 inputs ``(N, *input_shape)`` to check the float32 bound on
-            (``check_float32_agreement``).
+        images: optional float32 model inputs ``(N, ...)``: they set the program's input shape (else inferred,
+            see ``integer_program``) and the float32 bound is checked on them (``check_float32_agreement``).
         requantize: the ONNX form's rescale, ``"qlinear"`` or ``"exact"`` (``integer_onnx``).
 
     Returns:
@@ -75,7 +75,7 @@ def export_model(model: Any, params: Mapping, config: WAGEConfig, fmt: str, out_
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {FORMATS}, got {fmt!r}")
-    program = integer_program(model, params, config)
+    program = integer_program(model, params, config, None if images is None else np.shape(images)[1:])
     if images is not None:
         check_float32_agreement(program, images)
     data = integer_onnx(program, requantize).SerializeToString() if fmt == "onnx" else stablehlo_bytes(program)

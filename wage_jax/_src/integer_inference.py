@@ -12,7 +12,7 @@ arithmetic: it equals the NumPy reference bit for bit, and the float32 training 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -84,27 +84,38 @@ def _side(features: int, channels: int, name: str) -> int:
     return side
 
 
-def _mlp(model: MLP, p: Mapping, cfg: WAGEConfig):
+def _mlp(model: MLP, p: Mapping, cfg: WAGEConfig, input_shape: tuple[int, ...] | None):
     n = len(model.hidden) + 1
     layers = [_dense(p, f"dense{i}", cfg, last=i == n - 1) for i in range(n)]
-    return layers, (layers[0].kernel.shape[0],)
+    features = layers[0].kernel.shape[0]
+    if input_shape is not None and math.prod(input_shape) != features:
+        raise ValueError(f"input_shape {input_shape} does not hold dense0's {features} inputs")
+    return layers, input_shape or (features,)  # the MLP flattens its input in C order, as the program does
 
 
 def _conv_net(p: Mapping, cfg: WAGEConfig, blocks: list[tuple[str, bool]], padding: str,
-              input_side: Callable[[int], int]):
+              input_side: Callable[[int], int], input_shape: tuple[int, ...] | None):
     """Convolutions ``blocks`` (name, pool), then dense0 (flattened NCHW) and dense1 (the logits)."""
     channels = p["conv0"]["kernel"].shape[2]
     last_width = p[blocks[-1][0]]["kernel"].shape[3]
-    side = input_side(_side(p["dense0"]["kernel"].shape[0], last_width, "dense0"))
-    hw, layers = (side, side), []
+    features = p["dense0"]["kernel"].shape[0]
+    if input_shape is None:
+        side = input_side(_side(features, last_width, "dense0"))
+        input_shape = (side, side, channels)
+    if len(input_shape) != 3 or input_shape[2] != channels:
+        raise ValueError(f"input_shape must be (height, width, {channels}), got {input_shape}")
+    hw, layers = input_shape[:2], []
     for name, pool in blocks:
         layer, hw = _conv(p, name, hw, padding, pool, cfg)
         layers.append(layer)
+    if hw[0] * hw[1] * last_width != features:
+        raise ValueError(f"input_shape {input_shape} gives {hw[0] * hw[1] * last_width} features, dense0 takes "
+                         f"{features}")
     layers += [_dense(p, "dense0", cfg, flatten=True), _dense(p, "dense1", cfg, last=True)]
-    return layers, (side, side, channels)
+    return layers, input_shape
 
 
-def _lenet(model: LeNet5, p: Mapping, cfg: WAGEConfig):
+def _lenet(model: LeNet5, p: Mapping, cfg: WAGEConfig, input_shape: tuple[int, ...] | None):
     blocks = [(f"conv{i}", True) for i in range(len(model.widths))]
 
     def input_side(s: int) -> int:
@@ -112,18 +123,19 @@ def _lenet(model: LeNet5, p: Mapping, cfg: WAGEConfig):
             s = s * 2 + 4
         return s
 
-    return _conv_net(p, cfg, blocks, "VALID", input_side)
+    return _conv_net(p, cfg, blocks, "VALID", input_side, input_shape)
 
 
-def _vgg(model: VGG7, p: Mapping, cfg: WAGEConfig):
+def _vgg(model: VGG7, p: Mapping, cfg: WAGEConfig, input_shape: tuple[int, ...] | None):
     blocks = [(f"conv{i}", i % 2 == 1) for i in range(2 * len(model.widths))]  # SAME 3x3, a pool every second
-    return _conv_net(p, cfg, blocks, "SAME", lambda s: s * 2 ** len(model.widths))
+    return _conv_net(p, cfg, blocks, "SAME", lambda s: s * 2 ** len(model.widths), input_shape)
 
 
 _BUILDERS = {MLP: _mlp, LeNet5: _lenet, VGG7: _vgg}
 
 
-def integer_program(model: Any, params: Mapping, config: WAGEConfig) -> IntegerProgram:
+def integer_program(model: Any, params: Mapping, config: WAGEConfig,
+                    input_shape: Sequence[int] | None = None) -> IntegerProgram:
     """The integer form of a trained ``wage_jax.models`` network.
 
     Args:
@@ -131,21 +143,24 @@ def integer_program(model: Any, params: Mapping, config: WAGEConfig) -> IntegerP
             matter: every mode computes the same forward).
         params: its Flax params (``{"params": ...}`` or the inner dict), the weight accumulators.
         config: the model's ``WAGEConfig``: ``bits_A`` and ``bits_W`` of 2 to 8, nearest ``A_mode`` and ``W_mode``.
+        input_shape: one example's shape, e.g. ``(8, 8, 1)`` for an MLP fed images; default: inferred from the
+            first dense layer's fan-in (``(in,)`` for the MLP; square images, the smallest size that gives it,
+            for the convolutional networks).
 
     Returns:
-        a checked ``IntegerProgram`` (codes of ``QW(kernel)``, shifts, the layer sequence; the input shape is
-        inferred from the first dense layer's fan-in: square images, the smallest size that gives it).
+        a checked ``IntegerProgram`` (codes of ``QW(kernel)``, shifts, the layer sequence, the input shape).
 
     Raises:
-        ValueError: another model class, a float baseline, unsupported bits or modes, a scale that is not a
-            power of two, or a layer whose sums could overflow int32 (one line naming it).
+        ValueError: another model class, a float baseline, unsupported bits or modes, an ``input_shape`` the
+            model cannot take, a scale that is not a power of two, or a layer whose sums could overflow int32
+            (one line naming it).
     """
     builder = _BUILDERS.get(type(model))
     if builder is None:
         raise ValueError(f"model must be a wage_jax.models MLP, LeNet5 or VGG7, got {type(model).__name__}")
     _check_config(model, config)
     p = params.get("params", params)
-    layers, input_shape = builder(model, p, config)
+    layers, input_shape = builder(model, p, config, None if input_shape is None else tuple(int(d) for d in input_shape))
     last = layers[-1]
     exponent = -(config.bits_A - 1) - last.shift
     return check_program(IntegerProgram(config.bits_A, config.bits_W, tuple(layers), input_shape, exponent))

@@ -100,7 +100,7 @@ def _pool(g: _Graph, x: str) -> str:
     return g.op("MaxPool", [x], "pool", kernel_shape=[2, 2], strides=[2, 2])
 
 
-def _check_layout(program: IntegerProgram) -> None:
+def _check_supported(program: IntegerProgram) -> None:
     check_program(program)
     for lay in program.layers:
         if lay.requantize and not lay.relu:
@@ -110,8 +110,11 @@ def _check_layout(program: IntegerProgram) -> None:
         raise ValueError("the ONNX export needs a dense last layer (the logits)")
 
 
-def _nchw(g: _Graph, x: str, program: IntegerProgram) -> str:
-    return g.op("Transpose", [x], "nchw", perm=[0, 3, 1, 2]) if len(program.input_shape) == 3 else x
+def _layout(g: _Graph, x: str, program: IntegerProgram) -> str:
+    """NHWC images to ONNX's NCHW for a convolution; any input flattened (C order) for a first dense layer."""
+    if program.layers[0].kind == "conv":
+        return g.op("Transpose", [x], "nchw", perm=[0, 3, 1, 2])
+    return g.op("Flatten", [x], "flat", axis=1) if len(program.input_shape) > 1 else x
 
 
 def integer_onnx(program: IntegerProgram, requantize: str = "qlinear") -> Any:
@@ -127,12 +130,12 @@ def integer_onnx(program: IntegerProgram, requantize: str = "qlinear") -> Any:
     """
     if requantize not in REQUANTIZE:
         raise ValueError(f"requantize must be one of {REQUANTIZE}, got {requantize!r}")
-    _check_layout(program)
+    _check_supported(program)
     g = _Graph()
     u8, i8, tp = np.uint8, np.int8, g.onnx.TensorProto
     zp = 128
     codes = _input_codes(g, "images", program.bits_A)
-    x = _nchw(g, g.op("Cast", [g.op("Add", [codes, g.const(zp, np.float64)])], "u8", to=tp.UINT8), program)
+    x = _layout(g, g.op("Cast", [g.op("Add", [codes, g.const(zp, np.float64)])], "u8", to=tp.UINT8), program)
     for lay in program.layers:
         x_zp = g.const(zp, u8, "x_zp")
         w = g.const(_oihw(lay) if lay.kind == "conv" else lay.kernel, i8, lay.name)
@@ -173,12 +176,12 @@ def float32_onnx(program: IntegerProgram) -> Any:
 
     Its logits equal ``integer_onnx``'s ``S * 2^logit_exponent`` wherever the float path is exact.
     """
-    _check_layout(program)
+    _check_supported(program)
     g = _Graph()
     tp = g.onnx.TensorProto
     unit_A = 2.0 ** -(program.bits_A - 1)
     codes = g.op("Cast", [_input_codes(g, "images", program.bits_A)], to=tp.FLOAT)
-    x = _nchw(g, g.op("Mul", [codes, g.const(unit_A, np.float32)]), program)
+    x = _layout(g, g.op("Mul", [codes, g.const(unit_A, np.float32)]), program)
     for lay in program.layers:
         w = (_oihw(lay) if lay.kind == "conv" else lay.kernel).astype(np.float32) * np.float32(2.0**-lay.shift)
         if lay.flatten:
