@@ -352,3 +352,12 @@ def test_the_deploying_guides_python_blocks_run(tmp_path, monkeypatch):
     expected = np.asarray(model.apply(params, test))
     np.testing.assert_array_equal(ns["float_logits"], expected)
     np.testing.assert_array_equal(ns["logits"] * 2.0 ** ns["program"].logit_exponent, expected)
+
+
+def test_a_shift_beyond_the_exact_rounding_range_is_refused():
+    layers = (IntegerLayer("dense", np.ones((2, 1), np.int8), 15, name="wide"),
+              IntegerLayer("dense", np.ones((1, 1), np.int8), 0, relu=False, requantize=False, name="read"))
+    with pytest.raises(ValueError, match=r"^layer 'wide': shift 15 outside \[0, 14\]"):
+        run_integer_program(IntegerProgram(8, 8, layers, (2,)), np.zeros((1, 2), np.float32))
+    ok = (IntegerLayer("dense", np.ones((2, 1), np.int8), 14, name="wide"), layers[1])
+    assert run_integer_program(IntegerProgram(8, 8, ok, (2,)), np.ones((1, 2), np.float32) * 0.5).tolist() == [[0]]

@@ -9,10 +9,11 @@ multiplies it by ``2^(bits_A-1)``: the next layer's codes are ``S / 2^shift`` wi
 ReLU and 2x2 max-pooling are monotone and keep 0, so they commute with that rounding and run on ``S``.
 
 ``Q_A``'s nearest rounding (contract §1) is ``nearbyint(double(float32(y + 1/2)) - 1/2)``. For
-``y = S / 2^shift`` the float32 addition is exact whenever ``|S| + 2^(shift-1) <= 2^24``, and then the
-result is ``y`` rounded half to even: :func:`rescale` computes it with integer operations only. Beyond that,
-``|y| >= 2^(24-shift) - 1/2`` clamps anyway when ``shift <= 24 - bits_A`` (checked by
-:func:`check_program`), so the integer rule equals ``Q_A`` on every input.
+``y = S / 2^shift``, ``y + 1/2`` is a multiple of ``2^-(shift+1)``: the float32 addition is exact whenever
+``|y| <= 2^(22-shift)`` (24 significant bits), and then the result is ``y`` rounded half to even, which
+:func:`rescale` computes with integer operations only. Beyond, ``|y| > 2^(22-shift) >= 2^bits_A`` when
+``shift <= 22 - bits_A`` (checked by :func:`check_program`): the float rounding is monotone, so both clamp
+to ``±kmax``, and the integer rule equals ``Q_A`` on every input.
 
 Exactness bounds (:func:`check_program`, :func:`float32_rounding_layers`):
 
@@ -127,8 +128,8 @@ def check_program(program: IntegerProgram) -> IntegerProgram:
         if bound > INT32_MAX:
             raise ValueError(f"layer {lay.name!r} could overflow int32: {lay.terms} terms x {program.kmax_A} x "
                              f"{program.kmax_W} = {bound} > 2^31 - 1; the integer program refuses it")
-        if lay.requantize and not 0 <= lay.shift <= 24 - program.bits_A:
-            raise ValueError(f"layer {lay.name!r}: shift {lay.shift} outside [0, {24 - program.bits_A}], where "
+        if lay.requantize and not 0 <= lay.shift <= 22 - program.bits_A:
+            raise ValueError(f"layer {lay.name!r}: shift {lay.shift} outside [0, {22 - program.bits_A}], where "
                              "Q_A's float32 rounding equals the integer rounding")
     return program
 
