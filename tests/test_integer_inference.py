@@ -8,6 +8,7 @@ rescale forms) and the deserialized StableHLO agree on the integer logits.
 
 from __future__ import annotations
 
+import sys
 import textwrap
 import warnings
 from types import SimpleNamespace
@@ -361,3 +362,12 @@ def test_a_shift_beyond_the_exact_rounding_range_is_refused():
         run_integer_program(IntegerProgram(8, 8, layers, (2,)), np.zeros((1, 2), np.float32))
     ok = (IntegerLayer("dense", np.ones((2, 1), np.int8), 14, name="wide"), layers[1])
     assert run_integer_program(IntegerProgram(8, 8, ok, (2,)), np.ones((1, 2), np.float32) * 0.5).tolist() == [[0]]
+
+
+def test_without_onnx_the_onnx_export_names_the_extra(monkeypatch):
+    model = MLP(config=CFG, hidden=(4,))
+    program = integer_program(model, model.init(jax.random.key(0), np.zeros((1, 8), np.float32)), CFG)
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import raises ImportError, as where it is not installed
+    with pytest.raises(ImportError, match=r"pip install 'wage-jax\[export\]'"):
+        integer_onnx(program)
+    assert stablehlo_bytes(program)  # StableHLO needs jax only

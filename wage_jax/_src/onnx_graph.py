@@ -44,8 +44,11 @@ class _Graph:
     """A list of nodes and initializers with fresh names (a thin layer over ``onnx.helper``)."""
 
     def __init__(self) -> None:
-        import onnx
-        from onnx import helper, numpy_helper
+        try:
+            import onnx
+            from onnx import helper, numpy_helper
+        except ImportError as exc:
+            raise ImportError("the ONNX export needs the onnx package: pip install 'wage-jax[export]'") from exc
 
         self.onnx, self.helper, self.numpy_helper = onnx, helper, numpy_helper
         self.nodes: list[Any] = []
