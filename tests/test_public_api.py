@@ -28,6 +28,8 @@ PUBLIC = {
     "wage_jax.parallel": {"DATA_AXIS", "batch_sharding", "data_mesh", "make_data_parallel_train_step", "replicate",
                           "replicated_sharding", "shard_batch"},
     "wage_jax.integer": {"exact_in_float32", "integer_conv", "integer_dense", "integer_plan", "on_grid"},
+    "wage_jax.export": {"FORMATS", "check_float32_agreement", "export_model", "export_run", "float32_onnx",
+                        "integer_forward", "integer_onnx", "integer_program", "stablehlo_bytes"},
     "wage_jax.checked": {"QG", "QW", "check_finite", "checkify", "shift", "wage_quantize"},
 }
 

@@ -16,7 +16,8 @@ Public API (``wage_jax``):
 
 Namespaces: ``wage_jax.linen`` and ``wage_jax.nnx`` (``WAGEQuantizer``, the layer hooks, ``WAGEDense``,
 ``WAGEConv``), ``wage_jax.models`` (``MLP``, ``LeNet5``, ``VGG7``), ``wage_jax.parallel`` (data-parallel
-training), ``wage_jax.integer`` (products on integers).
+training), ``wage_jax.integer`` (products on integers), ``wage_jax.export`` (integer inference: ONNX,
+StableHLO).
 """
 
 from wage_jax import checked
