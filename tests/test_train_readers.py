@@ -1,4 +1,4 @@
-"""Data files are data (issues 11, 17, 19): every reader refuses a malformed or malicious file with a
+"""Data files are data: every reader refuses a malformed or malicious file with a
 :class:`DataError` naming it, never runs code from it, and reads genuine files byte for byte."""
 
 from __future__ import annotations
