@@ -36,9 +36,20 @@ def test_data_parallel_example_equals_one_device_bit_for_bit() -> None:
     assert "2 cpu devices" in out and "weights equal the one-device run's" in out, out
 
 
+@pytest.mark.slow
+def test_saved_run_example_predicts_what_the_run_recorded() -> None:
+    import wage_train
+
+    if not hasattr(wage_train, "load_run"):
+        pytest.skip("this wage_train has no load_run (the saved-run API the example uses)")
+    out = run_python(["-m", "examples.saved_run", "--smoke"], cwd=ROOT, check=True, timeout=300).stdout
+    found = re.search(r"test accuracy (\S+) \(the run recorded (\S+)\)", out)
+    assert found and found[1] == found[2], out
+
+
 def test_every_example_has_a_smoke_mode_and_a_test() -> None:
     scripts = {p.stem for p in (ROOT / "examples").glob("*.py")} - {"__init__", "train"}  # train: wage-train's alias
-    assert scripts == set(SMOKE) | {"data_parallel"}
+    assert scripts == set(SMOKE) | {"data_parallel", "saved_run"}
     for name in scripts:
         assert "--smoke" in (ROOT / "examples" / f"{name}.py").read_text(), name
 
