@@ -3,6 +3,7 @@ every public name that ``tests/test_public_api.py`` pins."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,29 @@ def test_docs_build_without_warnings_and_document_every_public_name(tmp_path: Pa
                if f'id="{module}.{name}"' not in html and f'id="module-{module}.{name}"' not in html]
     assert not missing, f"not in the API reference: {missing}"
     assert (out / "index.html").exists() and (out / "your-model.html").exists()
+
+
+def test_changelog_has_one_heading_of_each_kind_per_release() -> None:
+    release = None
+    seen: dict[str | None, list[str]] = {}
+    for line in (ROOT / "CHANGELOG.md").read_text().splitlines():
+        if line.startswith("## "):
+            release = line[3:]
+            seen[release] = []
+        elif line.startswith("### "):
+            seen[release].append(line[4:])
+    assert "[Unreleased]" in seen, seen
+    for name, kinds in seen.items():
+        assert len(kinds) == len(set(kinds)), f"{name}: {kinds}"
+        assert set(kinds) <= {"Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"}, f"{name}: {kinds}"
+
+
+def test_readme_fits_in_8_kb_and_the_docs_cite_no_tracker_numbers() -> None:
+    assert len((ROOT / "README.md").read_bytes()) <= 8192
+    # The project has no issue tracker: "issue 24" or "#24" means nothing to a reader (an upstream link such as
+    # jax-ml/jax#7637 is a reference, not one of ours).
+    cite = re.compile(r"\bissues? \d+|(?<![\w/])#\d+")
+    pages = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]
+    found = [f"{page.name}:{n}: {line.strip()}" for page in pages
+             for n, line in enumerate(page.read_text().splitlines(), 1) if cite.search(line)]
+    assert not found, found
