@@ -36,8 +36,7 @@ from wage_jax import (
 from wage_jax.linen import WAGEQuantizer
 from wage_spec import WAGEConfig
 
-FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-         "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -62,15 +61,10 @@ def tiny_mnist(folder: Path) -> Path:
 
     digits = load_digits()
     images = np.round(digits.images * (255 / 16)).astype(np.uint8)
-    for split, rows in (("train", slice(0, 1437)), ("test", slice(1437, None))):
-        write_idx(folder / FILES[split][0], images[rows])
-        write_idx(folder / FILES[split][1], digits.target[rows])
+    for name, array in zip(FILES, (images[:1437], digits.target[:1437], images[1437:], digits.target[1437:]),
+                           strict=True):
+        write_idx(folder / name, array)
     return folder
-
-
-def load(folder: Path) -> tuple[np.ndarray, ...]:
-    """``(train images, train labels, test images, test labels)`` from the four idx files in ``folder``."""
-    return tuple(read_idx(folder / name) for split in ("train", "test") for name in FILES[split])
 
 
 class LeNet5(nn.Module):
@@ -108,15 +102,14 @@ def main(argv: list[str] | None = None) -> float:
     args = parser.parse_args(argv)
     if args.data_dir is None and not args.smoke:
         parser.error("--data-dir is required (or --smoke)")
-    if args.smoke:
-        args.epochs = 1
+    args.epochs = 1 if args.smoke else args.epochs
+    try:
         with tempfile.TemporaryDirectory(prefix="wage-idx-") as tmp:
-            x_train, y_train, x_test, y_test = load(tiny_mnist(Path(tmp)))
-    elif not all((args.data_dir / n).exists() or (args.data_dir / f"{n}.gz").exists() for f in FILES.values()
-                 for n in f):
-        parser.error(f"--data-dir {args.data_dir} lacks the MNIST idx files (wage-data mnist --data-dir DIR)")
-    else:
-        x_train, y_train, x_test, y_test = load(args.data_dir)
+            folder = tiny_mnist(Path(tmp)) if args.smoke else args.data_dir
+            x_train, y_train, x_test, y_test = (read_idx(folder / name) for name in FILES)
+    except FileNotFoundError as error:
+        parser.error(f"--data-dir {args.data_dir} lacks the MNIST idx file {Path(error.filename).name} "
+                     "(wage-data mnist --data-dir DIR)")
     # uint8 pixels -> [-1, 1], as the paper does: 8-bit activations use both signs of their grid.
     x_train, x_test = ((x[..., None] / 255.0 * 2 - 1).astype(np.float32) for x in (x_train, x_test))
 
