@@ -37,9 +37,8 @@ def run(args: argparse.Namespace) -> None:
     import numpy as np
     from sklearn.datasets import load_digits
 
-    from wage_jax import clip_params, make_train_step, parallel, wage_sgd
+    from wage_jax import WAGEConfig, clip_params, make_train_step, parallel, wage_sgd
     from wage_jax.models import MLP
-    from wage_spec import WAGEConfig
 
     if len(jax.devices()) < args.devices:
         raise SystemExit(f"--devices {args.devices}: only {len(jax.devices())} {jax.default_backend()} devices")
@@ -73,7 +72,8 @@ def run(args: argparse.Namespace) -> None:
     accuracy = float((apply_fn(shared, x[1408:], None).argmax(-1) == y[1408:]).mean())
     same = all(np.array_equal(np.asarray(a), np.asarray(b))
                for a, b in zip(jax.tree.leaves(shared), jax.tree.leaves(single), strict=True))
-    print(f"{args.devices} {jax.default_backend()} devices, {args.epochs} epochs: test accuracy {accuracy:.4f}; "
+    epochs = f"{args.epochs} epoch{'s' * (args.epochs != 1)}"
+    print(f"{args.devices} {jax.default_backend()} devices, {epochs}: test accuracy {accuracy:.4f}; "
           f"weights {'equal' if same else 'DIFFER from'} the one-device run's, bit for bit")
     if not same:
         raise SystemExit(1)

@@ -25,6 +25,7 @@ import numpy as np
 from flax.training.train_state import TrainState
 
 from wage_jax import (
+    WAGEConfig,
     clip_params,
     max_pool_2x2,
     sse_loss,
@@ -34,7 +35,6 @@ from wage_jax import (
     wage_sgd,
 )
 from wage_jax.linen import WAGEQuantizer
-from wage_spec import WAGEConfig
 
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 

@@ -19,9 +19,8 @@ import numpy as np
 from flax import nnx
 from sklearn.datasets import load_digits
 
-from wage_jax import clip_params, max_pool_2x2, sse_loss, wage_sgd
+from wage_jax import WAGEConfig, clip_params, max_pool_2x2, sse_loss, wage_sgd
 from wage_jax.nnx import WAGEConv, WAGEDense, WAGEQuantizer
-from wage_spec import WAGEConfig
 
 
 class CNN(nnx.Module):
