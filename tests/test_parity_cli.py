@@ -65,3 +65,15 @@ def test_the_cases_load_qtorch_through_wage_torchs_build_environment(monkeypatch
     with pytest.raises(ImportError, match="the reference needs qtorch.quant, which could not be imported or built"):
         cases._qtorch_quant.fixed_point_quantize  # noqa: B018
     assert loads == ["wage_torch.backend.qtorch_modules"]
+
+
+def test_a_reference_that_cannot_load_ends_in_one_line(monkeypatch, capsys):
+    pytest.importorskip("torch", reason="wage_torch needs torch")
+
+    def cases(function):
+        raise ImportError("the reference needs qtorch.quant, which could not be imported or built")
+
+    monkeypatch.setattr(report, "cases", cases)
+    assert report.main(["--function", "C"]) == 2
+    err = capsys.readouterr().err
+    assert err == "wage-parity: the reference needs qtorch.quant, which could not be imported or built\n"

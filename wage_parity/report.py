@@ -141,7 +141,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_row(row, len(printed), total), flush=True)
 
     start = time.perf_counter()
-    rows = run(functions, verbose=args.verbose, max_cases=args.max_cases, on_row=on_row, on_start=on_start)
+    try:
+        rows = run(functions, verbose=args.verbose, max_cases=args.max_cases, on_row=on_row, on_start=on_start)
+    except ImportError as error:  # qtorch (the reference's kernels) could not be imported or built
+        print(f"wage-parity: {error}", file=sys.stderr)
+        return 2
     print(_totals(rows))
     print(f"{time.perf_counter() - start:.0f} s in all")
     failures = [f for r in rows for f in r["failures"]]
