@@ -21,9 +21,9 @@ autodoc_typehints = "description"
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
 napoleon_use_ivar = True  # "Attributes:" as fields: a dataclass's or NamedTuple's members are documented once
-autodoc_typehints_format = "fully-qualified"
+autodoc_typehints_format = "fully-qualified"  # WAGEConfig has one canonical target, wage_spec.config.WAGEConfig
 # Annotations as written (the modules use postponed evaluation): jax.typing.ArrayLike, not its 8-type union.
 autodoc_type_aliases = {name: name for name in ("jax.Array", "jax.typing.ArrayLike", "ArrayLike", "DTypeLike",
-                                                "jax.typing.DTypeLike", "torch.Tensor")}  # WAGEConfig has one canonical target, wage_spec.config.WAGEConfig
+                                                "jax.typing.DTypeLike", "torch.Tensor")}
 html_theme = "alabaster"
 html_title = "wage-jax"

@@ -15,7 +15,6 @@ reference runs on qtorch's kernels from the build that set-up made (``<venv>/tor
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -91,10 +90,10 @@ def _totals(rows: list[dict[str, object]]) -> str:
 
 def _announce_qtorch_build() -> None:
     """One line before a qtorch build that set-up did not make: where it goes and why (it takes ~25 s)."""
-    from wage_torch._qtorch_env import extensions_dir
+    from wage_torch._qtorch_env import extensions_dir, has_build
 
     folder = extensions_dir()
-    if not os.path.exists(os.path.join(folder, "quant_cpu", "quant_cpu.so")):
+    if not has_build(folder):
         print(f"qtorch has no build in {folder}: its C++ kernels compile there at first use (about 25 s, once)",
               flush=True)
 
