@@ -69,6 +69,7 @@ def tiny_mnist(folder: Path) -> Path:
 
 class LeNet5(nn.Module):
     """``(N, H, W, 1)`` in ``[-1, 1]`` -> 2x[conv 5x5, ReLU, pool, Q] -> dense, ReLU, Q -> dense 10, NHWC."""
+
     config: WAGEConfig
     widths: tuple[int, int] = (32, 64)
     hidden: int = 512
