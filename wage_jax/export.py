@@ -9,9 +9,13 @@ predicts the float32 training forward's classes and integer logits exactly; ``do
 ONNX needs the ``export`` extra (``onnx``, ``onnxruntime``).
 """
 
-from wage_jax._src.export import FORMATS, check_float32_agreement, export_model, export_run, stablehlo_bytes
+from wage_jax._src.export import FORMATS as _FORMATS
+from wage_jax._src.export import check_float32_agreement, export_model, export_run, stablehlo_bytes
 from wage_jax._src.integer_inference import integer_forward, integer_program
 from wage_jax._src.onnx_graph import float32_onnx, integer_onnx
+
+#: The export formats ``export_model`` and ``export_run`` write: ``"onnx"`` and ``"stablehlo"``.
+FORMATS: tuple[str, ...] = _FORMATS
 
 __all__ = [
     "FORMATS",
