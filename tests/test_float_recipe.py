@@ -1,4 +1,4 @@
-"""The float baseline's recipes (issue 27): the standard one (softmax cross-entropy, SGD with momentum 0.9 on the
+"""The float baseline's recipes: the standard one (softmax cross-entropy, SGD with momentum 0.9 on the
 gradient clipped to norm 1, He init, lr per model family) in JAX and torch, the like-for-like ``wage-sse`` one,
 and how ``wage-train`` keeps the recipe across ``--resume``."""
 

@@ -1,4 +1,4 @@
-"""One line for every input the run cannot take, and no resume onto something else (issues 28, 29): model vs data
+"""One line for every input the run cannot take, and no resume onto something else: model vs data
 shape, empty splits, resource limits, the torch backend variable, changed data, hand-edited config.json,
 ``--resume --integer``, and a resume on another device count.
 """

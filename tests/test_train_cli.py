@@ -1,4 +1,4 @@
-"""The training example end to end (issue 5): every mode on a tiny budget, resume, compare, errors, reports."""
+"""The training example end to end: every mode on a tiny budget, resume, compare, errors, reports."""
 
 from __future__ import annotations
 

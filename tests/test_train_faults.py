@@ -1,4 +1,4 @@
-"""Fault injection for ``wage-train`` (issues 11, 19): damaged checkpoints, SIGINT/SIGTERM at random points,
+"""Fault injection for ``wage-train``: damaged checkpoints, SIGINT/SIGTERM at random points,
 divergence, re-runs into an existing directory. Each case checks the exit status, a single message line, no
 traceback, and that the last good state is intact and resumes bit-exactly.
 

@@ -1,4 +1,4 @@
-"""File-system faults while a run writes (issue 28): a full disk (a small tmpfs) and a read-only folder end in one
+"""File-system faults while a run writes: a full disk (a small tmpfs) and a read-only folder end in one
 line with status 2, the temporary checkpoint folder removed and the previous good checkpoint intact.
 
 Needs ``mount`` (root, or a container that allows it); skipped where it is not permitted.

@@ -1,4 +1,4 @@
-"""``wage-train --preset`` (issue 13): the paper's three experiments, resolved and started on real-format files."""
+"""``wage-train --preset``: the paper's three experiments, resolved and started on real-format files."""
 
 from __future__ import annotations
 
