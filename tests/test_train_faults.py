@@ -66,15 +66,14 @@ def runs(tmp_path_factory):
 
 def _runners_for(out: Path):
     """Runners built as ``train`` builds them for the run in ``out``."""
+    from wage_train.config import RunConfig
     from wage_train.data import load_dataset
-    from wage_train.loop import _make_runners
-    from wage_train.runspec import ModelSpec, lr_table
+    from wage_train.runner import make_runners, model_spec
+    from wage_train.runspec import lr_table
 
-    cfg = json.loads((out / "config.json").read_text())
-    data = load_dataset(cfg["dataset"])
-    spec = ModelSpec(kind="mlp", image_shape=data.image_shape, num_classes=10, hidden=tuple(cfg["hidden"]),
-                     widths=tuple(cfg["widths"]), vgg_hidden=cfg["vgg_hidden"])
-    return _make_runners(cfg, spec, lr_table(cfg["lr"], cfg["epochs"], cfg["schedule"]), cfg["limit_batches"])
+    cfg = RunConfig.load(out / "config.json")
+    spec = model_spec(cfg, load_dataset(cfg.dataset))
+    return make_runners(cfg, spec, lr_table(cfg.lr, cfg.epochs, cfg.schedule), cfg.limit_batches)
 
 
 def _state_bits(runners) -> list[bytes]:

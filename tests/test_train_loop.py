@@ -95,8 +95,9 @@ def instrumented_run(tmp_path_factory):
 def _assert_equals_a_plain_per_step_loop(reference_run) -> dict:
     """The run's history and weights equal those of the synchronous loop (the loss read after every step),
     recomputed here; returns its config."""
+    from wage_train.config import RunConfig
     from wage_train.data import load_dataset, to_inputs
-    from wage_train.loop import _make_runners
+    from wage_train.runner import make_runners
     from wage_train.runspec import LrSchedule, ModelSpec
 
     cfg = json.loads((reference_run / "config.json").read_text())
@@ -104,7 +105,8 @@ def _assert_equals_a_plain_per_step_loop(reference_run) -> dict:
     spec = ModelSpec(kind="mlp", image_shape=data.image_shape, num_classes=data.num_classes,
                      hidden=tuple(cfg["hidden"]), widths=tuple(cfg["widths"]), vgg_hidden=cfg["vgg_hidden"])
     batch, spe = cfg["batch_size"], cfg["limit_batches"]
-    (runner,) = _make_runners(cfg, spec, LrSchedule(cfg["lr"], cfg["epochs"], cfg["schedule"]), spe)
+    lrs = LrSchedule(cfg["lr"], cfg["epochs"], cfg["schedule"])
+    (runner,) = make_runners(RunConfig.from_dict(cfg, "config.json"), spec, lrs, spe)
     rng = np.random.default_rng(cfg["seed"])
     expected = []
     for _ in range(cfg["epochs"]):

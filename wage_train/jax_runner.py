@@ -9,7 +9,7 @@ table, looked up from the optimizer's step count inside the jitted step.
 The training loop (``wage_train.loop``) drives :meth:`JaxRunner.place` (from its batch thread),
 :meth:`~JaxRunner.begin_epoch`, :meth:`~JaxRunner.step` and :meth:`~JaxRunner.end_epoch`: each step is dispatched
 without waiting, splits the forward key on the device and adds its loss and correct count to device arrays that
-reach the host once per epoch (issue 24). :meth:`~JaxRunner.train_step` is the same update, synchronous.
+reach the host once per epoch. :meth:`~JaxRunner.train_step` is the same update, synchronous.
 
 Checkpoints store every leaf of (params, optimizer state, keys) under its path's name (``params.dense0.kernel``,
 ``opt_state.0.count``, ...), so a state whose structure changed is refused instead of restored into the
@@ -33,6 +33,7 @@ from wage_jax import QW, clip_params, kernel_scale, make_train_step, parallel, s
 from wage_jax.models import MLP, VGG7, LeNet5
 from wage_spec import WAGEConfig
 from wage_train import float_recipe as recipes
+from wage_train.interop import flax_params_to_torch_weights, layer_order, torch_weights_to_flax_params
 from wage_train.runspec import ModelSpec
 
 __all__ = ["JaxRunner", "build_model", "layer_order"]
@@ -53,14 +54,51 @@ def build_model(spec: ModelSpec, config: WAGEConfig, quantized: bool, integer: b
     raise ValueError(f"unknown model kind {spec.kind!r}")
 
 
-def layer_order(params: dict[str, Any]) -> list[str]:
-    """Layer names in forward order (``conv0, conv1, ..., dense0, dense1, ...``), torch's parameter order."""
+def epoch_schedule(lrs: Sequence[float], steps_per_epoch: int) -> Any:
+    """The optax schedule ``count -> lr`` of per-epoch learning rates ``lrs`` (``runspec.LrSchedule`` or a list).
 
-    def key(name: str) -> tuple[int, int]:
-        kind, index = re.fullmatch(r"(conv|dense)(\d+)", name).groups()
-        return (0 if kind == "conv" else 1, int(index))
+    The lr is piecewise constant in the epoch: only the epochs where it changes and its values are kept (a lazy
+    schedule gives them without a per-epoch list), as host arrays that the jitted step embeds as constants.
+    """
+    pieces = lrs.segments() if hasattr(lrs, "segments") else list(enumerate(lrs))
+    int32_max = int(jnp.iinfo(jnp.int32).max)  # optax's step count is int32: later epochs are never reached
+    starts = np.asarray([min(s, int32_max) for s, _ in pieces], np.int32)
+    table = np.asarray([v for _, v in pieces], np.float32)
+    spe = int(steps_per_epoch)
 
-    return sorted(params, key=key)
+    def schedule(count: jax.Array) -> jax.Array:
+        return jnp.asarray(table)[jnp.sum(jnp.asarray(starts) <= count // spe) - 1]
+
+    return schedule
+
+
+def _device_count(devices: int | None, batch_size: int | None) -> int:
+    """The devices to train on: ``devices`` (default all local ones), or 1 when ``batch_size`` does not divide."""
+    n = jax.local_device_count() if devices is None else int(devices)
+    if not 1 <= n <= jax.local_device_count():
+        raise ValueError(f"devices must be in [1, {jax.local_device_count()}], got {n}")
+    if n > 1 and batch_size is not None and batch_size % n:
+        print(f"note: batch {batch_size} does not divide by {n} devices: training on one device", flush=True)
+        n = 1
+    return n
+
+
+def _loop_step(inner: Any, needs_key: bool) -> Any:
+    """The training loop's step around ``inner`` (``make_train_step``'s): the forward key split on the device (the
+    same chain as :meth:`JaxRunner.train_step`'s), and the batch's loss and correct count added to device arrays
+    ``(losses (steps,), correct, index)``, so that nothing waits for the step until the epoch's end."""
+
+    def loop_step(params: Any, opt_state: Any, fwd_key: jax.Array, totals: tuple[jax.Array, ...],
+                  x: jax.Array, y: jax.Array) -> tuple[Any, ...]:
+        key = None
+        if needs_key:
+            fwd_key, key = jax.random.split(fwd_key)
+        params, opt_state, loss, logits = inner(params, opt_state, x, y, key)
+        losses, correct, i = totals
+        correct = correct + jnp.sum(jnp.argmax(logits, axis=-1) == y, dtype=jnp.int32)
+        return params, opt_state, fwd_key, (losses.at[i].set(loss), correct, i + 1), loss, logits
+
+    return loop_step
 
 
 def _is_key(x: Any) -> bool:
@@ -129,21 +167,8 @@ class JaxRunner:
         # Jitted: eager Flax init would compile every primitive on its own (seconds on CPU).
         params = jax.jit(self.model.init)({"params": k_param, "wage": k_param}, dummy)["params"]
         if init_weights is not None:
-            from wage_train.interop import torch_weights_to_flax_params
-
             params = torch_weights_to_flax_params(list(init_weights), params)
-        # The lr is piecewise constant in the epoch: the epochs where it changes and its values (a lazy
-        # schedule gives them without a per-epoch list; a plain list gives one piece per epoch).
-        pieces = lrs.segments() if hasattr(lrs, "segments") else list(enumerate(lrs))
-        int32_max = int(jnp.iinfo(jnp.int32).max)  # optax's step count is int32: later epochs are never reached
-        # Host arrays: the jitted step embeds them as constants (device arrays would be read back to trace it).
-        starts = np.asarray([min(s, int32_max) for s, _ in pieces], np.int32)
-        table = np.asarray([v for _, v in pieces], np.float32)
-        spe = int(steps_per_epoch)
-
-        def schedule(count: jax.Array) -> jax.Array:
-            return jnp.asarray(table)[jnp.sum(jnp.asarray(starts) <= count // spe) - 1]
-
+        schedule = epoch_schedule(lrs, steps_per_epoch)
         # WAGE's accumulators start clipped (see wage_jax.wage_sgd).
         if quantized:
             optimizer = wage_sgd(config.bits_W, config.bits_G, schedule, mode=config.G_mode, key=k_opt)
@@ -165,12 +190,7 @@ class JaxRunner:
         def apply_fn(p: Any, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
             return model.apply({"params": p}, x, rngs=None if key is None else {"wage": key})
 
-        n = jax.local_device_count() if devices is None else int(devices)
-        if not 1 <= n <= jax.local_device_count():
-            raise ValueError(f"devices must be in [1, {jax.local_device_count()}], got {n}")
-        if n > 1 and batch_size is not None and batch_size % n:
-            print(f"note: batch {batch_size} does not divide by {n} devices: training on one device", flush=True)
-            n = 1
+        n = _device_count(devices, batch_size)
         self.devices = n
         self._mesh = parallel.data_mesh(n) if n > 1 else None
         if n > 1:
@@ -183,22 +203,7 @@ class JaxRunner:
             self._place = jnp.asarray
         self._apply = jax.jit(apply_fn)
 
-        # The training loop's step (begin_epoch / step / end_epoch): the forward key split on the device (the
-        # same chain as train_step's), and the batch's loss and correct count kept in device arrays, so that
-        # nothing waits for the step until the epoch's end.
-        inner, needs_key = self._step, self.needs_key
-
-        def loop_step(params: Any, opt_state: Any, fwd_key: jax.Array, totals: tuple[jax.Array, ...],
-                      x: jax.Array, y: jax.Array) -> tuple[Any, ...]:
-            key = None
-            if needs_key:
-                fwd_key, key = jax.random.split(fwd_key)
-            params, opt_state, loss, logits = inner(params, opt_state, x, y, key)
-            losses, correct, i = totals
-            correct = correct + jnp.sum(jnp.argmax(logits, axis=-1) == y, dtype=jnp.int32)
-            return params, opt_state, fwd_key, (losses.at[i].set(loss), correct, i + 1), loss, logits
-
-        self._loop_step = jax.jit(loop_step, donate_argnums=(0, 1, 2, 3))
+        self._loop_step = jax.jit(_loop_step(self._step, self.needs_key), donate_argnums=(0, 1, 2, 3))
         self._totals: tuple[jax.Array, ...] | None = None
         self._last_loss: jax.Array | None = None
         self._batch_sizes: list[int] = []  # the epoch's steps' batch sizes (a batch-mean loss is scaled by them)
@@ -288,8 +293,6 @@ class JaxRunner:
 
     def accumulators(self) -> list[np.ndarray]:
         """The weight accumulators (WAGE) or weights (float) in torch order and layout."""
-        from wage_train.interop import flax_params_to_torch_weights
-
         return flax_params_to_torch_weights(jax.device_get(self.params))
 
     def raw_weights(self) -> dict[str, np.ndarray]:

@@ -26,21 +26,15 @@ __all__ = ["TorchRunner", "build_model"]
 
 
 def build_model(spec: ModelSpec, config: WAGEConfig, quantized: bool) -> torch.nn.Module:
-    """The torch model for ``spec``: MLP (flattens its input) or VGG7 (NCHW images)."""
+    """The torch model for ``spec``: MLP (flattens its input), VGG7 or LeNet-5 (NCHW images)."""
     if spec.kind == "mlp":
         return MLP(spec.in_features, spec.hidden, spec.num_classes, config=config, quantized=quantized)
-    if spec.kind == "vgg7":
+    if spec.kind in ("vgg7", "lenet5"):
         h, w, c = spec.image_shape
         if h != w:
-            raise ValueError(f"VGG7 needs square images, got {h}x{w}")
-        return VGG7(c, spec.widths, spec.vgg_hidden, spec.num_classes, image_size=h, config=config, quantized=quantized)
-    if spec.kind == "lenet5":
-        h, w, c = spec.image_shape
-        if h != w:
-            raise ValueError(f"LeNet-5 needs square images, got {h}x{w}")
-        return LeNet5(
-            c, spec.widths, spec.vgg_hidden, spec.num_classes, image_size=h, config=config, quantized=quantized
-        )
+            raise ValueError(f"{spec.describe().split()[0]} needs square images, got {h}x{w}")
+        cls = VGG7 if spec.kind == "vgg7" else LeNet5
+        return cls(c, spec.widths, spec.vgg_hidden, spec.num_classes, image_size=h, config=config, quantized=quantized)
     raise ValueError(f"unknown model kind {spec.kind!r}")
 
 
