@@ -110,13 +110,12 @@ def _orbax_records_held() -> Iterator[None]:
     """Hold the records Orbax logs (through absl) in the block; pass them on if it ends without an error, drop
     them if it raises (the caller reports the error in one line)."""
     logger, held = logging.getLogger("absl"), _Held()
-    propagate, logger.propagate = logger.propagate, False
-    logger.addHandler(held)
+    handlers, propagate = logger.handlers, logger.propagate
+    logger.handlers, logger.propagate = [held], False
     try:
         yield
     finally:
-        logger.removeHandler(held)
-        logger.propagate = propagate
+        logger.handlers, logger.propagate = handlers, propagate
     for record in held.records:  # reached only without an error
         logger.handle(record)
 
