@@ -206,7 +206,7 @@ def train(cfg: dict[str, Any], data: Dataset, out_dir: Path, *, resume: bool, st
         try:
             rng.bit_generator.state = state["data_rng"]
         except (TypeError, ValueError, KeyError) as e:
-            raise fault(ckpt / "state.json", f"bad data_rng state ({type(e).__name__})") from None
+            raise fault(ckpt / "state", f"bad data_rng state ({type(e).__name__})") from None
         history, compare, start = state["history"], state["compare"], state["epoch"]
         if start >= epochs:
             raise UsageError(f"--epochs {epochs}: the run in {out_dir} already has {start} "
