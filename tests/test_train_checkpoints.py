@@ -105,3 +105,19 @@ def test_orbax_records_of_a_save_are_passed_on_unless_it_fails(tmp_path, monkeyp
     finally:
         logging.getLogger("absl").removeHandler(handler)
     assert seen == (["after"] if fail else ["Error writing", "after"])
+
+
+def test_a_checkpoint_that_cannot_fit_is_refused_before_orbax_writes(tmp_path, monkeypatch):
+    """On a full disk TensorStore reports its failed writes on stderr: the free space is checked first."""
+    import shutil
+    from collections import namedtuple
+
+    from wage_train import checkpoints
+
+    root = tmp_path / "checkpoints"
+    save_checkpoint(root, 1, [Runner(np.ones(3, np.float32))], STATE)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(1 << 30, 1 << 30, checkpoints.HEADROOM))
+    with pytest.raises(CheckpointWriteError, match="ENOSPC: No space left on device.*epoch_0001 is kept"):
+        save_checkpoint(root, 2, [Runner(np.ones(3, np.float32))], {**STATE, "epoch": 2})
+    assert sorted(p.name for p in root.iterdir()) == ["epoch_0001"]

@@ -5,7 +5,8 @@ Layout: ``checkpoints/epoch_NNNN/`` is one Orbax step with one item per runner (
 epoch, data-order RNG state, history, compare rows), plus ``MANIFEST.sha256``. Orbax writes the step into a
 temporary folder and renames it when complete, keeps the newest :data:`KEEP` steps and finds the latest one.
 Saves are synchronous (``enable_async_checkpointing=False``): a failed write raises in the caller, which
-reports it in one line, and no writer thread outlives the call. Orbax's writer threads also log that failure
+reports it in one line, and no writer thread outlives the call. A save that cannot fit in the free space is
+refused before Orbax starts (:func:`_check_free_space`). Orbax's writer threads also log that failure
 (an ERROR record through absl, with the traceback, before the error reaches the caller): the records of a save
 are held (:func:`_orbax_records_held`) and passed on when the save succeeds; when it fails, the one line
 stands for them.
@@ -27,7 +28,9 @@ from __future__ import annotations
 
 import contextlib
 import errno as errno_names
+import json
 import logging
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,6 +140,21 @@ def _step_dir(root: Path, epoch: int) -> Path:
     return root / f"{PREFIX}_{epoch:04d}"
 
 
+# Room for Orbax's metadata files and the file system's blocks beyond the arrays' and the state's bytes.
+HEADROOM = 1 << 20
+
+
+def _check_free_space(root: Path, trees: dict[str, dict[str, np.ndarray]], state: dict[str, Any]) -> None:
+    """``OSError(ENOSPC)`` when ``root``'s file system has less room than the checkpoint needs (its bytes and
+    :data:`HEADROOM`). A write that fails for want of space inside TensorStore completes its other writes after
+    Orbax has closed its event loop, which Python reports on stderr ("Event loop is closed"); refused here, a
+    full disk ends in one line."""
+    need = sum(np.asarray(a).nbytes for tree in trees.values() for a in tree.values())
+    need += len(json.dumps(state)) + HEADROOM
+    if shutil.disk_usage(root).free < need:
+        raise OSError(errno_names.ENOSPC, os.strerror(errno_names.ENOSPC), str(root))
+
+
 def save_checkpoint(root: Path, epoch: int, runners: list[Any], state: dict[str, Any]) -> Path:
     """Write ``root/epoch_NNNN`` (the runners' states and the JSON ``state``) and its manifest; Orbax keeps it and
     the previous one.
@@ -150,10 +168,12 @@ def save_checkpoint(root: Path, epoch: int, runners: list[Any], state: dict[str,
     bad = non_finite_weights(runners)
     if bad is not None:
         raise NonFiniteError(f"refusing to checkpoint epoch {epoch}: {bad} holds a NaN or an infinity")
-    items = {r.framework: ocp.args.StandardSave(r.checkpoint_state()) for r in runners}
+    trees = {r.framework: r.checkpoint_state() for r in runners}
     target = _step_dir(root, epoch)
     try:
         root.mkdir(parents=True, exist_ok=True)
+        _check_free_space(root, trees, state)
+        items = {name: ocp.args.StandardSave(tree) for name, tree in trees.items()}
         with _orbax_records_held(), _manager(root) as manager:
             if epoch in manager.all_steps():  # written by an earlier, interrupted invocation: replace it
                 manager.delete(epoch)
