@@ -137,3 +137,19 @@ def test_float_torch_resume_restores_the_momentum_buffers_bit_for_bit(tmp_path):
     assert any(k.endswith("momentum_buffer") for k in saved)
     a, b = np.load(tmp_path / "full" / "weights.npz"), np.load(tmp_path / "part" / "weights.npz")
     assert sorted(a) == sorted(b) and all(a[k].tobytes() == b[k].tobytes() for k in a)
+
+
+def test_a_step_without_its_manifest_is_refused_then_replaced(tmp_path):
+    """Interrupted between Orbax's finalisation and the manifest: refused on resume, rewritten by the next save."""
+    root = tmp_path / "checkpoints"
+    for epoch in (1, 2):
+        save_checkpoint(root, epoch, [Runner(np.full(3, epoch, np.float32))], {**STATE, "epoch": epoch})
+    (root / "epoch_0002" / "MANIFEST.sha256").unlink()
+    warnings: list[str] = []
+    runner = Runner(np.zeros(3, np.float32))
+    path, state = restore_checkpoint(root, [runner], warn=warnings.append)
+    assert path.name == "epoch_0001" and state["epoch"] == 1 and runner.w.tolist() == [1, 1, 1]
+    assert len(warnings) == 1 and "manifest missing" in warnings[0]
+    save_checkpoint(root, 2, [Runner(np.full(3, 5, np.float32))], {**STATE, "epoch": 2})
+    path, state = restore_checkpoint(root, [runner], warn=pytest.fail)
+    assert path.name == "epoch_0002" and state["epoch"] == 2 and runner.w.tolist() == [5, 5, 5]
