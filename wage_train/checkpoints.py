@@ -5,11 +5,7 @@ Layout: ``checkpoints/epoch_NNNN/`` is one Orbax step with one item per runner (
 epoch, data-order RNG state, history, compare rows), plus ``MANIFEST.sha256``. Orbax writes the step into a
 temporary folder and renames it when complete, keeps the newest :data:`KEEP` steps and finds the latest one.
 Saves are synchronous (``enable_async_checkpointing=False``): a failed write raises in the caller, which
-reports it in one line, and no writer thread outlives the call. A save that cannot fit in the free space is
-refused before Orbax starts (:func:`_check_free_space`). Orbax's writer threads also log that failure
-(an ERROR record through absl, with the traceback, before the error reaches the caller): the records of a save
-are held (:func:`_orbax_records_held`) and passed on when the save succeeds; when it fails, the one line
-stands for them.
+reports it in one line, and no writer thread outlives the call.
 
 Kept by hand, and why:
 
@@ -20,6 +16,11 @@ Kept by hand, and why:
   its event loop, which Python reports on stderr ("Event loop is closed", "Task exception was never
   retrieved"). Checked first, a damaged file is refused before any library reads it; a step without a
   manifest (interrupted between Orbax's finalisation and the manifest) is refused the same way.
+* :func:`_check_free_space`: a save that cannot fit is refused before Orbax starts, for the same TensorStore
+  report on a write that fails for want of space (synchronous saving does not prevent it).
+* :func:`_orbax_records_held`: Orbax's writer threads log a failed write (an ERROR record through absl, with
+  the traceback) before the error reaches the caller; a save's records are held and passed on when it
+  succeeds, and when it fails the caller's one line stands for them.
 * The fallback: a refused newest checkpoint is reported in one line and the previous one restored.
 * :func:`non_finite_weights`: a NaN or an infinity is never written, nor restored.
 """

@@ -225,7 +225,11 @@ _AT_FDCWD = -100
 
 
 def _exchange(a: Path, b: Path) -> bool:
-    """Atomically exchange two paths (``renameat2(RENAME_EXCHANGE)``); False where the kernel or libc lacks it."""
+    """Atomically exchange two paths (``renameat2(RENAME_EXCHANGE)``); False where the kernel or libc lacks it.
+
+    Kept by hand (``os`` has no ``renameat2``, so ctypes reaches libc's): the two-rename fallback with signals held
+    and :func:`tidy_staging`'s recovery already lose nothing, but only the exchange leaves no instant at which
+    ``--out-dir`` holds no run (a program reading the folder never finds it missing)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         renameat2 = libc.renameat2
