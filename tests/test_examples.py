@@ -38,10 +38,6 @@ def test_data_parallel_example_equals_one_device_bit_for_bit() -> None:
 
 @pytest.mark.slow
 def test_saved_run_example_predicts_what_the_run_recorded() -> None:
-    import wage_train
-
-    if not hasattr(wage_train, "load_run"):
-        pytest.skip("this wage_train has no load_run (the saved-run API the example uses)")
     out = run_python(["-m", "examples.saved_run", "--smoke"], cwd=ROOT, check=True, timeout=300).stdout
     found = re.search(r"test accuracy (\S+) \(the run recorded (\S+)\)", out)
     assert found and found[1] == found[2], out

@@ -195,22 +195,3 @@ def test_an_astronomical_epoch_count_costs_no_memory(tmp_path):
     assert summary["epochs_done"] == 1
     rows = json.loads((tmp_path / "o" / "metrics.json").read_text())["history"]
     assert [(r["epoch"], r["lr"]) for r in rows] == [(1, 8.0)]
-
-
-def test_only_closed_event_loop_reports_are_dropped(monkeypatch):
-    """Orbax/TensorStore's late "Event loop is closed" callbacks (see the disk-full test) are not printed; any
-    other unraisable exception still is."""
-    import sys
-    from types import SimpleNamespace
-
-    from wage_train import cli
-
-    seen: list = []
-    monkeypatch.setattr(sys, "unraisablehook", seen.append)
-    cli._mute_closed_event_loop_reports()
-    cli._mute_closed_event_loop_reports()  # idempotent
-    closed = SimpleNamespace(exc_type=RuntimeError, exc_value=RuntimeError("Event loop is closed"))
-    other = SimpleNamespace(exc_type=RuntimeError, exc_value=RuntimeError("something else"))
-    sys.unraisablehook(closed)
-    sys.unraisablehook(other)
-    assert seen == [other]

@@ -96,7 +96,7 @@ def test_every_checkpoint_file_flipped_or_truncated_falls_back_to_the_previous_g
     good = _state_bits(runners)
 
     files = sorted(p.relative_to(clean / "epoch_0002") for p in (clean / "epoch_0002").rglob("*") if p.is_file())
-    assert Path(MANIFEST) in files and Path("state.json") in files and len(files) >= 4
+    assert Path(MANIFEST) in files and Path("state", "metadata") in files and len(files) >= 4
     rng = np.random.default_rng(0)
     for rel in files:
         for damage in ("flip", "truncate", "delete"):
@@ -122,7 +122,7 @@ def test_every_checkpoint_file_flipped_or_truncated_falls_back_to_the_previous_g
             assert _state_bits(runners) == good, (rel, damage)
             # both damaged: refused in one line naming the newest
             if damage == "flip":
-                (root / "epoch_0001" / "state.json").write_text("{")
+                (root / "epoch_0001" / "state" / "metadata").write_text("{")
                 with pytest.raises(DataError, match="no usable checkpoint: .*epoch_0002"):
                     restore_checkpoint(root, runners, warn=lambda m: None)
 

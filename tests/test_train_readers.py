@@ -12,8 +12,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from tests.fixtures import write_idx
 from wage_train.data import read_cifar_batch, read_idx
-from wage_train.mnist_format import write_idx
 from wage_train.reporting import write_csv, write_json
 from wage_train.safe_io import DataError, read_json_object, safe_unpickle, verify_manifest, write_manifest
 

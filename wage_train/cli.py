@@ -507,29 +507,10 @@ def _exit_line(status: int, message: str) -> None:
     raise SystemExit(status)
 
 
-def _mute_closed_event_loop_reports() -> None:
-    """TensorStore completes some futures after Orbax has closed the asyncio loop that awaited them (after a
-    failed write, or at exit); their callbacks then raise ``RuntimeError('Event loop is closed')``, which Python
-    reports as an unraisable exception with a traceback. Nothing is lost by then (the checkpointer was closed
-    and the failure reported in one line), so exactly that report is dropped; every other one is kept."""
-    default = sys.unraisablehook
-    if getattr(default, "_wage_train", False):  # already installed (main called again in one process)
-        return
-
-    def hook(unraisable: Any) -> None:
-        if unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed":
-            return
-        default(unraisable)
-
-    hook._wage_train = True  # type: ignore[attr-defined]
-    sys.unraisablehook = hook
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point (``wage-train``, ``python -m examples.train, python -m wage_train``)."""
     import signal
 
-    _mute_closed_event_loop_reports()
     # SIGTERM before training starts (while data loads or JAX compiles) stops as Ctrl-C does: one line,
     # status 130. During training StopSignals takes both signals over and stops after a whole step.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

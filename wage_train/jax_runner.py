@@ -1,4 +1,4 @@
-"""The JAX side of the training example: a Flax model, the jitted WAGE step, Orbax checkpoints.
+"""The JAX side of the training example: a Flax model, the jitted WAGE step, its checkpoint state.
 
 WAGE runs use ``wage_jax.wage_sgd`` (``w <- C(w - QG(g, bits_G, lr))``, WAGE Eq. 11-12) through
 ``wage_jax.make_train_step``; the float baseline (``quantized=False``) uses the loss and optax optimizer of
@@ -18,11 +18,7 @@ wrong leaves.
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -312,65 +308,40 @@ class JaxRunner:
             out.append((name, np.asarray(kernel)))
         return out
 
-    # ------------------------------------------------------------------ checkpoints (Orbax)
+    # ------------------------------------------------------------------ checkpoints (wage_train.checkpoints)
 
     def _state(self) -> dict[str, Any]:
         return {"params": self.params, "opt_state": self.opt_state, "fwd_key": self.fwd_key,
                 "eval_key": self.eval_key}
 
-    def save(self, directory: str | Path) -> None:
-        """Save params (accumulators), optimizer state (step count, PRNG key) and forward keys with Orbax,
-        each leaf under its path's name."""
-        import orbax.checkpoint as ocp
+    def checkpoint_state(self) -> dict[str, np.ndarray]:
+        """Params (accumulators), optimizer state (step count, PRNG key) and forward keys as host arrays, each
+        under its path's name (a PRNG key as its raw ``uint32`` data)."""
+        return {name: np.asarray(jax.device_get(_plain(v))) for name, v in _named_leaves(self._state())}
 
-        logging.getLogger("absl").setLevel(logging.ERROR)
-        tree = {name: _plain(v) for name, v in _named_leaves(self._state())}
-        ckpt = ocp.StandardCheckpointer()
-        try:
-            ckpt.save(Path(directory).resolve() / "jax", tree)
-            ckpt.wait_until_finished()
-        finally:
-            # On every exit path (a failed write included) the background writers finish before the
-            # checkpointer closes, so nothing writes into the folder after the caller has removed it.
-            with contextlib.suppress(Exception):
-                ckpt.wait_until_finished()
-            ckpt.close()
-
-    def restore(self, directory: str | Path) -> None:
-        """Load what :meth:`save` wrote into this runner (built with the same arguments).
+    def load_checkpoint_state(self, tree: dict[str, Any]) -> None:
+        """Load what :meth:`checkpoint_state` returned into this runner (built with the same arguments).
 
         Raises:
-            ValueError: the checkpoint's leaf names are not this runner's (another model or optimizer, or the
-                positional names of wage-train before 0.2).
+            ValueError: the names, shapes or dtypes are not this runner's (another model or optimizer).
         """
-        import orbax.checkpoint as ocp
-
-        logging.getLogger("absl").setLevel(logging.ERROR)
         named = _named_leaves(self._state())
-        path = Path(directory).resolve() / "jax"
-        # Restored onto one local device whatever the device count at save time (the arrays are replicated, so
-        # every copy holds the same bits); Orbax would otherwise expect the saved sharding's devices.
-        one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        with ocp.StandardCheckpointer() as ckpt:
-            saved = set(ckpt.metadata(path).item_metadata.tree)
-            expected = {name for name, _ in named}
-            if saved != expected:
-                if saved and all(re.fullmatch(r"\d{4}", k) for k in saved):
-                    raise ValueError("it stores positional leaves (wage-train before 0.2): resume it with that "
-                                     "version, or start a new run")
-                missing, extra = sorted(expected - saved)[:3], sorted(saved - expected)[:3]
-                raise ValueError(f"its leaves are not this run's (missing {missing}, unexpected {extra})")
-            target = {name: jax.ShapeDtypeStruct(_plain(v).shape, _plain(v).dtype, sharding=one) for name, v in named}
-            tree = ckpt.restore(path, target)
-        restored = [
-            jax.random.wrap_key_data(tree[name], impl=jax.random.key_impl(v)) if _is_key(v) else tree[name]
-            for name, v in named
-        ]
+        expected = {name for name, _ in named}
+        if set(tree) != expected:
+            missing, extra = sorted(expected - set(tree))[:3], sorted(set(tree) - expected)[:3]
+            raise ValueError(f"its leaves are not this run's (missing {missing}, unexpected {extra})")
+        restored = []
+        for name, v in named:
+            saved, plain = np.asarray(tree[name]), _plain(v)
+            if saved.shape != plain.shape or saved.dtype != plain.dtype:
+                raise ValueError(f"{name} is {saved.dtype}{list(saved.shape)}, not {plain.dtype}{list(plain.shape)}")
+            restored.append(jax.random.wrap_key_data(saved, impl=jax.random.key_impl(v)) if _is_key(v)
+                            else jnp.asarray(saved))
         state = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(self._state()), restored)
         self.params, self.opt_state = state["params"], state["opt_state"]
         self.fwd_key, self.eval_key = state["fwd_key"], state["eval_key"]
         if self._mesh is not None:
-            # Orbax restores onto one device: put the state back on the whole mesh.
+            # Loaded onto one device: put the state back on the whole mesh.
             self.params, self.opt_state, self.fwd_key, self.eval_key = parallel.replicate(
                 (self.params, self.opt_state, self.fwd_key, self.eval_key), self._mesh
             )

@@ -160,7 +160,7 @@ def _start(run: _Run, resume: bool) -> None:
         try:
             run.rng.bit_generator.state = state["data_rng"]
         except (TypeError, ValueError, KeyError) as e:
-            raise fault(ckpt / "state.json", f"bad data_rng state ({type(e).__name__})") from None
+            raise fault(ckpt / "state", f"bad data_rng state ({type(e).__name__})") from None
         run.history, run.start = state["history"], state["epoch"]
         if run.comparison is not None:
             run.comparison.records = state["compare"]

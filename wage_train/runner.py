@@ -7,7 +7,6 @@ The training loop (``wage_train.loop``), the checkpoints (``wage_train.checkpoin
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -55,11 +54,11 @@ class Runner(Protocol):
     def forward_weights(self) -> list[tuple[str, np.ndarray]]:
         """``(layer name, weights)`` as the forward pass uses them (``QW(accumulator)`` for WAGE)."""
 
-    def save(self, directory: str | Path) -> None:
-        """Write the runner's whole state (weights, optimizer, random state) into ``directory``."""
+    def checkpoint_state(self) -> dict[str, np.ndarray]:
+        """The runner's whole state (weights, optimizer, random state) as named NumPy arrays, for a checkpoint."""
 
-    def restore(self, directory: str | Path) -> None:
-        """Load what :meth:`save` wrote into this runner (built with the same arguments)."""
+    def load_checkpoint_state(self, tree: dict[str, np.ndarray]) -> None:
+        """Load what :meth:`checkpoint_state` returned into this runner (built with the same arguments)."""
 
 
 def model_inputs(cfg: RunConfig, x: np.ndarray) -> np.ndarray:
