@@ -1,12 +1,13 @@
 # Two commands on a fresh machine (see README.md):
 #   make run    set up .venv, then train WAGE 2-8-8-8 on the embedded digits data set
 #   make test   set up .venv, then run the whole test suite (unit and parity tests)
+#   make docs   the guide and the API reference, rendered into docs/_build/html (warnings are errors)
 #   make test-fast   the inner-loop subset (about 4.5 minutes on 2 cores; the whole suite about 9): everything not marked slow
 PY := .venv/bin/python
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.venv/torch_extensions
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
-.PHONY: setup run test test-fast lint bench parity-report
+.PHONY: setup run test test-fast lint bench parity-report docs
 
 setup: .venv/.setup-done
 
@@ -29,6 +30,11 @@ test-fast: setup
 
 lint: setup
 	$(PY) -m ruff check .
+
+# The test suite builds the same (tests/test_docs_build.py).
+docs: setup
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs/_build/html/index.html"
 
 parity-report: setup
 	$(PY) -m wage_parity.report

@@ -10,8 +10,8 @@ with W and A nearest and G and E stochastic, on random images written in the dat
   epoch's training loop is taken from the loop's progress bar (opened before the epoch's data order is drawn,
   closed after the last step's results are in), so data preparation, placement, key derivation and the host's
   reads all count, but evaluation and checkpoints do not; the first epoch (compilation) is not used.
-* **tight**: the runner's own jitted step (``JaxRunner._step``, built by ``_make_runners`` from the run's
-  ``config.json``) called ``N`` times on batches already on the device with keys split ahead of time.
+* **tight**: the runner's own jitted step (``JaxRunner._step``, built by ``wage_train.runner.make_runners`` from
+  the run's ``config.json``) called ``N`` times on batches already on the device with keys split ahead of time.
 
 The two alternate: right after each CLI epoch's bar closes, one tight repeat of ``N`` steps runs (the tight
 runner is built and warmed up after the first epoch), so each pair sees the same load from other processes on
@@ -97,8 +97,9 @@ class _Tight:
 
     def __init__(self, data_dir: Path, out: Path, steps: int, repeats: int) -> None:
         from wage_train.cli import load_dataset
+        from wage_train.config import RunConfig
         from wage_train.data import pad_images, to_inputs
-        from wage_train.loop import _make_runners
+        from wage_train.runner import make_runners
         from wage_train.runspec import LrSchedule, ModelSpec
 
         cfg = json.loads((out / "config.json").read_text())
@@ -109,7 +110,7 @@ class _Tight:
         spec = ModelSpec(kind=cfg["model"], image_shape=tuple(x.shape[1:]), num_classes=data.num_classes,
                          hidden=tuple(cfg["hidden"]), widths=tuple(cfg["widths"]), vgg_hidden=cfg["vgg_hidden"])
         lrs = LrSchedule(cfg["lr"], cfg["epochs"], cfg["schedule"])
-        self.runner = _make_runners(cfg, spec, lrs, steps, devices=1)[-1]
+        self.runner = make_runners(RunConfig.from_dict(cfg, "config.json"), spec, lrs, steps, devices=1)[-1]
         self.steps = steps
         self.xs = [jnp.asarray(to_inputs(x[i * BATCH : (i + 1) * BATCH], data.max_value)) for i in range(steps)]
         self.ys = [jnp.asarray(data.y_train[i * BATCH : (i + 1) * BATCH].astype(np.int32)) for i in range(steps)]

@@ -10,6 +10,7 @@ Phases (``PHASES``, in order; each checks the budget before it starts and before
 * steps: train-step time of WAGE against float, all-nearest, each lowering, torch on the CPU; which lowering
   is exact (trajectories) and fastest;
 * parallel: the data-parallel step over the platform's devices against the plain step (same bits);
+* inference: onnxruntime on the host CPU, the integer ONNX export against the float32 one (``benchmarks.inference``);
 * profile (device only, with ``--out``): a ``jax.profiler`` trace of three VGG7 WAGE steps in ``DIR/trace``.
 
 "Device only" phases run where the device under test is not the host CPU (and in ``--smoke``, which runs
@@ -285,6 +286,17 @@ def phase_loop_overhead(ctx: Ctx) -> dict[str, Any]:
     return {"rows": rows}
 
 
+def phase_inference(ctx: Ctx) -> dict[str, Any]:
+    """Integer against float32 ONNX inference under onnxruntime on the host CPU (benchmarks/inference.py)."""
+    try:  # the export extra (onnx, onnxruntime) and scikit-learn's digits may be absent where the suite runs
+        for name in ("onnx", "onnxruntime", "sklearn"):
+            __import__(name)
+        from benchmarks import inference
+    except ImportError as exc:
+        return {"skipped": f"the export extra or scikit-learn is missing: {type(exc).__name__}: {exc}"}
+    return inference.measure(ctx.args.smoke, budget=ctx.budget)
+
+
 @dataclass(frozen=True)
 class Phase:
     name: str
@@ -300,6 +312,7 @@ PHASES = [
     Phase("steps", phase_steps, 40),
     Phase("parallel", phase_parallel, 10),
     Phase("loop overhead", phase_loop_overhead, 30),
+    Phase("inference", phase_inference, 60),
     Phase("profile", phase_profile, 10, device_only=True),
 ]
 

@@ -12,7 +12,7 @@ augmentation, batch size (128) and schedule shape (the paper's: lr / 8 after 2/3
 for both; fewer epochs than the defaults so that the sweep runs on a laptop CPU.
 
 The MNIST- and CIFAR-format files are made here, in a temporary folder, from scikit-learn's digits upscaled
-(``wage_train.mnist_format``): there is no real MNIST or CIFAR-10 offline. The test sets are never read: 20 % of
+(``tests/fixtures.py``): there is no real MNIST or CIFAR-10 offline. The test sets are never read: 20 % of
 each training set is held out by a fixed permutation (``--validation 0.2``: 1150 train / 287 validation images).
 
 Printed per setting: the mean final validation accuracy per lr over the seeds, the best lr, where the default
@@ -43,9 +43,9 @@ from typing import Any
 # Run from a checkout: import the wage_train next to this script, not another installed copy.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.fixtures import write_cifar_format_digits, write_mnist_format_digits  # noqa: E402
 from wage_train.cli import run  # noqa: E402
 from wage_train.float_recipe import STANDARD_LR  # noqa: E402
-from wage_train.mnist_format import write_cifar_format_digits, write_mnist_format_digits  # noqa: E402
 
 VALIDATION = 0.2
 # Doublings around each family's default, up to where training breaks down.

@@ -22,7 +22,7 @@ if ! "$VPY" -c "import torch" >/dev/null 2>&1; then
   echo "setup: installing $TORCH_SPEC"
   "$VPY" -m pip install -q "$TORCH_SPEC"
 fi
-"$VPY" -m pip install -q -e ".[torch,train,dev]"
+"$VPY" -m pip install -q -e ".[torch,train,export,dev]"
 
 # ninja ships as a wheel; put the venv's bin first so torch.utils.cpp_extension finds it.
 export PATH="$PWD/.venv/bin:$PATH"

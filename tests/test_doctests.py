@@ -14,6 +14,7 @@ MODULES = [
     "wage_spec.formulas",
     "wage_spec.init_math",
     "wage_spec.validation",
+    "wage_spec.integer_program",
     "wage_jax._src.functional",
     "wage_jax._src.layers",
     "wage_jax._src.fixed_point",

@@ -1,4 +1,4 @@
-"""The rule that reads the float baseline's default lrs off the sweep (``scripts/float_lr_sweep.py``, issue 27):
+"""The rule that reads the float baseline's default lrs off the sweep (``scripts/float_lr_sweep.py``):
 the verdict per setting, the lr ``choose`` picks per model family, and the runs the sweep asks for. The runs are
 stand-ins (accuracies per lr), so the rule is checked without training."""
 

@@ -1,4 +1,4 @@
-"""The float baseline's recipes (issue 27): the standard one (softmax cross-entropy, SGD with momentum 0.9 on the
+"""The float baseline's recipes: the standard one (softmax cross-entropy, SGD with momentum 0.9 on the
 gradient clipped to norm 1, He init, lr per model family) in JAX and torch, the like-for-like ``wage-sse`` one,
 and how ``wage-train`` keeps the recipe across ``--resume``."""
 
@@ -12,15 +12,15 @@ import pytest
 
 from wage_spec import WAGEConfig
 from wage_train import float_recipe
-from wage_train.cli import build_parser, run
-from wage_train.config import UsageError, resolve_config, validate_config
+from wage_train.cli import build_parser, config_from_args, run
+from wage_train.config import RunConfig, UsageError
 from wage_train.runspec import ModelSpec
 
 QUICK = ["--no-progress", "--limit-batches", "3"]
 
 
 def _resolve(argv: list[str]) -> dict:
-    return resolve_config(build_parser().parse_args(argv))
+    return config_from_args(build_parser().parse_args(argv)).to_dict()
 
 
 # ------------------------------------------------------------------------------------------- the update
@@ -182,14 +182,14 @@ def test_recipe_options_resolve():
 def test_saved_recipe_is_validated():
     cfg = _resolve(["--float"])
     cfg["lr"] = 0.02
-    validate_config(cfg, "config.json")
+    RunConfig.from_dict(cfg, "config.json")
     for value, message in [("adam", "float_recipe='adam' is not valid (must be null or standard, wage-sse)"),
                            (None, "float_recipe=None is not valid with float=true")]:
         with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
-            validate_config({**cfg, "float_recipe": value}, "config.json")
+            RunConfig.from_dict({**cfg, "float_recipe": value}, "config.json")
     wage = _resolve([])
     with pytest.raises(UsageError, match="float_recipe='standard' is not valid with float=false"):
-        validate_config({**wage, "float_recipe": "standard"}, "config.json")
+        RunConfig.from_dict({**wage, "float_recipe": "standard"}, "config.json")
 
 
 @pytest.mark.parametrize(("recipe", "lr"), [("standard", float_recipe.STANDARD_LR["mlp"]), ("wage-sse", 0.001)])

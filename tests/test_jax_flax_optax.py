@@ -1,4 +1,4 @@
-"""wage_jax's Flax modules (linen and nnx), initializer, optax transform and train step (issue 4)."""
+"""wage_jax's Flax modules (linen and nnx), initializer, optax transform and train step."""
 
 from __future__ import annotations
 
@@ -275,7 +275,7 @@ def test_float_baseline_model_has_the_same_parameter_names():
     assert isinstance(MLP(hidden=(16,), quantized=False), nn.Module)
 
 
-# ---------------------------------------------------------------- WAGE as plain optax (issue 18 item 1)
+# ---------------------------------------------------------------- WAGE as plain optax
 
 
 def _reference_step(tx_qg, bits_W):

@@ -299,7 +299,7 @@ def test_no_private_jax_api():
     assert not private, private
 
 
-# ------------------------------------------------------------------ issue 29: arguments and operands are checked
+# ------------------------------------------------------------------ arguments and operands are checked
 
 _X = np.array([[0.5, -0.25, 0.0078125]], np.float32)  # on the 8-bit grid (multiples of 2^-7)
 _W = np.array([[0.5], [-0.5], [0.0]], np.float32)  # on the 2-bit grid (multiples of 0.5)

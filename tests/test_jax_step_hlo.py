@@ -1,4 +1,4 @@
-"""The compiled WAGE train step holds no ``conditional`` (issue 24).
+"""The compiled WAGE train step holds no ``conditional``.
 
 XLA:GPU runs a ``conditional`` by copying its predicate to the host and waiting for it, so one inside the step
 stops the device mid-step (``shift``'s subnormal fallback was a ``lax.cond``, about 16 per VGG7 step). Checked

@@ -1,4 +1,4 @@
-"""The WAGE initializer's per-layer scales equal those the authors' own training runs printed (issue 13).
+"""The WAGE initializer's per-layer scales equal those the authors' own training runs printed.
 
 The expected numbers are copied from the training logs in the authors' repository boluoweifenda/WAGE,
 where ``NN.py`` prints ``W: <device> <scope> <shape> Scale:<n>`` for every weight layer (2-8-8-8, the

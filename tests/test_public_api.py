@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 PUBLIC = {
     "wage_jax": {
-        "C", "QG", "QW", "ScaleByQGState", "checked", "clip_params", "fixed_point_quantize",
+        "C", "QG", "QW", "ScaleByQGState", "WAGEConfig", "checked", "clip_params", "fixed_point_quantize",
         "fixed_point_quantize_with_mask", "keep_params_clipped", "kernel_scale", "make_train_step", "max_pool_2x2",
         "scale_by_qg", "shift", "sse_loss", "straight_through", "wage_conv_general_dilated", "wage_dot_general",
         "wage_init", "wage_kernel_init", "wage_quantize", "wage_sgd",
@@ -28,6 +28,8 @@ PUBLIC = {
     "wage_jax.parallel": {"DATA_AXIS", "batch_sharding", "data_mesh", "make_data_parallel_train_step", "replicate",
                           "replicated_sharding", "shard_batch"},
     "wage_jax.integer": {"exact_in_float32", "integer_conv", "integer_dense", "integer_plan", "on_grid"},
+    "wage_jax.export": {"FORMATS", "check_float32_agreement", "export_model", "export_run", "float32_onnx",
+                        "integer_forward", "integer_onnx", "integer_program", "stablehlo_bytes"},
     "wage_jax.checked": {"EXACT_SUM_LIMIT", "QG", "QW", "check_exact_sums", "check_finite", "checkify",
                          "layer_sum_bounds", "shift", "sum_bounds", "wage_quantize"},
 }
@@ -59,3 +61,12 @@ def test_the_layers_import_under_python_OO():
     # Docstrings are None under -OO: nothing may assume them at import time.
     run_python(["-OO", "-c", "import wage_jax.linen, wage_jax.nnx, wage_jax.models, wage_jax.parallel"], cwd=ROOT,
                check=True, timeout=300)
+
+
+def test_WAGEConfig_comes_from_the_package_in_use():
+    # One class, whichever package a user imports it from: a config made for one framework fits the other.
+    from wage_spec import WAGEConfig
+
+    assert wage_jax.WAGEConfig is WAGEConfig
+    torch_package = pytest.importorskip("wage_torch", reason="wage_torch needs torch")
+    assert torch_package.WAGEConfig is WAGEConfig and "WAGEConfig" in torch_package.__all__

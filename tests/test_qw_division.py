@@ -1,4 +1,4 @@
-"""``QW``'s layer scale (issue 25): a power of two never divides, and every scale gives the contract's bits.
+"""``QW``'s layer scale: a power of two never divides, and every scale gives the contract's bits.
 
 The contract (docs/contract.md §2) divides ``QW``'s quantized weights by ``float32(scale)`` when ``scale > 1.8``,
 correctly rounded. XLA:GPU compiles float32 division to PTX ``div.full`` (approximate, within 2 ulp), and

@@ -63,3 +63,36 @@ def test_trainer_reproduces_qpytorch_loop_with_stochastic_G_and_E(backend: str) 
         assert any(not torch.equal(fwd_acc[n], acc[n]) for n in acc)
     finally:
         wage_torch.set_backend(previous)
+
+
+def test_trainer_refuses_a_weight_that_never_got_wage_init_() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(64, 10, bias=False))  # torch's own init: no weight_scale
+    with pytest.raises(ValueError, match=r"'0.weight' has no weight_scale; draw it with wage_torch.wage_init_"):
+        WAGETrainer(model, WAGEConfig())
+
+
+def test_trainer_refuses_a_bias() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(64, 10))
+    wage_torch.wage_init_(model[0].weight, 2, factor=1.0)
+    with pytest.raises(ValueError, match=r"'0.bias' is a bias \(shape \(10,\)\); WAGE layers have none"):
+        WAGETrainer(model, WAGEConfig())
+
+
+def test_trainer_takes_the_scale_wage_init_drew() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(64, 10, bias=False))
+    scale = wage_torch.wage_init_(model[0].weight, 2, factor=1.0)
+    assert scale == 4.0  # fan-in 64, factor 1: not the 1.0 a missing scale used to get
+    assert WAGETrainer(model, WAGEConfig()).scales == {"0.weight": scale}
+
+
+def test_model_holds_the_trained_weights_only_after_load_quantized_weights() -> None:
+    c = WAGEConfig.nearest()
+    model, x, y = _setup(0)
+    trainer = WAGETrainer(model, c)
+    trainer.step(x, y, 8.0)
+    w = next(model.parameters())
+    name = next(iter(trainer.accumulators))
+    expected = QW(trainer.accumulators[name], c.bits_W, trainer.scales[name], c.W_mode)
+    assert not torch.equal(w.data, expected)  # the step's forward weights, from before its update
+    trainer.load_quantized_weights()
+    assert torch.equal(w.data, expected)

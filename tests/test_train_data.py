@@ -1,4 +1,4 @@
-"""The training example's data readers (issue 5): digits split, MNIST idx, CIFAR-10 pickles, augmentation."""
+"""The training example's data readers: digits split, MNIST idx, CIFAR-10 pickles, augmentation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fault injection for ``wage-train`` (issues 11, 19): damaged checkpoints, SIGINT/SIGTERM at random points,
+"""Fault injection for ``wage-train``: damaged checkpoints, SIGINT/SIGTERM at random points,
 divergence, re-runs into an existing directory. Each case checks the exit status, a single message line, no
 traceback, and that the last good state is intact and resumes bit-exactly.
 
@@ -66,15 +66,14 @@ def runs(tmp_path_factory):
 
 def _runners_for(out: Path):
     """Runners built as ``train`` builds them for the run in ``out``."""
+    from wage_train.config import RunConfig
     from wage_train.data import load_dataset
-    from wage_train.loop import _make_runners
-    from wage_train.runspec import ModelSpec, lr_table
+    from wage_train.runner import make_runners, model_spec
+    from wage_train.runspec import lr_table
 
-    cfg = json.loads((out / "config.json").read_text())
-    data = load_dataset(cfg["dataset"])
-    spec = ModelSpec(kind="mlp", image_shape=data.image_shape, num_classes=10, hidden=tuple(cfg["hidden"]),
-                     widths=tuple(cfg["widths"]), vgg_hidden=cfg["vgg_hidden"])
-    return _make_runners(cfg, spec, lr_table(cfg["lr"], cfg["epochs"], cfg["schedule"]), cfg["limit_batches"])
+    cfg = RunConfig.load(out / "config.json")
+    spec = model_spec(cfg, load_dataset(cfg.dataset))
+    return make_runners(cfg, spec, lr_table(cfg.lr, cfg.epochs, cfg.schedule), cfg.limit_batches)
 
 
 def _state_bits(runners) -> list[bytes]:
@@ -97,7 +96,7 @@ def test_every_checkpoint_file_flipped_or_truncated_falls_back_to_the_previous_g
     good = _state_bits(runners)
 
     files = sorted(p.relative_to(clean / "epoch_0002") for p in (clean / "epoch_0002").rglob("*") if p.is_file())
-    assert Path(MANIFEST) in files and Path("state.json") in files and len(files) >= 4
+    assert Path(MANIFEST) in files and Path("state", "metadata") in files and len(files) >= 4
     rng = np.random.default_rng(0)
     for rel in files:
         for damage in ("flip", "truncate", "delete"):
@@ -123,7 +122,7 @@ def test_every_checkpoint_file_flipped_or_truncated_falls_back_to_the_previous_g
             assert _state_bits(runners) == good, (rel, damage)
             # both damaged: refused in one line naming the newest
             if damage == "flip":
-                (root / "epoch_0001" / "state.json").write_text("{")
+                (root / "epoch_0001" / "state" / "metadata").write_text("{")
                 with pytest.raises(DataError, match="no usable checkpoint: .*epoch_0002"):
                     restore_checkpoint(root, runners, warn=lambda m: None)
 

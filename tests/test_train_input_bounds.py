@@ -1,4 +1,4 @@
-"""Data files that are empty, mis-shaped, of the wrong label type, or decompression/length bombs (issues 28, 29):
+"""Data files that are empty, mis-shaped, of the wrong label type, or decompression/length bombs:
 each is refused in one line naming the file, and a bomb never allocates more than its declared, plausible size.
 """
 

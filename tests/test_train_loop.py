@@ -1,7 +1,8 @@
-"""wage-train's loop keeps the device busy (issue 24) and writes a clean log to a file (issue 26.5).
+"""wage-train's loop keeps the device busy and writes a clean log to a file.
 
-* the epoch's metrics and final weights equal those of a plain per-step loop written here (the loop before
-  issue 24: ``JaxRunner.train_step`` with the forward key split on the host, the loss read after every step);
+* the epoch's metrics and final weights equal those of a plain per-step loop written here (the loop
+  before the prefetching one: ``JaxRunner.train_step`` with the forward key split on the host, the loss read after
+  every step);
 * between the first and the last step of an epoch nothing is copied from the device to the host;
 * images/s counts the batch preparation;
 * output that is not a terminal gets one line per epoch and no progress-bar frames.
@@ -92,9 +93,11 @@ def instrumented_run(tmp_path_factory):
 
 
 def _assert_equals_a_plain_per_step_loop(reference_run) -> dict:
-    """The run's history and weights equal those of the loop before issue 24, recomputed here; returns its config."""
+    """The run's history and weights equal those of the synchronous loop (the loss read after every step),
+    recomputed here; returns its config."""
+    from wage_train.config import RunConfig
     from wage_train.data import load_dataset, to_inputs
-    from wage_train.loop import _make_runners
+    from wage_train.runner import make_runners
     from wage_train.runspec import LrSchedule, ModelSpec
 
     cfg = json.loads((reference_run / "config.json").read_text())
@@ -102,7 +105,8 @@ def _assert_equals_a_plain_per_step_loop(reference_run) -> dict:
     spec = ModelSpec(kind="mlp", image_shape=data.image_shape, num_classes=data.num_classes,
                      hidden=tuple(cfg["hidden"]), widths=tuple(cfg["widths"]), vgg_hidden=cfg["vgg_hidden"])
     batch, spe = cfg["batch_size"], cfg["limit_batches"]
-    (runner,) = _make_runners(cfg, spec, LrSchedule(cfg["lr"], cfg["epochs"], cfg["schedule"]), spe)
+    lrs = LrSchedule(cfg["lr"], cfg["epochs"], cfg["schedule"])
+    (runner,) = make_runners(RunConfig.from_dict(cfg, "config.json"), spec, lrs, spe)
     rng = np.random.default_rng(cfg["seed"])
     expected = []
     for _ in range(cfg["epochs"]):
@@ -146,7 +150,7 @@ def test_no_device_to_host_copy_between_the_first_and_the_last_step(instrumented
 
 def test_reported_throughput_counts_the_data_preparation(instrumented_run):
     """images/s = training images / the epoch loop's wall time: a slow batch preparation shows in it (before
-    issue 24 only the step calls were timed)."""
+    the prefetching loop only the step calls were timed)."""
     history = json.loads((instrumented_run["out"] / "metrics.json").read_text())["history"]
     for m in history:
         assert m["train_time_s"] >= 3 * DELAY  # three batches, prepared one after another

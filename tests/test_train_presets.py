@@ -1,4 +1,4 @@
-"""``wage-train --preset`` (issue 13): the paper's three experiments, resolved and started on real-format files."""
+"""``wage-train --preset``: the paper's three experiments, resolved and started on real-format files."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 
 from wage_parity.testing import write_fake_cifar, write_fake_mnist, write_svhn_mat
 from wage_train.augment import augment_crop
-from wage_train.cli import build_parser, run
-from wage_train.config import UsageError, float_lr, resolve_config
+from wage_train.cli import build_parser, config_from_args, run
+from wage_train.config import UsageError, float_lr
 from wage_train.float_recipe import STANDARD_LR
 from wage_train.presets import PRESETS
 from wage_train.runspec import lr_table
@@ -32,7 +32,7 @@ EXPECTED = {
 
 
 def _resolve(argv: list[str]) -> dict:
-    return resolve_config(build_parser().parse_args(argv))
+    return config_from_args(build_parser().parse_args(argv)).to_dict()
 
 
 @pytest.mark.parametrize("preset", sorted(EXPECTED))

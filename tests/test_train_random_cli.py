@@ -1,4 +1,4 @@
-"""A bounded randomized pass over ``wage-train`` (issue 28): tiny runs drawn with a fixed seed from a grid of odd
+"""A bounded randomized pass over ``wage-train``: tiny runs drawn with a fixed seed from a grid of odd
 options, into a small pool of out-dirs. For each: exit status in {0, 1, 2, 130}, stderr empty or ending in one
 ``wage-train:`` line, no traceback; and no earlier run or checkpoint is ever lost (every verified checkpoint
 seen so far still verifies, in its out-dir or in an ``.old-*`` folder beside it).

@@ -1,4 +1,4 @@
-"""The run directory (issues 28, 29): the run lock (two real processes), ``--overwrite``'s uninterruptible swap,
+"""The run directory: the run lock (two real processes), ``--overwrite``'s uninterruptible swap,
 what an interrupted ``--overwrite`` leaves behind, and the out-dirs that are refused.
 """
 

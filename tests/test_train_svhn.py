@@ -1,4 +1,4 @@
-"""The SVHN ``.mat`` reader (issue 13) on tiny files in the real format, written by ``scipy.io.savemat``."""
+"""The SVHN ``.mat`` reader on tiny files in the real format, written by ``scipy.io.savemat``."""
 
 from __future__ import annotations
 

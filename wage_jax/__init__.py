@@ -11,12 +11,14 @@ Public API (``wage_jax``):
 * the update as optax transformations: ``wage_sgd``, ``scale_by_qg``, ``keep_params_clipped``,
   ``clip_params``, ``ScaleByQGState``;
 * training: ``make_train_step``, ``sse_loss``;
+* the run's bits and rounding modes: ``WAGEConfig`` (``wage_spec.WAGEConfig``, re-exported);
 * layers' arithmetic for Flax's stock layers: ``wage_dot_general``, ``wage_conv_general_dilated``,
   ``wage_kernel_init``, ``wage_init``, ``kernel_scale``, ``max_pool_2x2``.
 
 Namespaces: ``wage_jax.linen`` and ``wage_jax.nnx`` (``WAGEQuantizer``, the layer hooks, ``WAGEDense``,
 ``WAGEConv``), ``wage_jax.models`` (``MLP``, ``LeNet5``, ``VGG7``), ``wage_jax.parallel`` (data-parallel
-training), ``wage_jax.integer`` (products on integers).
+training), ``wage_jax.integer`` (products on integers), ``wage_jax.export`` (integer inference: ONNX,
+StableHLO).
 """
 
 from wage_jax import checked
@@ -27,6 +29,7 @@ from wage_jax._src.layers import max_pool_2x2, wage_conv_general_dilated, wage_d
 from wage_jax._src.train import make_train_step, sse_loss
 from wage_jax._src.transforms import ScaleByQGState, clip_params, keep_params_clipped, scale_by_qg, wage_sgd
 from wage_jax._src.wage_quantizer import wage_quantize
+from wage_spec import WAGEConfig
 from wage_spec._version import installed_version
 
 __version__ = installed_version()
@@ -36,6 +39,7 @@ __all__ = [
     "QG",
     "QW",
     "ScaleByQGState",
+    "WAGEConfig",
     "checked",
     "clip_params",
     "fixed_point_quantize",

@@ -128,13 +128,15 @@ class _WAGEKernelLayer(nnx.Module):
 
 
 _LAYER_ARGS = """
-    Args (besides the shapes):
+    Args:
+        in_features, out_features: the input's and the output's features (channels for ``WAGEConv``).
         bits_W: weight bits, an int in [2, 24].
         factor: the initializer's variance factor. The default 2.0 is the documented torch
             ``wage_init_``'s; the paper's models use 1.0 (``WAGEConfig.factor``). ``scale`` comes from it.
         W_mode: ``QW``'s rounding, ``"nearest"`` or ``"stochastic"`` (draws from the ``"wage"`` stream).
         kernel_init: overrides the initializer's draw ``init(key, shape, dtype)`` (scale unchanged).
-        param_dtype: the kernel's dtype (float32). dtype: the output's dtype; None: float32.
+        param_dtype: the kernel's dtype (float32).
+        dtype: the output's dtype; None: float32.
         integer: compute the products on int8/int16 with int32 sums (``wage_jax.integer``),
             bit-identical to the float path. Contract: the input comes from a ``WAGEQuantizer`` with
             ``bits_A`` and the backward's error from one with ``bits_E`` (through ReLU/pooling only).

@@ -87,6 +87,7 @@ __all__ = [
     "shard_batch",
 ]
 
+#: The name of the mesh axis the batch is split along (``data_mesh``'s only axis).
 DATA_AXIS = "data"
 
 

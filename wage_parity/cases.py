@@ -41,6 +41,7 @@ from wage_parity.corpus import (
     special_values,
     subnormal_gradient,
 )
+from wage_parity.names import FUNCTIONS, MODES
 
 __all__ = ["FUNCTIONS", "MODES", "Call", "Case", "Draws", "cases"]
 
@@ -57,7 +58,13 @@ class _OnFirstUse:
         self._name = name
 
     def __getattr__(self, attr: str):
-        importlib.import_module("wage_torch")  # first: it points qtorch's kernel build at the warmed cache
+        if self._name.startswith("qtorch"):
+            # Through wage_torch's loader: qtorch's kernels load from (or build into) the environment's build,
+            # with a QtorchBuildWarning saying where and why if they must compile.
+            from wage_torch.backend import qtorch_modules
+
+            if qtorch_modules() is None:
+                raise ImportError(f"the reference needs {self._name}, which could not be imported or built")
         return getattr(importlib.import_module(self._name), attr)
 
 
@@ -73,7 +80,6 @@ wt = _OnFirstUse("wage_torch")
 _qtorch_quant = _OnFirstUse("qtorch.quant")
 _qtorch_kernels = _OnFirstUse("qtorch.quant.quant_function")
 
-MODES = ("eager", "jit")
 ROUNDINGS = ("nearest", "stochastic")
 WIDTHS = tuple(range(2, 17))
 # Formats other than WAGE's fl = wl - 1: integer steps, steps of 4, a fraction longer than the word, and
@@ -495,7 +501,7 @@ _BUILDERS: dict[str, Callable[[Draws], Iterator[Case]]] = {
     "QG": _qg_cases,
     "wage_quantize": _wage_cases,
 }
-FUNCTIONS = tuple(_BUILDERS)
+assert tuple(_BUILDERS) == FUNCTIONS, "wage_parity.names.FUNCTIONS names the registry's functions"
 
 
 def cases(function: str, draws: Draws | None = None) -> list[Case]:

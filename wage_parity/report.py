@@ -4,7 +4,12 @@ Usage: ``wage-parity [--function NAME ...] [--max-cases N] [--verbose]`` (or ``p
 
 Runs every comparison of ``wage_parity.cases`` (the corpus of the parity tests, eagerly and under
 ``jax.jit``) and prints one row per function and mode: cases, elements compared, elements whose
-float32 bit patterns differ. Exit status 1 if any element differs, 0 otherwise.
+float32 bit patterns differ; a line names each function as its cases start. Exit status 1 if any element
+differs, 2 on a usage error or without torch, 0 otherwise.
+
+The arguments are parsed before torch and JAX load (``--help`` and a usage error answer at once). The torch
+reference runs on qtorch's kernels from the build that set-up made (``<venv>/torch_extensions``, or
+``TORCH_EXTENSIONS_DIR``); when there is none, a line says where the kernels will be compiled and why first.
 """
 
 from __future__ import annotations
@@ -14,11 +19,16 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-import torch
-
-from wage_parity.cases import FUNCTIONS, MODES, cases
+from wage_parity.names import FUNCTIONS, MODES
 
 __all__ = ["main", "run"]
+
+
+def cases(function: str) -> list:
+    """``wage_parity.cases.cases``, imported on first use: it loads torch and JAX."""
+    from wage_parity import cases as registry
+
+    return registry.cases(function)
 
 
 def run(
@@ -26,16 +36,20 @@ def run(
     verbose: bool = False,
     max_cases: int | None = None,
     on_row: Callable[[dict[str, object]], None] | None = None,
+    on_start: Callable[[str, int], None] | None = None,
 ) -> list[dict[str, object]]:
     """Compare every case of ``functions`` in both modes (the first ``max_cases`` of each when given).
 
     Each row holds ``function``, ``mode``, ``cases``, ``compared``, ``differ``, ``seconds`` and
     ``failures`` (descriptions of the outputs that differ); ``on_row(row)`` is called as each row is complete
-    (the rows of a function complete together, once its cases have run in both modes).
+    (the rows of a function complete together, once its cases have run in both modes), and
+    ``on_start(function, number of cases)`` before its first case runs.
     """
     rows = []
     for function in functions:
         function_cases = cases(function)[:max_cases]
+        if on_start is not None:
+            on_start(function, len(function_cases))
         per_mode = {m: {"compared": 0, "differ": 0, "seconds": 0.0, "failures": []} for m in MODES}
         for case in function_cases:
             for mode in MODES:
@@ -74,6 +88,16 @@ def _totals(rows: list[dict[str, object]]) -> str:
     return f"{'-' * len(_HEADER)}\n{'':<8}{'total':<32} {'':<6} {'':>6} {total_compared:>12} {total_differ:>8}"
 
 
+def _announce_qtorch_build() -> None:
+    """One line before a qtorch build that set-up did not make: where it goes and why (it takes ~25 s)."""
+    from wage_torch._qtorch_env import extensions_dir, has_build
+
+    folder = extensions_dir()
+    if not has_build(folder):
+        print(f"qtorch has no build in {folder}: its C++ kernels compile there at first use (about 25 s, once)",
+              flush=True)
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -92,6 +116,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--verbose", action="store_true", help="print every case as it runs")
     args = parser.parse_args(argv)
+    try:
+        import torch
+    except ImportError:
+        print("wage-parity: needs torch and qtorch, the reference it compares with: install your torch build, then "
+              'the torch extra (pip install ".[torch]")', file=sys.stderr)
+        return 2
+    _announce_qtorch_build()
     # torch's parallel kernels next to XLA's thread pool are slow on small machines; results do not change.
     torch.set_num_threads(1)
     functions = args.function or FUNCTIONS
@@ -101,12 +132,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{_HEADER}\n{'-' * len(_HEADER)}", flush=True)
     printed: list[dict[str, object]] = []
 
+    def on_start(function: str, n_cases: int) -> None:
+        print(f"{'':<8}{function}: {n_cases} case{'s' * (n_cases != 1)}, {' and '.join(MODES)} ...", flush=True)
+
     def on_row(row: dict[str, object]) -> None:
         printed.append(row)
         print(_row(row, len(printed), total), flush=True)
 
     start = time.perf_counter()
-    rows = run(functions, verbose=args.verbose, max_cases=args.max_cases, on_row=on_row)
+    try:
+        rows = run(functions, verbose=args.verbose, max_cases=args.max_cases, on_row=on_row, on_start=on_start)
+    except ImportError as error:  # qtorch (the reference's kernels) could not be imported or built
+        print(f"wage-parity: {error}", file=sys.stderr)
+        return 2
     print(_totals(rows))
     print(f"{time.perf_counter() - start:.0f} s in all")
     failures = [f for r in rows for f in r["failures"]]

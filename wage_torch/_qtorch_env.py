@@ -24,7 +24,7 @@ import time
 import warnings
 from collections.abc import Iterator
 
-__all__ = ["QtorchBuildWarning", "extensions_dir", "qtorch_build_environment"]
+__all__ = ["QtorchBuildWarning", "extensions_dir", "has_build", "qtorch_build_environment"]
 
 _BUILD_SECONDS = 2.0  # an import slower than this compiled something (a cached import takes ~0.1 s)
 
@@ -36,6 +36,11 @@ class QtorchBuildWarning(UserWarning):
 def extensions_dir() -> str:
     """The folder qtorch's build uses: ``TORCH_EXTENSIONS_DIR``, else ``<venv>/torch_extensions``."""
     return os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(sys.prefix, "torch_extensions")
+
+
+def has_build(folder: str | None = None) -> bool:
+    """Whether ``folder`` (default :func:`extensions_dir`) holds a qtorch build (it may still be out of date)."""
+    return os.path.exists(os.path.join(folder or extensions_dir(), "quant_cpu", "quant_cpu.so"))
 
 
 def _venv_ninja_dir() -> str | None:
@@ -53,7 +58,7 @@ def qtorch_build_environment() -> Iterator[None]:
     if ninja_dir is not None:
         os.environ["PATH"] = ninja_dir + os.pathsep + (saved["PATH"] or "")
     ninja = shutil.which("ninja") or "no ninja on PATH"
-    cached = os.path.exists(os.path.join(folder, "quant_cpu", "quant_cpu.so"))
+    cached = has_build(folder)
     start = time.perf_counter()
     try:
         yield

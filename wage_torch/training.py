@@ -47,9 +47,17 @@ class WAGETrainer:
     ``model``'s weights must come from ``wage_init_`` (each carries ``weight_scale``). ``accumulators``
     maps parameter names to float32 tensors (the ``w_acc`` of the reference).
 
+    After the last ``step``, ``model``'s parameters still hold the weights that step's forward used, not the
+    updated accumulators: call ``load_quantized_weights()`` before evaluating or saving the model.
+
     Args:
-        model: a torch module whose parameters are all WAGE weights (``wage_torch.models`` builds them).
+        model: a torch module whose parameters are all WAGE weights (``wage_torch.models`` builds them): every
+            parameter has a ``weight_scale`` set by ``wage_init_``; WAGE has no biases (``bias=False``).
         config: ``bits_W``, ``bits_G``, ``W_mode`` and ``G_mode`` of the update.
+
+    Raises:
+        ValueError: a parameter without ``weight_scale`` (never given to ``wage_init_``), or a bias: training it
+            with scale 1.0, or a bias as a weight, would not be WAGE (Eq. 5-7 scale each layer's weights).
 
     References:
         Wu et al., ICLR 2018, Sec. 3.3 (Eq. 5-7 for W, Eq. 11-12 for G); docs/contract.md §3.
@@ -70,7 +78,14 @@ class WAGETrainer:
         self.config = config
         self.params = dict(model.named_parameters())
         self.accumulators = {name: p.detach().clone() for name, p in self.params.items()}
-        self.scales = {name: float(getattr(p, "weight_scale", 1.0)) for name, p in self.params.items()}
+        for name, p in self.params.items():
+            if name.rsplit(".", 1)[-1] == "bias" or p.dim() < 2:
+                raise ValueError(f"WAGETrainer: model parameter {name!r} is a bias (shape {tuple(p.shape)}); WAGE "
+                                 "layers have none: build them with bias=False")
+            if not hasattr(p, "weight_scale"):
+                raise ValueError(f"WAGETrainer: model parameter {name!r} has no weight_scale; draw it with "
+                                 "wage_torch.wage_init_(param, bits_W, factor=...) first")
+        self.scales = {name: float(p.weight_scale) for name, p in self.params.items()}
 
     def load_quantized_weights(self) -> None:
         """``param.data = QW(w_acc, bits_W, scale)`` for every layer (WAGE Eq. 5-7): the forward's weights."""

@@ -1,25 +1,45 @@
-"""Per-epoch checkpoints of a ``wage-train`` run, written atomically and verified before they are restored.
+"""Per-epoch checkpoints of a ``wage-train`` run on Orbax's ``CheckpointManager``, verified before they are restored.
 
-Layout: ``checkpoints/epoch_NNNN/`` holds each runner's files (``jax/`` by Orbax, ``torch.pt``), ``state.json``
-and ``MANIFEST.sha256`` (the sha256 of every other file). A checkpoint is written into ``epoch_NNNN.tmp``,
-its manifest written and re-verified, then renamed into place; ``latest`` names it. The previous good
-checkpoint is kept (two in all) so that a damaged newest one falls back to it.
+Layout: ``checkpoints/epoch_NNNN/`` is one Orbax step with one item per runner (``jax/``, ``torch/``: flat
+``{name: numpy array}`` trees from the runner's ``checkpoint_state()``) and ``state/`` (the loop's JSON state:
+epoch, data-order RNG state, history, compare rows), plus ``MANIFEST.sha256``. Orbax writes the step into a
+temporary folder and renames it when complete, keeps the newest :data:`KEEP` steps and finds the latest one.
+Saves are synchronous (``enable_async_checkpointing=False``): a failed write raises in the caller, which
+reports it in one line, and no writer thread outlives the call.
+
+Kept by hand, and why:
+
+* ``MANIFEST.sha256`` (the sha256 of every file of the step, :mod:`wage_train.safe_io`), written after Orbax
+  finalises the step and checked before Orbax reads it. Orbax checks the array files it reads (OCDBT's
+  checksums) but not its JSON item nor its metadata files: a flipped digit in ``state/metadata`` restores
+  another history. And on a damaged array file TensorStore finishes its other reads after Orbax has closed
+  its event loop, which Python reports on stderr ("Event loop is closed", "Task exception was never
+  retrieved"). Checked first, a damaged file is refused before any library reads it; a step without a
+  manifest (interrupted between Orbax's finalisation and the manifest) is refused the same way.
+* :func:`_check_free_space`: a save that cannot fit is refused before Orbax starts, for the same TensorStore
+  report on a write that fails for want of space (synchronous saving does not prevent it).
+* :func:`_orbax_records_held`: Orbax's writer threads log a failed write (an ERROR record through absl, with
+  the traceback) before the error reaches the caller; a save's records are held and passed on when it
+  succeeds, and when it fails the caller's one line stands for them.
+* The fallback: a refused newest checkpoint is reported in one line and the previous one restored.
+* :func:`non_finite_weights`: a NaN or an infinity is never written, nor restored.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno as errno_names
+import json
 import logging
+import os
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from wage_train.reporting import write_json
-from wage_train.safe_io import DataError, fault, one_line, read_json_object, verify_manifest, write_manifest
+from wage_train.safe_io import DataError, fault, one_line, verify_manifest, write_manifest
 
 __all__ = [
     "KEEP",
@@ -28,12 +48,14 @@ __all__ = [
     "checkpoints_newest_first",
     "file_system_fault",
     "latest_checkpoint",
+    "non_finite_weights",
     "restore_checkpoint",
     "save_checkpoint",
 ]
 
 KEEP = 2  # the newest checkpoint and the previous good one
 STATE_KEYS = ("epoch", "data_rng", "history", "compare")
+PREFIX = "epoch"  # steps are named epoch_NNNN
 
 
 class NonFiniteError(ValueError):
@@ -41,8 +63,8 @@ class NonFiniteError(ValueError):
 
 
 class CheckpointWriteError(DataError):
-    """A checkpoint could not be written (disk full, read-only, permission denied, ...); its temporary folder
-    was removed and the previous checkpoint kept. The message is one line naming the folder and the cause."""
+    """A checkpoint could not be written (disk full, read-only, permission denied, ...); what it had written was
+    removed and the previous checkpoint kept. The message is one line naming the folder and the cause."""
 
 
 # The file-system faults worth naming, as strerror and as Orbax/TensorStore spell them in their messages.
@@ -59,8 +81,6 @@ _FS_FAULTS = {
 def file_system_fault(e: BaseException) -> str:
     """``"ENOSPC: No space left on device"`` and the like for an OSError or an error whose message names one;
     else the error's type and first line."""
-    import errno as errno_names
-
     if isinstance(e, OSError) and e.errno is not None:
         return f"{errno_names.errorcode.get(e.errno, e.errno)}: {e.strerror}"
     text = str(e)
@@ -80,113 +100,134 @@ def non_finite_weights(runners: list[Any]) -> str | None:
     return None
 
 
-_DROP_ALL = logging.Filter("\0never")  # matches no logger name: drops every record
-# Where Orbax's writer threads report a failure: absl (its own logs), asyncio (a failed write whose future
-# nobody awaited: "Future exception was never retrieved", with the OSError's traceback).
-_LIBRARY_LOGGERS = ("absl", "asyncio")
+class _Held(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
 
-
-def _mute_library_logs(mute: bool = True) -> None:
-    for name in _LIBRARY_LOGGERS:
-        if mute:
-            logging.getLogger(name).addFilter(_DROP_ALL)
-        else:
-            logging.getLogger(name).removeFilter(_DROP_ALL)
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 @contextlib.contextmanager
-def _library_logs_muted() -> Iterator[None]:
-    """Orbax's background threads log each failure (a full disk, a read-only folder) with a traceback through
-    absl and asyncio, including "Event loop is closed" from their asyncio teardown; the caller reports the
-    failure in one line instead. A filter, not a level: the runners set absl's level themselves."""
-    _mute_library_logs()
+def _orbax_records_held() -> Iterator[None]:
+    """Hold the records Orbax logs (through absl) in the block; pass them on if it ends without an error, drop
+    them if it raises (the caller reports the error in one line)."""
+    logger, held = logging.getLogger("absl"), _Held()
+    handlers, propagate = logger.handlers, logger.propagate
+    logger.handlers, logger.propagate = [held], False
     try:
         yield
     finally:
-        _mute_library_logs(False)
+        logger.handlers, logger.propagate = handlers, propagate
+    for record in held.records:  # reached only without an error
+        logger.handle(record)
+
+
+def _manager(root: Path) -> Any:
+    """Orbax's manager of the ``epoch_NNNN`` steps under ``root`` (synchronous, keeps :data:`KEEP`)."""
+    import orbax.checkpoint as ocp
+
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=KEEP,
+        enable_async_checkpointing=False,
+        step_name_format=ocp.step.standard_name_format(step_prefix=PREFIX, step_format_fixed_length=4),
+        save_root_metadata=False,  # checkpoints/ holds the steps only
+    )
+    return ocp.CheckpointManager(Path(root).resolve(), options=options)
+
+
+def _step_dir(root: Path, epoch: int) -> Path:
+    return root / f"{PREFIX}_{epoch:04d}"
+
+
+# Room for Orbax's metadata files and the file system's blocks beyond the arrays' and the state's bytes.
+HEADROOM = 1 << 20
+
+
+def _check_free_space(root: Path, trees: dict[str, dict[str, np.ndarray]], state: dict[str, Any]) -> None:
+    """``OSError(ENOSPC)`` when ``root``'s file system has less room than the checkpoint needs (its bytes and
+    :data:`HEADROOM`). A write that fails for want of space inside TensorStore completes its other writes after
+    Orbax has closed its event loop, which Python reports on stderr ("Event loop is closed"); refused here, a
+    full disk ends in one line."""
+    need = sum(np.asarray(a).nbytes for tree in trees.values() for a in tree.values())
+    need += len(json.dumps(state)) + HEADROOM
+    if shutil.disk_usage(root).free < need:
+        raise OSError(errno_names.ENOSPC, os.strerror(errno_names.ENOSPC), str(root))
 
 
 def save_checkpoint(root: Path, epoch: int, runners: list[Any], state: dict[str, Any]) -> Path:
-    """Write ``root/epoch_NNNN`` atomically (runners + state.json + manifest), point ``root/latest`` at it,
-    keep it and the previous one.
+    """Write ``root/epoch_NNNN`` (the runners' states and the JSON ``state``) and its manifest; Orbax keeps it and
+    the previous one.
 
     Raises:
       NonFiniteError: a runner holds a non-finite value (nothing is written).
+      CheckpointWriteError: the file system refused the write (one line; the previous checkpoint is kept).
     """
+    import orbax.checkpoint as ocp
+
     bad = non_finite_weights(runners)
     if bad is not None:
         raise NonFiniteError(f"refusing to checkpoint epoch {epoch}: {bad} holds a NaN or an infinity")
-    target = root / f"epoch_{epoch:04d}"
-    tmp = root / f"epoch_{epoch:04d}.tmp"
+    trees = {r.framework: r.checkpoint_state() for r in runners}
+    target = _step_dir(root, epoch)
     try:
         root.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        with _library_logs_muted():
-            for r in runners:
-                r.save(tmp)
-        write_json(tmp / "state.json", state)
-        write_manifest(tmp)
-        verify_manifest(tmp)
+        _check_free_space(root, trees, state)
+        items = {name: ocp.args.StandardSave(tree) for name, tree in trees.items()}
+        with _orbax_records_held(), _manager(root) as manager:
+            if epoch in manager.all_steps():  # written by an earlier, interrupted invocation: replace it
+                manager.delete(epoch)
+            manager.save(epoch, args=ocp.args.Composite(state=ocp.args.JsonSave(state), **items), force=True)
+        write_manifest(target)
+        verify_manifest(target)
     except Exception as e:  # OSError, or Orbax's own errors wrapping one (disk full, read-only, permissions)
-        # The run ends with one line: a writer thread that fails later must not print its traceback either.
-        _mute_library_logs()
-        for _ in range(5):  # a writer thread may still be finishing: remove what it leaves
-            shutil.rmtree(tmp, ignore_errors=True)
-            time.sleep(0.1)
-            if not tmp.exists():
-                break
+        for partial in root.glob(f"{target.name}*"):  # the step, or Orbax's temporary folder for it
+            shutil.rmtree(partial, ignore_errors=True)
         previous = checkpoints_newest_first(root)
         kept = f"the checkpoint {previous[0]} is kept" if previous else "no earlier checkpoint exists"
         raise CheckpointWriteError(f"cannot write the checkpoint of epoch {epoch} in {root} ({file_system_fault(e)}); "
                                    f"{kept}; free space or fix the folder's permissions, then continue with "
                                    "--resume (or choose another --out-dir)") from None
-    if target.exists():  # an epoch written by an earlier, interrupted invocation: replace it
-        aside = root / f"epoch_{epoch:04d}.old"
-        shutil.rmtree(aside, ignore_errors=True)
-        target.rename(aside)
-        tmp.rename(target)
-        shutil.rmtree(aside, ignore_errors=True)
-    else:
-        tmp.rename(target)
-    pointer = root / "latest.tmp"
-    pointer.write_text(target.name + "\n")
-    pointer.replace(root / "latest")
-    for old in checkpoints_newest_first(root)[KEEP:]:
-        shutil.rmtree(old, ignore_errors=True)
     return target
 
 
 def checkpoints_newest_first(root: Path) -> list[Path]:
-    """The complete ``epoch_NNNN`` directories under ``root``, newest first (``.tmp`` ones are incomplete)."""
+    """The ``epoch_NNNN`` directories under ``root``, newest first (Orbax's temporary folders are not listed)."""
     found = []
-    for p in root.glob("epoch_*") if root.is_dir() else ():
-        suffix = p.name[len("epoch_"):]
+    for p in root.glob(f"{PREFIX}_*") if root.is_dir() else ():
+        suffix = p.name[len(PREFIX) + 1:]
         if p.is_dir() and suffix.isdigit():
             found.append((int(suffix), p))
     return [p for _, p in sorted(found, reverse=True)]
 
 
 def latest_checkpoint(root: Path) -> Path | None:
-    """The newest complete checkpoint directory under ``root`` (not verified), or None."""
+    """The newest checkpoint directory under ``root`` (not verified), or None."""
     found = checkpoints_newest_first(root)
     return found[0] if found else None
 
 
 def _load_one(path: Path, runners: list[Any]) -> dict[str, Any]:
+    import orbax.checkpoint as ocp
+
     verify_manifest(path)
-    state = read_json_object(path / "state.json")
+    items = {r.framework: ocp.args.StandardRestore() for r in runners}
+    try:
+        with _orbax_records_held(), _manager(path.parent) as manager:
+            restored = manager.restore(int(path.name[len(PREFIX) + 1:]),
+                                       args=ocp.args.Composite(state=ocp.args.JsonRestore(), **items))
+    except Exception as e:  # a file the manifest did not catch, or a checkpoint of other runners
+        raise fault(path, f"cannot be restored ({type(e).__name__}: {one_line(str(e), 100)})") from None
+    state = restored["state"]
     missing = [k for k in STATE_KEYS if k not in state]
     if missing or not isinstance(state["epoch"], int) or not isinstance(state["history"], list):
-        raise fault(path / "state.json", f"not a wage-train checkpoint state (missing or bad {missing or 'epoch'})")
+        raise fault(path / "state", f"not a wage-train checkpoint state (missing or bad {missing or 'epoch'})")
     for r in runners:
         try:
-            with _library_logs_muted():
-                r.restore(path)
-        except Exception as e:  # Orbax/torch errors for a file the manifest did not catch
-            why = f"{type(e).__name__}: {one_line(str(e), 100)}"
-            raise fault(path, f"{r.framework} state cannot be restored ({why})") from None
+            r.load_checkpoint_state(restored[r.framework])
+        except (ValueError, KeyError, TypeError, RuntimeError) as e:
+            raise fault(path, f"{r.framework} state cannot be restored ({one_line(str(e), 100)})") from None
     bad = non_finite_weights(runners)
     if bad is not None:
         raise fault(path, f"{bad} holds a NaN or an infinity")
@@ -201,11 +242,16 @@ def restore_checkpoint(root: Path, runners: list[Any], warn: Any = print) -> tup
       ``(checkpoint directory, state dict)``.
 
     Raises:
-      DataError: no checkpoint, or none verifies (the message names the newest one and what is wrong).
+      DataError: no checkpoint, a checkpoint of the layout before Orbax's manager, or none verifies (the message
+        names the newest one and what is wrong).
     """
     candidates = checkpoints_newest_first(root)
     if not candidates:
         raise DataError(f"--resume: no checkpoint in {root}")
+    if (candidates[0] / "state.json").exists():  # epoch_NNNN/{jax/, torch.pt, state.json}: the earlier layout
+        raise DataError(f"{candidates[0]}: a checkpoint of an earlier wage-train layout, which this version does not "
+                        "read; finish the run with the version that wrote it, or start again with --overwrite "
+                        "(the old run is moved aside)")
     first_error: DataError | None = None
     for i, path in enumerate(candidates):
         try:

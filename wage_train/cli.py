@@ -19,6 +19,7 @@ Examples::
     wage-train --preset paper-cifar10 --print-config  # the resolved configuration as JSON
     wage-train --preset paper-svhn --data-dir ~/svhn # the paper's SVHN experiment as published
     wage-train --resume                        # continue the run in runs/<name>
+    wage-train eval runs/<name>                # a saved run's test accuracy (wage_train.load_run)
 
 Outputs in ``--out-dir`` (default ``runs/<name>``): ``config.json``, ``metrics.csv`` and ``metrics.json``
 (per epoch: loss, train/test accuracy, lr, time, images/s), ``plot.png`` (curves and a histogram of each
@@ -29,7 +30,6 @@ layer's quantized weights), ``weights.npz`` (the final accumulators), ``checkpoi
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -38,49 +38,32 @@ from typing import Any
 
 from wage_spec import FULL_PRECISION
 from wage_train.config import (
-    SEED_MAX,
     WAGE_LR,
+    ConfigError,
+    RunConfig,
     UsageError,
     check_data_fingerprint,
-    resolve_config,
     resume_config,
 )
-from wage_train.data import DATASETS, data_fingerprint, hold_out_validation, load_dataset
+from wage_train.data import DATASETS, Dataset, data_fingerprint, hold_out_validation, load_dataset
 from wage_train.download import ensure_dataset
 from wage_train.float_recipe import RECIPES, STANDARD_LR, default_lr
 from wage_train.presets import PRESETS
 from wage_train.runspec import SCHEDULES
-from wage_train.safe_io import DataError
+from wage_train.safe_io import DataError, read_json_object
 
-__all__ = ["build_parser", "main", "parse_bits", "run"]
+__all__ = ["build_parser", "config_from_args", "main", "parse_bits", "run"]
 
 
 def _ints(text: str) -> list[int]:
+    """``"512,256"`` -> ``[512, 256]`` (RunConfig checks the values)."""
     try:
-        values = [int(v) for v in text.split(",") if v.strip()]
+        return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
 
 
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
-def positive_float(text: str) -> float:
-    """A finite float > 0 (``--lr``, ``--factor``)."""
-    value = _number(text)
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be finite and > 0, got {text!r}")
-    return value
-
-
-def _int_at_least(low: int, high: int | None = None):  # noqa: ANN202
+def _int_at_least(low: int):  # noqa: ANN202
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -88,25 +71,14 @@ def _int_at_least(low: int, high: int | None = None):  # noqa: ANN202
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        if high is not None and value > high:
-            raise argparse.ArgumentTypeError(f"must be <= {high}, got {value}")
         return value
 
     parse.__name__ = f"int>={low}"
     return parse
 
 
+# The options that say where and how to run (not RunConfig fields, which RunConfig checks).
 positive_int = _int_at_least(1)
-non_negative_int = _int_at_least(0)
-seed_arg = _int_at_least(0, SEED_MAX)
-
-
-def fraction_arg(text: str) -> float:
-    """argparse type: a number strictly between 0 and 1 (``--validation``)."""
-    value = _number(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be a fraction in (0, 1), got {text!r}")
-    return value
 
 
 def out_dir_arg(text: str) -> str:
@@ -162,8 +134,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``wage-train`` argument parser. Every option defaults to None: :func:`resolve_config` fills
-    dataset-dependent defaults, and ``--resume`` can tell which options were given."""
+    """The ``wage-train`` argument parser. Every option defaults to None: :class:`RunConfig` fills
+    the preset's and the data set's defaults, and ``--resume`` can tell which options were given."""
     p = _Parser(
         prog="wage-train",
         description=__doc__.split("\n\n")[0],
@@ -213,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data.add_argument(
         "--validation",
-        type=fraction_arg,
+        type=float,
         metavar="FRACTION",
         help="hold out this fraction of the training set (fixed split) and evaluate on it instead of the test "
         "set, e.g. 0.2, for choosing hyperparameters; the 'test' columns of the outputs then hold validation "
@@ -224,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--widths", type=_ints, help="conv widths: VGG7's 3 stages (default 128,256,512), LeNet-5's 2 (default 32,64)"
     )
     data.add_argument(
-        "--vgg-hidden", type=positive_int, help="dense width of VGG7 (default 1024) or LeNet-5 (default 512)"
+        "--vgg-hidden", type=int, help="dense width of VGG7 (default 1024) or LeNet-5 (default 512)"
     )
     data.add_argument(
         "--augment",
@@ -242,17 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--bits", type=parse_bits, help="W-A-G-E bits (default 2-8-8-8; fp = full precision for A/E)")
     for m, default in zip("WAGE", ("nearest", "nearest", "stochastic", "stochastic"), strict=True):
         q.add_argument(f"--{m}-mode", choices=("nearest", "stochastic"), help=f"rounding of {m} (default {default})")
-    q.add_argument("--factor", type=positive_float, help="initializer variance factor (default 1.0, the paper's)")
+    q.add_argument("--factor", type=float, help="initializer variance factor (default 1.0, the paper's)")
     t = p.add_argument_group("training")
-    t.add_argument("--epochs", type=positive_int, help="default: 60 (digits), 100 (mnist), 300 (cifar10)")
-    t.add_argument("--batch-size", type=positive_int, help="default 128")
+    t.add_argument("--epochs", type=int, help="default: 60 (digits), 100 (mnist), 300 (cifar10)")
+    t.add_argument("--batch-size", type=int, help="default 128")
     t.add_argument(
         "--float-recipe", choices=RECIPES, help="how --float trains: standard (default): softmax cross-entropy, "
         "SGD momentum 0.9 on the gradient clipped to norm 1, He init, lr per model; wage-sse: WAGE's SSE loss, "
         "plain SGD, WAGE's init factor, lr 0.001 x 64 / input size (docs/training.md)"
     )
     t.add_argument(
-        "--lr", type=positive_float, help=f"base learning rate (default {WAGE_LR:g} for WAGE; for --float "
+        "--lr", type=float, help=f"base learning rate (default {WAGE_LR:g} for WAGE; for --float "
         + ", ".join(f"{lr:g} ({model})" for model, lr in STANDARD_LR.items())
         + "; for --float-recipe wage-sse 0.001 x 64 / input size)"
     )
@@ -262,11 +234,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="paper (default): lr x1 for 2/3 of the epochs, x1/8 for 1/6, x1/64 for 1/6; paper-epochs: x1 before "
         "epoch 200, x1/8 before 250, x1/64 after (the authors' absolute epochs); constant: lr",
     )
-    t.add_argument("--seed", type=seed_arg, help="initial weights, batch order and random rounding "
+    t.add_argument("--seed", type=int, help="initial weights, batch order and random rounding "
                    "(0 to 2^63-1, default 0)")
-    t.add_argument("--limit-batches", type=positive_int,
+    t.add_argument("--limit-batches", type=int,
                    help="at most this many training batches per epoch (quick checks)")
-    t.add_argument("--eval-batch-size", type=positive_int, help="default 500")
+    t.add_argument("--eval-batch-size", type=int, help="default 500")
     r = p.add_argument_group("output")
     r.add_argument("--out-dir", type=out_dir_arg, help="default runs/<name>")
     r.add_argument("--name", help="run name (default from data set, model, bits, framework and seed)")
@@ -305,11 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse ``argv``, train, write the outputs; returns the run's summary (as in ``metrics.json``).
+    ``wage-train eval RUN_DIR ...`` (``argv[0] == "eval"``) evaluates a saved run instead (:func:`_eval`).
 
     Exits with one line on stderr and no traceback: status 2 for bad options, missing or malformed data or
     checkpoints, an existing run in ``--out-dir``, an ``--out-dir`` in use by another run, or a file-system fault
     (disk full, read-only, permission denied); 1 when training diverges; 130 on SIGINT/SIGTERM.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["eval"]:
+        return _eval(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -319,57 +295,51 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             lock.release()
 
 
+# Options that say where and how to run, not what to train: not RunConfig fields.
+_NOT_CONFIG = {"compare", "resume", "overwrite", "stop_after", "progress", "no_progress", "torch_threads", "devices",
+               "download", "print_config"}
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The :class:`RunConfig` of the options given (None: not given), ``--compare`` as ``framework="compare"``."""
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in _NOT_CONFIG}
+    if args.compare:
+        given["framework"] = "compare"
+    try:
+        return RunConfig(**given)
+    except ConfigError as e:
+        raise UsageError(e.option_message) from None
+
+
+def _explicit_fields(args: argparse.Namespace) -> set[str]:
+    """The configuration fields given on the command line (compared with the saved run's on ``--resume``)."""
+    given = {k for k, v in vars(args).items() if v is not None and k not in _NOT_CONFIG | {"name", "out_dir"}}
+    return given | ({"framework"} if args.compare else set())
+
+
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list) -> dict[str, Any]:
     from wage_train import preflight
-    from wage_train.run_dir import RunLock, check_out_dir, run_kind, staging_dir, tidy_staging
+    from wage_train.run_dir import RunLock
 
     staging = None
     created: Path | None = None
     try:
         if args.resume and args.overwrite:
             raise UsageError("--resume and --overwrite exclude each other")
-        cfg = resolve_config(args)
-        out_dir = Path(cfg["out_dir"])
+        given = config_from_args(args)
+        out_dir = Path(given.out_dir)
         # Before anything is created: --print-config answers, and a missing torch is one line.
         if args.print_config:
-            preflight.print_config(resume_config(cfg, args, out_dir) if args.resume else cfg)
-        if not args.resume and cfg["framework"] != "jax":
-            preflight.require_torch(cfg["framework"])
-        check_out_dir(out_dir, overwrite=bool(args.overwrite))
-        created = _make_out_dir(out_dir)
-        # Held for the run's life: a second run in this folder is refused, never mixed with this one.
-        lock = RunLock(out_dir).acquire()
-        locks.append(lock)
-        tidy_staging(out_dir, lock, resume=bool(args.resume), log=lambda m: print(m, flush=True))
-        kind = run_kind(out_dir)
-        if args.resume:
-            cfg = resume_config(cfg, args, out_dir)
-        elif kind == "foreign":
-            raise UsageError(f"--out-dir {out_dir} holds files a run would overwrite (config.json, metrics.*, "
-                             "checkpoints) but no wage-train run; choose another --out-dir")
-        elif kind == "run":
-            if not args.overwrite:
-                raise UsageError(f"--out-dir {out_dir} already holds a run; continue it with --resume, choose a new "
-                                 "--out-dir, or give --overwrite (the old run is moved aside, not deleted)")
-            staging = staging_dir(out_dir)
-        if cfg["framework"] != "jax":
-            preflight.require_torch(cfg["framework"])  # a resumed run's framework is known only now
-        if cfg["data_dir"] is not None:
-            for line in ensure_dataset(cfg["dataset"], cfg["data_dir"], download=bool(args.download),
-                                       extra=cfg.get("preset") == "paper-svhn", progress=sys.stderr.isatty()):
-                print(line, flush=True)
-        data = load_dataset(cfg["dataset"], cfg["data_dir"])
-        if cfg.get("validation"):
-            data = hold_out_validation(data, cfg["validation"])
-        preflight.check_data(cfg, data)
-        fingerprint = {**data_fingerprint(data), "data_dir": cfg["data_dir"]}
-        if args.resume:
-            check_data_fingerprint(cfg, fingerprint, out_dir)
-        cfg["data_fingerprint"] = fingerprint
+            preflight.print_config(_resumed(given, args, out_dir) if args.resume else given)
+        if not args.resume and given.framework != "jax":
+            preflight.require_torch(given.framework)
+        created, staging = _claim_out_dir(out_dir, args, locks)
+        cfg = _resumed(given, args, out_dir) if args.resume else given
+        if cfg.framework != "jax":
+            preflight.require_torch(cfg.framework)  # a resumed run's framework is known only now
+        cfg, data = _load_data(cfg, args, out_dir)
         preflight.check_devices(cfg, args.devices)
         preflight.check_torch_backend(cfg)
-        if cfg["lr"] is None:
-            cfg["lr"] = default_lr(cfg["float_recipe"], cfg["model"], data.image_shape)
         if staging is not None:
             try:
                 staging.mkdir()
@@ -380,12 +350,68 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list)
     except (UsageError, DataError, ValueError) as e:
         _remove_if_unused(created, locks)
         parser.exit(2, f"{parser.prog}: error: {e}\n")
-    if cfg["framework"] != "jax":
+    if cfg.framework != "jax":
         import torch
 
-        threads = args.torch_threads or (1 if cfg["dataset"] == "digits" else None)
+        threads = args.torch_threads or (1 if cfg.dataset == "digits" else None)
         if threads:
             torch.set_num_threads(threads)
+    return _train(cfg, data, out_dir, args, staging, locks)
+
+
+def _resumed(given: RunConfig, args: argparse.Namespace, out_dir: Path) -> RunConfig:
+    path = out_dir / "config.json"
+    if not path.is_file():
+        raise UsageError(f"--resume: no run to continue in {out_dir} ({path.name} not found)")
+    return resume_config(RunConfig.load(path), given, _explicit_fields(args), out_dir)
+
+
+def _claim_out_dir(out_dir: Path, args: argparse.Namespace, locks: list) -> tuple[Path | None, Path | None]:
+    """Create and lock ``out_dir``; returns ``(out_dir if this call created it, the --overwrite staging folder)``."""
+    from wage_train.run_dir import RunLock, check_out_dir, run_kind, staging_dir, tidy_staging
+
+    check_out_dir(out_dir, overwrite=bool(args.overwrite))
+    created = _make_out_dir(out_dir)
+    # Held for the run's life: a second run in this folder is refused, never mixed with this one.
+    lock = RunLock(out_dir).acquire()
+    locks.append(lock)
+    tidy_staging(out_dir, lock, resume=bool(args.resume), log=lambda m: print(m, flush=True))
+    kind = run_kind(out_dir)
+    if args.resume:
+        return created, None
+    if kind == "foreign":
+        raise UsageError(f"--out-dir {out_dir} holds files a run would overwrite (config.json, metrics.*, "
+                         "checkpoints) but no wage-train run; choose another --out-dir")
+    if kind == "run":
+        if not args.overwrite:
+            raise UsageError(f"--out-dir {out_dir} already holds a run; continue it with --resume, choose a new "
+                             "--out-dir, or give --overwrite (the old run is moved aside, not deleted)")
+        return created, staging_dir(out_dir)
+    return created, None
+
+
+def _load_data(cfg: RunConfig, args: argparse.Namespace, out_dir: Path) -> tuple[RunConfig, Dataset]:
+    """Fetch (``--download``), load and check the data; returns the configuration with the data's fingerprint
+    and the float baseline's data-dependent lr recorded, and the data."""
+    from wage_train import preflight
+
+    if cfg.data_dir is not None:
+        for line in ensure_dataset(cfg.dataset, cfg.data_dir, download=bool(args.download),
+                                   extra=cfg.preset == "paper-svhn", progress=sys.stderr.isatty()):
+            print(line, flush=True)
+    data = load_dataset(cfg.dataset, cfg.data_dir)
+    if cfg.validation:
+        data = hold_out_validation(data, cfg.validation)
+    preflight.check_data(cfg, data)
+    fingerprint = {**data_fingerprint(data), "data_dir": cfg.data_dir}
+    if args.resume:
+        check_data_fingerprint(cfg, fingerprint, out_dir)
+    lr = cfg.lr if cfg.lr is not None else default_lr(cfg.float_recipe, cfg.model, data.image_shape)
+    return cfg.replace(data_fingerprint=fingerprint, lr=lr), data
+
+
+def _train(cfg: RunConfig, data: Dataset, out_dir: Path, args: argparse.Namespace, staging: Path | None,
+           locks: list) -> dict[str, Any]:
     from wage_train.checkpoints import NonFiniteError
     from wage_train.loop import DivergedError, RunInterruptedError, StopSignals, train
 
@@ -408,6 +434,35 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list)
                       "free space or fix the folder's permissions, then continue with --resume")
     except KeyboardInterrupt:
         _exit_line(130, "interrupted before training started; nothing to resume from this invocation")
+
+
+def _eval(argv: Sequence[str]) -> dict[str, Any]:
+    """``wage-train eval RUN_DIR [--dataset D] [--data-dir DIR] [--framework F]``: print a saved run's accuracy on
+    the evaluation split (and, on the run's own data, the final accuracy it recorded); returns
+    :func:`wage_train.saved_run.evaluate`'s dict. A missing run or data set is one line, status 2."""
+    from wage_train.saved_run import evaluate, load_run
+
+    p = _Parser(prog="wage-train eval", description="The test accuracy of a saved run (bit for bit the run's own "
+                "on its data).")
+    p.add_argument("run_dir", help="the run's --out-dir (config.json and weights.npz)")
+    p.add_argument("--dataset", choices=DATASETS, help="evaluate on this data set's test split (default the run's)")
+    p.add_argument("--data-dir", help="where the data set's files are (default the run's)")
+    p.add_argument("--framework", choices=("jax", "torch"), help="a --compare run's weights to use (default jax)")
+    args = p.parse_args(argv)
+    try:
+        run = load_run(args.run_dir, args.framework)
+        result = evaluate(run, args.dataset, args.data_dir)
+    except (DataError, UsageError) as e:
+        p.exit(2, f"{p.prog}: error: {e}\n")
+    line = (f"{run.framework}: {result['split']} accuracy {100 * result['test_acc']:.2f}% "
+            f"({result['correct']}/{result['examples']} images of {result['dataset']})")
+    metrics = Path(args.run_dir) / "metrics.json"
+    if args.dataset in (None, run.config.dataset) and args.data_dir is None and metrics.is_file():
+        recorded = read_json_object(metrics)["summary"]["frameworks"][run.framework]["final_test_acc"]
+        same = "the same bits" if recorded == result["test_acc"] else "DIFFERENT"
+        line += f"; the run recorded {100 * recorded:.2f}% ({same})"
+    print(line, flush=True)
+    return result
 
 
 def _show_progress(args: argparse.Namespace) -> bool:
@@ -452,29 +507,10 @@ def _exit_line(status: int, message: str) -> None:
     raise SystemExit(status)
 
 
-def _mute_closed_event_loop_reports() -> None:
-    """TensorStore completes some futures after Orbax has closed the asyncio loop that awaited them (after a
-    failed write, or at exit); their callbacks then raise ``RuntimeError('Event loop is closed')``, which Python
-    reports as an unraisable exception with a traceback. Nothing is lost by then (the checkpointer was closed
-    and the failure reported in one line), so exactly that report is dropped; every other one is kept."""
-    default = sys.unraisablehook
-    if getattr(default, "_wage_train", False):  # already installed (main called again in one process)
-        return
-
-    def hook(unraisable: Any) -> None:
-        if unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed":
-            return
-        default(unraisable)
-
-    hook._wage_train = True  # type: ignore[attr-defined]
-    sys.unraisablehook = hook
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point (``wage-train``, ``python -m examples.train, python -m wage_train``)."""
     import signal
 
-    _mute_closed_event_loop_reports()
     # SIGTERM before training starts (while data loads or JAX compiles) stops as Ctrl-C does: one line,
     # status 130. During training StopSignals takes both signals over and stops after a whole step.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -1,265 +1,340 @@
-"""The ``wage-train`` run configuration: defaults per data set, resolution from the parsed options, resume rules."""
+"""The ``wage-train`` run configuration: one frozen, typed :class:`RunConfig`, its only validator, its JSON form.
+
+Every way a run is configured goes through :class:`RunConfig`: the command line (``wage_train.cli`` passes the
+options that were given), ``--preset`` (applied by the constructor: explicit values win), ``--print-config`` and
+``config.json`` (:meth:`RunConfig.to_dict`), and ``--resume`` (:meth:`RunConfig.load`, then :func:`resume_config`).
+A field left ``None`` where its type allows a value takes the preset's value, else the data set's default.
+"""
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
+import math
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from wage_spec import FULL_PRECISION, MAX_LR, WAGEConfig
+from wage_train.data import DATASETS
 from wage_train.float_recipe import RECIPES, STANDARD_LR, default_factor
-from wage_train.presets import apply_preset
+from wage_train.float_recipe import float_lr as float_lr
+from wage_train.presets import PRESETS
+from wage_train.runspec import SCHEDULES
 from wage_train.safe_io import read_json_object
 
-__all__ = [
-    "DATASET_DEFAULTS",
-    "MODEL_DEFAULTS",
-    "MODES",
-    "UsageError",
-    "check_data_fingerprint",
-    "float_lr",
-    "resolve_config",
-    "resume_config",
-    "validate_config",
-    "wage_config",
-]
+__all__ = ["DATASETS", "MODELS", "MODES", "SEED_MAX", "WAGE_LR", "ConfigError", "RunConfig", "UsageError",
+           "check_data_fingerprint", "float_lr", "resume_config"]
 
-FLOAT_LR = 0.001  # x 64 / fan-in, the wage-sse float recipe's (docs/training.md); standard: float_recipe.STANDARD_LR
 WAGE_LR = 8.0  # the paper's
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "digits": {"model": "mlp", "hidden": [256], "epochs": 60, "augment": False},
-    "mnist": {"model": "mlp", "hidden": [1024], "epochs": 100, "augment": False},
-    "cifar10": {"model": "vgg7", "hidden": [1024], "epochs": 300, "augment": True},
-    "svhn": {"model": "vgg7", "hidden": [1024], "epochs": 300, "augment": True, "flip": False},
-}
-# Conv widths and dense width of the conv models when not given (the paper's).
-MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "vgg7": {"widths": [128, 256, 512], "vgg_hidden": 1024},
-    "lenet5": {"widths": [32, 64], "vgg_hidden": 512},
-}
-# Options that only say where/how to run, not what to train (never compared on --resume).
-RUNTIME_ARGS = {"resume", "overwrite", "stop_after", "progress", "no_progress", "out_dir", "name", "torch_threads",
-                "devices", "download", "print_config"}
-# Options that --resume may change: more epochs (the lr schedule is recomputed), where the data is.
-# Config keys newer than some saved runs, with the value those runs had in effect.
-OPTIONAL_SAVED: dict[str, Any] = {"validation": None, "integer": False}
-RESUME_OVERRIDABLE = {"epochs", "data_dir", "eval_batch_size", "integer"}
+SEED_MAX = 2**63 - 1  # jax.random.key takes a signed 64-bit seed
+MODELS = ("mlp", "vgg7", "lenet5")
 MODES = ("W_mode", "A_mode", "G_mode", "E_mode")
-
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "digits": {"model": "mlp", "hidden": (256,), "epochs": 60, "augment": False},
+    "mnist": {"model": "mlp", "hidden": (1024,), "epochs": 100, "augment": False},
+    "cifar10": {"model": "vgg7", "hidden": (1024,), "epochs": 300, "augment": True},
+    "svhn": {"model": "vgg7", "hidden": (1024,), "epochs": 300, "augment": True, "flip": False},
+}
+# Conv widths and dense width of the conv models when not given (the paper's); the MLP keeps VGG7's.
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "vgg7": {"widths": (128, 256, 512), "vgg_hidden": 1024},
+    "lenet5": {"widths": (32, 64), "vgg_hidden": 512},
+}
+# Fields that --resume may change: more epochs (the lr schedule is recomputed), where the data is.
+RESUME_OVERRIDABLE = frozenset({"epochs", "data_dir", "eval_batch_size", "integer"})
 
 
 class UsageError(ValueError):
-    """An inconsistent combination of options."""
+    """An inconsistent combination of options or settings; the message is the one line the CLI prints."""
 
 
-def resolve_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The run's full configuration (JSON-able) from the parsed options, the ``--preset`` (explicit options win)
-    and the data set's defaults."""
-    preset = getattr(args, "preset", None)
-    args = apply_preset(args)
-    dataset = args.dataset or "digits"
+class ConfigError(UsageError):
+    """A :class:`RunConfig` value that is not valid. The message names the field as ``config.json`` has it;
+    :attr:`option_message` says the same in the command line's terms."""
+
+    def __init__(self, message: str, option_message: str) -> None:
+        super().__init__(message)
+        self.option_message = option_message
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _positive_ints(v: Any) -> bool:
+    return isinstance(v, tuple) and bool(v) and all(_is_int(x) and x >= 1 for x in v)
+
+
+def _bool(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def _at_least_1(v: Any) -> bool:
+    return _is_int(v) and v >= 1
+
+
+_RULES: dict[str, tuple[Any, str]] = {  # field: (test of a resolved value, what it must be)
+    "framework": (lambda v: v in ("jax", "torch", "compare"), "jax, torch or compare"),
+    "float": (_bool, "true or false"),
+    "integer": (_bool, "true or false"),
+    "dataset": (lambda v: v in DATASETS, ", ".join(DATASETS)),
+    "data_dir": (lambda v: v is None or isinstance(v, str), "a path or null"),
+    "model": (lambda v: v in MODELS, "mlp, vgg7 or lenet5"),
+    "hidden": (_positive_ints, "a list of positive integers"),
+    "widths": (_positive_ints, "a list of positive integers"),
+    "vgg_hidden": (_at_least_1, "an integer >= 1"),
+    "bits": (lambda v: isinstance(v, tuple) and len(v) == 4 and all(_is_int(x) for x in v), "4 integers"),
+    **{m: (lambda v: v in ("nearest", "stochastic"), "nearest or stochastic") for m in MODES},
+    "factor": (lambda v: _is_num(v) and v > 0, "finite and > 0"),
+    "epochs": (_at_least_1, "an integer >= 1"),
+    "batch_size": (_at_least_1, "an integer >= 1"),
+    "lr": (lambda v: v is None or (_is_num(v) and v > 0), "finite and > 0"),
+    "schedule": (lambda v: v in SCHEDULES, ", ".join(SCHEDULES)),
+    "seed": (lambda v: _is_int(v) and 0 <= v <= SEED_MAX, "an integer in [0, 2^63-1]"),
+    "augment": (_bool, "true or false"),
+    "flip": (_bool, "true or false"),
+    "preset": (lambda v: v is None or v in PRESETS, "null or " + ", ".join(PRESETS)),
+    "limit_batches": (lambda v: v is None or _at_least_1(v), "null or an integer >= 1"),
+    "eval_batch_size": (_at_least_1, "an integer >= 1"),
+    "validation": (lambda v: v is None or (_is_num(v) and 0 < v < 1), "null or a fraction in (0, 1)"),
+    "float_recipe": (lambda v: v is None or v in RECIPES, "null or " + ", ".join(RECIPES)),
+    "name": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
+    "out_dir": (lambda v: isinstance(v, str) and bool(v), "a non-empty path"),
+    "data_fingerprint": (lambda v: v is None or isinstance(v, dict), "null or an object"),
+    "scales": (lambda v: v is None or (isinstance(v, tuple) and all(_is_num(x) for x in v)), "null or numbers"),
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a ``wage-train`` run (``config.json``; the fields in its key order).
+
+    Constructed with the fields that were given; the rest are resolved in :meth:`__post_init__` (explicit value,
+    else ``preset``'s, else the data set's or model's default), which is also the one place where every value
+    is checked (:class:`UsageError` naming the field). ``RunConfig()`` is the default run: WAGE 2-8-8-8, MLP
+    64-256-10 on the embedded digits, JAX, 60 epochs.
+    """
+
+    framework: str | None = None  # "jax" (default), "torch", or "compare" (both, from torch's init)
+    float: bool = False  # the float baseline (no quantizers), trained by ``float_recipe``
+    integer: bool = False  # JAX: WAGE layers on integer operands (wage_jax.integer), the same bits
+    dataset: str | None = None  # one of DATASETS (default digits)
+    data_dir: str | None = None  # where the data set's files are (None: digits, embedded)
+    model: str | None = None  # "mlp", "vgg7" or "lenet5" (default: per data set)
+    hidden: tuple[int, ...] | None = None  # MLP hidden widths (default 256; mnist, cifar10, svhn 1024)
+    widths: tuple[int, ...] | None = None  # conv widths: VGG7's 3 stages (128, 256, 512), LeNet-5's 2 (32, 64)
+    vgg_hidden: int | None = None  # dense width of VGG7 (1024) or LeNet-5 (512)
+    bits: tuple[int, int, int, int] | None = None  # W-A-G-E bits (default 2-8-8-8; -1: full precision A/E)
+    W_mode: str | None = None  # rounding of W, A, G, E: "nearest" or "stochastic"
+    A_mode: str | None = None  # (default the paper's: W, A nearest, G, E stochastic; all nearest for compare)
+    G_mode: str | None = None
+    E_mode: str | None = None
+    factor: float | None = None  # initializer variance factor (WAGE 1.0; float standard recipe: He's 2.0)
+    epochs: int | None = None  # default: 60 digits, 100 mnist, 300 cifar10 and svhn
+    batch_size: int | None = None  # default 128
+    # Base lr (WAGE 8; float: float_recipe.STANDARD_LR per model). None after construction only for the
+    # wage-sse recipe, whose default depends on the image size: the CLI sets it once the data is loaded.
+    lr: float | None = None
+    schedule: str | None = None  # one of runspec.SCHEDULES (default "paper")
+    seed: int | None = None  # initial weights, batch order, random rounding (0 to 2^63-1, default 0)
+    augment: bool | None = None  # pad-4 random crop (+ flip) (default on for cifar10 and svhn)
+    flip: bool | None = None  # with augment, also flip horizontally (default on, off for svhn)
+    preset: str | None = None  # one of presets.PRESETS: the paper's setups (explicit fields win)
+    limit_batches: int | None = None  # at most this many training batches per epoch
+    eval_batch_size: int | None = None  # default 500
+    validation: float | None = None  # hold out this fraction of the training set and evaluate on it
+    float_recipe: str | None = None  # float runs: "standard" (default) or "wage-sse"; WAGE runs: None
+    name: str | None = None  # default "<dataset>-<model>-<method>-<framework>-s<seed>"
+    out_dir: str | None = None  # default runs/<name>
+    # Recorded when the data is loaded (None before): counts, image shape, sha256 (data.data_fingerprint).
+    data_fingerprint: dict[str, Any] | None = None
+    # WAGE runs: the initializer's per-layer scale (Eq. 7), forward order, recorded when training starts.
+    scales: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        for f in ("hidden", "widths", "bits", "scales"):  # JSON gives lists: stored as tuples
+            if isinstance(getattr(self, f), list):
+                set_(self, f, tuple(getattr(self, f)))
+        for key, value in _resolved_defaults(self).items():
+            if getattr(self, key) is None:
+                set_(self, key, value)
+        for key, (ok, what) in _RULES.items():
+            value = getattr(self, key)
+            if not ok(value):
+                given = ",".join(map(str, value)) if isinstance(value, tuple) else value
+                raise ConfigError(f"{key}={_shown(value)} is not valid (must be {what})",
+                                  f"--{key.replace('_', '-')} {given}: must be {what.removeprefix('null or ')}")
+        self._check_combinations()
+
+    def _check_combinations(self) -> None:
+        kind = {"vgg7": "3 VGG7 stage", "lenet5": "2 LeNet-5 conv"}.get(self.model)
+        if kind and len(self.widths) != int(kind[0]):
+            raise ConfigError(f"widths={_shown(self.widths)} must hold the {kind} widths",
+                              f"--widths takes the {kind} widths, got {_shown(self.widths)}")
+        if self.framework == "compare" and self.float:
+            raise ConfigError("framework='compare' does not apply to float=true",
+                              "--compare checks WAGE's bit-exact JAX/torch parity; it does not apply to --float")
+        if self.float_recipe is not None and not self.float:
+            raise ConfigError(f"float_recipe={self.float_recipe!r} is not valid with float=false (a float run names "
+                              "its recipe, a WAGE run has null)",
+                              f"--float-recipe {self.float_recipe} applies to the float baseline: give --float with it")
+        if self.integer and (self.float or self.framework != "jax"):
+            raise UsageError("--integer runs WAGE's JAX layers on integers; it does not apply to --float, --compare "
+                             "or --framework torch")
+        if not self.float and self.lr > MAX_LR:
+            why = "WAGE's update takes an lr in (0, 2^24] (wage_jax.QG)"
+            raise ConfigError(f"lr={self.lr!r} is not valid ({why})", f"--lr {self.lr:g}: {why}")
+        try:
+            self.wage_config  # noqa: B018  (validates bits and modes: docs/contract.md §4)
+        except (TypeError, ValueError) as e:
+            given = "-".join("fp" if b == FULL_PRECISION else str(b) for b in self.bits)
+            raise ConfigError(f"bits={_shown(self.bits)} / rounding modes: {e}",
+                              f"--bits {given} / rounding modes: {e}") from None
+
+    @property
+    def wage_config(self) -> WAGEConfig:
+        """The ``wage_spec.WAGEConfig`` of the run (bits, modes, init factor; a float run uses its factor)."""
+        w, a, g, e = self.bits
+        return WAGEConfig(bits_W=w, bits_A=a, bits_G=g, bits_E=e, factor=self.factor,
+                          **{m: getattr(self, m) for m in MODES})
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with ``changes`` (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``config.json``, ``--print-config``): every field in order, lists for tuples; the
+        recorded fields (``data_fingerprint``, ``scales``) only once recorded."""
+        out = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name in ("data_fingerprint", "scales") and v is None:
+                continue
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any], source: str) -> RunConfig:
+        """The configuration saved as ``saved`` (a ``config.json`` object) by any wage-train version that wrote
+        one; :class:`UsageError` in one line naming ``source`` for anything missing, unknown or invalid."""
+        saved = dict(saved)
+        saved.setdefault("validation", None)  # fields newer than some saved runs, as those runs had them
+        saved.setdefault("integer", False)
+        if "float_recipe" not in saved and isinstance(saved.get("float"), bool):  # saved before the recipes
+            saved["float_recipe"] = "wage-sse" if saved["float"] else None
+        names = [f.name for f in fields(cls)]
+        optional = {"data_dir", "preset", "limit_batches", "validation", "float_recipe", "data_fingerprint",
+                    "scales", "lr"}
+        missing = [k for k in names if k not in optional and saved.get(k) is None]
+        unknown = sorted(set(saved) - set(names))
+        if missing or unknown:
+            what = f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(unknown)}"
+            raise UsageError(f"{source}: not a wage-train config ({what})")
+        try:
+            cfg = cls(**saved)
+        except UsageError as e:
+            raise UsageError(f"{source}: {e}") from None
+        for key in (k for k in ("float_recipe", "lr") if saved[k] is None and getattr(cfg, k) is not None):
+            # A saved run records the values it trained with: a null is not "the default" here.
+            raise UsageError(f"{source}: {key}=None is not valid with float={str(cfg.float).lower()} (a saved "
+                             f"{'float' if cfg.float else 'WAGE'} run records its {key})")
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        """The configuration in the ``config.json`` at ``path`` (see :meth:`from_dict`)."""
+        return cls.from_dict(read_json_object(path), str(path))
+
+
+def _shown(v: Any) -> str:
+    return repr(list(v) if isinstance(v, tuple) else v)
+
+
+def _resolved_defaults(c: RunConfig) -> dict[str, Any]:
+    """The value of every field ``c`` leaves None: ``c.preset``'s, else the data set's or model's default."""
+    preset = dict(PRESETS.get(c.preset, {}))
+    if c.framework == "compare":
+        preset = {k: v for k, v in preset.items() if k not in MODES}  # --compare: every mode nearest
+    if c.float:
+        preset = {k: v for k, v in preset.items() if k not in ("lr", "factor")}  # the float baseline's own
+    if c.model not in (None, preset.get("model")):
+        preset = {k: v for k, v in preset.items() if k not in ("widths", "vgg_hidden")}  # that model's sizes
+    given = {f.name: getattr(c, f.name) for f in fields(c)}
+    merged = {k: (tuple(v) if isinstance(v, list) else v) for k, v in preset.items() if given.get(k) is None}
+    merged = {**merged, **{k: v for k, v in given.items() if v is not None}}
+    dataset = merged.setdefault("dataset", "digits")
+    if dataset not in DATASET_DEFAULTS:
+        return merged  # the rules name it
     d = DATASET_DEFAULTS[dataset]
-    compare, is_float = bool(args.compare), bool(args.float)
-    if compare and is_float:
-        raise UsageError("--compare checks WAGE's bit-exact JAX/torch parity; it does not apply to --float")
-    integer = bool(getattr(args, "integer", None))
-    recipe = getattr(args, "float_recipe", None)
-    if recipe is not None and not is_float:
-        raise UsageError(f"--float-recipe {recipe} applies to the float baseline: give --float with it")
-    recipe = (recipe or "standard") if is_float else None
-    _check_integer(integer, is_float, "compare" if compare else (args.framework or "jax"))
+    framework = merged.setdefault("framework", "jax")
+    model = merged.setdefault("model", d["model"])
     paper = WAGEConfig()
-    modes = {m: getattr(args, m) or ("nearest" if compare else getattr(paper, m)) for m in MODES}
-    bits = args.bits or [paper.bits_W, paper.bits_A, paper.bits_G, paper.bits_E]
-    cfg: dict[str, Any] = {
-        "framework": "compare" if compare else (args.framework or "jax"),
-        "float": is_float,
-        "integer": integer,
-        "dataset": dataset,
-        "data_dir": args.data_dir,
-        "model": (model := args.model or d["model"]),
-        "hidden": list(args.hidden or d["hidden"]),
-        "widths": list(args.widths or MODEL_DEFAULTS.get(model, MODEL_DEFAULTS["vgg7"])["widths"]),
-        "vgg_hidden": args.vgg_hidden or MODEL_DEFAULTS.get(model, MODEL_DEFAULTS["vgg7"])["vgg_hidden"],
-        "bits": list(bits),
-        **modes,
-        # The float layers' init: He's factor 2 in the standard recipe, WAGE's (the paper's 1.0) in wage-sse.
-        "factor": args.factor if args.factor is not None else (
-            default_factor(recipe, paper.factor) if is_float else paper.factor),
-        "epochs": args.epochs if args.epochs is not None else d["epochs"],
-        "batch_size": args.batch_size or 128,
-        # --float without --lr: the standard recipe's lr of the model; wage-sse's depends on the image shape,
-        # filled in once the data is loaded (float_recipe.default_lr).
-        "lr": args.lr if args.lr is not None else (
-            WAGE_LR if not is_float else (STANDARD_LR.get(model) if recipe == "standard" else None)),
-        "schedule": args.schedule or "paper",
-        "seed": args.seed if args.seed is not None else 0,
-        "augment": args.augment if args.augment is not None else d["augment"],
-        "flip": args.flip if getattr(args, "flip", None) is not None else d.get("flip", True),
-        "preset": preset,
-        "limit_batches": args.limit_batches,
-        "eval_batch_size": args.eval_batch_size or 500,
-        "validation": getattr(args, "validation", None),
-        "float_recipe": recipe,  # None for WAGE
-    }
-    if cfg["model"] == "vgg7" and len(cfg["widths"]) != 3:
-        raise UsageError(f"--widths takes the 3 VGG7 stage widths, got {cfg['widths']}")
-    if cfg["model"] == "lenet5" and len(cfg["widths"]) != 2:
-        raise UsageError(f"--widths takes the 2 LeNet-5 conv widths, got {cfg['widths']}")
-    if not is_float and cfg["lr"] > MAX_LR:
-        raise UsageError(f"--lr {cfg['lr']:g}: WAGE's update takes an lr in (0, 2^24] (wage_jax.QG)")
-    for key in ("epochs", "batch_size", "eval_batch_size"):
-        if cfg[key] < 1:
-            raise UsageError(f"--{key.replace('_', '-')} must be >= 1, got {cfg[key]}")
-    if cfg["limit_batches"] is not None and cfg["limit_batches"] < 1:
-        raise UsageError(f"--limit-batches must be >= 1, got {cfg['limit_batches']}")
-    try:
-        wage_config(cfg)  # validates bits and modes (docs/contract.md §4)
-    except (TypeError, ValueError) as e:  # name the option, e.g. "--bits 1-8-8-8: bits_W must be ..."
-        given = "-".join("fp" if b == FULL_PRECISION else str(b) for b in cfg["bits"])
-        raise UsageError(f"--bits {given} / rounding modes: {e}") from None
-    method = "float" if is_float else "wage" + "".join("fp" if b == FULL_PRECISION else str(b) for b in bits)
-    cfg["name"] = args.name or f"{dataset}-{cfg['model']}-{method}-{cfg['framework']}-s{cfg['seed']}"
-    cfg["out_dir"] = args.out_dir or str(Path("runs") / cfg["name"])
-    return cfg
+    recipe = merged.setdefault("float_recipe", "standard" if c.float else None)
+    merged.setdefault("hidden", d["hidden"])
+    merged.setdefault("widths", MODEL_DEFAULTS.get(model, MODEL_DEFAULTS["vgg7"])["widths"])
+    merged.setdefault("vgg_hidden", MODEL_DEFAULTS.get(model, MODEL_DEFAULTS["vgg7"])["vgg_hidden"])
+    merged.setdefault("bits", (paper.bits_W, paper.bits_A, paper.bits_G, paper.bits_E))
+    for m in MODES:
+        merged.setdefault(m, "nearest" if framework == "compare" else getattr(paper, m))
+    # The float layers' init: He's factor 2 in the standard recipe, WAGE's (the paper's 1.0) in wage-sse.
+    float_factor = c.float and recipe in RECIPES
+    merged.setdefault("factor", default_factor(recipe, paper.factor) if float_factor else paper.factor)
+    merged.setdefault("epochs", d["epochs"])
+    merged.setdefault("batch_size", 128)
+    if not c.float:
+        merged.setdefault("lr", WAGE_LR)
+    elif recipe == "standard":
+        merged.setdefault("lr", STANDARD_LR.get(model))
+    merged.setdefault("schedule", "paper")
+    merged.setdefault("seed", 0)
+    merged.setdefault("augment", d["augment"])
+    merged.setdefault("flip", d.get("flip", True))
+    merged.setdefault("eval_batch_size", 500)
+    if isinstance(merged["bits"], tuple) and all(_is_int(b) for b in merged["bits"]):
+        method = "float" if c.float else "wage" + "".join("fp" if b == FULL_PRECISION else str(b)
+                                                           for b in merged["bits"])
+        merged.setdefault("name", f"{dataset}-{model}-{method}-{framework}-s{merged['seed']}")
+        merged.setdefault("out_dir", str(Path("runs") / merged["name"]))
+    return merged
 
 
-def _check_integer(integer: bool, is_float: bool, framework: str) -> None:
-    if integer and (is_float or framework != "jax"):
-        raise UsageError("--integer runs WAGE's JAX layers on integers; it does not apply to --float, --compare "
-                         "or --framework torch")
+def resume_config(saved: RunConfig, given: RunConfig, explicit: set[str], out_dir: Path) -> RunConfig:
+    """The configuration that ``--resume`` continues: ``saved`` with the fields of :data:`RESUME_OVERRIDABLE` that
+    were given (``explicit``) taken from ``given``; any other explicit field must agree with ``saved``.
 
-
-SEED_MAX = 2**63 - 1  # jax.random.key takes a signed 64-bit seed
-
-
-def validate_config(cfg: dict[str, Any], source: str) -> None:
-    """Check every value of a saved configuration as the parser checks the options (:class:`UsageError`, one
-    line naming ``source`` and the key): a hand-edited ``config.json`` is never trusted on ``--resume``."""
-    import math
-
-    from wage_train.data import DATASETS
-    from wage_train.presets import PRESETS
-    from wage_train.runspec import SCHEDULES
-
-    def is_int(v: Any) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool)
-
-    def is_num(v: Any) -> bool:
-        return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-    def ints(v: Any) -> bool:
-        return isinstance(v, list) and bool(v) and all(is_int(x) and x >= 1 for x in v)
-
-    rules: dict[str, tuple[Any, str]] = {
-        "framework": (lambda v: v in ("jax", "torch", "compare"), "jax, torch or compare"),
-        "float": (lambda v: isinstance(v, bool), "true or false"),
-        "integer": (lambda v: isinstance(v, bool), "true or false"),
-        "dataset": (lambda v: v in DATASETS, ", ".join(DATASETS)),
-        "data_dir": (lambda v: v is None or isinstance(v, str), "a path or null"),
-        "model": (lambda v: v in ("mlp", "vgg7", "lenet5"), "mlp, vgg7 or lenet5"),
-        "hidden": (ints, "a list of positive integers"),
-        "widths": (ints, "a list of positive integers"),
-        "vgg_hidden": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
-        "bits": (lambda v: isinstance(v, list) and len(v) == 4 and all(is_int(x) for x in v), "4 integers"),
-        "factor": (lambda v: is_num(v) and v > 0, "finite and > 0"),
-        "epochs": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
-        "batch_size": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
-        "lr": (lambda v: is_num(v) and v > 0, "finite and > 0"),
-        "schedule": (lambda v: v in SCHEDULES, ", ".join(SCHEDULES)),
-        "seed": (lambda v: is_int(v) and 0 <= v <= SEED_MAX, "an integer in [0, 2^63-1]"),
-        "augment": (lambda v: isinstance(v, bool), "true or false"),
-        "flip": (lambda v: isinstance(v, bool), "true or false"),
-        "preset": (lambda v: v is None or v in PRESETS, "null or " + ", ".join(PRESETS)),
-        "limit_batches": (lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1"),
-        "eval_batch_size": (lambda v: is_int(v) and v >= 1, "an integer >= 1"),
-        "validation": (lambda v: v is None or (is_num(v) and 0 < v < 1), "null or a fraction in (0, 1)"),
-        "float_recipe": (lambda v: v is None or v in RECIPES, "null or " + ", ".join(RECIPES)),
-        **{m: (lambda v: v in ("nearest", "stochastic"), "nearest or stochastic") for m in MODES},
-    }
-    for key, (ok, what) in rules.items():
-        if key in cfg and not ok(cfg[key]):
-            raise UsageError(f"{source}: {key}={cfg[key]!r} is not valid (must be {what})")
-    if cfg["model"] == "vgg7" and len(cfg["widths"]) != 3:
-        raise UsageError(f"{source}: widths={cfg['widths']} must hold the 3 VGG7 stage widths")
-    if cfg["model"] == "lenet5" and len(cfg["widths"]) != 2:
-        raise UsageError(f"{source}: widths={cfg['widths']} must hold the 2 LeNet-5 conv widths")
-    if cfg["framework"] == "compare" and cfg["float"]:
-        raise UsageError(f"{source}: framework='compare' does not apply to float=true")
-    if "float_recipe" in cfg and (cfg["float_recipe"] is None) == cfg["float"]:
-        raise UsageError(f"{source}: float_recipe={cfg['float_recipe']!r} is not valid with float="
-                         f"{str(cfg['float']).lower()} (a float run names its recipe, a WAGE run has null)")
-    if not cfg["float"] and cfg["lr"] > MAX_LR:
-        raise UsageError(f"{source}: lr={cfg['lr']!r} is not valid (WAGE's update takes an lr in (0, 2^24])")
-    try:
-        _check_integer(cfg["integer"], cfg["float"], cfg["framework"])
-        wage_config(cfg)
-    except (UsageError, ValueError, TypeError) as e:
-        raise UsageError(f"{source}: {e}") from None
-
-
-def float_lr(image_shape: tuple[int, ...]) -> float:
-    """The ``wage-sse`` float recipe's default lr: ``FLOAT_LR * 64 / fan-in`` of the first layer (the flattened
-    image). The ``standard`` recipe's is per model family (``wage_train.float_recipe.STANDARD_LR``).
-
-    Plain SGD on the batch-summed squared error: the first layer's gradient grows with the input size, so the
-    lr for 8x8 digits (0.001) is scaled by 64 / (H*W*C): 8.16e-5 for 28x28 MNIST, 2.08e-5 for 32x32x3. The
-    constant was chosen on validation splits of the training sets, never the test set
-    (docs/training.md gives the figures).
+    Args:
+        saved: the run's ``config.json`` (:meth:`RunConfig.load`).
+        given: the configuration the command line resolves to.
+        explicit: the names of the fields given on the command line.
+        out_dir: the run's folder, named in the messages.
     """
-    fan_in = 1
-    for n in image_shape:
-        fan_in *= int(n)
-    return FLOAT_LR * 64.0 / fan_in
-
-
-def wage_config(cfg: dict[str, Any]) -> WAGEConfig:
-    """The ``WAGEConfig`` of a resolved configuration."""
-    w, a, g, e = cfg["bits"]
-    modes = {m: cfg[m] for m in MODES}
-    return WAGEConfig(bits_W=w, bits_A=a, bits_G=g, bits_E=e, factor=cfg["factor"], **modes)
-
-
-def resume_config(cli: dict[str, Any], args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
-    """The saved configuration of the run in ``out_dir``, with the options ``--resume`` may change applied.
-
-    Any other option given explicitly must agree with the saved run (else :class:`UsageError`).
-    """
-    path = out_dir / "config.json"
-    if not path.is_file():
-        raise UsageError(f"--resume: no run to continue in {out_dir} ({path.name} not found)")
-    saved = read_json_object(path)
-    for key, default in OPTIONAL_SAVED.items():  # options added after a run was saved
-        saved.setdefault(key, default)
-    if "float_recipe" not in saved and isinstance(saved.get("float"), bool):  # saved before the recipes: wage-sse
-        saved["float_recipe"] = "wage-sse" if saved["float"] else None
-    missing = sorted(set(cli) - set(saved) - {"name", "out_dir"})
-    if missing:
-        raise UsageError(f"{path}: not a wage-train config (missing {', '.join(missing)})")
-    given = {k for k, v in vars(args).items() if v is not None} - RUNTIME_ARGS
-    cfg = dict(saved)
-    for arg in sorted(given):
-        key = "framework" if arg == "compare" else arg
+    changes = {}
+    for key in sorted(explicit):
         if key in RESUME_OVERRIDABLE:
-            cfg[key] = cli[key]
-        elif cli[key] != saved.get(key):
+            changes[key] = getattr(given, key)
+        elif getattr(given, key) != getattr(saved, key):
+            compare = given.framework == "compare" and key == "framework"
+            option = "--compare" if compare else "--" + key.replace("_", "-")
             raise UsageError(
-                f"--resume continues the run in {out_dir}, which has {key}={saved.get(key)!r}; "
-                f"--{arg.replace('_', '-')} asks for {cli[key]!r} (start a new run in another --out-dir)"
+                f"--resume continues the run in {out_dir}, which has {key}={_shown(getattr(saved, key))}; "
+                f"{option} asks for {_shown(getattr(given, key))} (start a new run in another --out-dir)"
             )
-    validate_config(saved, str(path))
-    if cfg["integer"] != saved["integer"]:  # --integer on resume: the same refusals as for a new run
-        _check_integer(cfg["integer"], cfg["float"], cfg["framework"])
-    if cfg["epochs"] != saved["epochs"]:
-        print(f"note: --epochs {cfg['epochs']} (was {saved['epochs']}): the lr schedule is recomputed", flush=True)
+    cfg = saved.replace(**changes)
+    if cfg.epochs != saved.epochs:
+        print(f"note: --epochs {cfg.epochs} (was {saved.epochs}): the lr schedule is recomputed", flush=True)
     return cfg
 
 
-def check_data_fingerprint(cfg: dict[str, Any], fingerprint: dict[str, Any], out_dir: Path) -> None:
+def check_data_fingerprint(cfg: RunConfig, fingerprint: dict[str, Any], out_dir: Path) -> None:
     """On ``--resume``: :class:`UsageError` unless the data loaded now is the data the run was trained on
-    (``cfg["data_fingerprint"]``, recorded by the first invocation: counts, image shape, sha256 of the arrays).
+    (``cfg.data_fingerprint``, recorded by the first invocation: counts, image shape, sha256 of the arrays).
     A run saved before fingerprints existed gets the current one recorded."""
-    saved = cfg.get("data_fingerprint")
+    saved = cfg.data_fingerprint
     if saved is None:
         print("note: this run recorded no data fingerprint; the current data's is recorded now", flush=True)
         return

@@ -10,11 +10,11 @@ own. Files and checksums are the ones the data sets publish (and torchvision lis
 * SVHN: ``train_32x32.mat``, ``test_32x32.mat`` (and with ``extra``, ``extra_32x32.mat``) from Stanford (MD5).
 
 Every download goes to a temporary file in the target folder, is checked against its checksum, and only then
-renamed to its name (``pooch`` does the fetching and hashing): an interrupted or corrupted download never
-leaves a file under the real name, and a rerun fetches again what is missing or does not match. Archives are
-extracted member by member after checks: regular files and folders only (no links, devices or FIFOs), every
-path inside the target, a bound on the members' count and total size; into a temporary folder renamed when
-complete. Data already on disk is used as it is: the files themselves, a torchvision root
+renamed to its name (a ``pooch.create`` registry per data set does the fetching and hashing): an interrupted or
+corrupted download never leaves a file under the real name, and a rerun fetches again what is missing or does
+not match. Archives are extracted member by member after checks: regular files and folders only (no links,
+devices or FIFOs), every path inside the target, a bound on the members' count and total size; into a
+temporary folder renamed when complete. Data already on disk is used as it is: the files themselves, a torchvision root
 (``MNIST/raw``, ``cifar-10-batches-py``, the SVHN ``.mat`` files), or ``cifar-10-python.tar.gz`` (verified, then
 extracted).
 
@@ -35,9 +35,13 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from wage_train.data import CIFAR10_FILES, MNIST_FILES
 from wage_train.safe_io import DataError
+
+if TYPE_CHECKING:
+    import pooch
 
 __all__ = [
     "ARCHIVE_LIMITS",
@@ -47,6 +51,7 @@ __all__ = [
     "extract_tar",
     "fetch",
     "main",
+    "registry",
 ]
 
 
@@ -117,14 +122,23 @@ def _base_urls(dataset: str) -> tuple[str, ...]:
 def _hash_matches(path: Path, known_hash: str) -> bool:
     import pooch
 
-    return bool(pooch.file_hash(str(path), alg=known_hash.split(":")[0]) == known_hash.split(":")[1])
+    alg, digest = known_hash.split(":")
+    return bool(pooch.file_hash(str(path), alg=alg) == digest)
+
+
+def registry(dataset: str, base_url: str, directory: str | Path) -> pooch.Pooch:
+    """``dataset``'s published files and checksums as a ``pooch.create`` registry served from ``base_url`` into
+    ``directory``. Its ``fetch`` keeps a file whose checksum matches, else downloads into a temporary file in
+    ``directory``, checks it and only then moves it to its name (a failed or corrupted download leaves nothing)."""
+    import pooch
+
+    return pooch.create(path=Path(directory), base_url=base_url, registry=dict(SOURCES[dataset].files),
+                        retry_if_failed=0)
 
 
 def fetch(dataset: str, name: str, directory: str | Path, *, progress: bool = False) -> Path:
-    """Download one published file of ``dataset`` into ``directory``, verified against its checksum.
-
-    A file already there with the right checksum is kept; one with another checksum is replaced once the new
-    download verifies. The download goes to a temporary file in ``directory``, removed on any failure.
+    """Download one published file of ``dataset`` into ``directory``, verified against its checksum: from each
+    base URL in turn (:func:`registry`), until one serves it.
 
     Args:
         dataset: ``"mnist"``, ``"cifar10"`` or ``"svhn"``.
@@ -143,8 +157,7 @@ def fetch(dataset: str, name: str, directory: str | Path, *, progress: bool = Fa
     import requests
 
     known_hash = SOURCES[dataset].files[name]
-    directory = Path(directory)
-    target = directory / name
+    target = Path(directory) / name
     if target.is_file() and _hash_matches(target, known_hash):
         return target
     pooch.get_logger().setLevel("WARNING")  # one line of ours per file instead of pooch's log
@@ -154,7 +167,7 @@ def fetch(dataset: str, name: str, directory: str | Path, *, progress: bool = Fa
         print(f"downloading {url} -> {target}", file=sys.stderr, flush=True)
         downloader = pooch.HTTPDownloader(progressbar=progress, timeout=TIMEOUT_S)
         try:
-            pooch.retrieve(url, known_hash, fname=name, path=directory, downloader=downloader)
+            return Path(registry(dataset, base, directory).fetch(name, downloader=downloader))
         except ValueError as e:  # pooch: the downloaded file's hash differs (the temporary file is removed)
             got = re.search(r"but got (\w+)", str(e))
             failures.append(f"{url}: checksum differs: got {got.group(1) if got else '?'}, published {known_hash}")
@@ -162,8 +175,6 @@ def fetch(dataset: str, name: str, directory: str | Path, *, progress: bool = Fa
             failures.append(f"{url}: {type(e).__name__}: {_first_line(e)}")
         except OSError as e:
             raise _fault(str(target), f"cannot be written ({e.strerror or type(e).__name__})") from None
-        else:
-            return target
     raise _fault(name, "download failed: " + "; ".join(failures) + " (nothing was written; rerun to retry)")
 
 

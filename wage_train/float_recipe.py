@@ -28,7 +28,7 @@ same epochs).
 
 ``wage-sse``: the like-for-like variant: WAGE's loss (``0.5 * sum ||z - onehot(y)||^2`` summed over the batch,
 docs/contract.md §3), plain SGD and WAGE's initializer factor (1.0), lr ``0.001 * 64 / fan_in`` of the first
-layer (``wage_train.config.float_lr``): it differs from WAGE only by the quantizers.
+layer (:func:`float_lr`): it differs from WAGE only by the quantizers.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ __all__ = [
     "default_factor",
     "default_lr",
     "describe",
+    "float_lr",
     "jax_loss",
     "loss_is_batch_mean",
     "jax_optimizer",
@@ -61,8 +62,9 @@ CLIP_NORM = 1.0
 HE_FACTOR = 2.0
 # The standard recipe's default lr per model family, from scripts/float_lr_sweep.py on validation splits
 # (docs/training.md: every default is within noise of its sweep's best, and every setting trains at 2x and 4x
-# it; training breaks down at 8x (VGG7), 16x (MLP) or more (LeNet-5)).
+# it; training breaks down at 8x (VGG7, LeNet-5) or 16x (MLP)).
 STANDARD_LR: dict[str, float] = {"mlp": 0.16, "lenet5": 0.16, "vgg7": 0.08}
+FLOAT_LR = 0.001  # wage-sse's lr x 64 / fan-in (docs/training.md)
 
 
 def _check(recipe: str) -> str:
@@ -86,12 +88,23 @@ def default_lr(recipe: str, model: str, image_shape: Iterable[int]) -> float:
         image_shape: ``(H, W, C)`` of one image (``wage-sse``'s rule scales with the fan-in ``H*W*C``).
     """
     if _check(recipe) == "wage-sse":
-        from wage_train.config import float_lr
-
         return float_lr(tuple(image_shape))
     if model not in STANDARD_LR:
         raise ValueError(f"no standard float lr for model {model!r} (known: {', '.join(STANDARD_LR)})")
     return STANDARD_LR[model]
+
+
+def float_lr(image_shape: tuple[int, ...]) -> float:
+    """The ``wage-sse`` recipe's default lr: ``FLOAT_LR * 64 / fan-in`` of the first layer (the flattened image).
+
+    Plain SGD on the batch-summed squared error: the first layer's gradient grows with the input size, so the
+    lr for 8x8 digits (0.001) is scaled by 64 / (H*W*C): 8.16e-5 for 28x28 MNIST, 2.08e-5 for 32x32x3. The
+    constant was chosen on validation splits of the training sets, never the test set (docs/training.md).
+    """
+    fan_in = 1
+    for n in image_shape:
+        fan_in *= int(n)
+    return FLOAT_LR * 64.0 / fan_in
 
 
 def describe(recipe: str) -> str:

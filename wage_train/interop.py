@@ -2,7 +2,8 @@
 
 torch keeps ``Linear`` weights as ``(out, in)`` and ``Conv2d`` as ``(out, in, kh, kw)``; Flax as
 ``(in, out)`` and ``(kh, kw, in, out)``. The models name their Flax layers ``conv0..`` and ``dense0..``
-in forward order, which is the order of ``torch_model.named_parameters()``.
+in forward order (:func:`layer_order`), which is the order of ``torch_model.named_parameters()``.
+Needs neither torch nor a device: torch tensors are read through ``.detach().cpu()``.
 """
 
 from __future__ import annotations
@@ -12,10 +13,15 @@ from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
-import torch
+
+__all__ = ["flax_params_to_torch_weights", "flax_to_torch", "layer_order", "torch_to_flax",
+           "torch_weights_to_flax_params"]
 
 
-def _flax_order(params: dict[str, Any]) -> list[str]:
+def layer_order(params: dict[str, Any]) -> list[str]:
+    """The Flax layer names of ``params`` in forward order (``conv0, conv1, ..., dense0, dense1, ...``), torch's
+    parameter order."""
+
     def key(name: str) -> tuple[int, int]:
         kind, index = re.fullmatch(r"(conv|dense)(\d+)", name).groups()
         return (0 if kind == "conv" else 1, int(index))
@@ -23,21 +29,21 @@ def _flax_order(params: dict[str, Any]) -> list[str]:
     return sorted(params, key=key)
 
 
-def torch_to_flax(weight: torch.Tensor | np.ndarray) -> np.ndarray:
-    """One torch weight as the Flax kernel layout."""
-    w = weight.detach().cpu().numpy() if isinstance(weight, torch.Tensor) else np.asarray(weight)
+def torch_to_flax(weight: Any) -> np.ndarray:
+    """One torch weight (a tensor or an array) as the Flax kernel layout."""
+    w = np.asarray(weight.detach().cpu() if hasattr(weight, "detach") else weight)
     return w.T if w.ndim == 2 else w.transpose(2, 3, 1, 0)
 
 
-def flax_to_torch(kernel) -> np.ndarray:
+def flax_to_torch(kernel: Any) -> np.ndarray:
     """One Flax kernel as the torch weight layout."""
     k = np.asarray(kernel)
     return k.T if k.ndim == 2 else k.transpose(3, 2, 0, 1)
 
 
-def torch_weights_to_flax_params(weights: list[torch.Tensor], template: dict[str, Any]) -> dict[str, Any]:
+def torch_weights_to_flax_params(weights: list[Any], template: dict[str, Any]) -> dict[str, Any]:
     """Flax ``params`` (shaped like ``template``) holding ``weights`` (torch order and layout)."""
-    names = _flax_order(template)
+    names = layer_order(template)
     if len(names) != len(weights):
         raise ValueError(f"{len(weights)} torch weights for {len(names)} Flax layers")
     out = {}
@@ -52,4 +58,4 @@ def torch_weights_to_flax_params(weights: list[torch.Tensor], template: dict[str
 
 def flax_params_to_torch_weights(params: dict[str, Any]) -> list[np.ndarray]:
     """The Flax kernels in torch order and layout."""
-    return [flax_to_torch(params[name]["kernel"]) for name in _flax_order(params)]
+    return [flax_to_torch(params[name]["kernel"]) for name in layer_order(params)]

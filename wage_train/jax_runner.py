@@ -1,4 +1,4 @@
-"""The JAX side of the training example: a Flax model, the jitted WAGE step, Orbax checkpoints.
+"""The JAX side of the training example: a Flax model, the jitted WAGE step, its checkpoint state.
 
 WAGE runs use ``wage_jax.wage_sgd`` (``w <- C(w - QG(g, bits_G, lr))``, WAGE Eq. 11-12) through
 ``wage_jax.make_train_step``; the float baseline (``quantized=False``) uses the loss and optax optimizer of
@@ -9,7 +9,7 @@ table, looked up from the optimizer's step count inside the jitted step.
 The training loop (``wage_train.loop``) drives :meth:`JaxRunner.place` (from its batch thread),
 :meth:`~JaxRunner.begin_epoch`, :meth:`~JaxRunner.step` and :meth:`~JaxRunner.end_epoch`: each step is dispatched
 without waiting, splits the forward key on the device and adds its loss and correct count to device arrays that
-reach the host once per epoch (issue 24). :meth:`~JaxRunner.train_step` is the same update, synchronous.
+reach the host once per epoch. :meth:`~JaxRunner.train_step` is the same update, synchronous.
 
 Checkpoints store every leaf of (params, optimizer state, keys) under its path's name (``params.dense0.kernel``,
 ``opt_state.0.count``, ...), so a state whose structure changed is refused instead of restored into the
@@ -18,11 +18,7 @@ wrong leaves.
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import re
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -33,6 +29,7 @@ from wage_jax import QW, clip_params, kernel_scale, make_train_step, parallel, s
 from wage_jax.models import MLP, VGG7, LeNet5
 from wage_spec import WAGEConfig
 from wage_train import float_recipe as recipes
+from wage_train.interop import flax_params_to_torch_weights, layer_order, torch_weights_to_flax_params
 from wage_train.runspec import ModelSpec
 
 __all__ = ["JaxRunner", "build_model", "layer_order"]
@@ -53,14 +50,51 @@ def build_model(spec: ModelSpec, config: WAGEConfig, quantized: bool, integer: b
     raise ValueError(f"unknown model kind {spec.kind!r}")
 
 
-def layer_order(params: dict[str, Any]) -> list[str]:
-    """Layer names in forward order (``conv0, conv1, ..., dense0, dense1, ...``), torch's parameter order."""
+def epoch_schedule(lrs: Sequence[float], steps_per_epoch: int) -> Any:
+    """The optax schedule ``count -> lr`` of per-epoch learning rates ``lrs`` (``runspec.LrSchedule`` or a list).
 
-    def key(name: str) -> tuple[int, int]:
-        kind, index = re.fullmatch(r"(conv|dense)(\d+)", name).groups()
-        return (0 if kind == "conv" else 1, int(index))
+    The lr is piecewise constant in the epoch: only the epochs where it changes and its values are kept (a lazy
+    schedule gives them without a per-epoch list), as host arrays that the jitted step embeds as constants.
+    """
+    pieces = lrs.segments() if hasattr(lrs, "segments") else list(enumerate(lrs))
+    int32_max = int(jnp.iinfo(jnp.int32).max)  # optax's step count is int32: later epochs are never reached
+    starts = np.asarray([min(s, int32_max) for s, _ in pieces], np.int32)
+    table = np.asarray([v for _, v in pieces], np.float32)
+    spe = int(steps_per_epoch)
 
-    return sorted(params, key=key)
+    def schedule(count: jax.Array) -> jax.Array:
+        return jnp.asarray(table)[jnp.sum(jnp.asarray(starts) <= count // spe) - 1]
+
+    return schedule
+
+
+def _device_count(devices: int | None, batch_size: int | None) -> int:
+    """The devices to train on: ``devices`` (default all local ones), or 1 when ``batch_size`` does not divide."""
+    n = jax.local_device_count() if devices is None else int(devices)
+    if not 1 <= n <= jax.local_device_count():
+        raise ValueError(f"devices must be in [1, {jax.local_device_count()}], got {n}")
+    if n > 1 and batch_size is not None and batch_size % n:
+        print(f"note: batch {batch_size} does not divide by {n} devices: training on one device", flush=True)
+        n = 1
+    return n
+
+
+def _loop_step(inner: Any, needs_key: bool) -> Any:
+    """The training loop's step around ``inner`` (``make_train_step``'s): the forward key split on the device (the
+    same chain as :meth:`JaxRunner.train_step`'s), and the batch's loss and correct count added to device arrays
+    ``(losses (steps,), correct, index)``, so that nothing waits for the step until the epoch's end."""
+
+    def loop_step(params: Any, opt_state: Any, fwd_key: jax.Array, totals: tuple[jax.Array, ...],
+                  x: jax.Array, y: jax.Array) -> tuple[Any, ...]:
+        key = None
+        if needs_key:
+            fwd_key, key = jax.random.split(fwd_key)
+        params, opt_state, loss, logits = inner(params, opt_state, x, y, key)
+        losses, correct, i = totals
+        correct = correct + jnp.sum(jnp.argmax(logits, axis=-1) == y, dtype=jnp.int32)
+        return params, opt_state, fwd_key, (losses.at[i].set(loss), correct, i + 1), loss, logits
+
+    return loop_step
 
 
 def _is_key(x: Any) -> bool:
@@ -129,21 +163,8 @@ class JaxRunner:
         # Jitted: eager Flax init would compile every primitive on its own (seconds on CPU).
         params = jax.jit(self.model.init)({"params": k_param, "wage": k_param}, dummy)["params"]
         if init_weights is not None:
-            from wage_train.interop import torch_weights_to_flax_params
-
             params = torch_weights_to_flax_params(list(init_weights), params)
-        # The lr is piecewise constant in the epoch: the epochs where it changes and its values (a lazy
-        # schedule gives them without a per-epoch list; a plain list gives one piece per epoch).
-        pieces = lrs.segments() if hasattr(lrs, "segments") else list(enumerate(lrs))
-        int32_max = int(jnp.iinfo(jnp.int32).max)  # optax's step count is int32: later epochs are never reached
-        # Host arrays: the jitted step embeds them as constants (device arrays would be read back to trace it).
-        starts = np.asarray([min(s, int32_max) for s, _ in pieces], np.int32)
-        table = np.asarray([v for _, v in pieces], np.float32)
-        spe = int(steps_per_epoch)
-
-        def schedule(count: jax.Array) -> jax.Array:
-            return jnp.asarray(table)[jnp.sum(jnp.asarray(starts) <= count // spe) - 1]
-
+        schedule = epoch_schedule(lrs, steps_per_epoch)
         # WAGE's accumulators start clipped (see wage_jax.wage_sgd).
         if quantized:
             optimizer = wage_sgd(config.bits_W, config.bits_G, schedule, mode=config.G_mode, key=k_opt)
@@ -165,12 +186,7 @@ class JaxRunner:
         def apply_fn(p: Any, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
             return model.apply({"params": p}, x, rngs=None if key is None else {"wage": key})
 
-        n = jax.local_device_count() if devices is None else int(devices)
-        if not 1 <= n <= jax.local_device_count():
-            raise ValueError(f"devices must be in [1, {jax.local_device_count()}], got {n}")
-        if n > 1 and batch_size is not None and batch_size % n:
-            print(f"note: batch {batch_size} does not divide by {n} devices: training on one device", flush=True)
-            n = 1
+        n = _device_count(devices, batch_size)
         self.devices = n
         self._mesh = parallel.data_mesh(n) if n > 1 else None
         if n > 1:
@@ -183,22 +199,7 @@ class JaxRunner:
             self._place = jnp.asarray
         self._apply = jax.jit(apply_fn)
 
-        # The training loop's step (begin_epoch / step / end_epoch): the forward key split on the device (the
-        # same chain as train_step's), and the batch's loss and correct count kept in device arrays, so that
-        # nothing waits for the step until the epoch's end.
-        inner, needs_key = self._step, self.needs_key
-
-        def loop_step(params: Any, opt_state: Any, fwd_key: jax.Array, totals: tuple[jax.Array, ...],
-                      x: jax.Array, y: jax.Array) -> tuple[Any, ...]:
-            key = None
-            if needs_key:
-                fwd_key, key = jax.random.split(fwd_key)
-            params, opt_state, loss, logits = inner(params, opt_state, x, y, key)
-            losses, correct, i = totals
-            correct = correct + jnp.sum(jnp.argmax(logits, axis=-1) == y, dtype=jnp.int32)
-            return params, opt_state, fwd_key, (losses.at[i].set(loss), correct, i + 1), loss, logits
-
-        self._loop_step = jax.jit(loop_step, donate_argnums=(0, 1, 2, 3))
+        self._loop_step = jax.jit(_loop_step(self._step, self.needs_key), donate_argnums=(0, 1, 2, 3))
         self._totals: tuple[jax.Array, ...] | None = None
         self._last_loss: jax.Array | None = None
         self._batch_sizes: list[int] = []  # the epoch's steps' batch sizes (a batch-mean loss is scaled by them)
@@ -288,8 +289,6 @@ class JaxRunner:
 
     def accumulators(self) -> list[np.ndarray]:
         """The weight accumulators (WAGE) or weights (float) in torch order and layout."""
-        from wage_train.interop import flax_params_to_torch_weights
-
         return flax_params_to_torch_weights(jax.device_get(self.params))
 
     def raw_weights(self) -> dict[str, np.ndarray]:
@@ -309,65 +308,40 @@ class JaxRunner:
             out.append((name, np.asarray(kernel)))
         return out
 
-    # ------------------------------------------------------------------ checkpoints (Orbax)
+    # ------------------------------------------------------------------ checkpoints (wage_train.checkpoints)
 
     def _state(self) -> dict[str, Any]:
         return {"params": self.params, "opt_state": self.opt_state, "fwd_key": self.fwd_key,
                 "eval_key": self.eval_key}
 
-    def save(self, directory: str | Path) -> None:
-        """Save params (accumulators), optimizer state (step count, PRNG key) and forward keys with Orbax,
-        each leaf under its path's name."""
-        import orbax.checkpoint as ocp
+    def checkpoint_state(self) -> dict[str, np.ndarray]:
+        """Params (accumulators), optimizer state (step count, PRNG key) and forward keys as host arrays, each
+        under its path's name (a PRNG key as its raw ``uint32`` data)."""
+        return {name: np.asarray(jax.device_get(_plain(v))) for name, v in _named_leaves(self._state())}
 
-        logging.getLogger("absl").setLevel(logging.ERROR)
-        tree = {name: _plain(v) for name, v in _named_leaves(self._state())}
-        ckpt = ocp.StandardCheckpointer()
-        try:
-            ckpt.save(Path(directory).resolve() / "jax", tree)
-            ckpt.wait_until_finished()
-        finally:
-            # On every exit path (a failed write included) the background writers finish before the
-            # checkpointer closes, so nothing writes into the folder after the caller has removed it.
-            with contextlib.suppress(Exception):
-                ckpt.wait_until_finished()
-            ckpt.close()
-
-    def restore(self, directory: str | Path) -> None:
-        """Load what :meth:`save` wrote into this runner (built with the same arguments).
+    def load_checkpoint_state(self, tree: dict[str, Any]) -> None:
+        """Load what :meth:`checkpoint_state` returned into this runner (built with the same arguments).
 
         Raises:
-            ValueError: the checkpoint's leaf names are not this runner's (another model or optimizer, or the
-                positional names of wage-train before 0.2).
+            ValueError: the names, shapes or dtypes are not this runner's (another model or optimizer).
         """
-        import orbax.checkpoint as ocp
-
-        logging.getLogger("absl").setLevel(logging.ERROR)
         named = _named_leaves(self._state())
-        path = Path(directory).resolve() / "jax"
-        # Restored onto one local device whatever the device count at save time (the arrays are replicated, so
-        # every copy holds the same bits); Orbax would otherwise expect the saved sharding's devices.
-        one = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-        with ocp.StandardCheckpointer() as ckpt:
-            saved = set(ckpt.metadata(path).item_metadata.tree)
-            expected = {name for name, _ in named}
-            if saved != expected:
-                if saved and all(re.fullmatch(r"\d{4}", k) for k in saved):
-                    raise ValueError("it stores positional leaves (wage-train before 0.2): resume it with that "
-                                     "version, or start a new run")
-                missing, extra = sorted(expected - saved)[:3], sorted(saved - expected)[:3]
-                raise ValueError(f"its leaves are not this run's (missing {missing}, unexpected {extra})")
-            target = {name: jax.ShapeDtypeStruct(_plain(v).shape, _plain(v).dtype, sharding=one) for name, v in named}
-            tree = ckpt.restore(path, target)
-        restored = [
-            jax.random.wrap_key_data(tree[name], impl=jax.random.key_impl(v)) if _is_key(v) else tree[name]
-            for name, v in named
-        ]
+        expected = {name for name, _ in named}
+        if set(tree) != expected:
+            missing, extra = sorted(expected - set(tree))[:3], sorted(set(tree) - expected)[:3]
+            raise ValueError(f"its leaves are not this run's (missing {missing}, unexpected {extra})")
+        restored = []
+        for name, v in named:
+            saved, plain = np.asarray(tree[name]), _plain(v)
+            if saved.shape != plain.shape or saved.dtype != plain.dtype:
+                raise ValueError(f"{name} is {saved.dtype}{list(saved.shape)}, not {plain.dtype}{list(plain.shape)}")
+            restored.append(jax.random.wrap_key_data(saved, impl=jax.random.key_impl(v)) if _is_key(v)
+                            else jnp.asarray(saved))
         state = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(self._state()), restored)
         self.params, self.opt_state = state["params"], state["opt_state"]
         self.fwd_key, self.eval_key = state["fwd_key"], state["eval_key"]
         if self._mesh is not None:
-            # Orbax restores onto one device: put the state back on the whole mesh.
+            # Loaded onto one device: put the state back on the whole mesh.
             self.params, self.opt_state, self.fwd_key, self.eval_key = parallel.replicate(
                 (self.params, self.opt_state, self.fwd_key, self.eval_key), self._mesh
             )

@@ -1,4 +1,4 @@
-"""Prepare the next batches on a background thread while the device runs the current step (issue 24).
+"""Prepare the next batches on a background thread while the device runs the current step.
 
 A thread with a small bounded queue rather than a data-loading library such as ``grain``: the batches come from
 arrays already in memory, gathered and augmented with the run's one ``numpy`` generator, whose state is saved

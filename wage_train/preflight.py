@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from wage_train.config import UsageError
+from wage_train.config import RunConfig, UsageError
 from wage_train.data import Dataset
 from wage_train.safe_io import DataError
 
@@ -19,7 +19,6 @@ __all__ = [
     "check_data",
     "check_devices",
     "check_torch_backend",
-    "eval_batch_size",
     "print_config",
     "require_torch",
 ]
@@ -29,11 +28,11 @@ __all__ = [
 LENET5_MIN_SIDE = 16
 
 
-def _where(cfg: dict[str, Any]) -> str:
-    return f"--data-dir {cfg['data_dir']}" if cfg.get("data_dir") else f"--dataset {cfg['dataset']}"
+def _where(cfg: RunConfig) -> str:
+    return f"--data-dir {cfg.data_dir}" if cfg.data_dir else f"--dataset {cfg.dataset}"
 
 
-def check_data(cfg: dict[str, Any], data: Dataset) -> None:
+def check_data(cfg: RunConfig, data: Dataset) -> None:
     """:class:`DataError` / :class:`UsageError` unless ``data`` can train ``cfg``'s model.
 
     Non-empty training and evaluation splits, no zero image dimension, the evaluation images shaped as the
@@ -53,21 +52,16 @@ def check_data(cfg: dict[str, Any], data: Dataset) -> None:
         raise DataError(f"{where}: {split} images are {tuple(data.x_test.shape[1:])} but training images are "
                         f"{shape}; both splits must have one image shape")
     h, w, _ = shape
-    if cfg["model"] == "lenet5" and (h != w or h < LENET5_MIN_SIDE):
-        preset = f" (--preset {cfg['preset']})" if cfg.get("preset") else ""
+    if cfg.model == "lenet5" and (h != w or h < LENET5_MIN_SIDE):
+        preset = f" (--preset {cfg.preset})" if cfg.preset else ""
         raise UsageError(f"--model lenet5{preset} needs square images of at least {LENET5_MIN_SIDE}x"
-                         f"{LENET5_MIN_SIDE} (the paper's are 28x28), but {cfg['dataset']} images are {h}x{w}; "
+                         f"{LENET5_MIN_SIDE} (the paper's are 28x28), but {cfg.dataset} images are {h}x{w}; "
                          "use --model mlp or vgg7")
 
 
-def eval_batch_size(cfg: dict[str, Any], data: Dataset) -> int:
-    """``--eval-batch-size`` capped at the evaluation set's size (a larger batch would only be padding)."""
-    return max(1, min(int(cfg["eval_batch_size"]), len(data.x_test)))
-
-
-def check_devices(cfg: dict[str, Any], devices: int | None) -> None:
+def check_devices(cfg: RunConfig, devices: int | None) -> None:
     """:class:`UsageError` when ``--devices`` asks for more JAX devices than this process has."""
-    if devices is None or cfg["framework"] == "torch":
+    if devices is None or cfg.framework == "torch":
         return
     import jax
 
@@ -78,9 +72,9 @@ def check_devices(cfg: dict[str, Any], devices: int | None) -> None:
                          f"{have} (on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N makes N)")
 
 
-def check_torch_backend(cfg: dict[str, Any]) -> None:
+def check_torch_backend(cfg: RunConfig) -> None:
     """:class:`UsageError` when a torch run would read a bad ``WAGE_TORCH_BACKEND``."""
-    if cfg["framework"] not in ("torch", "compare"):
+    if cfg.framework not in ("torch", "compare"):
         return
     from_env = os.environ.get("WAGE_TORCH_BACKEND")
     if from_env and from_env not in ("qtorch", "torch"):
@@ -108,14 +102,14 @@ def require_torch(framework: str) -> None:
         ) from None
 
 
-def print_config(cfg: dict[str, Any]) -> NoReturn:
+def print_config(cfg: RunConfig) -> NoReturn:
     """Print ``cfg`` (the resolved configuration, preset and defaults applied) as JSON, one key a line; exit 0.
 
     ``lr`` is ``null`` for ``--float --float-recipe wage-sse`` without ``--lr``: its default depends on the data's
     image size, known only once the data is read.
     """
     # One key per line, each value on its line (lists stay readable: "bits": [2, 8, 8, 8]); valid JSON.
-    rows = [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in cfg.items()]
+    rows = [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in cfg.to_dict().items()]
     sys.stdout.write("{\n" + ",\n".join(rows) + "\n}\n")
     sys.stdout.flush()
     raise SystemExit(0)

@@ -20,10 +20,9 @@ the init factor to the float baseline's (``wage_train.float_recipe``), as withou
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
-__all__ = ["PRESETS", "apply_preset"]
+__all__ = ["PRESETS"]
 
 _COMMON: dict[str, Any] = {
     "batch_size": 128,
@@ -38,7 +37,9 @@ _COMMON: dict[str, Any] = {
     "factor": 1.0,
 }
 
-# Values are in the parsed options' terms (argparse attribute names), so explicit options win.
+# Values are in wage_train.config.RunConfig's terms (its field names); RunConfig applies them where a field is
+# not given: with --compare the modes stay nearest, with --float the lr and factor the float baseline's, and with
+# another --model its own sizes.
 PRESETS: dict[str, dict[str, Any]] = {
     "paper-mnist": {
         **_COMMON,
@@ -68,36 +69,3 @@ PRESETS: dict[str, dict[str, Any]] = {
         "flip": True,
     },
 }
-
-
-def apply_preset(args: argparse.Namespace) -> argparse.Namespace:
-    """A copy of ``args`` with the options of ``args.preset`` filled in where none was given (None).
-
-    Args:
-        args: parsed ``wage-train`` options; ``args.preset`` is None or a key of :data:`PRESETS`.
-
-    Returns:
-        a new namespace (``args`` itself is left as parsed, so ``--resume`` still sees what was given).
-
-    Raises:
-        ValueError: ``args.preset`` is not a known preset.
-    """
-    name = getattr(args, "preset", None)
-    if name is None:
-        return args
-    if name not in PRESETS:
-        raise ValueError(f"--preset must be one of {', '.join(PRESETS)}, got {name!r}")
-    filled = argparse.Namespace(**vars(args))
-    skip = set()
-    if getattr(args, "compare", None):
-        skip |= {"W_mode", "A_mode", "G_mode", "E_mode"}  # --compare defaults every mode to nearest
-    if getattr(args, "float", None):
-        skip |= {"lr", "factor"}  # the float baseline keeps its own lr and init (wage_train.float_recipe)
-    if getattr(args, "model", None) not in (None, PRESETS[name]["model"]):
-        skip |= {"widths", "vgg_hidden"}  # another --model: its own defaults, not the preset model's sizes
-    for key, value in PRESETS[name].items():
-        if key in skip:
-            continue
-        if getattr(filled, key, None) is None:
-            setattr(filled, key, list(value) if isinstance(value, list) else value)
-    return filled

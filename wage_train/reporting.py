@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "format_compare",
     "format_header",
     "format_row",
     "plot_run",
@@ -42,17 +41,6 @@ def format_row(m: dict[str, Any]) -> str:
     return (
         f"{m['epoch']:>5}  {m['framework']:<9} {m['loss']:>8.4f} {100 * m['train_acc']:>8.2f}% "
         f"{100 * m['test_acc']:>8.2f}% {m['lr']:>7.4g} {m['time_s']:>7.2f} {m['images_per_s']:>8.0f}"
-    )
-
-
-def format_compare(c: dict[str, Any]) -> str:
-    """The ``--compare`` line of one epoch: how many logits, accumulator elements and predictions differ."""
-    verdict = "identical" if c["identical"] else "DIFFERENT"
-    return (
-        f"{'':>5}  jax==torch {verdict}: train logits differ in {c['steps_logits_differ']}/{c['steps']} steps; "
-        f"accumulators differ in {c['accumulator_elements_differ']}/{c['accumulator_elements']} elements; "
-        f"test predictions differ in {c['test_predictions_differ']}/{c['test_examples']} "
-        f"(test logits in {c['test_logits_differ']})"
     )
 
 

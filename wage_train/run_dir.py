@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from wage_train.checkpoints import checkpoints_newest_first
 from wage_train.config import UsageError
 
 __all__ = [
@@ -55,12 +56,10 @@ RUN_FILES = ("config.json", "checkpoints", "metrics.json", "metrics.csv")
 
 def run_kind(directory: Path) -> str:
     """``"none"`` (no run file), ``"run"`` (a run of this tool: a ``config.json`` naming a framework and bits,
-    or a ``checkpoints/`` folder holding ``epoch_NNNN`` or ``latest``), else ``"foreign"``."""
+    or a ``checkpoints/`` folder holding an ``epoch_NNNN`` checkpoint), else ``"foreign"``."""
     if not directory.is_dir() or not any((directory / name).exists() for name in RUN_FILES):
         return "none"
-    ckpt = directory / "checkpoints"
-    if ckpt.is_dir() and ((ckpt / "latest").is_file() or any(re.fullmatch(r"epoch_\d+", p.name) for p in
-                                                            ckpt.iterdir())):
+    if _has_checkpoint(directory):
         return "run"
     try:
         import json
@@ -85,8 +84,7 @@ def enclosing_run(path: Path) -> Path | None:
 
 
 def _has_checkpoint(directory: Path) -> bool:
-    ckpt = directory / "checkpoints"
-    return ckpt.is_dir() and any(p.is_dir() and re.fullmatch(r"epoch_\d+", p.name) for p in ckpt.iterdir())
+    return bool(checkpoints_newest_first(directory / "checkpoints"))
 
 
 def check_out_dir(out_dir: Path, *, overwrite: bool) -> None:
@@ -227,7 +225,11 @@ _AT_FDCWD = -100
 
 
 def _exchange(a: Path, b: Path) -> bool:
-    """Atomically exchange two paths (``renameat2(RENAME_EXCHANGE)``); False where the kernel or libc lacks it."""
+    """Atomically exchange two paths (``renameat2(RENAME_EXCHANGE)``); False where the kernel or libc lacks it.
+
+    Kept by hand (``os`` has no ``renameat2``, so ctypes reaches libc's): the two-rename fallback with signals held
+    and :func:`tidy_staging`'s recovery already lose nothing, but only the exchange leaves no instant at which
+    ``--out-dir`` holds no run (a program reading the folder never finds it missing)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         renameat2 = libc.renameat2

@@ -80,13 +80,7 @@ def lr_table(base_lr: float, epochs: int, schedule: str) -> list[float]:
     2/3, the next 1/6 and the last 1/6 of ``epochs``; ``"paper-epochs"`` switches at the authors' absolute
     epochs 200 and 250 whatever ``epochs`` is (the two agree for 300 epochs).
     """
-    if schedule == "constant":
-        return [float(base_lr)] * epochs
-    if schedule == "paper":
-        return [float(base_lr) * paper_lr(e, epochs) / 8.0 for e in range(epochs)]
-    if schedule == "paper-epochs":
-        return [float(base_lr) * paper_lr_epochs(e) / 8.0 for e in range(epochs)]
-    raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    return list(LrSchedule(base_lr, epochs, schedule))
 
 
 class LrSchedule(Sequence[float]):

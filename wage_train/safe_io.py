@@ -7,7 +7,7 @@ One error type (:class:`DataError`, the message always names the file) and the h
 * :func:`read_bytes`: a whole file, or a ``DataError`` naming it.
 * :func:`file_digests` / :func:`write_manifest` / :func:`verify_manifest`: a sha256 manifest of every file in a
   directory, written with a checkpoint and checked before it is restored.
-* :func:`read_json_object`: a JSON object (``config.json``, ``state.json``) or a ``DataError`` naming the file.
+* :func:`read_json_object`: a JSON object (``config.json``) or a ``DataError`` naming the file.
 
 A reader for another format (e.g. SVHN's ``.mat``) raises :class:`DataError` through :func:`fault`.
 """

@@ -1,4 +1,4 @@
-"""The torch side of the training example: ``wage_torch`` models, the reference update, ``torch.save`` checkpoints.
+"""The torch side of the training example: ``wage_torch`` models, the reference update, its checkpoint state.
 
 WAGE runs use ``wage_torch.training.WAGETrainer`` (forward with ``QW(w_acc)``, then
 ``w_acc <- C(w_acc, bits_W) - QG(grad, bits_G, lr)``, WAGE Eq. 11-12); the float baseline uses the loss and
@@ -10,7 +10,6 @@ generator (qtorch's ``rand_like``), whose state is part of the checkpoint.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,21 +25,15 @@ __all__ = ["TorchRunner", "build_model"]
 
 
 def build_model(spec: ModelSpec, config: WAGEConfig, quantized: bool) -> torch.nn.Module:
-    """The torch model for ``spec``: MLP (flattens its input) or VGG7 (NCHW images)."""
+    """The torch model for ``spec``: MLP (flattens its input), VGG7 or LeNet-5 (NCHW images)."""
     if spec.kind == "mlp":
         return MLP(spec.in_features, spec.hidden, spec.num_classes, config=config, quantized=quantized)
-    if spec.kind == "vgg7":
+    if spec.kind in ("vgg7", "lenet5"):
         h, w, c = spec.image_shape
         if h != w:
-            raise ValueError(f"VGG7 needs square images, got {h}x{w}")
-        return VGG7(c, spec.widths, spec.vgg_hidden, spec.num_classes, image_size=h, config=config, quantized=quantized)
-    if spec.kind == "lenet5":
-        h, w, c = spec.image_shape
-        if h != w:
-            raise ValueError(f"LeNet-5 needs square images, got {h}x{w}")
-        return LeNet5(
-            c, spec.widths, spec.vgg_hidden, spec.num_classes, image_size=h, config=config, quantized=quantized
-        )
+            raise ValueError(f"{spec.describe().split()[0]} needs square images, got {h}x{w}")
+        cls = VGG7 if spec.kind == "vgg7" else LeNet5
+        return cls(c, spec.widths, spec.vgg_hidden, spec.num_classes, image_size=h, config=config, quantized=quantized)
     raise ValueError(f"unknown model kind {spec.kind!r}")
 
 
@@ -167,25 +160,47 @@ class TorchRunner:
         c, t = self.config, self.trainer
         return [(n, QW(t.accumulators[n], c.bits_W, t.scales[n], "nearest").numpy()) for n in self.names]
 
-    # ------------------------------------------------------------------ checkpoints (torch.save)
+    # ------------------------------------------------------------------ checkpoints (wage_train.checkpoints)
 
-    def save(self, directory: str | Path) -> None:
-        """Save accumulators or model/optimizer state, the step count and torch's RNG state to ``torch.pt``."""
-        state: dict = {"step_count": self.step_count, "torch_rng_state": torch.get_rng_state()}
+    def checkpoint_state(self) -> dict[str, np.ndarray]:
+        """The step count, torch's RNG state and the accumulators (WAGE) or the model's state and the optimizer's
+        per-parameter state (float) as NumPy arrays, by name (``accumulators.<param>``, ``model.<param>``,
+        ``optimizer.<index>.momentum_buffer``)."""
+        state = {"step_count": np.asarray(self.step_count, np.int64), "torch_rng_state": torch.get_rng_state().numpy()}
         if self.quantized:
-            state["accumulators"] = {n: a.clone() for n, a in self.trainer.accumulators.items()}
+            state |= {f"accumulators.{n}": a.numpy().copy() for n, a in self.trainer.accumulators.items()}
         else:
-            state["model"] = self.model.state_dict()
-            state["optimizer"] = self.optimizer.state_dict()
-        torch.save(state, Path(directory) / "torch.pt")
+            state |= {f"model.{n}": t.detach().numpy().copy() for n, t in self.model.state_dict().items()}
+            for index, per_param in self.optimizer.state_dict()["state"].items():
+                state |= {f"optimizer.{index}.{k}": t.numpy().copy() for k, t in per_param.items()
+                          if isinstance(t, torch.Tensor)}
+        return state
 
-    def restore(self, directory: str | Path) -> None:
-        """Load what :meth:`save` wrote into this runner (built with the same arguments)."""
-        state = torch.load(Path(directory) / "torch.pt", weights_only=True)
-        self.step_count = int(state["step_count"])
+    def load_checkpoint_state(self, tree: dict[str, np.ndarray]) -> None:
+        """Load what :meth:`checkpoint_state` returned into this runner (built with the same arguments).
+
+        Raises:
+            KeyError, RuntimeError: the names or shapes are not this runner's.
+        """
+        tensors = {k: torch.from_numpy(np.array(v)) for k, v in tree.items()}
+        step_count, rng_state = int(tensors.pop("step_count")), tensors.pop("torch_rng_state")
         if self.quantized:
-            self.trainer.accumulators = {n: a.clone() for n, a in state["accumulators"].items()}
+            accumulators = {n: tensors.pop(f"accumulators.{n}") for n in self.trainer.accumulators}
+            for n, a in accumulators.items():
+                if a.shape != self.trainer.accumulators[n].shape:
+                    raise RuntimeError(f"accumulators.{n} has shape {list(a.shape)}, not "
+                                       f"{list(self.trainer.accumulators[n].shape)}")
+            self.trainer.accumulators = accumulators
         else:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["torch_rng_state"])
+            prefix = "model."
+            self.model.load_state_dict({k[len(prefix):]: tensors.pop(k) for k in list(tensors) if k.startswith(prefix)})
+            optimizer = self.optimizer.state_dict()
+            optimizer["state"] = {}
+            for key in [k for k in tensors if k.startswith("optimizer.")]:
+                _, index, name = key.split(".", 2)
+                optimizer["state"].setdefault(int(index), {})[name] = tensors.pop(key)
+            self.optimizer.load_state_dict(optimizer)
+        if tensors:
+            raise KeyError(f"not this run's state: {sorted(tensors)[:3]}")
+        self.step_count = step_count
+        torch.set_rng_state(rng_state)

@@ -43,7 +43,7 @@ def max_abs_exponent(x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
 
     Two single-operand float max-reductions, which ``jit``'s sharding turns into scalar all-reduces
     (``wage_jax.parallel``), and no branch: XLA:GPU runs a ``conditional`` by reading its predicate back to
-    the host, a wait inside the step (issue 24).
+    the host, a wait inside the step.
 
     * ``max|x|`` as a float reduction: the max is one of the elements, so its bit pattern is exact whenever
       it is a normal number (XLA's CPU backend compares subnormals as zero and skips NaN in its vectorized

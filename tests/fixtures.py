@@ -1,4 +1,5 @@
-"""MNIST- and CIFAR-format files from scikit-learn's 8x8 digits, upscaled (offline stand-ins for MNIST, CIFAR-10).
+"""Test and sweep fixtures: MNIST- and CIFAR-format files from scikit-learn's 8x8 digits, upscaled (offline
+stand-ins for MNIST and CIFAR-10; ``scripts/float_lr_sweep.py`` trains on them).
 
 Each 8x8 image (0..16) is resized with bilinear interpolation and scaled to 0..255; the split is
 :func:`wage_train.data.load_digits_split`'s. MNIST format: 28x28, the four idx files (magic 0x803 / 0x801).
@@ -9,11 +10,11 @@ batches of ``cifar-10-batches-py``.
 from __future__ import annotations
 
 import pickle
-import struct
 from pathlib import Path
 
 import numpy as np
 
+from wage_parity.testing import write_idx_file
 from wage_train.data import CIFAR10_FILES, MNIST_FILES, load_digits_split
 
 __all__ = ["upscale", "write_cifar_format_digits", "write_idx", "write_mnist_format_digits"]
@@ -33,10 +34,8 @@ def upscale(images: np.ndarray, size: int = 28) -> np.ndarray:
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:
-    """Write a uint8 array as an idx file (magic ``0x000008DD``, big-endian sizes)."""
-    array = np.ascontiguousarray(array, np.uint8)
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    Path(path).write_bytes(header + array.tobytes())
+    """Write a uint8 array as an uncompressed idx file (magic ``0x000008DD``: uint8 data, ``DD`` dimensions)."""
+    write_idx_file(Path(path), 0x0800 | array.ndim, np.asarray(array), gz=False)
 
 
 def write_mnist_format_digits(directory: str | Path) -> Path:

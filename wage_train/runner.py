@@ -1,0 +1,103 @@
+"""The :class:`Runner` protocol that the JAX and torch runners implement, and how a run builds them.
+
+The training loop (``wage_train.loop``), the checkpoints (``wage_train.checkpoints``), ``--compare``
+(``wage_train.compare``) and a saved run (``wage_train.saved_run``) use a runner only through this protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from wage_train.config import RunConfig
+from wage_train.data import Dataset, pad_images
+from wage_train.runspec import ModelSpec
+
+__all__ = ["Runner", "make_runners", "model_inputs", "model_spec"]
+
+
+@runtime_checkable
+class Runner(Protocol):
+    """One framework's model, optimizer state and step. Inputs are NHWC float32 ``(B, H, W, C)`` in ``[-1, 1]``
+    (``wage_train.data.to_inputs``), labels ``(B,)`` integers."""
+
+    framework: str  # "jax" or "torch"
+    model: Any  # the Flax linen module or the torch nn.Module
+    eval_batch_size: int
+
+    def place(self, x: np.ndarray, y: np.ndarray) -> Any:
+        """The batch as :meth:`step` takes it (on the device); safe from the batch-producing thread."""
+
+    def begin_epoch(self, steps: int) -> None:
+        """Start the totals of an epoch of ``steps`` steps."""
+
+    def step(self, batch: Any) -> Any:
+        """One update on a :meth:`place`-d batch; returns its logits ``(B, K)`` (perhaps still on the device)."""
+
+    def latest_loss(self) -> float | None:
+        """The latest finished step's loss (summed over the batch), or None; never waits for the device."""
+
+    def end_epoch(self) -> tuple[np.ndarray, int]:
+        """Each step's loss ``(steps,)`` (summed over its batch) and the epoch's correct count."""
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Logits ``(N, K)`` float32 of inputs ``x`` ``(N, H, W, C)``."""
+
+    def accumulators(self) -> list[np.ndarray]:
+        """The weight accumulators (WAGE) or float weights, in torch order and layout."""
+
+    def raw_weights(self) -> dict[str, np.ndarray]:
+        """The stored weights by layer name (what ``weights.npz`` holds)."""
+
+    def forward_weights(self) -> list[tuple[str, np.ndarray]]:
+        """``(layer name, weights)`` as the forward pass uses them (``QW(accumulator)`` for WAGE)."""
+
+    def checkpoint_state(self) -> dict[str, np.ndarray]:
+        """The runner's whole state (weights, optimizer, random state) as named NumPy arrays, for a checkpoint."""
+
+    def load_checkpoint_state(self, tree: dict[str, np.ndarray]) -> None:
+        """Load what :meth:`checkpoint_state` returned into this runner (built with the same arguments)."""
+
+
+def model_inputs(cfg: RunConfig, x: np.ndarray) -> np.ndarray:
+    """The images ``x`` ``(N, H, W, C)`` as the run's model takes them: VGG7 pads them to a square side that is a
+    multiple of 8 (its three 2x2 poolings: MNIST's 28 -> 32); the other models take them as they are."""
+    if cfg.model != "vgg7":
+        return x
+    h, w = x.shape[1:3]
+    size = -(-max(h, w) // 8) * 8
+    return x if (h, w) == (size, size) else pad_images(x, size)
+
+
+def model_spec(cfg: RunConfig, data: Dataset) -> ModelSpec:
+    """The architecture ``cfg`` trains on ``data`` (its image shape after :func:`model_inputs`)."""
+    return ModelSpec(kind=cfg.model, image_shape=tuple(model_inputs(cfg, data.x_train[:1]).shape[1:]),
+                     num_classes=data.num_classes, hidden=cfg.hidden, widths=cfg.widths, vgg_hidden=cfg.vgg_hidden)
+
+
+def make_runners(cfg: RunConfig, spec: ModelSpec, lrs: Sequence[float], steps_per_epoch: int,
+                 devices: int | None = None, eval_batch_size: int | None = None) -> list[Runner]:
+    """The run's runners: ``[JaxRunner]``, ``[TorchRunner]``, or both for ``--compare`` (torch first: JAX starts
+    from torch's initial weights, its own draw would differ).
+
+    Args:
+        lrs: the per-epoch learning rates (``runspec.LrSchedule``); ``steps_per_epoch`` maps a step to its epoch.
+        devices: JAX: train data-parallel over this many local devices (default all).
+        eval_batch_size: the evaluation batch (default ``cfg.eval_batch_size``).
+    """
+    common = dict(quantized=not cfg.float, lrs=lrs, steps_per_epoch=steps_per_epoch, seed=cfg.seed,
+                  eval_batch_size=eval_batch_size or cfg.eval_batch_size, float_recipe=cfg.float_recipe or "wage-sse")
+    runners: list[Runner] = []
+    if cfg.framework in ("torch", "compare"):
+        from wage_train.torch_runner import TorchRunner
+
+        runners.append(TorchRunner(spec, cfg.wage_config, **common))
+    if cfg.framework in ("jax", "compare"):
+        from wage_train.jax_runner import JaxRunner
+
+        init = runners[0].accumulators() if runners else None
+        runners.append(JaxRunner(spec, cfg.wage_config, init_weights=init, devices=devices,
+                                 batch_size=cfg.batch_size, integer=cfg.integer, **common))
+    return runners
