@@ -32,10 +32,10 @@ SETTINGS = {
 }
 
 
-def _lowered_step(model_name: str, setting: str):
+def _lowered_step(model_name: str, setting: str, lowering: str = "conv"):
     build, shape = MODELS[model_name]
     config, integer = SETTINGS[setting]
-    model = build(num_classes=10, config=config, integer=integer)
+    model = build(num_classes=10, config=config, integer=integer, lowering=lowering)
     x, y = jax.ShapeDtypeStruct(shape, jnp.float32), jax.ShapeDtypeStruct(shape[:1], jnp.int32)
     key = jax.random.key(0)
     # Shapes only (eager Flax init would compile every primitive on its own: seconds per model).
@@ -83,3 +83,25 @@ def test_shift_has_no_conditional_and_its_fallback_still_finds_subnormals():
     np.testing.assert_array_equal(np.asarray(f(x)), np.array([0.375, -0.625, 0.0, 0.0], np.float32))
     for bad in (np.nan, np.inf):
         assert np.isnan(np.asarray(f(np.array([sub, bad, 0.0, 1.0], np.float32)))).all()
+
+
+def _integer_convolutions(hlo: str) -> int:
+    """Convolutions in StableHLO whose operands are integers."""
+    return sum(bool(re.search(r"stablehlo\.convolution.*tensor<[^>]*xi(8|16|32)>.*->", line))
+               for line in hlo.splitlines())
+
+
+@pytest.mark.parametrize("setting, lowering", [("paper", "conv"), ("paper", "patches"), ("integer paper", "conv"),
+                                               ("integer paper", "int8_f32"), ("integer paper", "patches")])
+def test_no_backward_pass_convolves_integers(setting, lowering):
+    """XLA:GPU rewrites a backward convolution into cuDNN's backward-data / backward-filter calls, which have no
+    int8 engines: in every lowering's VGG7 step the integer convolutions are the forward pass's alone."""
+    step = _lowered_step("vgg7", setting, lowering).as_text()
+    build, shape = MODELS["vgg7"]
+    config, integer = SETTINGS[setting]
+    model = build(num_classes=10, config=config, integer=integer, lowering=lowering)
+    params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape))["params"])
+    forward = jax.jit(lambda p, x: model.apply({"params": p}, x)).lower(
+        params, jax.ShapeDtypeStruct(shape, jnp.float32)).as_text()
+    assert _integer_convolutions(step) == _integer_convolutions(forward)
+    assert _integer_convolutions(forward) == (6 if integer and lowering != "patches" else 0)

@@ -13,10 +13,14 @@ quantization. The lowerings (``wage_conv_general_dilated(..., lowering=...)``):
   adds): no convolution anywhere in the step, so a GEMM computes every product, exactly, whatever
   algorithm cuDNN would have picked. (``lax.conv_general_dilated_patches`` is itself a convolution with
   a one-hot kernel, so it is not used.) More memory: the patches of a 3x3 convolution are 9x its input;
-* ``"int8_f32"`` (integer mode only): the integer mode's convolutions on int8/int16 operands with a
+* ``"int8_f32"`` (integer mode only): the integer mode's forward convolution on int8/int16 operands with a
   float32 result (``preferred_element_type=float32``), which XLA:GPU compiles (int8 x int8 -> int32
   convolutions it does not, jax-ml/jax#7637); the integer plan keeps every sum within ``2^24``, where the
   float32 result is exact.
+
+In the integer mode no lowering puts an integer-typed convolution in the backward (cuDNN has no int8
+backward-data or backward-filter engines): ``"conv"`` and ``"int8_f32"`` convolve the integers in float32
+there, ``"patches"`` multiplies them with int32 sums (the one lowering with integer sums in the backward).
 
 All three give the same bits wherever the sums are exact (tested on the CPU: tests/test_jax_conv_lowering.py).
 """
@@ -30,7 +34,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["LOWERINGS", "check_lowering", "conv_patches", "explicit_pads", "patches", "patches_dot",
+__all__ = ["LOWERINGS", "check_lowering", "conv_patches", "explicit_pads", "out_size", "patches", "patches_dot",
            "patches_transpose"]
 
 LOWERINGS = ("conv", "patches", "int8_f32")
@@ -53,8 +57,10 @@ def explicit_pads(padding: str | Sequence[tuple[int, int]], x_shape: Sequence[in
     return tuple((int(lo), int(hi)) for lo, hi in padding)
 
 
-def _out_size(size: int, k: int, stride: int, pad: tuple[int, int]) -> int:
-    return (size + pad[0] + pad[1] - k) // stride + 1
+def out_size(size: int, k: int, stride: int, pad: tuple[int, int]) -> int:
+    """The convolution's output length along one dimension; 0 where the kernel is longer than the padded input
+    (``lax.conv_general_dilated`` returns an empty result there)."""
+    return max(0, (size + pad[0] + pad[1] - k) // stride + 1)
 
 
 def patches(x: jax.Array, kernel_hw: Sequence[int], strides: Sequence[int],
@@ -67,7 +73,9 @@ def patches(x: jax.Array, kernel_hw: Sequence[int], strides: Sequence[int],
     """
     n, h, w, c = x.shape
     kh, kw = kernel_hw
-    ho, wo = _out_size(h, kh, strides[0], pads[0]), _out_size(w, kw, strides[1], pads[1])
+    ho, wo = out_size(h, kh, strides[0], pads[0]), out_size(w, kw, strides[1], pads[1])
+    if ho == 0 or wo == 0:  # no window fits: the convolution's empty result (a slice cannot end before it starts)
+        return jnp.zeros((n, ho, wo, kh * kw * c), x.dtype)
     xp = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
     cols = [lax.slice(xp, (0, a, b, 0), (n, a + (ho - 1) * strides[0] + 1, b + (wo - 1) * strides[1] + 1, c),
                       (1, strides[0], strides[1], 1))
@@ -86,6 +94,8 @@ def patches_transpose(p: jax.Array, x_hw: Sequence[int], kernel_hw: Sequence[int
     n, ho, wo, k = p.shape
     kh, kw = kernel_hw
     c = k // (kh * kw)
+    if ho == 0 or wo == 0:  # no window: nothing to add back
+        return jnp.zeros((n, *x_hw, c), p.dtype)
     hp, wp = x_hw[0] + pads[0][0] + pads[0][1], x_hw[1] + pads[1][0] + pads[1][1]
     p = p.reshape(n, ho, wo, kh * kw, c)
     total = None

@@ -13,7 +13,10 @@ So each product ``a @ b`` equals ``(k_a @ k_b) * unit_a * unit_b`` with integer 
 ``k_b`` are converted exactly to int8 (int16 for grids of 9 to 16 bits), multiplied with int32
 accumulation (``preferred_element_type``) and the int32 sum converted to float32 and multiplied by
 the exact power of two ``unit_a * unit_b``. The backward is a ``jax.custom_vjp``: the input's
-gradient is error x weights, the kernel's is activations x error, computed the same way.
+gradient is error x weights, the kernel's is activations x error, computed the same way, except that a
+convolution's backward never convolves integer types: the ``"conv"`` and ``"int8_f32"`` lowerings convolve
+the integers in float32 there (exact within the plan), the ``"patches"`` lowering multiplies them with
+int32 sums (``integer_conv``).
 
 Exactness (checked statically): the float32 path is exact in any summation order, and equal to the
 integer path, when ``terms * max|k_a| * max|k_b| <= 2^24`` (``terms``: the length of the reduction).
@@ -53,6 +56,7 @@ from wage_jax._src.conv_lowering import (
     check_lowering,
     conv_patches,
     explicit_pads,
+    out_size,
     patches,
     patches_dot,
     patches_transpose,
@@ -271,7 +275,7 @@ _DN = ("NHWC", "HWIO", "NHWC")
 
 def _conv_terms(x_shape, k_shape, strides, padding) -> tuple[int, int, int]:
     pads = explicit_pads(padding, x_shape, k_shape, strides)
-    out_hw = [(x_shape[1 + i] + sum(pads[i]) - k_shape[i]) // strides[i] + 1 for i in range(2)]
+    out_hw = [out_size(x_shape[1 + i], k_shape[i], strides[i], pads[i]) for i in range(2)]
     kh, kw, cin, cout = k_shape
     return kh * kw * cin, kh * kw * cout, x_shape[0] * out_hw[0] * out_hw[1]
 
@@ -284,8 +288,18 @@ def _conv_float(x, w, strides, pads, lowering: str = "conv"):
 
 
 def _sum_dtype(lowering: str):
-    """The integer products' result: int32 sums, or float32 (``"int8_f32"``: exact, the plan bounds them by 2^24)."""
+    """The forward's integer convolution's result: int32 sums, or float32 (``"int8_f32"``: exact, the plan bounds
+    them by 2^24)."""
     return jnp.float32 if lowering == "int8_f32" else jnp.int32
+
+
+def _float_conv(lhs: jax.Array, rhs: jax.Array, pads: Sequence[tuple[int, int]], dimension_numbers: tuple,
+                **dilation: Sequence[int]) -> jax.Array:
+    """A backward convolution of two grids' integers, computed in float32 at ``HIGHEST``: exact, since the plan
+    keeps every sum within 2^24. An integer-typed convolution in the backward is what XLA:GPU rewrites into
+    cuDNN's backward-data and backward-filter calls, which have no int8 engines; a float32 one compiles."""
+    return lax.conv_general_dilated(lhs.astype(jnp.float32), rhs.astype(jnp.float32), (1, 1), pads,
+                                    dimension_numbers=dimension_numbers, precision=lax.Precision.HIGHEST, **dilation)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
@@ -327,11 +341,12 @@ def _conv_transpose_lhs(g: jax.Array, w: jax.Array, x_hw: Sequence[int], strides
         w: ``(kh, kw, Ci, Co)`` integers of the kernel, same dtype as ``g``.
         x_hw: the forward input's ``(H, W)``.
         strides, pads: the forward convolution's (``pads`` explicit ``(lo, hi)`` pairs).
-        lowering: ``"patches"``: ``g @ w^T`` per window (a dot), then ``patches_transpose``; else this
-            convolution, with int32 sums (``"int8_f32"``: float32).
+        lowering: ``"patches"``: ``g @ w^T`` per window (a dot with int32 sums), then ``patches_transpose``;
+            else this convolution on the integers in float32 (``_float_conv``: no integer convolution in the
+            backward).
 
     Returns:
-        ``(N, H, W, Ci)`` int32 sums (float32 for ``"int8_f32"``).
+        ``(N, H, W, Ci)`` int32 sums for ``"patches"``, float32 ones (the same values) otherwise.
     """
     if lowering == "patches":
         dp = lax.dot_general(g, w.reshape(-1, w.shape[3]), (((3,), (1,)), ((), ())), preferred_element_type=jnp.int32)
@@ -341,9 +356,7 @@ def _conv_transpose_lhs(g: jax.Array, w: jax.Array, x_hw: Sequence[int], strides
         before = w.shape[i] - 1 - pads[i][0]
         after = x_hw[i] + w.shape[i] - 1 - _dilated(g.shape[1 + i], strides[i]) - before
         pad.append((before, after))
-    return lax.conv_general_dilated(g, lax.rev(w, (0, 1)), (1, 1), pad, lhs_dilation=strides,
-                                    dimension_numbers=("NHWC", "HWOI", "NHWC"),
-                                    preferred_element_type=_sum_dtype(lowering))
+    return _float_conv(g, lax.rev(w, (0, 1)), pad, ("NHWC", "HWOI", "NHWC"), lhs_dilation=strides)
 
 
 def _conv_transpose_rhs(g: jax.Array, x: jax.Array, w_hw: Sequence[int], strides: tuple[int, int],
@@ -360,11 +373,11 @@ def _conv_transpose_rhs(g: jax.Array, x: jax.Array, w_hw: Sequence[int], strides
         x: ``(N, H, W, Ci)`` integers of the forward input, same dtype as ``g``.
         w_hw: the kernel's ``(kh, kw)``.
         strides, pads: the forward convolution's (``pads`` explicit ``(lo, hi)`` pairs).
-        lowering: ``"patches"``: ``patches(x)^T @ g`` over the batch and positions (a dot); else this
-            convolution, with int32 sums (``"int8_f32"``: float32).
+        lowering: ``"patches"``: ``patches(x)^T @ g`` over the batch and positions (a dot with int32 sums);
+            else this convolution on the integers in float32 (``_float_conv``).
 
     Returns:
-        ``(kh, kw, Ci, Co)`` int32 sums (float32 for ``"int8_f32"``).
+        ``(kh, kw, Ci, Co)`` int32 sums for ``"patches"``, float32 ones (the same values) otherwise.
     """
     if lowering == "patches":
         p = patches(x, w_hw, strides, pads)
@@ -375,13 +388,13 @@ def _conv_transpose_rhs(g: jax.Array, x: jax.Array, w_hw: Sequence[int], strides
         lo = pads[i][0]
         hi = _dilated(g.shape[1 + i], strides[i]) - x.shape[1 + i] + w_hw[i] - lo - 1
         pad.append((lo, hi))
-    return lax.conv_general_dilated(x, g, (1, 1), pad, rhs_dilation=strides,
-                                    dimension_numbers=("CHWN", "IHWO", "HWNC"),
-                                    preferred_element_type=_sum_dtype(lowering))
+    return _float_conv(x, g, pad, ("CHWN", "IHWO", "HWNC"), rhs_dilation=strides)
 
 
 def _int_conv_bwd(strides, pads, plan: _Plan, lowering: str, res, g):
     x, w = res
+    if g.size == 0:  # an empty output (no window fits, or no example): nothing flows back
+        return jnp.zeros_like(x), jnp.zeros_like(w)
     float_grads = None
     if not (plan.input_grad and plan.kernel_grad):
         float_grads = jax.vjp(lambda a, b: _conv_float(a, b, strides, pads, lowering), x, w)[1](g)
@@ -409,10 +422,12 @@ def integer_conv(
 ) -> jax.Array:
     """2-D convolution (``x`` NHWC, ``w`` HWIO, no dilation or groups) on integers; see ``integer_dense``.
 
-    ``lowering`` (``wage_jax._src.conv_lowering``): ``"conv"``, integer convolutions with int32 sums;
-    ``"patches"``, patches and integer ``dot_general``s with int32 sums (no convolution in the forward or
-    the backward, the float32 fallback included); ``"int8_f32"``, integer convolutions with float32
-    results (what XLA:GPU compiles). The same bits in every case.
+    ``lowering`` (``wage_jax._src.conv_lowering``): ``"conv"``, an integer convolution with int32 sums in the
+    forward; ``"patches"``, patches and integer ``dot_general``s with int32 sums in the forward and the
+    backward (no convolution anywhere, the float32 fallback included); ``"int8_f32"``, an integer convolution
+    with a float32 result in the forward (what XLA:GPU compiles). The backward of ``"conv"`` and
+    ``"int8_f32"`` convolves the integers in float32 (cuDNN has no int8 backward convolutions), exact within
+    the plan's 2^24. The same bits in every case.
 
     Returns:
         NHWC float32, bit-identical to ``lax.conv_general_dilated`` at ``Precision.HIGHEST``.
