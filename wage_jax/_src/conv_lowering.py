@@ -20,7 +20,8 @@ quantization. The lowerings (``wage_conv_general_dilated(..., lowering=...)``):
 
 In the integer mode no lowering puts an integer-typed convolution in the backward (cuDNN has no int8
 backward-data or backward-filter engines): ``"conv"`` and ``"int8_f32"`` convolve the integers in float32
-there, ``"patches"`` multiplies them with int32 sums (the one lowering with integer sums in the backward).
+there, ``"patches"`` multiplies them with int32 sums (the one lowering with integer sums in the backward; with
+int32 sums, ``wage_jax.integer``'s ``sums="int32"``, every lowering's backward multiplies that way).
 
 All three give the same bits wherever the sums are exact (tested on the CPU: tests/test_jax_conv_lowering.py).
 """

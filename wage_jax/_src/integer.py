@@ -15,8 +15,8 @@ accumulation (``preferred_element_type``) and the int32 sum converted to float32
 the exact power of two ``unit_a * unit_b``. The backward is a ``jax.custom_vjp``: the input's
 gradient is error x weights, the kernel's is activations x error, computed the same way, except that a
 convolution's backward never convolves integer types: the ``"conv"`` and ``"int8_f32"`` lowerings convolve
-the integers in float32 there (exact within the plan), the ``"patches"`` lowering multiplies them with
-int32 sums (``integer_conv``).
+the integers in float32 there (exact within the plan), the ``"patches"`` lowering (and every lowering with
+``sums="int32"``) multiplies them with int32 sums (``integer_conv``).
 
 Exactness (checked statically): the float32 path is exact in any summation order, and equal to the
 integer path, when ``terms * max|k_a| * max|k_b| <= 2^24`` (``terms``: the length of the reduction).
