@@ -211,7 +211,7 @@ def test_nnx_layers_integer_mode_matches_float():
     rng = np.random.default_rng(3)
     x = _grid(rng, (2, 6, 6, 3), 8, nonneg=True)
     outs = {}
-    for integer in (False, True):
+    for integer in (False, True, "int32"):
         conv = wn.WAGEConv(3, 4, 2, kernel_size=3, integer=integer, bits_A=8, bits_E=8, rngs=fnnx.Rngs(params=0))
         dense = wn.WAGEDense(6 * 6 * 4, 5, 2, integer=integer, bits_A=8, bits_E=8, rngs=fnnx.Rngs(params=1))
         q = wn.WAGEQuantizer(8, 8)
@@ -223,6 +223,7 @@ def test_nnx_layers_integer_mode_matches_float():
 
         outs[integer] = fnnx.value_and_grad(loss, argnums=(0, 1))(conv, dense)
     assert_trees_bits_equal(jax.tree_util.tree_leaves(outs[False]), jax.tree_util.tree_leaves(outs[True]))
+    assert_trees_bits_equal(jax.tree_util.tree_leaves(outs[False]), jax.tree_util.tree_leaves(outs["int32"]))
 
 
 # strides (1,1) (2,2) (2,1); SAME, VALID and explicit pads (one larger than the kernel); odd and even sizes;
@@ -406,6 +407,11 @@ def test_a_bad_sums_is_refused_naming_it(kwargs, message):
     x, w = jnp.zeros((1, 4, 4, 1)), jnp.zeros((3, 3, 1, 2))
     with pytest.raises(ValueError, match=re.escape(message)):
         integer_conv(x, w, 8, 2, 8, 1.0, **kwargs)
+    if kwargs.get("lowering") == "int8_f32":  # refused when the layer is built
+        with pytest.raises(ValueError, match=re.escape(message)):
+            WAGEConv(2, 2, integer="int32", lowering="int8_f32").init(jax.random.key(0), x)
+        with pytest.raises(ValueError, match=re.escape(message)):
+            wn.WAGEConv(1, 2, 2, 3, integer="int32", lowering="int8_f32", rngs=fnnx.Rngs(0))
     with pytest.raises(TypeError, match="integer must be a bool or 'int32', got 'int64'"):
         WAGEConv(2, 2, integer="int64").init(jax.random.key(0), x)
 

@@ -181,10 +181,14 @@ class _Plan(NamedTuple):
     sums: str = "float32"
 
 
-def check_sums(sums: object) -> str:
-    """``sums`` validated: ``"float32"`` (integers only where float32 is exact) or ``"int32"``."""
+def check_sums(sums: object, lowering: str = "conv") -> str:
+    """``sums`` validated: ``"float32"`` (integers only where float32 is exact) or ``"int32"``, the latter not with
+    the ``"int8_f32"`` lowering (its forward sums are float32)."""
     if sums not in SUMS:
         raise ValueError(f"sums must be one of {', '.join(repr(v) for v in SUMS)}, got {sums!r}")
+    if sums == "int32" and lowering == "int8_f32":
+        raise ValueError("lowering='int8_f32' sums in float32 (exact within 2^24 only): with int32 sums use "
+                         "lowering='patches' (what XLA:GPU compiles) or 'conv'")
     return str(sums)
 
 
@@ -475,10 +479,7 @@ def integer_conv(
     """
     bits_A, bits_W, bits_E, scale = _validate(bits_A, bits_W, bits_E, scale)
     lowering = check_lowering(lowering, integer=True)
-    sums = check_sums(sums)
-    if sums == "int32" and lowering == "int8_f32":
-        raise ValueError("lowering='int8_f32' sums in float32 (exact within 2^24 only): with int32 sums use "
-                         "lowering='patches' (what XLA:GPU compiles) or 'conv'")
+    sums = check_sums(sums, lowering)
     strides = tuple(int(s) for s in strides)
     pads = explicit_pads(padding, x.shape, w.shape, strides)
     plan = _plan(bits_A, bits_W, bits_E, scale, _conv_terms(x.shape, w.shape, strides, pads), sums)

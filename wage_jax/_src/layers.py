@@ -28,7 +28,7 @@ from jax.typing import ArrayLike
 
 from wage_jax._src.conv_lowering import check_lowering, conv_patches, explicit_pads
 from wage_jax._src.functional import QW
-from wage_jax._src.integer import integer_conv, integer_dense
+from wage_jax._src.integer import check_sums, integer_conv, integer_dense
 from wage_spec import FULL_PRECISION, check_bits, check_mode, wage_init_limits
 
 __all__ = [
@@ -240,6 +240,7 @@ def wage_conv_general_dilated(
     bits_W, factor, W_mode, integer, bits_A, bits_E = _checked_options(bits_W, factor, W_mode, integer, bits_A,
                                                                         bits_E)
     lowering = check_lowering(lowering, integer)
+    check_sums(_sums(integer), lowering)
 
     def conv_general_dilated(lhs: ArrayLike, rhs: jax.Array, window_strides: Sequence[int], padding: Any,
                              lhs_dilation: Sequence[int] | None = None, rhs_dilation: Sequence[int] | None = None,
