@@ -17,7 +17,7 @@ from jax import lax
 import wage_jax.nnx as wn
 from tests.test_jax_integer import _TRANSPOSE_CASES, NEAREST, PAPER, _data, _trajectory, _transpose_case_data
 from wage_jax import max_pool_2x2, wage_conv_general_dilated
-from wage_jax._src.conv_lowering import conv_patches
+from wage_jax._src.conv_lowering import conv_patches, patches_dot
 from wage_jax._src.integer import _conv_transpose_lhs, _conv_transpose_rhs
 from wage_jax.integer import integer_plan
 from wage_jax.linen import WAGEConv, WAGEDense, WAGEQuantizer
@@ -233,3 +233,24 @@ def test_patches_returns_what_the_convolution_returns_for_every_shape_it_accepts
         else:
             assert np.any(np.asarray(dw))
     assert empty == 5
+
+
+@pytest.mark.parametrize("shape, k", [((1, 3, 3, 1), (3, 3)), ((1, 2, 2, 1), (1, 1))])
+def test_patches_gives_the_convolutions_positive_zeros(shape, k):
+    """A sum of one term (batch 1 and a 1x1 output: the kernel gradient; one input channel and a 1x1 kernel: the
+    output) is ``0 * -e``, ``-0.0`` from a plain dot; the convolution's sum starts at ``+0.0``."""
+    dn = ("NHWC", "HWIO", "NHWC")
+    x = np.zeros(shape, np.float32)
+    x[0, 0, 0, 0] = 0.5
+    w = np.full((*k, 1, 2), -0.5, np.float32)
+    out = jax.eval_shape(lambda a, b: lax.conv_general_dilated(a, b, (1, 1), "VALID", dimension_numbers=dn), x, w)
+    g = np.full(out.shape, -0.25, np.float32)
+    plain = jax.vjp(lambda a, b: patches_dot(a, b, (1, 1), ((0, 0), (0, 0))), x, w)
+    assert np.signbit(np.asarray(plain[0])).all() and np.signbit(np.asarray(plain[1](g)[1])).any()  # -0.0 there
+    results = []
+    for lowering in ("conv", "patches"):
+        f = wage_conv_general_dilated(2, lowering=lowering)  # QW keeps the kernel negative
+        y, vjp = jax.vjp(lambda a, b, f=f: f(a, b, (1, 1), "VALID", dimension_numbers=dn), x, w)
+        results.append((y, *vjp(g)))
+    assert_trees_bits_equal(results[0], results[1])
+    assert not np.signbit(np.asarray(results[0][2])[np.asarray(results[0][2]) == 0]).any()

@@ -20,7 +20,8 @@ quantization. The lowerings (``wage_conv_general_dilated(..., lowering=...)``):
 
 In the integer mode no lowering puts an integer-typed convolution in the backward (cuDNN has no int8
 backward-data or backward-filter engines): ``"conv"`` and ``"int8_f32"`` convolve the integers in float32
-there, ``"patches"`` multiplies them with int32 sums (the one lowering with integer sums in the backward).
+there, ``"patches"`` multiplies them with int32 sums (the one lowering with integer sums in the backward; with
+int32 sums, ``wage_jax.integer``'s ``sums="int32"``, every lowering's backward multiplies that way).
 
 All three give the same bits wherever the sums are exact (tested on the CPU: tests/test_jax_conv_lowering.py).
 """
@@ -123,6 +124,21 @@ def patches_dot(x: jax.Array, w: jax.Array, strides: Sequence[int], pads: Sequen
     return lax.dot_general(p, w.reshape(-1, w.shape[3]), (((3,), (0,)), ((), ())), **dot_options)
 
 
+def _plus_zeros(x: jax.Array) -> jax.Array:
+    return jnp.where(x == 0, jnp.zeros_like(x), x)
+
+
+@jax.custom_vjp
+def _positive_zeros(x: jax.Array) -> jax.Array:
+    """``x`` with every zero ``+0.0``, and so its cotangent: what a sum started at ``+0.0`` gives (a convolution's),
+    where a ``dot_general`` of one term, or of ``-0.0`` terms only, gives ``-0.0`` (``0 * -e``). A custom VJP: the
+    gradient flows through the zeros of ``x`` too."""
+    return _plus_zeros(x)
+
+
+_positive_zeros.defvjp(lambda x: (_plus_zeros(x), None), lambda _, g: (_plus_zeros(g),))
+
+
 def conv_patches(x: jax.Array, w: jax.Array, strides: Sequence[int], pads: Sequence[tuple[int, int]]) -> jax.Array:
     """A 2-D NHWC/HWIO float32 convolution as ``patches(x) @ w.reshape(kh * kw * Ci, Co)`` at ``HIGHEST``.
 
@@ -132,6 +148,9 @@ def conv_patches(x: jax.Array, w: jax.Array, strides: Sequence[int], pads: Seque
 
     Returns:
         ``(N, Ho, Wo, Co)`` float32: ``lax.conv_general_dilated``'s value wherever its sums are exact, and a
-        derivative with no convolution in it.
+        derivative with no convolution in it. Zeros are ``+0.0``, in the result and the gradients, as the
+        convolution's are (a sum of one term, e.g. the kernel gradient at batch 1 with a 1x1 output, would
+        otherwise be ``0 * -e = -0.0``).
     """
-    return patches_dot(x, w, strides, pads, precision=lax.Precision.HIGHEST)
+    x, w = _positive_zeros(x), _positive_zeros(w)  # their cotangents
+    return _positive_zeros(patches_dot(x, w, strides, pads, precision=lax.Precision.HIGHEST))

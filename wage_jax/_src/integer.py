@@ -15,8 +15,8 @@ accumulation (``preferred_element_type``) and the int32 sum converted to float32
 the exact power of two ``unit_a * unit_b``. The backward is a ``jax.custom_vjp``: the input's
 gradient is error x weights, the kernel's is activations x error, computed the same way, except that a
 convolution's backward never convolves integer types: the ``"conv"`` and ``"int8_f32"`` lowerings convolve
-the integers in float32 there (exact within the plan), the ``"patches"`` lowering multiplies them with
-int32 sums (``integer_conv``).
+the integers in float32 there (exact within the plan), the ``"patches"`` lowering (and every lowering with
+``sums="int32"``) multiplies them with int32 sums (``integer_conv``).
 
 Exactness (checked statically): the float32 path is exact in any summation order, and equal to the
 integer path, when ``terms * max|k_a| * max|k_b| <= 2^24`` (``terms``: the length of the reduction).
@@ -24,6 +24,15 @@ Each product for which the shapes and bits cannot guarantee this, or whose opera
 of at most 16 bits (``bits == -1``, or ``bits > 16``, or a scale that is not a power of two), is
 computed by the float32 path instead (the documented fallback): the integer mode never changes a
 result. ``integer_plan`` says which products run on integers.
+
+int32 sums (``sums="int32"``; the layers' ``integer="int32"``): the plan runs every product on integers whose
+largest possible sum fits int32, ``terms * max|k_a| * max|k_b| < 2^31``, the backward's included (a
+convolution's kernel gradient sums over the batch and the positions, past 2^24 at VGG7's usual batches).
+Integer sums are exact in any order, so the result, rounded once to float32, is the same on every backend
+and equal to the float32 path wherever that path is exact (within 2^24); past 2^24 it is the exact sum
+rounded once, where a float32 sum may round at every step. The backward multiplies with int32 dots in every
+lowering (a float32 convolution of the integers would be exact within 2^24 only); products past 2^31 fall
+back to the float32 path, as ``integer_plan`` says.
 
 Checks: ``bits_A``, ``bits_W``, ``bits_E`` and ``scale`` are validated eagerly as the quantizers validate them
 (a ValueError/TypeError naming the argument: 0, 1, ``True`` or 8.5 bits are refused). Every operand of a product
@@ -63,9 +72,11 @@ from wage_jax._src.conv_lowering import (
 )
 from wage_spec import FULL_PRECISION, check_bits, check_scale
 
-__all__ = ["exact_in_float32", "integer_conv", "integer_dense", "integer_plan", "on_grid"]
+__all__ = ["SUMS", "check_sums", "exact_in_float32", "integer_conv", "integer_dense", "integer_plan", "on_grid"]
 
 _F32_EXACT = 2**24
+_I32_LIMIT = 2**31  # a sum of magnitude below this fits int32
+SUMS = ("float32", "int32")
 
 
 class _Grid(NamedTuple):
@@ -167,26 +178,48 @@ class _Plan(NamedTuple):
     forward: bool
     input_grad: bool
     kernel_grad: bool
+    sums: str = "float32"
 
 
-def _decide(ga: _Grid, gb: _Grid, terms: int) -> bool:
-    return ga.dtype is not None and gb.dtype is not None and terms * ga.kmax * gb.kmax <= _F32_EXACT
+def check_sums(sums: object, lowering: str = "conv") -> str:
+    """``sums`` validated: ``"float32"`` (integers only where float32 is exact) or ``"int32"``, the latter not with
+    the ``"int8_f32"`` lowering (its forward sums are float32)."""
+    if sums not in SUMS:
+        raise ValueError(f"sums must be one of {', '.join(repr(v) for v in SUMS)}, got {sums!r}")
+    if sums == "int32" and lowering == "int8_f32":
+        raise ValueError("lowering='int8_f32' sums in float32 (exact within 2^24 only): with int32 sums use "
+                         "lowering='patches' (what XLA:GPU compiles) or 'conv'")
+    return str(sums)
 
 
-def _plan(bits_A: int, bits_W: int, bits_E: int, scale: float, terms: tuple[int, int, int]) -> _Plan:
+def _decide(ga: _Grid, gb: _Grid, terms: int, sums: str) -> bool:
+    """Whether a product runs on integers: both grids have an integer form and its largest possible sum stays
+    within float32's exact range (``sums="float32"``: the same bits as the float32 path) or below int32's limit
+    (``sums="int32"``: exact, and so the same bits in any summation order on any backend)."""
+    bound = terms * ga.kmax * gb.kmax
+    fits = bound <= _F32_EXACT if sums == "float32" else bound < _I32_LIMIT
+    return ga.dtype is not None and gb.dtype is not None and fits
+
+
+def _plan(bits_A: int, bits_W: int, bits_E: int, scale: float, terms: tuple[int, int, int],
+          sums: str = "float32") -> _Plan:
     gx, gw, ge = _grid(bits_A), _grid(bits_W, scale), _grid(bits_E)
-    return _Plan(gx, gw, ge, _decide(gx, gw, terms[0]), _decide(ge, gw, terms[1]), _decide(gx, ge, terms[2]))
+    return _Plan(gx, gw, ge, _decide(gx, gw, terms[0], sums), _decide(ge, gw, terms[1], sums),
+                 _decide(gx, ge, terms[2], sums), sums)
 
 
 def integer_plan(
     kind: str, x_shape: Sequence[int], kernel_shape: Sequence[int], bits_A: int, bits_W: int, bits_E: int,
     scale: float, *, strides: Sequence[int] = (1, 1), padding: str | Sequence[tuple[int, int]] = "SAME",
+    sums: str = "float32",
 ) -> dict[str, bool]:
     """Which of a layer's products run on integers: ``{"forward", "input_grad", "kernel_grad"}`` -> bool.
 
     ``kind`` is ``"dense"`` or ``"conv"``; the shapes and arguments are those of ``integer_dense`` /
     ``integer_conv``. A product runs on integers when both operands have a grid of at most 16 bits and
-    its reduction length passes ``exact_in_float32``.
+    its largest possible sum, ``terms * max|k_a| * max|k_b|``, is at most ``2^24`` (``sums="float32"``:
+    ``exact_in_float32``) or below ``2^31`` (``sums="int32"``); ``False`` names a product computed by the
+    float32 path instead.
     """
     if kind == "dense":
         terms = _dense_terms(tuple(x_shape), tuple(kernel_shape))
@@ -194,7 +227,7 @@ def integer_plan(
         terms = _conv_terms(tuple(x_shape), tuple(kernel_shape), tuple(strides), padding)
     else:
         raise ValueError(f"kind must be 'dense' or 'conv', got {kind!r}")
-    p = _plan(bits_A, bits_W, bits_E, scale, terms)
+    p = _plan(bits_A, bits_W, bits_E, scale, terms, check_sums(sums))
     return {"forward": p.forward, "input_grad": p.input_grad, "kernel_grad": p.kernel_grad}
 
 
@@ -249,7 +282,8 @@ def _int_dense_bwd(plan: _Plan, res, g):
 _int_dense.defvjp(_int_dense_fwd, _int_dense_bwd)
 
 
-def integer_dense(x: jax.Array, w: jax.Array, bits_A: int, bits_W: int, bits_E: int, scale: float) -> jax.Array:
+def integer_dense(x: jax.Array, w: jax.Array, bits_A: int, bits_W: int, bits_E: int, scale: float, *,
+                  sums: str = "float32") -> jax.Array:
     """``x @ w`` on integers, with the same float32 result and gradients as the float32 path.
 
     Args:
@@ -258,13 +292,16 @@ def integer_dense(x: jax.Array, w: jax.Array, bits_A: int, bits_W: int, bits_E: 
         bits_A, bits_W, bits_E: the grids of the input, the weights and the error entering the
             backward (``-1``: that operand's products use the float path).
         scale: the layer's power-of-two scale (``QW`` divides by it when ``scale > 1.8``).
+        sums: ``"float32"``: integers only for the products whose sums float32 holds exactly (within
+            ``2^24``); ``"int32"``: integers for every product whose sums fit int32 (below ``2^31``), each
+            rounded once to float32 (the module docstring, "int32 sums").
 
     Returns:
-        ``(..., out)`` float32, bit-identical to ``x @ w`` at ``Precision.HIGHEST`` (see the module
-        docstring for the precondition and the static exactness fallback).
+        ``(..., out)`` float32, bit-identical to ``x @ w`` at ``Precision.HIGHEST`` wherever that path is
+        exact (see the module docstring for the precondition and the static exactness fallback).
     """
     bits_A, bits_W, bits_E, scale = _validate(bits_A, bits_W, bits_E, scale)
-    plan = _plan(bits_A, bits_W, bits_E, scale, _dense_terms(x.shape, w.shape))
+    plan = _plan(bits_A, bits_W, bits_E, scale, _dense_terms(x.shape, w.shape), check_sums(sums))
     return _int_dense(x, w, plan)
 
 
@@ -398,6 +435,8 @@ def _int_conv_bwd(strides, pads, plan: _Plan, lowering: str, res, g):
     float_grads = None
     if not (plan.input_grad and plan.kernel_grad):
         float_grads = jax.vjp(lambda a, b: _conv_float(a, b, strides, pads, lowering), x, w)[1](g)
+    if plan.sums == "int32":  # a float32 convolution of the integers is exact only within 2^24: int32 dots
+        lowering = "patches"
     if plan.input_grad:
         gi, wi = _to_int(g, plan.e, plan.w), _to_int(w, plan.w, plan.e)
         dx = _checked(_rescale(_conv_transpose_lhs(gi, wi, x.shape[1:3], strides, pads, lowering), plan.e, plan.w),
@@ -419,6 +458,7 @@ _int_conv.defvjp(_int_conv_fwd, _int_conv_bwd)
 def integer_conv(
     x: jax.Array, w: jax.Array, bits_A: int, bits_W: int, bits_E: int, scale: float, *,
     strides: Sequence[int] = (1, 1), padding: str | Sequence[tuple[int, int]] = "SAME", lowering: str = "conv",
+    sums: str = "float32",
 ) -> jax.Array:
     """2-D convolution (``x`` NHWC, ``w`` HWIO, no dilation or groups) on integers; see ``integer_dense``.
 
@@ -429,12 +469,18 @@ def integer_conv(
     ``"int8_f32"`` convolves the integers in float32 (cuDNN has no int8 backward convolutions), exact within
     the plan's 2^24. The same bits in every case.
 
+    ``sums="int32"`` (see ``integer_dense``) runs every product whose sums fit int32 on integers; the backward
+    then multiplies with int32 sums in every lowering (as ``"patches"`` does), and ``"int8_f32"``, whose forward
+    sums are float32, is refused. On XLA:GPU, ``lowering="patches"`` is the form with int32 sums throughout.
+
     Returns:
-        NHWC float32, bit-identical to ``lax.conv_general_dilated`` at ``Precision.HIGHEST``.
+        NHWC float32, bit-identical to ``lax.conv_general_dilated`` at ``Precision.HIGHEST`` wherever that
+        path is exact.
     """
     bits_A, bits_W, bits_E, scale = _validate(bits_A, bits_W, bits_E, scale)
     lowering = check_lowering(lowering, integer=True)
+    sums = check_sums(sums, lowering)
     strides = tuple(int(s) for s in strides)
     pads = explicit_pads(padding, x.shape, w.shape, strides)
-    plan = _plan(bits_A, bits_W, bits_E, scale, _conv_terms(x.shape, w.shape, strides, pads))
+    plan = _plan(bits_A, bits_W, bits_E, scale, _conv_terms(x.shape, w.shape, strides, pads), sums)
     return _int_conv(x, w, strides, pads, plan, lowering)
