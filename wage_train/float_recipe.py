@@ -21,10 +21,11 @@ baseline is a fair reference for WAGE's accuracy:
   2015, ICCV), i.e. the models' float layers with ``factor`` 2 (``torch.nn.init.kaiming_uniform_`` with
   ``a=0``); an explicit ``--factor`` still sets the variance factor;
 * lr: one per model family (:data:`STANDARD_LR`), chosen on validation splits by ``scripts/float_lr_sweep.py``
-  (docs/training.md gives the table and the margin to the lr where training breaks down);
+  (docs/training.md gives the table and the margin to the lr where training breaks down), annealed over the run
+  by a cosine (:func:`annealed_lr`: ``lr_t = lr * (1 + cos(pi * t / T)) / 2`` at step ``t`` of ``T``, Loshchilov
+  and Hutter 2017, ICLR, "SGDR", without restarts) whatever ``--epochs`` is; ``--schedule`` does not apply;
 
-and the same data, augmentation, batch size and ``--schedule`` as WAGE (the paper's divides the lr by 8 at the
-same epochs).
+and the same data, augmentation and batch size as WAGE. ``wage-sse`` keeps WAGE's ``--schedule``.
 
 ``wage-sse``: the like-for-like variant: WAGE's loss (``0.5 * sum ||z - onehot(y)||^2`` summed over the batch,
 docs/contract.md §3), plain SGD and WAGE's initializer factor (1.0), lr ``0.001 * 64 / fan_in`` of the first
@@ -40,6 +41,7 @@ __all__ = [
     "CLIP_NORM",
     "HE_FACTOR",
     "MOMENTUM",
+    "annealed_lr",
     "RECIPES",
     "STANDARD_LR",
     "default_factor",
@@ -105,6 +107,28 @@ def float_lr(image_shape: tuple[int, ...]) -> float:
     for n in image_shape:
         fan_in *= int(n)
     return FLOAT_LR * 64.0 / fan_in
+
+
+def annealed_lr(recipe: str, base_lr: float, total_steps: int) -> Callable[[Any], Any] | None:
+    """The lr of each step, ``count -> float32 scalar``, of a recipe that anneals (``standard``), else None.
+
+    ``base_lr * (1 + cos(pi * min(t, T) / T)) / 2`` at step ``t`` of ``T = total_steps``
+    (``optax.cosine_decay_schedule``), jitted: the JAX step evaluates it inside its own jit and the torch runner
+    calls it with its step count, so both frameworks take the same float32 lr. ``T`` is capped at optax's int32
+    step count (as a Python ``count`` is: later steps take the last lr).
+    """
+    if _check(recipe) != "standard":
+        return None
+    import jax
+    import optax
+
+    int32_max = 2**31 - 1
+    cosine = jax.jit(optax.cosine_decay_schedule(float(base_lr), max(1, min(int(total_steps), int32_max))))
+
+    def lr(count: Any) -> Any:
+        return cosine(min(count, int32_max) if isinstance(count, int) else count)
+
+    return lr
 
 
 def describe(recipe: str) -> str:

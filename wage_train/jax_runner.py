@@ -125,7 +125,8 @@ class JaxRunner:
         spec: the architecture.
         config: WAGE bits and rounding modes (ignored apart from ``factor`` when ``quantized=False``).
         quantized: WAGE (True) or the float baseline (False).
-        lrs: per-epoch learning rates; ``steps_per_epoch`` maps the step count to the epoch.
+        lrs: per-epoch learning rates (``steps_per_epoch`` maps the step count to the epoch), or the lr of each
+            step, ``count -> lr`` (``float_recipe.annealed_lr``).
         seed: draws the initial weights and the PRNG keys of stochastic rounding.
         init_weights: optional initial weights in torch order and layout (``--compare`` starts both
             frameworks from torch's draw).
@@ -164,7 +165,7 @@ class JaxRunner:
         params = jax.jit(self.model.init)({"params": k_param, "wage": k_param}, dummy)["params"]
         if init_weights is not None:
             params = torch_weights_to_flax_params(list(init_weights), params)
-        schedule = epoch_schedule(lrs, steps_per_epoch)
+        schedule = lrs if callable(lrs) else epoch_schedule(lrs, steps_per_epoch)
         # WAGE's accumulators start clipped (see wage_jax.wage_sgd).
         if quantized:
             optimizer = wage_sgd(config.bits_W, config.bits_G, schedule, mode=config.G_mode, key=k_opt)

@@ -7,6 +7,7 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from wage_train.compare import summary as compare_summary
 from wage_train.compare import verdict as compare_verdict
 from wage_train.config import MODES, RunConfig, UsageError
 from wage_train.data import Dataset, to_inputs
+from wage_train.float_recipe import annealed_lr
 from wage_train.float_recipe import describe as describe_recipe
 from wage_train.prefetch import Prefetcher
 from wage_train.reporting import format_header, format_row, plot_run, write_csv, write_json
@@ -86,6 +88,7 @@ class _Run:
     history: list[dict[str, Any]] = field(default_factory=list)
     comparison: Comparison | None = None
     start: int = 0  # epochs done before this invocation
+    step_lr: Callable[[Any], Any] | None = None  # the lr of each step, when it replaces ``lrs`` (annealed_lr)
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.cfg.seed)
@@ -97,6 +100,16 @@ class _Run:
     @property
     def compare_records(self) -> list[dict[str, Any]]:
         return self.comparison.records if self.comparison is not None else []
+
+    def epoch_lr(self, epoch: int) -> float:
+        """The lr of the epoch's first step."""
+        return self.lrs[epoch] if self.step_lr is None else float(self.step_lr(epoch * self.steps))
+
+    def describe_lr(self) -> str:
+        """The lr actually used, for the header: per segment of the epoch schedule, or the annealing."""
+        if self.step_lr is not None:
+            return f"{self.cfg.lr:g} cosine-annealed to 0 over the run (per step)"
+        return f"{self.lrs.describe()} ({self.cfg.schedule} schedule)"
 
     @property
     def method(self) -> str:
@@ -142,13 +155,15 @@ def _build(cfg: RunConfig, data: Dataset, out_dir: Path, devices: int | None, st
     if steps == 0:
         raise UsageError(f"--batch-size {cfg.batch_size} exceeds the {len(x_train)} training examples")
     lrs = LrSchedule(cfg.lr, cfg.epochs, cfg.schedule)  # lazy: no per-epoch list (any --epochs)
+    step_lr = annealed_lr(cfg.float_recipe or "wage-sse", cfg.lr, cfg.epochs * steps) if cfg.float else None
     # The evaluation batch never exceeds the evaluation set (a larger one would only allocate padding).
-    runners = make_runners(cfg, spec, lrs, steps, devices, eval_batch_size=min(cfg.eval_batch_size, len(data.x_test)))
+    runners = make_runners(cfg, spec, step_lr or lrs, steps, devices,
+                           eval_batch_size=min(cfg.eval_batch_size, len(data.x_test)))
     if not cfg.float:
         cfg = cfg.replace(scales=tuple(spec.weight_scales(cfg.bits[0], cfg.factor)))  # per layer, forward order
     return _Run(cfg=cfg, data=data, spec=spec, x_train=x_train,
                 test_inputs=to_inputs(model_inputs(cfg, data.x_test), data.max_value), lrs=lrs, steps=steps,
-                runners=runners, out_dir=out_dir, final_dir=out_dir, staging=staging, locks=locks,
+                runners=runners, out_dir=out_dir, final_dir=out_dir, staging=staging, locks=locks, step_lr=step_lr,
                 comparison=Comparison(cfg.bits[0], []) if len(runners) == 2 else None)
 
 
@@ -177,16 +192,13 @@ def _start(run: _Run, resume: bool) -> None:
         f"{'preset ' + cfg.preset + ' | ' if cfg.preset else ''}"
         f"{run.method} | {run.spec.describe()} | {cfg.dataset}: {len(run.x_train)} train / {len(run.test_inputs)} "
         f"{_eval_label(run.data)}{_augment_label(cfg)} | {' + '.join(r.framework for r in run.runners)} | "
-        f"{cfg.epochs} epochs x {run.steps} steps of {cfg.batch_size}, lr {cfg.lr:g} ({cfg.schedule} schedule) | "
+        f"{cfg.epochs} epochs x {run.steps} steps of {cfg.batch_size}, lr {run.describe_lr()} | "
         f"seed {cfg.seed} | {run.out_dir}",
         flush=True,
     )
     if cfg.framework == "compare" and not cfg.float and "stochastic" in (getattr(cfg, m) for m in MODES):
         print("note: stochastic rounding draws different random numbers in JAX and torch: the trajectories "
               "are expected to diverge (use nearest modes for a bit-exact comparison)", flush=True)
-    if cfg.schedule == "paper" and (len(run.lrs.segments()) < 3 or run.lrs[0] != cfg.lr):
-        print(f"note: with --epochs {cfg.epochs} the paper schedule is degenerate: per-epoch lr {list(run.lrs)} "
-              "(use more epochs or --schedule constant)", flush=True)
     print(format_header(), flush=True)
 
 
@@ -284,7 +296,7 @@ def _end_epoch(run: _Run, epoch: int, totals: dict[str, tuple[np.ndarray, int]],
         rows.append({
             "epoch": epoch + 1, "framework": r.framework, "loss": total / examples, "train_acc": correct / examples,
             "test_acc": float((test_logits[r.framework].argmax(-1) == run.data.y_test).mean()),
-            "lr": run.lrs[epoch], "time_s": train_time + eval_time, "images_per_s": examples / train_time,
+            "lr": run.epoch_lr(epoch), "time_s": train_time + eval_time, "images_per_s": examples / train_time,
             "train_time_s": train_time, "eval_time_s": eval_time,
         })
     run.history.extend(rows)

@@ -6,7 +6,7 @@ The training loop (``wage_train.loop``), the checkpoints (``wage_train.checkpoin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -77,13 +77,14 @@ def model_spec(cfg: RunConfig, data: Dataset) -> ModelSpec:
                      num_classes=data.num_classes, hidden=cfg.hidden, widths=cfg.widths, vgg_hidden=cfg.vgg_hidden)
 
 
-def make_runners(cfg: RunConfig, spec: ModelSpec, lrs: Sequence[float], steps_per_epoch: int,
+def make_runners(cfg: RunConfig, spec: ModelSpec, lrs: Sequence[float] | Callable[[Any], Any], steps_per_epoch: int,
                  devices: int | None = None, eval_batch_size: int | None = None) -> list[Runner]:
     """The run's runners: ``[JaxRunner]``, ``[TorchRunner]``, or both for ``--compare`` (torch first: JAX starts
     from torch's initial weights, its own draw would differ).
 
     Args:
-        lrs: the per-epoch learning rates (``runspec.LrSchedule``); ``steps_per_epoch`` maps a step to its epoch.
+        lrs: the per-epoch learning rates (``runspec.LrSchedule``; ``steps_per_epoch`` maps a step to its epoch)
+            or the lr of each step, ``count -> lr`` (``float_recipe.annealed_lr``).
         devices: JAX: train data-parallel over this many local devices (default all).
         eval_batch_size: the evaluation batch (default ``cfg.eval_batch_size``).
     """

@@ -59,7 +59,8 @@ class TorchRunner:
         float_recipe: str = "standard",
     ) -> None:
         self.spec, self.config, self.quantized = spec, config, quantized
-        self.lrs = lrs if hasattr(lrs, "segments") else list(lrs)  # a lazy LrSchedule stays lazy
+        # A lazy LrSchedule stays lazy; a callable is the lr of each step (float_recipe.annealed_lr).
+        self.lrs = lrs if hasattr(lrs, "segments") or callable(lrs) else list(lrs)
         self.steps_per_epoch = int(steps_per_epoch)
         self.eval_batch_size = eval_batch_size
         torch.manual_seed(seed)
@@ -68,7 +69,7 @@ class TorchRunner:
         if quantized:
             self.trainer = WAGETrainer(self.model, config)
         else:
-            self.optimizer = recipes.torch_optimizer(float_recipe, self.model.parameters(), self.lrs[0])
+            self.optimizer = recipes.torch_optimizer(float_recipe, self.model.parameters(), 0.0)  # lr set per step
             self.loss_fn = recipes.torch_loss(float_recipe)
             self.loss_mean = recipes.loss_is_batch_mean(float_recipe)
         self.step_count = 0
@@ -78,7 +79,10 @@ class TorchRunner:
         return t.permute(0, 3, 1, 2).contiguous() if self.spec.kind in ("vgg7", "lenet5") else t
 
     def current_lr(self) -> float:
-        """The learning rate of the next step (per-epoch table, indexed by the step count)."""
+        """The learning rate of the next step: the per-step schedule's float32 value at the step count, or the
+        per-epoch table's entry of the step's epoch."""
+        if callable(self.lrs):
+            return float(self.lrs(self.step_count))
         return self.lrs[schedule_index(self.step_count, self.steps_per_epoch, len(self.lrs))]
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
