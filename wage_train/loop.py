@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import shlex
 import signal
 import sys
 import time
@@ -139,7 +140,8 @@ def train(cfg: RunConfig, data: Dataset, out_dir: Path, *, resume: bool, stop_af
             raise RunInterruptedError(f"{stop.signal_name}: interrupted after epoch {epoch + 1} (checkpoint saved); "
                                       f"{start_note(run.history, run.ckpt_root, staging is not None)}")
         if stop_after is not None and done_this_run >= stop_after and epoch + 1 < run.cfg.epochs:
-            print(f"stopped after {done_this_run} epoch(s) (--stop-after); continue with --resume", flush=True)
+            print(f"stopped after {done_this_run} epoch(s) (--stop-after); continue with "
+                  f"wage-train --resume --out-dir {shlex.quote(str(run.final_dir))}", flush=True)
             break
     return _finish(run, wall0)
 
@@ -193,7 +195,7 @@ def _start(run: _Run, resume: bool) -> None:
         f"{run.method} | {run.spec.describe()} | {cfg.dataset}: {len(run.x_train)} train / {len(run.test_inputs)} "
         f"{_eval_label(run.data)}{_augment_label(cfg)} | {' + '.join(r.framework for r in run.runners)} | "
         f"{cfg.epochs} epochs x {run.steps} steps of {cfg.batch_size}, lr {run.describe_lr()} | "
-        f"seed {cfg.seed} | {run.out_dir}",
+        f"seed {cfg.seed} | {run.final_dir}",  # not --overwrite's staging folder: where the run ends up
         flush=True,
     )
     if cfg.framework == "compare" and not cfg.float and "stochastic" in (getattr(cfg, m) for m in MODES):
