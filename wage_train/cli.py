@@ -221,7 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, help="default 128")
     t.add_argument(
         "--float-recipe", choices=RECIPES, help="how --float trains: standard (default): softmax cross-entropy, "
-        "SGD momentum 0.9 on the gradient clipped to norm 1, He init, lr per model; wage-sse: WAGE's SSE loss, "
+        "SGD momentum 0.9 on the gradient clipped to norm 1, He init, lr per model cosine-annealed to 0 over the "
+        "run; wage-sse: WAGE's SSE loss, "
         "plain SGD, WAGE's init factor, lr 0.001 x 64 / input size (docs/training.md)"
     )
     t.add_argument(
@@ -233,7 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--schedule",
         choices=SCHEDULES,
         help="paper (default): lr x1 for 2/3 of the epochs, x1/8 for 1/6, x1/64 for 1/6; paper-epochs: x1 before "
-        "epoch 200, x1/8 before 250, x1/64 after (the authors' absolute epochs); constant: lr",
+        "epoch 200, x1/8 before 250, x1/64 after (the authors' absolute epochs); constant: lr. Not for the "
+        "standard --float recipe, which anneals its lr",
     )
     t.add_argument("--seed", type=int, help="initial weights, batch order and random rounding "
                    "(0 to 2^63-1, default 0)")

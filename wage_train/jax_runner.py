@@ -1,10 +1,9 @@
 """The JAX side of the training example: a Flax model, the jitted WAGE step, its checkpoint state.
 
 WAGE runs use ``wage_jax.wage_sgd`` (``w <- C(w - QG(g, bits_G, lr))``, WAGE Eq. 11-12) through
-``wage_jax.make_train_step``; the float baseline (``quantized=False``) uses the loss and optax optimizer of
-its recipe (``wage_train.float_recipe``: cross-entropy and SGD with momentum on the clipped gradient, or
-WAGE's sum of squares and plain SGD) through the same step builder. The learning rate follows a per-epoch
-table, looked up from the optimizer's step count inside the jitted step.
+``wage_jax.make_train_step``; the float baseline (``quantized=False``) the loss and optax optimizer of its recipe
+(``wage_train.float_recipe``) through the same step builder. The lr is a function of the optimizer's step count,
+evaluated inside the jitted step: a per-epoch table or the recipe's annealing.
 
 The training loop (``wage_train.loop``) drives :meth:`JaxRunner.place` (from its batch thread),
 :meth:`~JaxRunner.begin_epoch`, :meth:`~JaxRunner.step` and :meth:`~JaxRunner.end_epoch`: each step is dispatched

@@ -22,11 +22,10 @@ from wage_train.compare import summary as compare_summary
 from wage_train.compare import verdict as compare_verdict
 from wage_train.config import MODES, RunConfig, UsageError
 from wage_train.data import Dataset, to_inputs
-from wage_train.float_recipe import annealed_lr
 from wage_train.float_recipe import describe as describe_recipe
 from wage_train.prefetch import Prefetcher
 from wage_train.reporting import format_header, format_row, plot_run, write_csv, write_json
-from wage_train.runner import Runner, make_runners, model_inputs, model_spec
+from wage_train.runner import Runner, make_runners, model_inputs, model_spec, training_lrs
 from wage_train.runspec import LrSchedule, ModelSpec
 from wage_train.safe_io import fault
 
@@ -157,15 +156,16 @@ def _build(cfg: RunConfig, data: Dataset, out_dir: Path, devices: int | None, st
     if steps == 0:
         raise UsageError(f"--batch-size {cfg.batch_size} exceeds the {len(x_train)} training examples")
     lrs = LrSchedule(cfg.lr, cfg.epochs, cfg.schedule)  # lazy: no per-epoch list (any --epochs)
-    step_lr = annealed_lr(cfg.float_recipe or "wage-sse", cfg.lr, cfg.epochs * steps) if cfg.float else None
+    trained = training_lrs(cfg, lrs, steps)
     # The evaluation batch never exceeds the evaluation set (a larger one would only allocate padding).
-    runners = make_runners(cfg, spec, step_lr or lrs, steps, devices,
+    runners = make_runners(cfg, spec, trained, steps, devices,
                            eval_batch_size=min(cfg.eval_batch_size, len(data.x_test)))
     if not cfg.float:
         cfg = cfg.replace(scales=tuple(spec.weight_scales(cfg.bits[0], cfg.factor)))  # per layer, forward order
     return _Run(cfg=cfg, data=data, spec=spec, x_train=x_train,
                 test_inputs=to_inputs(model_inputs(cfg, data.x_test), data.max_value), lrs=lrs, steps=steps,
-                runners=runners, out_dir=out_dir, final_dir=out_dir, staging=staging, locks=locks, step_lr=step_lr,
+                runners=runners, out_dir=out_dir, final_dir=out_dir, staging=staging, locks=locks,
+                step_lr=None if trained is lrs else trained,
                 comparison=Comparison(cfg.bits[0], []) if len(runners) == 2 else None)
 
 
