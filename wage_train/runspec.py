@@ -9,7 +9,7 @@ from typing import overload
 from wage_spec import paper_lr, paper_lr_epochs, wage_init_limits
 from wage_spec.schedule import PAPER_LR_EPOCHS, paper_lr_starts
 
-__all__ = ["SCHEDULES", "LrSchedule", "ModelSpec", "lr_table", "schedule_index"]
+__all__ = ["SCHEDULES", "LrSchedule", "ModelSpec", "lr_table"]
 
 SCHEDULES = ("paper", "paper-epochs", "constant")
 
@@ -137,9 +137,3 @@ class LrSchedule(Sequence[float]):
         ends = [s for s, _ in pieces[1:]] + [self.epochs]
         return ", ".join(f"{lr:g} ({'epochs ' if i == 0 else ''}{s + 1}-{end})"
                          for i, ((s, lr), end) in enumerate(zip(pieces, ends, strict=True)))
-
-
-def schedule_index(step: int, steps_per_epoch: int, n_epochs: int) -> int:
-    """The epoch whose lr applies at global step ``step`` (clamped to the last epoch)."""
-    return min(step // steps_per_epoch, n_epochs - 1)
-

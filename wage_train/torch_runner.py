@@ -19,7 +19,7 @@ from wage_torch.models import MLP, VGG7, LeNet5
 from wage_torch.training import WAGETrainer
 from wage_torch.wage_qtorch import QW
 from wage_train import float_recipe as recipes
-from wage_train.runspec import ModelSpec, schedule_index
+from wage_train.runspec import ModelSpec
 
 __all__ = ["TorchRunner", "build_model"]
 
@@ -83,7 +83,7 @@ class TorchRunner:
         per-epoch table's entry of the step's epoch."""
         if callable(self.lrs):
             return float(self.lrs(self.step_count))
-        return self.lrs[schedule_index(self.step_count, self.steps_per_epoch, len(self.lrs))]
+        return self.lrs[min(self.step_count // self.steps_per_epoch, len(self.lrs) - 1)]  # the last after the end
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """One update on ``x`` ``(B, H, W, C)`` float32 and ``y`` ``(B,)``; returns ``(loss, logits (B, K))``, the loss
