@@ -324,14 +324,10 @@ def _end_epoch(run: _Run, epoch: int, totals: dict[str, tuple[np.ndarray, int]],
 
 def _finish(run: _Run, wall0: float) -> dict[str, Any]:
     """Write the final metrics, weights and plot; print the summary lines; return the summary."""
-    cfg = run.cfg
     summary = _write_metrics(run)
     np.savez(run.out_dir / "weights.npz",
              **{f"{r.framework}.{k}": v for r in run.runners for k, v in r.raw_weights().items()})
-    if run.history:
-        plot_run(run.out_dir / "plot.png", run.history, run.runners[-1].forward_weights(),
-                 f"{cfg.name}\n{run.method}, {run.spec.describe()}, {cfg.dataset}",
-                 weights_label="float weights" if cfg.float else f"QW(accumulator), {run.runners[-1].framework}")
+    _plot(run)
     split = run.data.eval_split
     for fw, s in summary["frameworks"].items():
         print(f"{fw}: final {split} accuracy {100 * s['final_test_acc']:.2f}% (best {100 * s['best_test_acc']:.2f}%), "
@@ -358,8 +354,19 @@ def _first_bad_loss(totals: dict[str, tuple[np.ndarray, int]], cut_short: bool) 
     return f"step {b + 1}: the {fw} training loss became {loss}"
 
 
+def _epochs_done(history: list[dict[str, Any]]) -> int:
+    return max((m["epoch"] for m in history), default=0)
+
+
+def _plot(run: _Run, note: str = "") -> None:
+    """``plot.png``: the curves of the finite epochs and the histogram of the forward weights."""
+    kind = "float weights" if run.cfg.float else f"QW(accumulator), {run.runners[-1].framework}"
+    plot_run(run.out_dir / "plot.png", run.history, run.runners[-1].forward_weights(),
+             f"{run.cfg.name}{note}\n{run.method}, {run.spec.describe()}, {run.cfg.dataset}", weights_label=kind)
+
+
 def start_note(history: list[dict], ckpt_root: Path, overwrite: bool = False) -> str:
-    done = max((m["epoch"] for m in history), default=0)
+    done = _epochs_done(history)
     if not done:
         return "no epoch was completed: nothing to resume (start again with --overwrite)"
     how = "--resume instead of --overwrite" if overwrite else "--resume"
@@ -370,9 +377,8 @@ def _diverged(run: _Run, what: str) -> None:
     """Keep metrics (the finite epochs) and the last good checkpoint, draw the plot, raise :class:`DivergedError`."""
     if run.history:
         _write_metrics(run)
-        plot_run(run.out_dir / "plot.png", run.history, run.runners[-1].forward_weights(),
-                 f"{run.cfg.name} (diverged)\n{run.method}, {run.spec.describe()}, {run.cfg.dataset}")
-    done = max((m["epoch"] for m in run.history), default=0)
+        _plot(run, " (diverged)")
+    done = _epochs_done(run.history)
     kept = f"the checkpoint of epoch {done} is kept" if done else "no checkpoint was written"
     raise DivergedError(f"diverged at {what}; {kept}. Hint: lower --lr (now {run.cfg.lr:g})"
                         + ("" if run.cfg.float else " or check --bits/--factor"))
@@ -390,8 +396,8 @@ def _summary(run: _Run) -> dict[str, Any]:
             "train_time_s": sum(m["train_time_s"] for m in rows),
             "eval_time_s": sum(m["eval_time_s"] for m in rows),
         }
-    out: dict[str, Any] = {"model": run.spec.describe(), "epochs_done": max((m["epoch"] for m in run.history),
-                                                                            default=0), "frameworks": frameworks}
+    out: dict[str, Any] = {"model": run.spec.describe(), "epochs_done": _epochs_done(run.history),
+                           "frameworks": frameworks}
     if run.compare_records:
         out["compare"] = compare_summary(run.compare_records)
     return out
