@@ -53,7 +53,7 @@ VALIDATION = 0.2
 LRS: dict[str, tuple[float, ...]] = {
     "mlp": (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56),
     "lenet5": (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56),
-    "vgg7": (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64),
+    "vgg7": (0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28),
 }
 # Training "breaks down" at an lr whose mean validation accuracy is this far below the sweep's best (or that
 # diverges for some seed).

@@ -44,7 +44,7 @@ HE_FACTOR = 2.0
 # The standard recipe's default lr per model family, from scripts/float_lr_sweep.py on validation splits
 # (docs/training.md: every default is within noise of its sweep's best, and every setting trains at 2x and 4x
 # it; training breaks down at 8x (VGG7, LeNet-5) or 16x (MLP)).
-STANDARD_LR: dict[str, float] = {"mlp": 0.16, "lenet5": 0.16, "vgg7": 0.08}
+STANDARD_LR: dict[str, float] = {"mlp": 0.16, "lenet5": 0.16, "vgg7": 0.16}
 FLOAT_LR = 0.001  # wage-sse's lr x 64 / fan-in (docs/training.md)
 
 
