@@ -15,8 +15,9 @@ setup: .venv/.setup-done
 	bash scripts/setup.sh
 	touch $@
 
+# A fresh default run each time: the previous one is moved aside to runs/<name>.old-<time>, never deleted.
 run: setup
-	$(PY) -m wage_train
+	$(PY) -m wage_train --overwrite
 
 # pytest-xdist workers: one per core, at least 3 (much of the suite is single-threaded XLA compilation, so a
 # third worker fills the gaps on 2 cores) and at most 8 (each worker holds JAX and torch in memory).

@@ -226,3 +226,62 @@ def test_resume_of_a_float_run_saved_before_the_recipes_is_wage_sse(tmp_path, ca
     run(["--epochs", "2", *QUICK, "--out-dir", str(out), "--resume"])
     assert json.loads(path.read_text())["float_recipe"] == "wage-sse"
     assert "resumed" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------- the annealing
+
+
+def test_annealed_lr_is_a_cosine_over_the_run_and_wage_sse_keeps_its_schedule():
+    lr = float_recipe.annealed_lr("standard", 0.16, 10)
+    got = [float(lr(t)) for t in range(13)]
+    want = [0.16 * (1 + math.cos(math.pi * min(t, 10) / 10)) / 2 for t in range(13)]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)  # float32
+    assert got[0] == np.float32(0.16) and got[10:] == [0.0, 0.0, 0.0]
+    assert all(a > b for a, b in zip(got[:10], got[1:10], strict=False))
+    assert float(lr(10**12)) == 0.0  # beyond optax's int32 step count: the last lr
+    assert float_recipe.annealed_lr("wage-sse", 0.16, 10) is None
+
+
+def test_jax_and_torch_take_the_same_annealed_step():
+    """The step the optax optimizer takes at step ``k`` (a fresh momentum, a gradient of 0.5, unclipped) and the one
+    torch's SGD takes with the torch runner's lr at step ``k`` are the same float32 bits."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+    import torch
+
+    from wage_train.torch_runner import TorchRunner
+
+    schedule = float_recipe.annealed_lr("standard", 0.16, 30)
+    opt = float_recipe.jax_optimizer("standard", schedule)
+    params = {"w": jnp.zeros((), jnp.float32)}
+    fresh = opt.init(params)
+    update = jax.jit(opt.update)
+    spec = ModelSpec("mlp", (2, 2, 1), num_classes=2, hidden=())
+    runner = TorchRunner(spec, WAGEConfig(), quantized=False, lrs=schedule, steps_per_epoch=10, seed=0)
+    steps = []
+    for k in [0, 1, 7, 15, 16, 29, 30, 31]:
+        state = optax.tree_utils.tree_set(fresh, count=jnp.asarray(k, jnp.int32))
+        updates = update({"w": jnp.float32(0.5)}, state, params)[0]
+        jax_step = np.float32(optax.apply_updates(params, updates)["w"])  # from w = 0
+        runner.step_count = k
+        w = torch.zeros((), requires_grad=True)
+        w.grad = torch.tensor(0.5)
+        sgd = float_recipe.torch_optimizer("standard", [w], runner.current_lr())
+        sgd.step()
+        assert w.detach().numpy().tobytes() == jax_step.tobytes(), k
+        steps.append(float(jax_step))
+    assert steps[0] == np.float32(-0.08) and steps[-2:] == [0.0, 0.0]  # -lr * 0.5 from lr 0.16 down to 0
+
+
+def test_float_run_anneals_over_its_epochs_and_says_so(tmp_path, capsys):
+    out = tmp_path / "f"
+    run(["--float", "--epochs", "3", *QUICK, "--out-dir", str(out)])
+    header = capsys.readouterr().out
+    assert "lr 0.16 cosine-annealed to 0 over the run" in header
+    rows = json.loads((out / "metrics.json").read_text())["history"]
+    lrs = [r["lr"] for r in rows]  # the lr of each epoch's first step, of 9 steps in all
+    np.testing.assert_allclose(lrs, [0.16 * (1 + math.cos(math.pi * 3 * e / 9)) / 2 for e in range(3)], rtol=1e-6)
+    sse = tmp_path / "s"
+    run(["--float", "--float-recipe", "wage-sse", "--epochs", "3", *QUICK, "--out-dir", str(sse)])
+    assert "(paper schedule)" in capsys.readouterr().out

@@ -69,7 +69,10 @@ def test_float_baseline_run(tmp_path, framework, recipe, lr):
     summary = run(["--float", "--float-recipe", recipe, "--framework", framework, "--epochs", "2", "--schedule",
                    "constant", "--no-progress", "--out-dir", str(out)])
     rows, cfg, weights = _check_outputs(out, [framework], 2)
-    assert cfg["float"] and cfg["lr"] == lr and [float(r["lr"]) for r in rows] == [lr, lr]
+    # The standard recipe anneals by a cosine over its 22 steps (--schedule does not apply): lr/2 at step 11,
+    # recorded as the float32 lr the step takes.
+    lrs = pytest.approx([lr, lr / 2], rel=1e-6) if recipe == "standard" else [lr, lr]
+    assert cfg["float"] and cfg["lr"] == lr and [float(r["lr"]) for r in rows] == lrs
     # 22 SGD steps beat chance (10%).
     assert summary["frameworks"][framework]["final_test_acc"] > 0.25
     # Unquantized: weights take (nearly) as many values as elements, and leave WAGE's 2-bit range.
@@ -300,3 +303,29 @@ def test_integer_run_equals_the_float32_path_bit_for_bit(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run(["--integer", "--framework", "torch", "--out-dir", str(tmp_path / "t")])
     assert "--integer" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------- the paper schedule
+
+
+def test_paper_schedule_fits_any_epoch_count_and_is_unchanged_where_it_fitted():
+    """lr 8 for the first 2/3 of the epochs (never none), 1 for the next 1/6, 1/8 for the rest: a 1-epoch run
+    trains at lr 8 (it trained at 1/8); every count with a non-empty first 2/3 keeps its schedule exactly."""
+    from wage_train.runspec import LrSchedule
+
+    assert LrSchedule(8.0, 1, "paper").segments() == [(0, 8.0)]
+    assert LrSchedule(8.0, 60, "paper").segments() == [(0, 8.0), (40, 1.0), (50, 0.125)]
+    assert LrSchedule(8.0, 100, "paper").segments() == [(0, 8.0), (66, 1.0), (83, 0.125)]
+    assert LrSchedule(8.0, 300, "paper").segments() == [(0, 8.0), (200, 1.0), (250, 0.125)]
+    for epochs in range(2, 400):
+        before = [8.0 if e < epochs * 2 // 3 else 1.0 if e < epochs * 5 // 6 else 0.125 for e in range(epochs)]
+        assert lr_table(8.0, epochs, "paper") == before, epochs
+
+
+def test_header_shows_the_lr_actually_used_per_segment(tmp_path, capsys):
+    run([*QUICK, "--epochs", "1", "--out-dir", str(tmp_path / "one")])
+    assert ", lr 8 (paper schedule) |" in capsys.readouterr().out
+    rows = json.loads((tmp_path / "one" / "metrics.json").read_text())["history"]
+    assert [r["lr"] for r in rows] == [8.0]
+    run([*QUICK, "--epochs", "60", "--stop-after", "1", "--out-dir", str(tmp_path / "sixty")])
+    assert ", lr 8 (epochs 1-40), 1 (41-50), 0.125 (51-60) (paper schedule) |" in capsys.readouterr().out

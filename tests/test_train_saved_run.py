@@ -81,3 +81,55 @@ def test_eval_refusals_are_one_line(tmp_path, capsys):
             run(["eval", *map(str, argv)])
         err = capsys.readouterr().err
         assert e.value.code == 2 and expected in err and len(err.strip().splitlines()) == 1, err
+
+
+# ------------------------------------------------------------------------------------------ wage-train export
+
+
+def test_export_writes_onnx_and_stablehlo_that_predict_as_the_run(tmp_path, capsys):
+    """``wage-train export`` of a short digits run: onnxruntime's and the StableHLO's classes are
+    ``load_run(...).predict``'s on every test image."""
+    ort = pytest.importorskip("onnxruntime")
+    import jax
+
+    out = tmp_path / "run"
+    run([*QUICK, "--out-dir", str(out)])
+    assert run(["export", str(out), "--format", "onnx"]) == {"path": str(out / "model.onnx"), "format": "onnx"}
+    hlo = tmp_path / "net.stablehlo"
+    run(["export", str(out), "--format", "stablehlo", "--out", str(hlo)])
+    assert f"wrote {hlo} (stablehlo" in capsys.readouterr().out
+    loaded = wage_train.load_run(out)
+    raw = load_dataset("digits").x_test
+    want = loaded.predict(raw)
+    images = loaded.preprocess(raw)
+    sess = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(sess.run(None, {"images": images})[0].argmax(-1), want)
+    logits = jax.export.deserialize(hlo.read_bytes()).call(images)
+    np.testing.assert_array_equal(np.asarray(logits).argmax(-1), want)
+    assert len(set(want.tolist())) > 1  # a network that predicts one class would hide a wrong export
+
+
+@pytest.mark.parametrize(("extra", "says"), [(["--framework", "torch"], "not a torch one"),
+                                            (["--float"], "not a float one")], ids=["torch", "float"])
+def test_export_of_a_torch_or_float_run_is_one_line(tmp_path, capsys, extra, says):
+    out = tmp_path / "run"
+    run([*QUICK, *extra, "--out-dir", str(out)])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        run(["export", str(out), "--format", "stablehlo"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and says in err and "export needs a JAX WAGE run" in err
+    assert not (out / "model.stablehlo").exists()
+
+
+def test_export_without_onnx_is_one_line(tmp_path, capsys, monkeypatch):
+    import sys
+
+    out = tmp_path / "run"
+    run([*QUICK, "--out-dir", str(out)])
+    capsys.readouterr()
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx fails
+    with pytest.raises(SystemExit) as exc:
+        run(["export", str(out), "--format", "onnx"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and "pip install 'wage-jax[export]'" in err

@@ -110,3 +110,45 @@ def test_download_fetches_svhn_extra_for_the_paper_preset(tmp_path: Path, monkey
     assert calls == [("svhn", str(tmp_path / "d"), True, extra)]
     assert capsys.readouterr().err.strip() == "wage-train: error: stop here (test)"
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------------------------- the first minutes
+
+QUICK = ["--epochs", "2", "--limit-batches", "2", "--no-progress"]
+
+
+def _make_run_options() -> list[str]:
+    """The options the Makefile's ``run`` target gives ``python -m wage_train``."""
+    lines = (ROOT / "Makefile").read_text().splitlines()
+    recipe = lines[lines.index("run: setup") + 1].split()
+    assert recipe[:3] == ["$(PY)", "-m", "wage_train"], recipe
+    return recipe[3:]
+
+
+def test_make_run_can_run_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second ``make run`` trains a fresh default run; the first is moved aside, not deleted."""
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        run([*_make_run_options(), *QUICK])
+    runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(runs) == 2 and runs[1].startswith(f"{runs[0]}.old-"), runs
+    assert (tmp_path / "runs" / runs[0] / "metrics.json").is_file()
+
+
+def test_overwrite_header_names_the_final_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    run([*QUICK, "--out-dir", str(out)])
+    capsys.readouterr()
+    run([*QUICK, "--out-dir", str(out), "--overwrite"])
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.endswith(f"| {out}"), header
+    assert ".new-" not in header
+
+
+def test_stop_after_hint_names_a_custom_out_dir(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "my runs" / "a"
+    run([*QUICK, "--out-dir", str(out), "--stop-after", "1"])
+    hint = [line for line in capsys.readouterr().out.splitlines() if line.startswith("stopped after")]
+    assert hint == [f"stopped after 1 epoch(s) (--stop-after); continue with wage-train --resume --out-dir '{out}'"]
+    summary = run(["--resume", "--out-dir", str(out), "--no-progress"])  # what the hint says works
+    assert summary["epochs_done"] == 2

@@ -8,16 +8,28 @@ PAPER_LR_EPOCHS: tuple[tuple[int, float], ...] = ((0, 8.0), (200, 1.0), (250, 0.
 PAPER_EPOCHS = 300
 
 
+def paper_lr_starts(epochs: int) -> tuple[int, int]:
+    """The first epochs at lr 1 and at lr 1/8 of :func:`paper_lr`: ``max(1, epochs*2//3)`` and
+    ``max(that, epochs*5//6)``.
+
+    The first segment (lr 8) is never empty, so a 1-epoch run trains at lr 8; a segment that gets no whole epoch
+    is skipped. For 60, 100 and 300 epochs: (40, 50), (66, 83), (200, 250).
+    """
+    first = max(1, epochs * 2 // 3)
+    return first, max(first, epochs * 5 // 6)
+
+
 def paper_lr(epoch: int, epochs: int = 300) -> float:
-    """lr 8 for the first 2/3 of training, 1 for the next 1/6, 1/8 for the last 1/6.
+    """lr 8 for the first 2/3 of training, 1 for the next 1/6, 1/8 for the last 1/6 (:func:`paper_lr_starts`).
 
     With the paper's 300 epochs this is 8 for epochs 0-199, 1 for 200-249, 1/8 for 250-299.
     """
     if epoch < 0:
         raise ValueError(f"epoch must be >= 0, got {epoch}")
-    if epoch < epochs * 2 // 3:
+    to_one, to_eighth = paper_lr_starts(epochs)
+    if epoch < to_one:
         return 8.0
-    if epoch < epochs * 5 // 6:
+    if epoch < to_eighth:
         return 1.0
     return 0.125
 

@@ -20,6 +20,7 @@ Examples::
     wage-train --preset paper-svhn --data-dir ~/svhn # the paper's SVHN experiment as published
     wage-train --resume                        # continue the run in runs/<name>
     wage-train eval runs/<name>                # a saved run's test accuracy (wage_train.load_run)
+    wage-train export runs/<name> --format onnx   # as an integer-only ONNX program (docs/deploying.md)
 
 Outputs in ``--out-dir`` (default ``runs/<name>``): ``config.json``, ``metrics.csv`` and ``metrics.json``
 (per epoch: loss, train/test accuracy, lr, time, images/s), ``plot.png`` (curves and a histogram of each
@@ -63,22 +64,15 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
-def _int_at_least(low: int):  # noqa: ANN202
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
-        return value
-
-    parse.__name__ = f"int>={low}"
-    return parse
-
-
-# The options that say where and how to run (not RunConfig fields, which RunConfig checks).
-positive_int = _int_at_least(1)
+def positive_int(text: str) -> int:
+    """An integer >= 1, for the options that say where and how to run (RunConfig checks its own fields)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def out_dir_arg(text: str) -> str:
@@ -220,7 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, help="default 128")
     t.add_argument(
         "--float-recipe", choices=RECIPES, help="how --float trains: standard (default): softmax cross-entropy, "
-        "SGD momentum 0.9 on the gradient clipped to norm 1, He init, lr per model; wage-sse: WAGE's SSE loss, "
+        "SGD momentum 0.9 on the gradient clipped to norm 1, He init, lr per model cosine-annealed to 0 over the "
+        "run; wage-sse: WAGE's SSE loss, "
         "plain SGD, WAGE's init factor, lr 0.001 x 64 / input size (docs/training.md)"
     )
     t.add_argument(
@@ -232,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--schedule",
         choices=SCHEDULES,
         help="paper (default): lr x1 for 2/3 of the epochs, x1/8 for 1/6, x1/64 for 1/6; paper-epochs: x1 before "
-        "epoch 200, x1/8 before 250, x1/64 after (the authors' absolute epochs); constant: lr",
+        "epoch 200, x1/8 before 250, x1/64 after (the authors' absolute epochs); constant: lr. Not for the "
+        "standard --float recipe, which anneals its lr",
     )
     t.add_argument("--seed", type=int, help="initial weights, batch order and random rounding "
                    "(0 to 2^63-1, default 0)")
@@ -277,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Parse ``argv``, train, write the outputs; returns the run's summary (as in ``metrics.json``).
-    ``wage-train eval RUN_DIR ...`` (``argv[0] == "eval"``) evaluates a saved run instead (:func:`_eval`).
+    ``wage-train eval RUN_DIR ...`` evaluates a saved run instead (:func:`_eval`), ``wage-train export RUN_DIR ...``
+    exports it (:func:`_export`).
 
     Exits with one line on stderr and no traceback: status 2 for bad options, missing or malformed data or
     checkpoints, an existing run in ``--out-dir``, an ``--out-dir`` in use by another run, or a file-system fault
@@ -286,6 +283,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["eval"]:
         return _eval(argv[1:])
+    if argv[:1] == ["export"]:
+        return _export(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -463,6 +462,39 @@ def _eval(argv: Sequence[str]) -> dict[str, Any]:
         line += f"; the run recorded {100 * recorded:.2f}% ({same})"
     print(line, flush=True)
     return result
+
+
+def _export(argv: Sequence[str]) -> dict[str, Any]:
+    """``wage-train export RUN_DIR --format onnx|stablehlo [--out PATH] [--data-dir DIR]``: write a saved JAX WAGE
+    run as an integer-only program (``wage_jax.export.export_run``), its input shape and bounds checked on the
+    run's evaluation images; returns ``{"path", "format"}``. A torch or float run, missing data or a missing
+    ``onnx`` is one line, status 2."""
+    from wage_train.saved_run import evaluation_data, load_run
+
+    p = _Parser(prog="wage-train export", description="A saved WAGE run as an integer-only ONNX or StableHLO "
+                "program (docs/deploying.md).")
+    p.add_argument("run_dir", help="the run's --out-dir (config.json and weights.npz)")
+    p.add_argument("--format", required=True, choices=("onnx", "stablehlo"))
+    p.add_argument("--out", help="the file to write (default RUN_DIR/model.onnx or RUN_DIR/model.stablehlo)")
+    p.add_argument("--data-dir", help="where the run's data set is (default the run's)")
+    args = p.parse_args(argv)
+    out = Path(args.out or Path(args.run_dir) / f"model.{args.format}")
+    try:
+        from wage_jax.export import export_run
+
+        run = load_run(args.run_dir)
+        if run.framework != "jax" or run.wage is None:
+            raise UsageError(f"{args.run_dir}: export needs a JAX WAGE run, not a "
+                             f"{'float' if run.wage is None else run.framework} one")
+        images = run.preprocess(evaluation_data(run, data_dir=args.data_dir).x_test)
+        export_run(run, args.format, out, images=images)
+    except ImportError as e:
+        p.exit(2, f"{p.prog}: error: --format {args.format} needs {e.name or 'onnx'}: "
+               "pip install 'wage-jax[export]'\n")
+    except (DataError, UsageError, ValueError, OSError) as e:
+        p.exit(2, f"{p.prog}: error: {e}\n")
+    print(f"wrote {out} ({args.format}: {run.config.model} of {args.run_dir} on integers)", flush=True)
+    return {"path": str(out), "format": args.format}
 
 
 def _show_progress(args: argparse.Namespace) -> bool:

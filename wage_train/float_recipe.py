@@ -1,34 +1,14 @@
-"""How ``wage-train --float`` trains the float baseline: loss, optimizer, initializer and default lr per recipe.
+"""How ``wage-train --float`` trains the float baseline: loss, optimizer, initializer, lr and its schedule.
 
-Two recipes (``--float-recipe``):
+``standard`` (the default; docs/training.md gives the references and the lr sweep): batch-mean softmax
+cross-entropy; SGD with momentum 0.9 (``v <- 0.9 v + g``, ``w <- w - lr v``), no weight decay, on the gradient
+clipped to a global l2 norm of :data:`CLIP_NORM`; He uniform init (factor 2); lr per model family
+(:data:`STANDARD_LR`) cosine-annealed to 0 over the run (:func:`annealed_lr`).
 
-``standard`` (the default): the float network trained as float networks are normally trained, so that the
-baseline is a fair reference for WAGE's accuracy:
+``wage-sse`` (like for like): WAGE's loss (``0.5 * sum ||z - onehot(y)||^2`` over the batch), plain SGD, WAGE's
+init factor (1.0) and ``--schedule``, lr :func:`float_lr`: it differs from WAGE only by the quantizers.
 
-* loss: softmax cross-entropy, averaged over the batch
-  (``mean_i [logsumexp(z_i) - z_i[y_i]]`` for logits ``z`` ``(B, K)`` and labels ``y`` ``(B,)``);
-* optimizer: SGD with momentum 0.9, no weight decay (``v <- 0.9 v + g``, ``w <- w - lr v``: ``torch.optim.SGD``
-  with ``momentum=0.9`` and ``optax.sgd(lr, momentum=0.9)``, the same update), as in He et al. 2016 (CVPR,
-  "Deep residual learning", Sec. 3.4) and torchvision's classification reference recipe; WAGE itself has no
-  weight decay, so none is added here;
-* gradient clipping: the gradient of all the parameters, as one vector, is rescaled to an l2 norm of at most
-  :data:`CLIP_NORM` (1.0) before the update (``g <- g / ||g||`` when ``||g|| >= 1``; Pascanu, Mikolov and Bengio
-  2013, ICML, "On the difficulty of training recurrent neural networks", Sec. 3.2): ``optax.clip_by_global_norm``
-  in JAX, the same rule in torch (:func:`torch_clip_gradients`, run by the optimizer's ``step()``). The models
-  have no normalisation layers, and without the clip a plain VGG7 broke down at 4x its best lr; with it, the
-  breakdown is 8x to 16x the defaults, and the smallest lrs learn more slowly (docs/training.md);
-* initializer: He (Kaiming) uniform, ``U(-L, L)`` with ``L = sqrt(6 / fan_in)`` (variance ``2 / fan_in``, He et al.
-  2015, ICCV), i.e. the models' float layers with ``factor`` 2 (``torch.nn.init.kaiming_uniform_`` with
-  ``a=0``); an explicit ``--factor`` still sets the variance factor;
-* lr: one per model family (:data:`STANDARD_LR`), chosen on validation splits by ``scripts/float_lr_sweep.py``
-  (docs/training.md gives the table and the margin to the lr where training breaks down);
-
-and the same data, augmentation, batch size and ``--schedule`` as WAGE (the paper's divides the lr by 8 at the
-same epochs).
-
-``wage-sse``: the like-for-like variant: WAGE's loss (``0.5 * sum ||z - onehot(y)||^2`` summed over the batch,
-docs/contract.md §3), plain SGD and WAGE's initializer factor (1.0), lr ``0.001 * 64 / fan_in`` of the first
-layer (:func:`float_lr`): it differs from WAGE only by the quantizers.
+JAX and torch take the same step: optax in JAX, its twin (:func:`torch_optimizer`) in torch.
 """
 
 from __future__ import annotations
@@ -40,6 +20,7 @@ __all__ = [
     "CLIP_NORM",
     "HE_FACTOR",
     "MOMENTUM",
+    "annealed_lr",
     "RECIPES",
     "STANDARD_LR",
     "default_factor",
@@ -63,7 +44,7 @@ HE_FACTOR = 2.0
 # The standard recipe's default lr per model family, from scripts/float_lr_sweep.py on validation splits
 # (docs/training.md: every default is within noise of its sweep's best, and every setting trains at 2x and 4x
 # it; training breaks down at 8x (VGG7, LeNet-5) or 16x (MLP)).
-STANDARD_LR: dict[str, float] = {"mlp": 0.16, "lenet5": 0.16, "vgg7": 0.08}
+STANDARD_LR: dict[str, float] = {"mlp": 0.16, "lenet5": 0.16, "vgg7": 0.16}
 FLOAT_LR = 0.001  # wage-sse's lr x 64 / fan-in (docs/training.md)
 
 
@@ -95,16 +76,34 @@ def default_lr(recipe: str, model: str, image_shape: Iterable[int]) -> float:
 
 
 def float_lr(image_shape: tuple[int, ...]) -> float:
-    """The ``wage-sse`` recipe's default lr: ``FLOAT_LR * 64 / fan-in`` of the first layer (the flattened image).
-
-    Plain SGD on the batch-summed squared error: the first layer's gradient grows with the input size, so the
-    lr for 8x8 digits (0.001) is scaled by 64 / (H*W*C): 8.16e-5 for 28x28 MNIST, 2.08e-5 for 32x32x3. The
-    constant was chosen on validation splits of the training sets, never the test set (docs/training.md).
-    """
+    """The ``wage-sse`` recipe's default lr: ``FLOAT_LR * 64 / (H*W*C)``, the first layer's fan-in (its gradient
+    grows with it: 8.16e-5 for 28x28 MNIST; docs/training.md)."""
     fan_in = 1
     for n in image_shape:
         fan_in *= int(n)
     return FLOAT_LR * 64.0 / fan_in
+
+
+def annealed_lr(recipe: str, base_lr: float, total_steps: int) -> Callable[[Any], Any] | None:
+    """The lr of each step, ``count -> float32 scalar``, of a recipe that anneals (``standard``), else None.
+
+    ``base_lr * (1 + cos(pi * min(t, T) / T)) / 2`` at step ``t`` of ``T = total_steps``
+    (``optax.cosine_decay_schedule``), jitted: the JAX step evaluates it inside its own jit and the torch runner
+    calls it with its step count, so both frameworks take the same float32 lr. ``T`` is capped at optax's int32
+    step count (as a Python ``count`` is: later steps take the last lr).
+    """
+    if _check(recipe) != "standard":
+        return None
+    import jax
+    import optax
+
+    int32_max = 2**31 - 1
+    cosine = jax.jit(optax.cosine_decay_schedule(float(base_lr), max(1, min(int(total_steps), int32_max))))
+
+    def lr(count: Any) -> Any:
+        return cosine(min(count, int32_max) if isinstance(count, int) else count)
+
+    return lr
 
 
 def describe(recipe: str) -> str:

@@ -1,10 +1,9 @@
 """The JAX side of the training example: a Flax model, the jitted WAGE step, its checkpoint state.
 
 WAGE runs use ``wage_jax.wage_sgd`` (``w <- C(w - QG(g, bits_G, lr))``, WAGE Eq. 11-12) through
-``wage_jax.make_train_step``; the float baseline (``quantized=False``) uses the loss and optax optimizer of
-its recipe (``wage_train.float_recipe``: cross-entropy and SGD with momentum on the clipped gradient, or
-WAGE's sum of squares and plain SGD) through the same step builder. The learning rate follows a per-epoch
-table, looked up from the optimizer's step count inside the jitted step.
+``wage_jax.make_train_step``; the float baseline (``quantized=False``) the loss and optax optimizer of its recipe
+(``wage_train.float_recipe``) through the same step builder. The lr is a function of the optimizer's step count,
+evaluated inside the jitted step: a per-epoch table or the recipe's annealing.
 
 The training loop (``wage_train.loop``) drives :meth:`JaxRunner.place` (from its batch thread),
 :meth:`~JaxRunner.begin_epoch`, :meth:`~JaxRunner.step` and :meth:`~JaxRunner.end_epoch`: each step is dispatched
@@ -125,7 +124,8 @@ class JaxRunner:
         spec: the architecture.
         config: WAGE bits and rounding modes (ignored apart from ``factor`` when ``quantized=False``).
         quantized: WAGE (True) or the float baseline (False).
-        lrs: per-epoch learning rates; ``steps_per_epoch`` maps the step count to the epoch.
+        lrs: per-epoch learning rates (``steps_per_epoch`` maps the step count to the epoch), or the lr of each
+            step, ``count -> lr`` (``float_recipe.annealed_lr``).
         seed: draws the initial weights and the PRNG keys of stochastic rounding.
         init_weights: optional initial weights in torch order and layout (``--compare`` starts both
             frameworks from torch's draw).
@@ -164,7 +164,7 @@ class JaxRunner:
         params = jax.jit(self.model.init)({"params": k_param, "wage": k_param}, dummy)["params"]
         if init_weights is not None:
             params = torch_weights_to_flax_params(list(init_weights), params)
-        schedule = epoch_schedule(lrs, steps_per_epoch)
+        schedule = lrs if callable(lrs) else epoch_schedule(lrs, steps_per_epoch)
         # WAGE's accumulators start clipped (see wage_jax.wage_sgd).
         if quantized:
             optimizer = wage_sgd(config.bits_W, config.bits_G, schedule, mode=config.G_mode, key=k_opt)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 import math
+import shlex
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from wage_train.data import Dataset, to_inputs
 from wage_train.float_recipe import describe as describe_recipe
 from wage_train.prefetch import Prefetcher
 from wage_train.reporting import format_header, format_row, plot_run, write_csv, write_json
-from wage_train.runner import Runner, make_runners, model_inputs, model_spec
+from wage_train.runner import Runner, make_runners, model_inputs, model_spec, training_lrs
 from wage_train.runspec import LrSchedule, ModelSpec
 from wage_train.safe_io import fault
 
@@ -86,6 +88,7 @@ class _Run:
     history: list[dict[str, Any]] = field(default_factory=list)
     comparison: Comparison | None = None
     start: int = 0  # epochs done before this invocation
+    step_lr: Callable[[Any], Any] | None = None  # the lr of each step, when it replaces ``lrs`` (annealed_lr)
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.cfg.seed)
@@ -97,6 +100,16 @@ class _Run:
     @property
     def compare_records(self) -> list[dict[str, Any]]:
         return self.comparison.records if self.comparison is not None else []
+
+    def epoch_lr(self, epoch: int) -> float:
+        """The lr of the epoch's first step."""
+        return self.lrs[epoch] if self.step_lr is None else float(self.step_lr(epoch * self.steps))
+
+    def describe_lr(self) -> str:
+        """The lr actually used, for the header: per segment of the epoch schedule, or the annealing."""
+        if self.step_lr is not None:
+            return f"{self.cfg.lr:g} cosine-annealed to 0 over the run (per step)"
+        return f"{self.lrs.describe()} ({self.cfg.schedule} schedule)"
 
     @property
     def method(self) -> str:
@@ -126,7 +139,8 @@ def train(cfg: RunConfig, data: Dataset, out_dir: Path, *, resume: bool, stop_af
             raise RunInterruptedError(f"{stop.signal_name}: interrupted after epoch {epoch + 1} (checkpoint saved); "
                                       f"{start_note(run.history, run.ckpt_root, staging is not None)}")
         if stop_after is not None and done_this_run >= stop_after and epoch + 1 < run.cfg.epochs:
-            print(f"stopped after {done_this_run} epoch(s) (--stop-after); continue with --resume", flush=True)
+            print(f"stopped after {done_this_run} epoch(s) (--stop-after); continue with "
+                  f"wage-train --resume --out-dir {shlex.quote(str(run.final_dir))}", flush=True)
             break
     return _finish(run, wall0)
 
@@ -142,13 +156,16 @@ def _build(cfg: RunConfig, data: Dataset, out_dir: Path, devices: int | None, st
     if steps == 0:
         raise UsageError(f"--batch-size {cfg.batch_size} exceeds the {len(x_train)} training examples")
     lrs = LrSchedule(cfg.lr, cfg.epochs, cfg.schedule)  # lazy: no per-epoch list (any --epochs)
+    trained = training_lrs(cfg, lrs, steps)
     # The evaluation batch never exceeds the evaluation set (a larger one would only allocate padding).
-    runners = make_runners(cfg, spec, lrs, steps, devices, eval_batch_size=min(cfg.eval_batch_size, len(data.x_test)))
+    runners = make_runners(cfg, spec, trained, steps, devices,
+                           eval_batch_size=min(cfg.eval_batch_size, len(data.x_test)))
     if not cfg.float:
         cfg = cfg.replace(scales=tuple(spec.weight_scales(cfg.bits[0], cfg.factor)))  # per layer, forward order
     return _Run(cfg=cfg, data=data, spec=spec, x_train=x_train,
                 test_inputs=to_inputs(model_inputs(cfg, data.x_test), data.max_value), lrs=lrs, steps=steps,
                 runners=runners, out_dir=out_dir, final_dir=out_dir, staging=staging, locks=locks,
+                step_lr=None if trained is lrs else trained,
                 comparison=Comparison(cfg.bits[0], []) if len(runners) == 2 else None)
 
 
@@ -177,16 +194,13 @@ def _start(run: _Run, resume: bool) -> None:
         f"{'preset ' + cfg.preset + ' | ' if cfg.preset else ''}"
         f"{run.method} | {run.spec.describe()} | {cfg.dataset}: {len(run.x_train)} train / {len(run.test_inputs)} "
         f"{_eval_label(run.data)}{_augment_label(cfg)} | {' + '.join(r.framework for r in run.runners)} | "
-        f"{cfg.epochs} epochs x {run.steps} steps of {cfg.batch_size}, lr {cfg.lr:g} ({cfg.schedule} schedule) | "
-        f"seed {cfg.seed} | {run.out_dir}",
+        f"{cfg.epochs} epochs x {run.steps} steps of {cfg.batch_size}, lr {run.describe_lr()} | "
+        f"seed {cfg.seed} | {run.final_dir}",  # not --overwrite's staging folder: where the run ends up
         flush=True,
     )
     if cfg.framework == "compare" and not cfg.float and "stochastic" in (getattr(cfg, m) for m in MODES):
         print("note: stochastic rounding draws different random numbers in JAX and torch: the trajectories "
               "are expected to diverge (use nearest modes for a bit-exact comparison)", flush=True)
-    if cfg.schedule == "paper" and (len(run.lrs.segments()) < 3 or run.lrs[0] != cfg.lr):
-        print(f"note: with --epochs {cfg.epochs} the paper schedule is degenerate: per-epoch lr {list(run.lrs)} "
-              "(use more epochs or --schedule constant)", flush=True)
     print(format_header(), flush=True)
 
 
@@ -284,7 +298,7 @@ def _end_epoch(run: _Run, epoch: int, totals: dict[str, tuple[np.ndarray, int]],
         rows.append({
             "epoch": epoch + 1, "framework": r.framework, "loss": total / examples, "train_acc": correct / examples,
             "test_acc": float((test_logits[r.framework].argmax(-1) == run.data.y_test).mean()),
-            "lr": run.lrs[epoch], "time_s": train_time + eval_time, "images_per_s": examples / train_time,
+            "lr": run.epoch_lr(epoch), "time_s": train_time + eval_time, "images_per_s": examples / train_time,
             "train_time_s": train_time, "eval_time_s": eval_time,
         })
     run.history.extend(rows)
@@ -310,14 +324,10 @@ def _end_epoch(run: _Run, epoch: int, totals: dict[str, tuple[np.ndarray, int]],
 
 def _finish(run: _Run, wall0: float) -> dict[str, Any]:
     """Write the final metrics, weights and plot; print the summary lines; return the summary."""
-    cfg = run.cfg
     summary = _write_metrics(run)
     np.savez(run.out_dir / "weights.npz",
              **{f"{r.framework}.{k}": v for r in run.runners for k, v in r.raw_weights().items()})
-    if run.history:
-        plot_run(run.out_dir / "plot.png", run.history, run.runners[-1].forward_weights(),
-                 f"{cfg.name}\n{run.method}, {run.spec.describe()}, {cfg.dataset}",
-                 weights_label="float weights" if cfg.float else f"QW(accumulator), {run.runners[-1].framework}")
+    _plot(run)
     split = run.data.eval_split
     for fw, s in summary["frameworks"].items():
         print(f"{fw}: final {split} accuracy {100 * s['final_test_acc']:.2f}% (best {100 * s['best_test_acc']:.2f}%), "
@@ -344,8 +354,19 @@ def _first_bad_loss(totals: dict[str, tuple[np.ndarray, int]], cut_short: bool) 
     return f"step {b + 1}: the {fw} training loss became {loss}"
 
 
+def _epochs_done(history: list[dict[str, Any]]) -> int:
+    return max((m["epoch"] for m in history), default=0)
+
+
+def _plot(run: _Run, note: str = "") -> None:
+    """``plot.png``: the curves of the finite epochs and the histogram of the forward weights."""
+    kind = "float weights" if run.cfg.float else f"QW(accumulator), {run.runners[-1].framework}"
+    plot_run(run.out_dir / "plot.png", run.history, run.runners[-1].forward_weights(),
+             f"{run.cfg.name}{note}\n{run.method}, {run.spec.describe()}, {run.cfg.dataset}", weights_label=kind)
+
+
 def start_note(history: list[dict], ckpt_root: Path, overwrite: bool = False) -> str:
-    done = max((m["epoch"] for m in history), default=0)
+    done = _epochs_done(history)
     if not done:
         return "no epoch was completed: nothing to resume (start again with --overwrite)"
     how = "--resume instead of --overwrite" if overwrite else "--resume"
@@ -356,9 +377,8 @@ def _diverged(run: _Run, what: str) -> None:
     """Keep metrics (the finite epochs) and the last good checkpoint, draw the plot, raise :class:`DivergedError`."""
     if run.history:
         _write_metrics(run)
-        plot_run(run.out_dir / "plot.png", run.history, run.runners[-1].forward_weights(),
-                 f"{run.cfg.name} (diverged)\n{run.method}, {run.spec.describe()}, {run.cfg.dataset}")
-    done = max((m["epoch"] for m in run.history), default=0)
+        _plot(run, " (diverged)")
+    done = _epochs_done(run.history)
     kept = f"the checkpoint of epoch {done} is kept" if done else "no checkpoint was written"
     raise DivergedError(f"diverged at {what}; {kept}. Hint: lower --lr (now {run.cfg.lr:g})"
                         + ("" if run.cfg.float else " or check --bits/--factor"))
@@ -376,8 +396,8 @@ def _summary(run: _Run) -> dict[str, Any]:
             "train_time_s": sum(m["train_time_s"] for m in rows),
             "eval_time_s": sum(m["eval_time_s"] for m in rows),
         }
-    out: dict[str, Any] = {"model": run.spec.describe(), "epochs_done": max((m["epoch"] for m in run.history),
-                                                                            default=0), "frameworks": frameworks}
+    out: dict[str, Any] = {"model": run.spec.describe(), "epochs_done": _epochs_done(run.history),
+                           "frameworks": frameworks}
     if run.compare_records:
         out["compare"] = compare_summary(run.compare_records)
     return out

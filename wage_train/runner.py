@@ -6,13 +6,14 @@ The training loop (``wage_train.loop``), the checkpoints (``wage_train.checkpoin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from wage_train.config import RunConfig
 from wage_train.data import Dataset, pad_images
+from wage_train.float_recipe import annealed_lr
 from wage_train.runspec import ModelSpec
 
 __all__ = ["Runner", "make_runners", "model_inputs", "model_spec"]
@@ -77,16 +78,26 @@ def model_spec(cfg: RunConfig, data: Dataset) -> ModelSpec:
                      num_classes=data.num_classes, hidden=cfg.hidden, widths=cfg.widths, vgg_hidden=cfg.vgg_hidden)
 
 
-def make_runners(cfg: RunConfig, spec: ModelSpec, lrs: Sequence[float], steps_per_epoch: int,
+def training_lrs(cfg: RunConfig, lrs: Sequence[float], steps_per_epoch: int) -> Sequence[float] | Callable[[Any], Any]:
+    """What the runners of ``cfg`` train with: the per-epoch ``lrs`` (``runspec.LrSchedule``), or the lr of each
+    step, ``count -> lr``, of a float recipe that anneals over the run (``float_recipe.annealed_lr``)."""
+    if not cfg.float:
+        return lrs
+    return annealed_lr(cfg.float_recipe or "wage-sse", cfg.lr, cfg.epochs * steps_per_epoch) or lrs
+
+
+def make_runners(cfg: RunConfig, spec: ModelSpec, lrs: Sequence[float] | Callable[[Any], Any], steps_per_epoch: int,
                  devices: int | None = None, eval_batch_size: int | None = None) -> list[Runner]:
     """The run's runners: ``[JaxRunner]``, ``[TorchRunner]``, or both for ``--compare`` (torch first: JAX starts
     from torch's initial weights, its own draw would differ).
 
     Args:
-        lrs: the per-epoch learning rates (``runspec.LrSchedule``); ``steps_per_epoch`` maps a step to its epoch.
+        lrs: the per-epoch learning rates (``runspec.LrSchedule``; ``steps_per_epoch`` maps a step to its epoch),
+            or the lr of each step, ``count -> lr``; replaced by :func:`training_lrs`.
         devices: JAX: train data-parallel over this many local devices (default all).
         eval_batch_size: the evaluation batch (default ``cfg.eval_batch_size``).
     """
+    lrs = training_lrs(cfg, lrs, steps_per_epoch) if isinstance(lrs, Sequence) else lrs
     common = dict(quantized=not cfg.float, lrs=lrs, steps_per_epoch=steps_per_epoch, seed=cfg.seed,
                   eval_batch_size=eval_batch_size or cfg.eval_batch_size, float_recipe=cfg.float_recipe or "wage-sse")
     runners: list[Runner] = []

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from typing import overload
 
 from wage_spec import paper_lr, paper_lr_epochs, wage_init_limits
-from wage_spec.schedule import PAPER_LR_EPOCHS
+from wage_spec.schedule import PAPER_LR_EPOCHS, paper_lr_starts
 
-__all__ = ["SCHEDULES", "LrSchedule", "ModelSpec", "lr_table", "schedule_index"]
+__all__ = ["SCHEDULES", "LrSchedule", "ModelSpec", "lr_table"]
 
 SCHEDULES = ("paper", "paper-epochs", "constant")
 
@@ -123,14 +123,17 @@ class LrSchedule(Sequence[float]):
         if self.schedule == "constant":
             starts = [0]
         elif self.schedule == "paper":
-            starts = [0, self.epochs * 2 // 3, self.epochs * 5 // 6]
+            starts = [0, *paper_lr_starts(self.epochs)]
         else:
             starts = [start for start, _ in PAPER_LR_EPOCHS]
         starts = sorted({s for s in starts if 0 <= s < self.epochs} | {0})
         return [(s, self[s]) for s in starts if s == 0 or self[s] != self[s - 1]]
 
-
-def schedule_index(step: int, steps_per_epoch: int, n_epochs: int) -> int:
-    """The epoch whose lr applies at global step ``step`` (clamped to the last epoch)."""
-    return min(step // steps_per_epoch, n_epochs - 1)
-
+    def describe(self) -> str:
+        """The lr actually used, per segment: ``8`` or ``8 (epochs 1-40), 1 (41-50), 0.125 (51-60)``."""
+        pieces = self.segments()
+        if len(pieces) == 1:
+            return f"{pieces[0][1]:g}"
+        ends = [s for s, _ in pieces[1:]] + [self.epochs]
+        return ", ".join(f"{lr:g} ({'epochs ' if i == 0 else ''}{s + 1}-{end})"
+                         for i, ((s, lr), end) in enumerate(zip(pieces, ends, strict=True)))

@@ -1,4 +1,5 @@
-"""A finished ``wage-train`` run, loaded for prediction (:func:`load_run`) and evaluated (``wage-train eval``).
+"""A finished ``wage-train`` run, loaded for prediction (:func:`load_run`), evaluated (``wage-train eval``) and
+exported (``wage-train export``).
 
 A run folder holds ``config.json`` (:class:`wage_train.config.RunConfig`) and ``weights.npz`` (the final weights
 under ``"<framework>.<layer>"``: WAGE's accumulators, or the float weights). :func:`load_run` rebuilds the run's
@@ -16,12 +17,12 @@ import numpy as np
 
 from wage_spec import WAGEConfig
 from wage_train.config import RunConfig, UsageError
-from wage_train.data import hold_out_validation, load_dataset, to_inputs
+from wage_train.data import Dataset, hold_out_validation, load_dataset, to_inputs
 from wage_train.runner import Runner, make_runners, model_inputs
 from wage_train.runspec import LrSchedule, ModelSpec
 from wage_train.safe_io import DataError, read_json_object
 
-__all__ = ["LoadedRun", "evaluate", "load_run"]
+__all__ = ["LoadedRun", "evaluate", "evaluation_data", "load_run"]
 
 # Raw pixel range and image shape (H, W, C) of each data set (a run saved before data fingerprints recorded none).
 MAX_VALUE = {"digits": 16.0, "mnist": 255.0, "cifar10": 255.0, "svhn": 255.0}
@@ -131,9 +132,14 @@ def _load_weights(runner: Any, weights: dict[str, np.ndarray], path: Path) -> No
                 p.copy_(torch.from_numpy(weights[name]))
 
 
-def evaluate(run: LoadedRun, dataset: str | None = None, data_dir: str | None = None) -> dict[str, Any]:
-    """The accuracy of ``run`` on the evaluation split of ``dataset`` (default the run's own data, held-out
-    validation split included); returns ``{"dataset", "split", "correct", "examples", "test_acc"}``."""
+def evaluation_data(run: LoadedRun, dataset: str | None = None, data_dir: str | None = None) -> Dataset:
+    """The data set ``run`` is evaluated on: ``dataset`` (default the run's own, held-out validation split
+    included) from ``data_dir`` (default the run's); its ``x_test`` are raw pixels ``(N, H, W, C)``.
+
+    Raises:
+        UsageError: the images are not the shape the run's model takes.
+        DataError: the data set cannot be read.
+    """
     cfg = run.config
     own = dataset in (None, cfg.dataset)
     dataset = dataset or cfg.dataset
@@ -143,6 +149,14 @@ def evaluate(run: LoadedRun, dataset: str | None = None, data_dir: str | None = 
     want = tuple(cfg.data_fingerprint["image_shape"]) if cfg.data_fingerprint else IMAGE_SHAPE[cfg.dataset]
     if data.image_shape != want:
         raise UsageError(f"--dataset {dataset}: images of shape {data.image_shape}, the run's model takes {want}")
+    return data
+
+
+def evaluate(run: LoadedRun, dataset: str | None = None, data_dir: str | None = None) -> dict[str, Any]:
+    """The accuracy of ``run`` on :func:`evaluation_data`'s split; returns ``{"dataset", "split", "correct",
+    "examples", "test_acc"}``."""
+    data = evaluation_data(run, dataset, data_dir)
+    dataset = dataset or run.config.dataset
     correct = run.predict(data.x_test) == data.y_test
     return {"dataset": dataset, "split": data.eval_split, "correct": int(correct.sum()), "examples": len(correct),
             "test_acc": float(correct.mean())}

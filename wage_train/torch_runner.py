@@ -19,7 +19,7 @@ from wage_torch.models import MLP, VGG7, LeNet5
 from wage_torch.training import WAGETrainer
 from wage_torch.wage_qtorch import QW
 from wage_train import float_recipe as recipes
-from wage_train.runspec import ModelSpec, schedule_index
+from wage_train.runspec import ModelSpec
 
 __all__ = ["TorchRunner", "build_model"]
 
@@ -59,7 +59,8 @@ class TorchRunner:
         float_recipe: str = "standard",
     ) -> None:
         self.spec, self.config, self.quantized = spec, config, quantized
-        self.lrs = lrs if hasattr(lrs, "segments") else list(lrs)  # a lazy LrSchedule stays lazy
+        # A lazy LrSchedule stays lazy; a callable is the lr of each step (float_recipe.annealed_lr).
+        self.lrs = lrs if hasattr(lrs, "segments") or callable(lrs) else list(lrs)
         self.steps_per_epoch = int(steps_per_epoch)
         self.eval_batch_size = eval_batch_size
         torch.manual_seed(seed)
@@ -68,7 +69,7 @@ class TorchRunner:
         if quantized:
             self.trainer = WAGETrainer(self.model, config)
         else:
-            self.optimizer = recipes.torch_optimizer(float_recipe, self.model.parameters(), self.lrs[0])
+            self.optimizer = recipes.torch_optimizer(float_recipe, self.model.parameters(), 0.0)  # lr set per step
             self.loss_fn = recipes.torch_loss(float_recipe)
             self.loss_mean = recipes.loss_is_batch_mean(float_recipe)
         self.step_count = 0
@@ -78,8 +79,11 @@ class TorchRunner:
         return t.permute(0, 3, 1, 2).contiguous() if self.spec.kind in ("vgg7", "lenet5") else t
 
     def current_lr(self) -> float:
-        """The learning rate of the next step (per-epoch table, indexed by the step count)."""
-        return self.lrs[schedule_index(self.step_count, self.steps_per_epoch, len(self.lrs))]
+        """The learning rate of the next step: the per-step schedule's float32 value at the step count, or the
+        per-epoch table's entry of the step's epoch."""
+        if callable(self.lrs):
+            return float(self.lrs(self.step_count))
+        return self.lrs[min(self.step_count // self.steps_per_epoch, len(self.lrs) - 1)]  # the last after the end
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
         """One update on ``x`` ``(B, H, W, C)`` float32 and ``y`` ``(B,)``; returns ``(loss, logits (B, K))``, the loss
