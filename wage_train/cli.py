@@ -30,6 +30,7 @@ layer's quantized weights), ``weights.npz`` (the final accumulators), ``checkpoi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -319,7 +320,7 @@ def _explicit_fields(args: argparse.Namespace) -> set[str]:
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list) -> dict[str, Any]:
     from wage_train import preflight
-    from wage_train.run_dir import RunLock
+    from wage_train.run_dir import RunLock, mark_staging
 
     staging = None
     created: Path | None = None
@@ -342,7 +343,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list)
         preflight.check_torch_backend(cfg)
         if staging is not None:
             try:
-                staging.mkdir()
+                mark_staging(staging)
             except OSError as e:
                 raise UsageError(f"--overwrite: {staging} cannot be created ({e.strerror or type(e).__name__})") \
                     from None
@@ -373,9 +374,8 @@ def _claim_out_dir(out_dir: Path, args: argparse.Namespace, locks: list) -> tupl
     check_out_dir(out_dir, overwrite=bool(args.overwrite))
     created = _make_out_dir(out_dir)
     # Held for the run's life: a second run in this folder is refused, never mixed with this one.
-    lock = RunLock(out_dir).acquire()
-    locks.append(lock)
-    tidy_staging(out_dir, lock, resume=bool(args.resume), log=lambda m: print(m, flush=True))
+    locks.append(RunLock(out_dir).acquire())
+    locks[-1] = tidy_staging(out_dir, locks[-1], resume=bool(args.resume), log=lambda m: print(m, flush=True))
     kind = run_kind(out_dir)
     if args.resume:
         return created, None
@@ -486,18 +486,13 @@ def _make_out_dir(out_dir: Path) -> Path | None:
 
 
 def _remove_if_unused(created: Path | None, locks: list) -> None:
-    """Release the locks and remove ``created`` again when nothing but the lock file went into it."""
-    from wage_train.run_dir import LOCK_NAME
-
+    """Release the locks and remove ``created`` again when nothing went into it."""
     for lock in reversed(locks):
         lock.release()
     locks.clear()
     if created is not None:
-        try:
-            if set(os.listdir(created)) <= {LOCK_NAME}:
-                created.rmdir()
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            created.rmdir()  # only when empty
 
 
 def _exit_line(status: int, message: str) -> None:
