@@ -287,3 +287,61 @@ def test_out_dir_naming_a_file_is_refused(tmp_path, capsys):
         run(["--out-dir", str(f)])
     assert "is not a directory" in _one_line_no_traceback(capsys.readouterr().err)
 
+
+
+def _partial_then_enospc(file, *args, **kwargs):
+    """Stands for ``np.savez`` on a full disk: some bytes reach the file, then the write fails."""
+    import errno
+    import os
+
+    if isinstance(file, str | Path):
+        with open(file, "wb") as f:
+            f.write(b"PK\x03\x04 truncated")
+    else:
+        file.write(b"PK\x03\x04 truncated")
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_disk_full_at_the_end_leaves_no_truncated_output_and_resume_completes_it(runs, tmp_path, monkeypatch,
+                                                                                  capsys):
+    from wage_train import cli, loop
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(loop.np, "savez", _partial_then_enospc)
+        with pytest.raises(SystemExit) as e:
+            cli.run([*RUN, "--out-dir", str(out)])
+    TRIED["disk full while writing the final outputs"] += 1
+    assert e.value.code == 2
+    line = _one_line_no_traceback(capsys.readouterr().err)
+    assert "weights.npz" in line and "ENOSPC" in line and "--resume" in line
+    assert not (out / "weights.npz").exists() and not [p for p in out.iterdir() if ".tmp" in p.name]
+    cli.run([*RUN, "--out-dir", str(out), "--resume"])  # the advised command completes the finished run
+    assert "writing its missing outputs (weights.npz, plot.png)" in capsys.readouterr().out
+    assert _same_bits(_weights(out), runs["ref_weights"]) and (out / "plot.png").is_file()
+    with pytest.raises(SystemExit):  # nothing missing now: the finished run is not trained again
+        cli.run([*RUN, "--out-dir", str(out), "--resume"])
+    assert "already has 4 epoch(s) done" in _one_line_no_traceback(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("error", [MemoryError(), OSError(5, "Input/output error")])
+def test_a_fault_while_preparing_batches_is_one_line_naming_it_and_leaves_no_run(tmp_path, monkeypatch, capsys,
+                                                                                  error):
+    from wage_train import cli
+    from wage_train.jax_runner import JaxRunner
+
+    def fail(*args, **kwargs):
+        raise error
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(JaxRunner, "place", fail)
+        with pytest.raises(SystemExit) as e:
+            cli.run([*RUN, "--out-dir", str(out)])
+    TRIED["fault while preparing batches"] += 1
+    assert e.value.code == 2
+    line = _one_line_no_traceback(capsys.readouterr().err)
+    assert "reading and preparing training batch 1" in line and "cannot write" not in line
+    assert ("out of memory" in line) if isinstance(error, MemoryError) else ("EIO" in line)
+    assert not (out / "config.json").exists()  # failed before its first checkpoint: the folder holds no run
+    cli.run([*RUN, "--epochs", "1", "--out-dir", str(out)])  # so a new run goes there without --overwrite

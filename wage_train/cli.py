@@ -413,7 +413,7 @@ def _load_data(cfg: RunConfig, args: argparse.Namespace, out_dir: Path) -> tuple
 def _train(cfg: RunConfig, data: Dataset, out_dir: Path, args: argparse.Namespace, staging: Path | None,
            locks: list) -> dict[str, Any]:
     from wage_train.checkpoints import NonFiniteError
-    from wage_train.loop import DivergedError, RunInterruptedError, StopSignals, train
+    from wage_train.loop import DivergedError, ResourceError, RunInterruptedError, StopSignals, train
 
     try:
         with StopSignals() as stop:
@@ -424,8 +424,11 @@ def _train(cfg: RunConfig, data: Dataset, out_dir: Path, args: argparse.Namespac
         _exit_line(130, str(e))
     except (DivergedError, NonFiniteError) as e:
         _exit_line(1, str(e))
-    except (DataError, UsageError) as e:
+    except (DataError, UsageError, ResourceError) as e:
         _exit_line(2, str(e))
+    except MemoryError:
+        _exit_line(2, "out of memory; the last completed checkpoint is kept: choose a smaller model or batch, then "
+                      "continue with --resume")
     except OSError as e:  # an output file (config, metrics, plot, weights) cannot be written
         from wage_train.checkpoints import file_system_fault
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from wage_train.augment import augment_crop, augment_crop_flip
-from wage_train.checkpoints import non_finite_weights, restore_checkpoint, save_checkpoint
+from wage_train.checkpoints import file_system_fault, non_finite_weights, restore_checkpoint, save_checkpoint
 from wage_train.compare import Comparison, format_compare
 from wage_train.compare import summary as compare_summary
 from wage_train.compare import verdict as compare_verdict
@@ -25,13 +27,30 @@ from wage_train.prefetch import Prefetcher
 from wage_train.reporting import format_header, format_row, plot_run, write_csv, write_json
 from wage_train.runner import Runner, make_runners, model_inputs, model_spec
 from wage_train.runspec import LrSchedule, ModelSpec
-from wage_train.safe_io import fault
+from wage_train.safe_io import atomic_write, fault
 
-__all__ = ["DivergedError", "RunInterruptedError", "StopSignals", "train"]
+__all__ = ["FINAL_OUTPUTS", "DivergedError", "ResourceError", "RunInterruptedError", "StopSignals", "train"]
+
+FINAL_OUTPUTS = ("metrics.json", "metrics.csv", "weights.npz", "plot.png")  # written when a run completes
 
 
 class DivergedError(RuntimeError):
     """The loss or a weight became non-finite; the message is the one line the CLI prints."""
+
+
+class ResourceError(RuntimeError):
+    """Memory or the file system failed while the run was doing something; the message names what (one line)."""
+
+
+@contextlib.contextmanager
+def _doing(what: str) -> Iterator[None]:
+    """Turn a ``MemoryError`` or an ``OSError`` raised in the block into a :class:`ResourceError` naming ``what``."""
+    try:
+        yield
+    except MemoryError:
+        raise ResourceError(f"out of memory while {what}") from None
+    except OSError as e:
+        raise ResourceError(f"{what} failed ({file_system_fault(e)})") from None
 
 
 class RunInterruptedError(RuntimeError):
@@ -153,7 +172,8 @@ def _build(cfg: RunConfig, data: Dataset, out_dir: Path, devices: int | None, st
 
 
 def _start(run: _Run, resume: bool) -> None:
-    """Restore the checkpoint (``resume``) or prepare the output folder; write ``config.json``; print the banner."""
+    """Restore the checkpoint (``resume``) or prepare the output folder; print the banner (``config.json`` is written
+    with the first checkpoint)."""
     cfg = run.cfg
     if resume:
         ckpt, state = restore_checkpoint(run.ckpt_root, run.runners, warn=lambda m: print(m, flush=True))
@@ -164,7 +184,11 @@ def _start(run: _Run, resume: bool) -> None:
         run.history, run.start = state["history"], state["epoch"]
         if run.comparison is not None:
             run.comparison.records = state["compare"]
-        if run.start >= cfg.epochs:
+        missing = [n for n in FINAL_OUTPUTS if not (run.out_dir / n).is_file()]
+        if run.start == cfg.epochs and missing:  # finished, but a fault (a full disk) kept outputs from being written
+            print(f"note: the run in {run.out_dir} is complete; writing its missing outputs ({', '.join(missing)})",
+                  flush=True)
+        elif run.start >= cfg.epochs:
             raise UsageError(f"--epochs {cfg.epochs}: the run in {run.out_dir} already has {run.start} "
                              f"epoch(s) done; give --epochs > {run.start} to continue it")
         print(f"resumed from {ckpt} (epoch {run.start} done)", flush=True)
@@ -172,7 +196,6 @@ def _start(run: _Run, resume: bool) -> None:
         # --overwrite: train in a fresh folder; the old run is moved aside after the first good checkpoint.
         run.out_dir = run.staging
     run.out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run.out_dir / "config.json", cfg.to_dict())
     print(
         f"{'preset ' + cfg.preset + ' | ' if cfg.preset else ''}"
         f"{run.method} | {run.spec.describe()} | {cfg.dataset}: {len(run.x_train)} train / {len(run.test_inputs)} "
@@ -205,12 +228,13 @@ def _make_batch(run: _Run, b: int, order: np.ndarray) -> dict[str, Any]:
     """Batch ``b`` of the epoch's ``order``, placed for each runner. On the producer thread (the only user of
     ``run.rng`` while an epoch trains): gather, augment, scale, place."""
     batch = run.cfg.batch_size
-    idx = order[b * batch : (b + 1) * batch]
-    xb = run.x_train[idx]
-    if run.cfg.augment:
-        xb = augment_crop_flip(xb, run.rng) if run.cfg.flip else augment_crop(xb, run.rng)
-    xb, yb = to_inputs(xb, run.data.max_value), run.data.y_train[idx]
-    return {r.framework: r.place(xb, yb) for r in run.runners}
+    with _doing(f"reading and preparing training batch {b + 1}"):  # the training images may be read from disk
+        idx = order[b * batch : (b + 1) * batch]
+        xb = run.x_train[idx]
+        if run.cfg.augment:
+            xb = augment_crop_flip(xb, run.rng) if run.cfg.flip else augment_crop(xb, run.rng)
+        xb, yb = to_inputs(xb, run.data.max_value), run.data.y_train[idx]
+        return {r.framework: r.place(xb, yb) for r in run.runners}
 
 
 def _train_epoch(run: _Run, epoch: int, progress: bool, stop: StopSignals | None
@@ -298,6 +322,8 @@ def _end_epoch(run: _Run, epoch: int, totals: dict[str, tuple[np.ndarray, int]],
         _diverged(run, f"epoch {epoch + 1}, step {run.steps}: {bad or 'the loss'} became non-finite")
     state = {"epoch": epoch + 1, "data_rng": run.rng.bit_generator.state, "history": run.history,
              "compare": run.compare_records}
+    if epoch == run.start:  # with the first checkpoint: a run that failed before it leaves no config.json behind
+        write_json(run.out_dir / "config.json", run.cfg.to_dict())
     save_checkpoint(run.ckpt_root, epoch + 1, run.runners, state)
     _write_metrics(run)
     if run.staging is not None and run.out_dir == run.staging:
@@ -312,8 +338,8 @@ def _finish(run: _Run, wall0: float) -> dict[str, Any]:
     """Write the final metrics, weights and plot; print the summary lines; return the summary."""
     cfg = run.cfg
     summary = _write_metrics(run)
-    np.savez(run.out_dir / "weights.npz",
-             **{f"{r.framework}.{k}": v for r in run.runners for k, v in r.raw_weights().items()})
+    with atomic_write(run.out_dir / "weights.npz") as f:
+        np.savez(f, **{f"{r.framework}.{k}": v for r in run.runners for k, v in r.raw_weights().items()})
     if run.history:
         plot_run(run.out_dir / "plot.png", run.history, run.runners[-1].forward_weights(),
                  f"{cfg.name}\n{run.method}, {run.spec.describe()}, {cfg.dataset}",
@@ -355,6 +381,7 @@ def start_note(history: list[dict], ckpt_root: Path, overwrite: bool = False) ->
 def _diverged(run: _Run, what: str) -> None:
     """Keep metrics (the finite epochs) and the last good checkpoint, draw the plot, raise :class:`DivergedError`."""
     if run.history:
+        write_json(run.out_dir / "config.json", run.cfg.to_dict())  # the diverged run's record, with its metrics
         _write_metrics(run)
         plot_run(run.out_dir / "plot.png", run.history, run.runners[-1].forward_weights(),
                  f"{run.cfg.name} (diverged)\n{run.method}, {run.spec.describe()}, {run.cfg.dataset}")
