@@ -59,9 +59,19 @@ def test_empty_test_split_via_the_cli_is_one_line(tmp_path, capsys):
     (["--seed", str(2**63)], "--seed 9223372036854775808: must be an integer in [0, 2^63-1]"),
     (["--devices", "4"], "--devices 4: this process has 1 JAX device(s)"),
     (["--lr", "1e30"], "--lr 1e+30: WAGE's update takes an lr in (0, 2^24]"),
+    (["--factor", "1e-300"], "--factor 1e-300: layer 1 (fan-in 64) would get a scale of 2^500"),
+    (["--factor", "1e300"], "--factor 1e+300: layer 1 (fan-in 64) would get an initializer limit of 2.17e+149"),
+    (["--factor", "1e-100", "--float"], "--factor 1e-100: layer 1 (fan-in 64) would get an initializer limit"),
+    (["--hidden", "4000000000"], "--hidden: MLP 64-4000000000-10 has 296,000,000,000 weights"),
+    (["--hidden", "1000000000000"], "--hidden: MLP 64-1000000000000-10 has"),
+    (["--model", "vgg7", "--vgg-hidden", "1000000000000"], "--widths / --vgg-hidden: VGG7"),
 ])
 def test_resource_limits_are_one_line(tmp_path, capsys, argv, expected):
-    assert expected in _refused([*QUICK, *argv, "--out-dir", tmp_path / "o"], capsys)
+    argv = [*QUICK, *argv, "--out-dir", tmp_path / "o"]
+    if "--hidden" in argv[5:]:
+        del argv[1:3]  # QUICK's --hidden 8
+    assert expected in _refused(argv, capsys)
+    assert not (tmp_path / "o").exists()
 
 
 def test_largest_seed_runs(tmp_path):
@@ -144,6 +154,10 @@ def test_resume_on_the_same_data_elsewhere_continues(mnist_run, tmp_path):
     ("bits", [2, 8, 8], "bits=[2, 8, 8] is not valid"), ("G_mode", "up", "G_mode='up' is not valid"),
     ("float", "no", "float='no' is not valid"), ("integer", True, "--integer runs WAGE's JAX layers"),
     ("widths", [1, 2], "widths=[1, 2] must hold the 3 VGG7"), ("bits", [1, 8, 8, 8], "bits_W"),
+    ("data_fingerprint", "abc", "data_fingerprint='abc' is not valid"),
+    ("data_fingerprint", [1, 2], "data_fingerprint=[1, 2] is not valid"),
+    ("data_fingerprint", {"sha256": [1]}, "the data differs"),
+    ("hidden", [10**12], "--hidden: MLP 784-1000000000000-10 has"), ("factor", 1e-300, "--factor 1e-300"),
 ])
 def test_hand_edited_config_is_validated_on_resume(mnist_run, tmp_path, capsys, key, value, expected):
     root, saved = mnist_run
@@ -157,7 +171,7 @@ def test_hand_edited_config_is_validated_on_resume(mnist_run, tmp_path, capsys, 
         cfg["framework"] = "torch"
     (out / "config.json").write_text(json.dumps(cfg))
     line = _refused(["--resume", "--out-dir", out], capsys)
-    assert "config.json" in line and expected in line
+    assert expected in line and ("config.json" in line or key in ("hidden", "factor", "data_fingerprint"))
 
 
 @pytest.mark.parametrize("extra", [["--framework", "torch"], ["--float"]])

@@ -394,6 +394,7 @@ def _load_data(cfg: RunConfig, args: argparse.Namespace, out_dir: Path) -> tuple
     """Fetch (``--download``), load and check the data; returns the configuration with the data's fingerprint
     and the float baseline's data-dependent lr recorded, and the data."""
     from wage_train import preflight
+    from wage_train.runner import model_spec
 
     if cfg.data_dir is not None:
         for line in ensure_dataset(cfg.dataset, cfg.data_dir, download=bool(args.download),
@@ -403,6 +404,7 @@ def _load_data(cfg: RunConfig, args: argparse.Namespace, out_dir: Path) -> tuple
     if cfg.validation:
         data = hold_out_validation(data, cfg.validation)
     preflight.check_data(cfg, data)
+    preflight.check_model(cfg, model_spec(cfg, data))
     fingerprint = {**data_fingerprint(data), "data_dir": cfg.data_dir}
     if args.resume:
         check_data_fingerprint(cfg, fingerprint, out_dir)

@@ -6,18 +6,23 @@ requirements, the devices, the torch backend and torch itself (before any output
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from typing import NoReturn
 
+import numpy as np
+
 from wage_train.config import RunConfig, UsageError
 from wage_train.data import Dataset
+from wage_train.runspec import ModelSpec
 from wage_train.safe_io import DataError
 
 __all__ = [
     "LENET5_MIN_SIDE",
     "check_data",
     "check_devices",
+    "check_model",
     "check_torch_backend",
     "print_config",
     "require_torch",
@@ -57,6 +62,53 @@ def check_data(cfg: RunConfig, data: Dataset) -> None:
         raise UsageError(f"--model lenet5{preset} needs square images of at least {LENET5_MIN_SIDE}x"
                          f"{LENET5_MIN_SIDE} (the paper's are 28x28), but {cfg.dataset} images are {h}x{w}; "
                          "use --model mlp or vgg7")
+
+
+# float32's largest finite and smallest normal values: an initializer limit or a layer scale outside them is
+# an infinity, or a 1/scale that rounds every QW(w) / scale to 0 (the network cannot learn).
+F32_MAX, F32_TINY = float(np.finfo(np.float32).max), float(np.finfo(np.float32).tiny)
+# Float32 arrays per weight a run holds at once (accumulator, QW, gradient, update, optimizer state, the
+# other framework's copies...): a bound on its training state, not an estimate of its peak.
+COPIES_PER_WEIGHT = 8
+
+
+def _layer_outputs(spec: ModelSpec) -> list[int]:
+    """Output width of every weight layer in forward order (pairs with :meth:`ModelSpec.fan_ins`)."""
+    if spec.kind == "mlp":
+        return [*spec.hidden, spec.num_classes]
+    convs = [w for w in spec.widths for _ in range(2)] if spec.kind == "vgg7" else list(spec.widths)
+    return [*convs, spec.vgg_hidden, spec.num_classes]
+
+
+def check_model(cfg: RunConfig, spec: ModelSpec) -> None:
+    """:class:`UsageError` (one line naming the option) when ``cfg``'s model cannot train on this machine.
+
+    * its weights' training state (:data:`COPIES_PER_WEIGHT` float32 arrays per weight) exceeds the physical
+      memory (``--hidden``, ``--widths``, ``--vgg-hidden``);
+    * ``--factor`` gives a layer an initializer limit ``sqrt(3 factor / fan_in)`` (Eq. 6) outside float32's
+      range, or (WAGE) a scale ``2^round(log2(W_m / limit))`` (Eq. 7) beyond ``2^126``, where ``QW(w) / scale``
+      is 0 for every weight.
+    """
+    fans, outs = spec.fan_ins(), _layer_outputs(spec)
+    count = sum(f * o for f, o in zip(fans, outs, strict=True))
+    need = 4 * COPIES_PER_WEIGHT * count * (2 if cfg.framework == "compare" else 1)
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > memory:
+        option = "--hidden" if spec.kind == "mlp" else "--widths / --vgg-hidden"
+        raise UsageError(f"{option}: {spec.describe()} has {count:,} weights, about {need / 2**30:,.0f} GiB of "
+                         f"training state, more than this machine's {memory / 2**30:,.0f} GiB of memory; "
+                         "choose smaller layers")
+    wm = 1.5 / 2.0 ** (cfg.bits[0] - 1)  # W_m of Eq. 7
+    for i, fan in enumerate(fans):
+        limit = math.sqrt(3 * cfg.factor / fan)
+        if limit > F32_MAX or limit < (F32_TINY if cfg.float else 0) or limit == 0:
+            what = f"an initializer limit of {limit:.3g}, outside float32's range"
+        elif not cfg.float and round(math.log2(wm / limit)) > 126:
+            what = f"a scale of 2^{round(math.log2(wm / limit))}, so QW(w) / scale would be 0 for every weight"
+        else:
+            continue
+        raise UsageError(f"--factor {cfg.factor:g}: layer {i + 1} (fan-in {fan}) would get {what}; choose a factor "
+                         "nearer 1 (the paper's)")
 
 
 def check_devices(cfg: RunConfig, devices: int | None) -> None:
