@@ -27,7 +27,6 @@ import errno
 import fcntl
 import os
 import re
-import shutil
 import signal
 import threading
 import time
@@ -36,6 +35,7 @@ from pathlib import Path
 
 from wage_train.checkpoints import checkpoints_newest_first
 from wage_train.config import UsageError
+from wage_train.safe_io import TOOL_MARK, make_tool_dir, remove_tool_dir
 
 __all__ = [
     "RUN_FILES",
@@ -52,7 +52,7 @@ __all__ = [
     "tidy_staging",
 ]
 
-STAGING_MARK = ".wage-train-staging"  # inside every staging folder the tool creates, until it becomes the run
+STAGING_MARK = TOOL_MARK  # inside every staging folder the tool creates, until it becomes the run
 RUN_FILES = ("config.json", "checkpoints", "metrics.json", "metrics.csv")
 
 
@@ -141,15 +141,22 @@ class RunLock:
         self.directory = Path(directory)
         self._fd: int | None = None
 
-    def acquire(self, what: str = "--out-dir") -> RunLock:
-        """Take the lock or raise :class:`UsageError` naming the folder and the pid holding it."""
+    def acquire(self, what: str = "--out-dir", wait: Callable[[], None] | None = None) -> RunLock:
+        """Take the lock or raise :class:`UsageError` naming the folder and the pid holding it; with ``wait``,
+        call it and wait for the holder instead."""
         try:
             fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError as e:
             raise UsageError(f"{what} {self.directory}: cannot open it to lock it "
                              f"({os.strerror(e.errno) if e.errno else type(e).__name__})") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if wait is None:
+                    raise
+                wait()
+                fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError as e:
             holder = _lock_holder(fd)
             os.close(fd)
@@ -264,8 +271,7 @@ def swap_into_place(staging: Path, final: Path, old_lock: RunLock | None, new_lo
 def mark_staging(staging: Path) -> None:
     """Create ``staging`` (``FileExistsError`` if anything is there) with the :data:`STAGING_MARK` file that tells
     :func:`tidy_staging` it is this tool's: a user's folder of the same name is never touched."""
-    staging.mkdir()
-    (staging / STAGING_MARK).write_bytes(b"")
+    make_tool_dir(staging)
 
 
 def _staging_siblings(out_dir: Path) -> list[Path]:
@@ -298,7 +304,7 @@ def tidy_staging(out_dir: Path, lock: RunLock, *, resume: bool, log: Callable[[s
             continue  # a live process owns it (it is not ours to touch)
         try:
             if not _has_checkpoint(stale):
-                shutil.rmtree(stale, ignore_errors=True)
+                remove_tool_dir(stale)
                 log(f"note: removed {stale} (left by an interrupted --overwrite run before its first checkpoint)")
             elif resume and not os.listdir(out_dir):
                 with signals_held():
