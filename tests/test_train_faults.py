@@ -345,3 +345,37 @@ def test_a_fault_while_preparing_batches_is_one_line_naming_it_and_leaves_no_run
     assert ("out of memory" in line) if isinstance(error, MemoryError) else ("EIO" in line)
     assert not (out / "config.json").exists()  # failed before its first checkpoint: the folder holds no run
     cli.run([*RUN, "--epochs", "1", "--out-dir", str(out)])  # so a new run goes there without --overwrite
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.15, 0.4])
+def test_sigint_during_the_imports_is_one_line_status_130(tmp_path, delay):
+    p = subprocess.Popen([sys.executable, "-m", "wage_train", *RUN, "--out-dir", str(tmp_path / "run")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=python_env())
+    time.sleep(delay)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    TRIED["SIGINT during the imports"] += 1
+    assert p.returncode == 130, err
+    assert "interrupted before training started" in _one_line_no_traceback(err)
+
+
+@pytest.mark.slow
+def test_sigterm_every_2_ms_during_overwrite_is_one_line_and_loses_nothing(runs, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(runs["half"], out)
+    before = {q.relative_to(out): q.read_bytes() for q in out.rglob("*") if q.is_file()}
+    p = subprocess.Popen([sys.executable, "-m", "wage_train", *RUN, "--out-dir", str(out), "--overwrite"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=python_env(PYTHONUNBUFFERED="1"))
+    for line in p.stdout:  # the header: training is about to start
+        if line.startswith("epoch"):
+            break
+    while p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        time.sleep(0.002)
+    err = p.stderr.read()
+    TRIED["SIGTERM every 2 ms during --overwrite"] += 1
+    assert p.returncode == 130, err
+    _one_line_no_traceback(err)
+    runs_now = [out, *tmp_path.glob("run.old-*")]
+    assert any({q.relative_to(d): q.read_bytes() for q in d.rglob("*") if q.is_file()} == before for d in runs_now)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from wage_spec import FULL_PRECISION
+from wage_train.__main__ import CREATED, stop_before_training
 from wage_train.config import (
     WAGE_LR,
     ConfigError,
@@ -335,6 +336,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list)
         if not args.resume and given.framework != "jax":
             preflight.require_torch(given.framework)
         created, staging = _claim_out_dir(out_dir, args, locks)
+        CREATED.extend(p for p in (created,) if p is not None)
         cfg = _resumed(given, args, out_dir) if args.resume else given
         if cfg.framework != "jax":
             preflight.require_torch(cfg.framework)  # a resumed run's framework is known only now
@@ -344,6 +346,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list)
         if staging is not None:
             try:
                 mark_staging(staging)
+                CREATED.append(staging)
             except OSError as e:
                 raise UsageError(f"--overwrite: {staging} cannot be created ({e.strerror or type(e).__name__})") \
                     from None
@@ -418,7 +421,8 @@ def _train(cfg: RunConfig, data: Dataset, out_dir: Path, args: argparse.Namespac
     from wage_train.loop import DivergedError, ResourceError, RunInterruptedError, StopSignals, train
 
     try:
-        with StopSignals() as stop:
+        CREATED.clear()  # from here on StopSignals answers a signal, after a whole step
+        with StopSignals(exiting=_IN_MAIN) as stop:
             return train(cfg, data, out_dir, resume=bool(args.resume), stop_after=args.stop_after,
                          progress=_show_progress(args), devices=args.devices, staging=staging, stop=stop,
                          locks=(locks[0], locks[1] if len(locks) > 1 else None))
@@ -500,7 +504,18 @@ def _remove_if_unused(created: Path | None, locks: list) -> None:
             created.rmdir()  # only when empty
 
 
+_IN_MAIN = False  # set by main(): run() called in another program's process leaves its signal handlers alone
+def _ignore_signals() -> None:
+    """The process is ending with its one line: a further SIGINT/SIGTERM changes nothing and prints nothing."""
+    import signal
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+
+
 def _exit_line(status: int, message: str) -> None:
+    if _IN_MAIN:
+        _ignore_signals()
     sys.stdout.flush()
     sys.stderr.write(f"wage-train: {'error: ' if status != 130 else ''}{message}\n")
     sys.stderr.flush()
@@ -511,9 +526,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point (``wage-train``, ``python -m examples.train, python -m wage_train``)."""
     import signal
 
-    # SIGTERM before training starts (while data loads or JAX compiles) stops as Ctrl-C does: one line,
-    # status 130. During training StopSignals takes both signals over and stops after a whole step.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # During training StopSignals takes both signals over and stops after a whole step.
+    # Before training starts (imports, data loading, JAX's start) a signal ends the process at once in one line:
+    # a KeyboardInterrupt raised there may land in a C extension's import (a crash) or in a garbage-collector
+    # callback (reported as "Exception ignored" and lost).
+    signal.signal(signal.SIGINT, stop_before_training)
+    signal.signal(signal.SIGTERM, stop_before_training)
+    global _IN_MAIN
+    _IN_MAIN = True  # this process is the command: it may ignore signals while it exits
     try:
         run(argv)
     except KeyboardInterrupt:

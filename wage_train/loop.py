@@ -62,8 +62,9 @@ class StopSignals:
     an Orbax writer is never cut in half; the loop checks it after each step. A second signal exits at once
     (status 130) without a traceback."""
 
-    def __init__(self) -> None:
+    def __init__(self, exiting: bool = False) -> None:
         self.signal_name: str | None = None
+        self.exiting = exiting  # the process ends when the block raises: further signals are then ignored
         self._old: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -82,7 +83,9 @@ class StopSignals:
 
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
-            signal.signal(sig, old)
+            # Leaving with an error in the command's own process, which is about to print its one line and exit:
+            # a further signal would raise in the middle of that (a traceback), so it is ignored instead.
+            signal.signal(sig, signal.SIG_IGN if exc[0] is not None and self.exiting else old)
 
 
 @dataclass

@@ -5,6 +5,8 @@ requirements, the devices, the torch backend and torch itself (before any output
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
@@ -112,12 +114,20 @@ def check_model(cfg: RunConfig, spec: ModelSpec) -> None:
 
 
 def check_devices(cfg: RunConfig, devices: int | None) -> None:
-    """:class:`UsageError` when ``--devices`` asks for more JAX devices than this process has."""
-    if devices is None or cfg.framework == "torch":
+    """:class:`UsageError` when JAX cannot start its backend (``JAX_PLATFORMS`` naming a platform this machine
+    lacks) or ``--devices`` asks for more JAX devices than this process has."""
+    if cfg.framework == "torch":
         return
     import jax
 
-    have = jax.local_device_count()
+    try:
+        have = jax.local_device_count()
+    except Exception as e:  # RuntimeError, or a plugin's bare AssertionError (JAX_PLATFORMS=cuda without a GPU)
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise UsageError(f"JAX cannot start a backend (JAX_PLATFORMS={os.environ.get('JAX_PLATFORMS', '')!r}: "
+                         f"{reason}); unset JAX_PLATFORMS to use the devices this machine has") from None
+    if devices is None:
+        return
     if devices > have:
         kind = jax.local_devices()[0].platform
         raise UsageError(f"--devices {devices}: this process has {have} JAX device(s) ({kind}); give at most "
@@ -162,6 +172,13 @@ def print_config(cfg: RunConfig) -> NoReturn:
     """
     # One key per line, each value on its line (lists stay readable: "bits": [2, 8, 8, 8]); valid JSON.
     rows = [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in cfg.to_dict().items()]
-    sys.stdout.write("{\n" + ",\n".join(rows) + "\n}\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write("{\n" + ",\n".join(rows) + "\n}\n")
+        sys.stdout.flush()
+    except (OSError, AttributeError, ValueError) as e:  # a full device, a closed pipe, no stdout at all
+        if sys.stdout is not None:  # what could not be written is dropped, not flushed again at exit
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        why = f"{errno.errorcode.get(e.errno, e.errno)}: {e.strerror}" if isinstance(e, OSError) else "it is closed"
+        raise UsageError(f"--print-config: cannot write to standard output ({why})") from None
     raise SystemExit(0)
