@@ -209,3 +209,57 @@ def test_an_astronomical_epoch_count_costs_no_memory(tmp_path):
     assert summary["epochs_done"] == 1
     rows = json.loads((tmp_path / "o" / "metrics.json").read_text())["history"]
     assert [(r["epoch"], r["lr"]) for r in rows] == [(1, 8.0)]
+
+
+# ------------------------------------------------------------------------- the process's surroundings
+
+
+def _one_line_exit_2(p) -> str:
+    err = p.stderr.decode("utf-8", "backslashreplace") if isinstance(p.stderr, bytes) else p.stderr
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert p.returncode == 2 and len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("stdout", ["/dev/full", "closed"])
+def test_print_config_to_a_full_or_closed_stdout_is_one_line(stdout):
+    import subprocess
+    import sys
+
+    from wage_parity.testing import python_env
+
+    target = open(stdout, "wb") if stdout != "closed" else None  # noqa: SIM115
+    argv = [sys.executable, "-m", "wage_train", "--print-config"]
+    if target is None:  # the child starts with file descriptor 1 closed
+        argv = [sys.executable, "-c", "import os, runpy, sys; os.close(1); sys.stdout = None; sys.argv = "
+                "['wage-train', '--print-config']; runpy.run_module('wage_train', run_name='__main__')"]
+    try:
+        p = subprocess.run(argv, stdout=target, stderr=subprocess.PIPE, timeout=120, env=python_env())
+    finally:
+        if target is not None:
+            target.close()
+    assert "--print-config: cannot write to standard output" in _one_line_exit_2(p)
+
+
+def test_a_name_of_invalid_utf8_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from wage_parity.testing import python_env
+
+    p = subprocess.run([sys.executable, "-m", "wage_train", *QUICK, "--name", b"caf\xe9", "--out-dir",
+                        tmp_path / "o"], capture_output=True, timeout=120, env=python_env())
+    assert "--name" in _one_line_exit_2(p) and "UTF-8" in p.stderr.decode()
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_jax_platform_this_machine_lacks_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from wage_parity.testing import python_env
+
+    p = subprocess.run([sys.executable, "-m", "wage_train", *QUICK, "--out-dir", tmp_path / "o"],
+                       capture_output=True, text=True, timeout=120, env=python_env(JAX_PLATFORMS="nosuchplatform"))
+    assert "JAX cannot start a backend (JAX_PLATFORMS='nosuchplatform'" in _one_line_exit_2(p)
+    assert not (tmp_path / "o").exists()
