@@ -538,6 +538,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         run(argv)
     except KeyboardInterrupt:
         _exit_line(130, "interrupted before training started; nothing to resume from this invocation")
+    finally:
+        _IN_MAIN = False
     # The run is complete and its outputs are written: a signal while the interpreter shuts down (when Python
     # has restored the default handlers, which would end the process silently with status 143) is ignored.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
