@@ -9,10 +9,15 @@ own. Files and checksums are the ones the data sets publish (and torchvision lis
   ``cifar-10-batches-py/``;
 * SVHN: ``train_32x32.mat``, ``test_32x32.mat`` (and with ``extra``, ``extra_32x32.mat``) from Stanford (MD5).
 
-Every download goes to a temporary file in the target folder, is checked against its checksum, and only then
-renamed to its name (a ``pooch.create`` registry per data set does the fetching and hashing): an interrupted or
-corrupted download never leaves a file under the real name, and a rerun fetches again what is missing or does
-not match. Archives are extracted member by member after checks: regular files and folders only (no links,
+Every download goes to a temporary file in :data:`PARTIAL` (a marked folder in the target folder, removed
+when the download ends and by the next run if a killed one left it), is checked against its checksum, and only
+then renamed to its name (a ``pooch.create`` registry per data set does the hashing, :func:`_download` the
+streaming, with an overall deadline and a minimum rate): an interrupted or corrupted download never leaves a
+file under the real name, and a rerun fetches again what is missing or does not match. The target folder is
+locked (``flock``) while files are fetched and extracted, so a second download into it waits and then finds
+them; a folder the call created is removed again when nothing went into it.
+
+Archives are extracted member by member after checks: regular files and folders only (no links,
 devices or FIFOs), every path inside the target, a bound on the members' count and total size; into a
 temporary folder renamed when complete. Data already on disk is used as it is: the files themselves, a torchvision root
 (``MNIST/raw``, ``cifar-10-batches-py``, the SVHN ``.mat`` files), or ``cifar-10-python.tar.gz`` (verified, then
@@ -20,6 +25,7 @@ extracted).
 
 The base URL of each data set can be replaced (a mirror, or a test's local server) with the environment variables
 ``WAGE_MNIST_URL``, ``WAGE_CIFAR10_URL``, ``WAGE_SVHN_URL``: the file names are appended to it.
+``WAGE_DOWNLOAD_DEADLINE_S`` and ``WAGE_DOWNLOAD_MIN_RATE`` replace :data:`DEADLINE_S` and :data:`MIN_RATE`.
 """
 
 from __future__ import annotations
