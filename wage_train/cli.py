@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 
 from wage_spec import FULL_PRECISION
-from wage_train.__main__ import CREATED, stop_before_training
 from wage_train.config import (
     WAGE_LR,
     ConfigError,
@@ -50,6 +49,7 @@ from wage_train.config import (
 from wage_train.data import DATASETS, Dataset, data_fingerprint, hold_out_validation, load_dataset
 from wage_train.download import ensure_dataset
 from wage_train.float_recipe import RECIPES, STANDARD_LR, default_lr
+from wage_train.interrupt import CREATED, stop_before_training
 from wage_train.presets import PRESETS
 from wage_train.runspec import SCHEDULES
 from wage_train.safe_io import DataError, read_json_object
