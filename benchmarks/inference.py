@@ -101,8 +101,9 @@ def _forms(program: Any) -> dict[str, Any]:
             "float32": float32_onnx(program)}
 
 
-def measure(smoke: bool = False, threads: int = 1, lenet_steps: int = 300) -> dict[str, Any]:
-    """Rows (``benchmarks.core.row``) of images/s and bytes per network, form and batch; LeNet-5 accuracies."""
+def measure(smoke: bool = False, threads: int = 1, lenet_steps: int = 300, budget: Any = None) -> dict[str, Any]:
+    """Rows (``benchmarks.core.row``) of images/s and bytes per network, form and batch; LeNet-5 accuracies.
+    ``budget`` (the suite's ``benchmarks.core.Budget``): each network's timings start only if 10 s are left."""
     import jax
 
     from wage_jax.export import integer_program
@@ -128,6 +129,8 @@ def measure(smoke: bool = False, threads: int = 1, lenet_steps: int = 300) -> di
         accuracy[f"ONNX {name}"] = float((out.argmax(1) == test_y).mean())
     rng = np.random.default_rng(0)
     for net, (m, p, c), shape in (("lenet5", lenet[:3], (28, 28, 1)), ("vgg7", vgg, (32, 32, 3))):
+        if budget is not None and not budget.allows(1.0 if smoke else 10.0, f"inference {net}"):
+            continue
         forms = _forms(integer_program(m, p, c))
         for batch in batches:
             images = rng.uniform(-1, 1, (batch, *shape)).astype(np.float32)

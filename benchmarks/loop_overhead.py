@@ -1,4 +1,4 @@
-"""The training CLI's loop vs a tight loop of the same jitted WAGE step, side by side in one run (issue 24).
+"""The training CLI's loop vs a tight loop of the same jitted WAGE step, side by side in one run.
 
     python -m benchmarks.loop_overhead [--quick] [--steps N] [--epochs E] [--only lenet5|vgg7]
 
@@ -16,8 +16,8 @@ with W and A nearest and G and E stochastic, on random images written in the dat
 The two alternate: right after each CLI epoch's bar closes, one tight repeat of ``N`` steps runs (the tight
 runner is built and warmed up after the first epoch), so each pair sees the same load from other processes on
 a shared machine. Prints the best images/s of each, their ratio ``cli / tight`` (the target is >= 0.95 on the
-CPU), the median of the pairs' ratios and the pairs. Also prints the images/s the CLI itself reported (since
-issue 24 the same measure: training images / wall time of the epoch's training loop). ``--quick``: 8 steps per
+CPU), the median of the pairs' ratios and the pairs. Also prints the images/s the CLI itself reported (the same
+measure: training images / wall time of the epoch's training loop). ``--quick``: 8 steps per
 epoch, 4 epochs (default 16 steps, 5 epochs). ``measure(quick)`` returns the rows for a benchmark suite.
 """
 
@@ -39,6 +39,7 @@ import numpy as np
 
 TARGET = 0.95
 BATCH = 128
+MODEL_ESTIMATE_S = 30.0  # one model's CLI run and tight loop, compilations included (full sizes)
 MODELS: dict[str, dict[str, Any]] = {
     "lenet5": {"preset": "paper-mnist", "extra": [], "describe": "LeNet-5 (paper-mnist)"},
     "vgg7": {"preset": "paper-cifar10", "extra": ["--widths", "16,32,64", "--vgg-hidden", "128"],
@@ -174,13 +175,14 @@ def _pairs(kind: str, data_dir: Path, out: Path, steps: int, epochs: int) -> tup
 
 
 def measure(quick: bool, steps: int | None = None, epochs: int | None = None,
-            only: str | None = None) -> list[dict[str, Any]]:
+            only: str | None = None, budget: Any = None) -> list[dict[str, Any]]:
     """One row per model: ``{name, figure (CLI images/s), unit, ratio (cli / tight), target, passed}`` and
     ``tight`` (images/s of the tight loop), ``reported`` (images/s in the CLI's metrics.csv), ``pairs`` (each
     (CLI epoch, tight repeat) pair's images/s) and ``pair_ratio_median``.
 
     ``figure``, ``tight``, ``reported``: the best of the ``epochs - 1`` pairs (other processes on a shared machine
-    only ever slow a loop down); ``ratio`` is best over best.
+    only ever slow a loop down); ``ratio`` is best over best. ``budget`` (the suite's ``benchmarks.core.Budget``):
+    a model starts only if ``MODEL_ESTIMATE_S`` (``--quick``: a tenth) is left; what does not fit is skipped.
     """
     steps = steps or (8 if quick else 16)
     epochs = epochs or (4 if quick else 5)
@@ -189,6 +191,8 @@ def measure(quick: bool, steps: int | None = None, epochs: int | None = None,
     rows = []
     for kind, m in MODELS.items():
         if only and kind != only:
+            continue
+        if budget is not None and not budget.allows(MODEL_ESTIMATE_S / (10 if quick else 1), f"loop overhead {kind}"):
             continue
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)

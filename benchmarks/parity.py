@@ -2,9 +2,9 @@
 
 Every case of ``wage_parity.cases`` (every public wage_jax quantizer) runs as one ``jax.jit`` program on
 both backends, in this process, with the same inputs and explicit draws; outputs are compared on their
-float32 bit patterns (the torch reference is never computed: no qtorch or wage_torch needed; torch is,
-for the corpus's draws). ``keyed_cases`` adds the stochastic functions drawing from PRNG keys, so the
-device's own random bits are compared too.
+float32 bit patterns. No torch: the torch reference is never computed, and the stochastic cases' draws
+come from NumPy (``wage_parity.corpus.numpy_draws``). ``keyed_cases`` adds the stochastic functions
+drawing from PRNG keys, so the device's own random bits are compared too.
 
 ``QW`` calls whose ``scale`` is not a power of two are counted apart (``"QW, scale not a power of two"``):
 there ``QW`` divides (a power-of-two scale is multiplied by its exact reciprocal), and XLA:GPU may compile
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import re
-import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -27,12 +26,11 @@ import numpy as np
 import wage_jax as wj
 from benchmarks.core import Budget, differing_elements, log
 from wage_parity.cases import FUNCTIONS, Call, Case, cases
-from wage_parity.corpus import fixed_point_inputs, gradient_like
+from wage_parity.corpus import fixed_point_inputs, gradient_like, numpy_draws
 
 __all__ = ["DIVISION", "keyed_cases", "run_parity", "select_cases"]
 
 DIVISION = "QW, scale not a power of two"
-_ARGS_LOCK = threading.Lock()  # the corpus's torch draws come from torch's one global generator
 
 
 def _keyed(name: str, fn: Any, *arrays: np.ndarray, outputs: tuple[str, ...] = ("out",)) -> Call:
@@ -69,7 +67,7 @@ def select_cases(smoke: bool) -> list[Case]:
     case with the fewest calls, and one keyed case."""
     selected: list[Case] = []
     for function in ("QW", "QG", "wage_quantize") if smoke else FUNCTIONS:
-        found = cases(function)
+        found = cases(function, draws=numpy_draws)
         if smoke:
             found = [min((c for c in found if any(np.size(a) for a in c.calls[0].jax_args() if a is not None)),
                          key=lambda c: len(c.calls))]
@@ -96,8 +94,7 @@ def _run_on(case: Case, args: list[tuple], device: Any) -> list[list[np.ndarray]
 
 def _compare(case: Case, device: Any, host: Any) -> list[tuple[str, int, int, str]]:
     """``(group, elements, differing, where)`` per output of every call."""
-    with _ARGS_LOCK:
-        args = [tuple(c.jax_args()) for c in case.calls]
+    args = [tuple(c.jax_args()) for c in case.calls]
     on_device, on_host = _run_on(case, args, device), _run_on(case, args, host)
     out = []
     for call, outs_d, outs_h in zip(case.calls, on_device, on_host, strict=True):

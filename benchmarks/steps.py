@@ -203,7 +203,8 @@ def products(stablehlo: str) -> dict[str, int]:
 
 
 def trajectories(spec: ModelSpec, names: list[str], batch: int, steps: int, device: Any, host: Any,
-                 budget: Budget, compile_est_s: float, keep: dict[str, Runner]) -> list[dict[str, Any]]:
+                 budget: Budget, compile_est_s: float, keep: dict[str, Runner],
+                 headroom: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Each variant in ``names`` trained ``steps`` steps on ``device`` against one host CPU reference in lockstep.
 
     The reference is the first variant's configuration on the host's backend convolution; every variant with
@@ -212,13 +213,19 @@ def trajectories(spec: ModelSpec, names: list[str], batch: int, steps: int, devi
     accumulator elements and logits whose bits differ, per step. A variant that does not compile on the
     device is reported with its error. A variant starts only if ``compile_est_s``, raised to the slowest
     compilation so far, fits in the budget. The device runners go to ``keep`` (timed later without recompiling).
+    With ``headroom``, each host reference also measures its steps' sums (``benchmarks.headroom.measure``):
+    ``headroom["<model> b<batch>[ nearest]"] = {layer: {product: [bound / 2^24 per step]}}``.
     """
+    from benchmarks import headroom as exactness
+
     rows: list[dict[str, Any]] = []
     refs: dict[bool, list] = {}
     ref_compiled: dict[bool, Any] = {}
     for name in names:
         v = VARIANTS[name]
-        if not budget.allows(compile_est_s * (1 if v.nearest in refs else 2), f"trajectory {spec.name} {name}"):
+        # a new host reference also compiles its step and, with headroom, its probe
+        if not budget.allows(compile_est_s * (1 if v.nearest in refs else 2 + (headroom is not None)),
+                             f"trajectory {spec.name} {name}"):
             continue
         params, data = init_params(spec, v), batches(spec, batch)
         keys = step_keys(steps) if v.stochastic else None
@@ -226,9 +233,17 @@ def trajectories(spec: ModelSpec, names: list[str], batch: int, steps: int, devi
             ref = Runner(spec, Variant("reference", nearest=v.nearest), host, params, data, keys)
             ref_compiled[v.nearest] = ref.compiled
             refs[v.nearest] = []
-            for _ in range(steps):
-                ref.dispatch()
-                refs[v.nearest].append(jax.device_get((ref.params, ref.logits)))
+
+            def record(ref=ref, kept=refs[v.nearest]):
+                kept.append(jax.device_get((ref.params, ref.logits)))
+
+            if headroom is not None:
+                label = f"{spec.name} b{batch}" + (" nearest" if v.nearest else "")
+                headroom[label] = exactness.measure(ref, steps, record)
+            else:
+                for _ in range(steps):
+                    ref.dispatch()
+                    record()
             del ref
         out = {"model": spec.describe(), "variant": name, "batch": batch, "steps": steps}
         same = device == host and not v.integer and v.lowering == "conv"  # the reference's own program

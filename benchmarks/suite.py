@@ -106,16 +106,17 @@ def phase_parity(ctx: Ctx) -> dict[str, Any]:
 
 def phase_trajectories(ctx: Ctx) -> dict[str, Any]:
     from benchmarks.core import row
+    from benchmarks.headroom import headroom_rows
     from benchmarks.steps import trajectories
 
-    runs = []
+    runs, headroom = [], {}
     for key, batch in (("mlp", ctx.plan["mlp_batches"][0]), ("conv", ctx.plan["conv_batch"])):
         spec = ctx.plan[key]
         if not ctx.plan[f"{key}_traj"]:
             continue
         kept: dict[str, Any] = {}
         runs += trajectories(spec, ctx.plan[f"{key}_traj"], batch, ctx.plan["traj_steps"], ctx.device, ctx.host,
-                             ctx.budget, ctx.plan["compile_est_s"], kept)
+                             ctx.budget, ctx.plan["compile_est_s"], kept, headroom)
         ctx.runners.update({(spec.name, name, batch): r for name, r in kept.items()})
     for r in runs:  # a variant the device cannot compile is not compiled again for the speed rows
         if "error" in r:
@@ -124,7 +125,8 @@ def phase_trajectories(ctx: Ctx) -> dict[str, Any]:
                 r.get("differ total"), "differing elements", target="figure == 0",
                 note=r.get("error") or (f"first at step {r['first differing step']}" if r["differ total"] else ""))
             for r in runs]
-    return {"runs": runs, "rows": rows}
+    rows += [r for label, h in headroom.items() for r in headroom_rows(label, h)]
+    return {"runs": runs, "rows": rows, "headroom": headroom}
 
 
 def phase_quantizers(ctx: Ctx) -> dict[str, Any]:
@@ -267,7 +269,7 @@ def phase_profile(ctx: Ctx) -> dict[str, Any]:
 
 
 def phase_loop_overhead(ctx: Ctx) -> dict[str, Any]:
-    """wage-train's training loop vs a tight loop of the same jitted step (issue 24; benchmarks/loop_overhead.py)."""
+    """wage-train's training loop vs a tight loop of the same jitted step (benchmarks/loop_overhead.py)."""
     from benchmarks.core import row
 
     try:  # wage-train's own dependencies (orbax, scikit-learn, tqdm) may be absent where the suite runs
@@ -276,8 +278,8 @@ def phase_loop_overhead(ctx: Ctx) -> dict[str, Any]:
         from benchmarks import loop_overhead
     except ImportError as exc:
         return {"skipped": f"wage-train cannot run here: {type(exc).__name__}: {exc}"}
-    measured = (loop_overhead.measure(True, steps=2, epochs=2, only="lenet5") if ctx.args.smoke
-                else loop_overhead.measure(False))
+    measured = (loop_overhead.measure(True, steps=2, epochs=2, only="lenet5", budget=ctx.budget) if ctx.args.smoke
+                else loop_overhead.measure(False, budget=ctx.budget))
     rows = [row(m["name"], m["figure"], m["unit"], ratio=m["ratio"], target=f"ratio >= {m['target']}",
                 note=f"tight loop {m['tight']:.0f} img/s; median pair ratio {m['pair_ratio_median']:.2f}")
             for m in measured]
@@ -292,7 +294,7 @@ def phase_inference(ctx: Ctx) -> dict[str, Any]:
         from benchmarks import inference
     except ImportError as exc:
         return {"skipped": f"the export extra or scikit-learn is missing: {type(exc).__name__}: {exc}"}
-    return inference.measure(ctx.args.smoke)
+    return inference.measure(ctx.args.smoke, budget=ctx.budget)
 
 
 @dataclass(frozen=True)
@@ -329,11 +331,11 @@ def _target_class(ctx: Ctx) -> bool:
 
 def planned_compiles(plan: dict[str, Any], phases: set[str], same_device: bool) -> int:
     """The executables the plan builds, counted from it: each corpus case on the device and on the host; per
-    model, one host reference per rounding configuration and each trajectory variant (on a CPU-only run the
-    variants that are the reference's own program reuse it); each speed variant not already built; per size,
-    each quantizer operation and the copy; two matmuls; the parallel phase's clipping, two steps and two
-    optimizer inits; one initial state per step built. Small eager computations (``device_put``, key splits)
-    come on top: the report counts every compilation through ``CompileCounter``."""
+    model, one host reference (and its headroom probe) per rounding configuration and each trajectory variant
+    (on a CPU-only run the variants that are the reference's own program reuse it); each speed variant not
+    already built; per size, each quantizer operation and the copy; two matmuls; the parallel phase's clipping,
+    two steps and two optimizer inits; one initial state per step built. Small eager computations
+    (``device_put``, key splits) come on top: the report counts every compilation through ``CompileCounter``."""
     from benchmarks.parity import select_cases
     from benchmarks.quantizers import OPS, SMOKE_OPS
     from benchmarks.steps import VARIANTS
@@ -345,7 +347,7 @@ def planned_compiles(plan: dict[str, Any], phases: set[str], same_device: bool) 
     if "trajectories" in phases:
         for m in ("mlp", "conv"):
             names = plan[f"{m}_traj"]
-            n += 2 * len({VARIANTS[v].nearest for v in names})  # the reference and its initial state
+            n += 3 * len({VARIANTS[v].nearest for v in names})  # the reference, its initial state, its headroom
             reused = [v for v in names if same_device and not VARIANTS[v].integer and VARIANTS[v].lowering == "conv"]
             n += 2 * len(names) - len(reused)
             built |= {(m, v) for v in names}
@@ -476,6 +478,20 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     return 1 if failed else 0
 
 
+def _joined_xla_flags(argv: list[str]) -> list[str]:
+    """``--xla-flags VALUE`` as ``--xla-flags=VALUE``: argparse reads a separate value that starts with ``--``
+    (every XLA flag does) as an option of its own and stops with "expected one argument"."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--xla-flags" and i + 1 < len(argv):
+            out.append(f"--xla-flags={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
@@ -486,8 +502,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, help=f"wall-clock budget (default {FULL_BUDGET_S:.0f}, "
                         f"{SMOKE_BUDGET_S:.0f} with --smoke); no phase or compilation starts past it")
     parser.add_argument("--only", nargs="+", choices=[p.name for p in PHASES], help="run only these phases")
-    parser.add_argument("--xla-flags", default="", help="appended to XLA_FLAGS before JAX starts (printed)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--xla-flags", default="", help="appended to XLA_FLAGS before JAX starts (printed); "
+                        "'--xla-flags \"--xla_a --xla_b\"' and '--xla-flags=...' alike")
+    args = parser.parse_args(_joined_xla_flags(argv))
     if args.budget_s is None:
         args.budget_s = SMOKE_BUDGET_S if args.smoke else FULL_BUDGET_S
     if not args.budget_s > 0:

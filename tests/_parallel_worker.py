@@ -68,14 +68,16 @@ class ConvNet(nn.Module):
     def __call__(self, x):
         c = self.config
         ints = {"integer": self.integer, "bits_A": c.bits_A, "bits_E": c.bits_E}
+        # the integer lowering with int32 sums in the backward too ("conv" convolves the integers in float32 there)
+        lowering = "patches" if self.integer else "conv"
 
         def q(v, bits_A, bits_E):
             return WAGEQuantizer(bits_A, bits_E, c.A_mode, c.E_mode)(v)
 
         x = q(x, c.bits_A, FULL_PRECISION)
-        x = WAGEConv(8, c.bits_W, 3, factor=c.factor, name="conv0", **ints)(x)
+        x = WAGEConv(8, c.bits_W, 3, factor=c.factor, name="conv0", lowering=lowering, **ints)(x)
         x = q(nn.relu(max_pool_2x2(x)), c.bits_A, c.bits_E)
-        x = WAGEConv(8, c.bits_W, 3, strides=(2, 2), factor=c.factor, name="conv1", **ints)(x)
+        x = WAGEConv(8, c.bits_W, 3, strides=(2, 2), factor=c.factor, name="conv1", lowering=lowering, **ints)(x)
         x = q(nn.relu(x), c.bits_A, c.bits_E).reshape(x.shape[0], -1)
         x = WAGEDense(10, c.bits_W, c.factor, name="dense0", **ints)(x)
         return q(x, FULL_PRECISION, c.bits_E)

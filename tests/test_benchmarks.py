@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -63,9 +64,36 @@ def test_a_lowering_trajectory_agrees_bit_for_bit_and_leaves_no_convolution(smok
         assert r["first differing step"] is None
     assert runs["wage nearest"]["products"]["convolutions"] == 2 * 3 - 1  # fwd, dx, dw; no dx for conv0
     assert runs["wage nearest patches"]["products"]["convolutions"] == 0
-    rows = result["phases"]["trajectories"]["rows"]
+    rows = [r for r in result["phases"]["trajectories"]["rows"] if r["name"].startswith("trajectory")]
     assert [r["passed"] for r in rows] == [True, True] and all(r["target"] == "figure == 0" for r in rows)
     assert "| trajectory lenet5 wage nearest patches b4, 2 steps | 0 |" in md
+
+
+@pytest.mark.slow  # the shared smoke run: 10-25 s on 2 cores, mostly three LeNet-5 compilations
+def test_the_trajectories_report_each_layers_headroom_per_step(smoke):
+    _, result, md, _ = smoke
+    headroom = result["phases"]["trajectories"]["headroom"]
+    assert list(headroom) == ["lenet5 b4 nearest"]
+    layers = headroom["lenet5 b4 nearest"]
+    assert list(layers) == ["conv0", "conv1", "dense0", "dense1"]
+    for products in layers.values():
+        assert set(products) == {"forward", "input_grad", "kernel_grad"}
+        assert all(len(r) == 2 and all(0 < v < 1 for v in r) for r in products.values())  # 2 steps, tiny sums
+    rows = {r["name"]: r for r in result["phases"]["trajectories"]["rows"] if r["name"].startswith("headroom")}
+    assert len(rows) == 4 and all(r["passed"] and r["target"] == "figure <= 1" for r in rows.values())
+    conv0 = rows["headroom lenet5 b4 nearest conv0"]
+    assert conv0["figure"] == max(max(r) for r in layers["conv0"].values())
+    assert "exact in any order" in conv0["note"] and "| headroom lenet5 b4 nearest conv0 |" in md
+
+
+def test_a_headroom_past_2_to_the_24_misses_its_target():
+    from benchmarks.headroom import headroom_rows
+
+    (r,) = headroom_rows("vgg7 b512", {"conv0": {"forward": [0.01, 0.02], "input_grad": [0.1, 0.1],
+                                                 "kernel_grad": [0.9, 3.6]}})
+    assert r["figure"] == 3.6 and r["passed"] is False
+    assert r["note"] == ("forward 0.02, input_grad 0.1, kernel_grad 3.6; worst: kernel_grad at step 1; past 2^24: "
+                         "float32 sums may round (identity within the bound only)")
 
 
 @pytest.mark.slow  # the shared smoke run: 10-25 s on 2 cores, mostly three LeNet-5 compilations
@@ -99,6 +127,62 @@ def test_the_trace_lies_within_two_folders_of_out(smoke):
     assert all(len(f.parts) <= 2 for f in files), files
     assert any(f.name.endswith(".xplane.pb") for f in files)
     assert sorted(result["phases"]["profile"]["files"]) == sorted(f.name for f in files if f.parts[0] == "trace")
+
+
+# Run in a fresh interpreter: torch made unimportable by a finder (a None in sys.modules would break SciPy's
+# array-API probe, which wage-train's scikit-learn import reaches), every phase, and torch never loaded.
+_WITHOUT_TORCH = """
+import sys
+class Blocker:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "qtorch", "wage_torch"):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+sys.meta_path.insert(0, Blocker())
+from benchmarks.suite import main
+rc = main(sys.argv[1:])
+print("torch loaded:", any(m.split(".")[0] == "torch" for m in sys.modules))
+sys.exit(rc)
+"""
+
+
+@pytest.mark.slow  # every phase at smoke sizes in a fresh interpreter: 20-40 s on 2 cores
+def test_the_smoke_run_needs_no_torch_and_runs_every_phase(tmp_path):
+    from benchmarks.suite import PHASES
+    from wage_parity.testing import python_env, run_python
+
+    root = Path(__file__).resolve().parents[1]
+    proc = run_python(["-c", _WITHOUT_TORCH, "--smoke", "--budget-s", "600", "--out", str(tmp_path)],
+                      env=python_env(pythonpath=[root]),
+                      cwd=root, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "torch loaded: False" in proc.stdout
+    result = json.loads((tmp_path / "benchmarks.json").read_text())
+    assert list(result["phases"]) == [p.name for p in PHASES]
+    assert not [n for n, p in result["phases"].items() if "error" in p or "skipped" in p]
+    assert result["phases"]["parity"]["cases run"] == result["phases"]["parity"]["cases selected"] > 0
+    assert [r["passed"] for r in result["phases"]["loop overhead"]["rows"]] != []
+
+
+@pytest.mark.parametrize("form", [["--xla-flags", "--xla_cpu_enable_fast_math=false --xla_dump_to=none"],
+                                  ["--xla-flags=--xla_cpu_enable_fast_math=false --xla_dump_to=none"]])
+def test_xla_flags_take_the_documented_form_and_the_joined_one(form, monkeypatch):
+    from benchmarks import suite
+
+    seen = {}
+    monkeypatch.setenv("XLA_FLAGS", "--xla_earlier=1")
+    monkeypatch.setattr(suite, "run", lambda args, argv: seen.setdefault("args", args) and 0)
+    assert suite.main(["--smoke", *form, "--only", "parity"]) == 0
+    assert seen["args"].xla_flags == "--xla_cpu_enable_fast_math=false --xla_dump_to=none"
+    assert seen["args"].only == ["parity"]
+    assert suite.os.environ["XLA_FLAGS"] == "--xla_earlier=1 --xla_cpu_enable_fast_math=false --xla_dump_to=none"
+
+
+def test_the_loop_overhead_phase_keeps_to_the_budget():
+    from benchmarks import loop_overhead
+
+    budget = Budget(1.0)
+    assert loop_overhead.measure(False, budget=budget) == []  # starts nothing: 30 s per model do not fit
+    assert [s.split(" (")[0] for s in budget.skipped] == ["loop overhead lenet5", "loop overhead vgg7"]
 
 
 def test_asking_for_a_platform_jax_does_not_have_fails_in_one_line(tmp_path, capsys):

@@ -47,7 +47,7 @@ def test_changelog_has_one_heading_of_each_kind_per_release() -> None:
 
 def test_readme_fits_in_8_kb_and_the_docs_cite_no_tracker_numbers() -> None:
     assert len((ROOT / "README.md").read_bytes()) <= 8192
-    # The project has no issue tracker: "issue 24" or "#24" means nothing to a reader (an upstream link such as
+    # The project has no issue tracker: a tracker number means nothing to a reader (an upstream link such as
     # jax-ml/jax#7637 is a reference, not one of ours).
     cite = re.compile(r"\bissues? \d+|(?<![\w/])#\d+")
     pages = [ROOT / "README.md", ROOT / "CHANGELOG.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -148,3 +148,126 @@ def test_traced_lr_in_range_gives_the_eager_bits():
     for lr in (2.0**-20, 0.125, 1.0, 8.0, 2.0**24):
         traced = jax.jit(lambda g, lr: wj.QG(g, 8, lr))(g, jnp.float32(lr))
         np.testing.assert_array_equal(f32_bits(traced), f32_bits(wj.QG(g, 8, lr)))
+
+
+# ---- exactness by magnitude ---------------------------------------------------------------------------------------
+
+
+def _brute_conv_bounds(x, w, e, strides, pads):
+    """For each product, max over its outputs of max(P, N), the sums of its positive and of its negative terms, by
+    explicit loops over the windows (integers in int64: exact)."""
+    def bound(a, b, place):
+        """``place(arrays, out)`` accumulates einsum products of ``a`` and ``b`` (signed and absolute)."""
+        signed, absolute = place(a, b), place(np.abs(a), np.abs(b))
+        return ((absolute + np.abs(signed)) // 2).max()
+
+    kh, kw = w.shape[:2]
+    ho, wo = e.shape[1:3]
+    xp = np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
+
+    def windows():
+        for i in range(ho):
+            for j in range(wo):
+                yield i, j, (slice(None), slice(i * strides[0], i * strides[0] + kh),
+                             slice(j * strides[1], j * strides[1] + kw), slice(None))
+
+    def forward(xa, wa):
+        out = np.zeros(e.shape, np.int64)
+        for i, j, s in windows():
+            out[:, i, j, :] = np.einsum("nabc,abco->no", xa[s], wa)
+        return out
+
+    def input_grad(ea, wa):
+        out = np.zeros(xp.shape, np.int64)
+        for i, j, s in windows():
+            out[s] += np.einsum("no,abco->nabc", ea[:, i, j, :], wa)
+        return out[:, pads[0][0]:pads[0][0] + x.shape[1], pads[1][0]:pads[1][0] + x.shape[2]]  # x's own positions
+
+    def kernel_grad(xa, ea):
+        out = np.zeros(w.shape, np.int64)
+        for i, j, s in windows():
+            out += np.einsum("nabc,no->abco", xa[s], ea[:, i, j, :])
+        return out
+
+    return {"forward": bound(xp, w, forward), "input_grad": bound(e, w, input_grad),
+            "kernel_grad": bound(xp, e, kernel_grad)}
+
+
+@pytest.mark.parametrize("strides, padding", [((1, 1), "SAME"), ((2, 1), ((1, 0), (2, 1))), ((2, 2), "VALID")])
+def test_sum_bounds_are_the_largest_partial_sums_in_grid_units(strides, padding):
+    rng = np.random.default_rng(5)
+    kx, kw_, ke = rng.integers(-127, 128, (3, 7, 6, 2)), rng.integers(-1, 2, (3, 2, 2, 3)), None
+    x, w = kx / np.float32(128), kw_ / np.float32(2)  # bits_A = 8, bits_W = 2 (scale 1)
+    pads = padding if not isinstance(padding, str) else jax.lax.padtype_to_pads((7, 6), (3, 2), strides, padding)
+    out = jax.eval_shape(lambda a, b: jax.lax.conv_general_dilated(a, b, strides, padding, dimension_numbers=(
+        "NHWC", "HWIO", "NHWC")), x.astype(np.float32), w.astype(np.float32)).shape
+    ke = rng.integers(-127, 128, out)
+    bounds = checked.sum_bounds("conv", jnp.asarray(x, jnp.float32), jnp.asarray(w, jnp.float32),
+                                jnp.asarray(ke / 128, jnp.float32), 8, 2, 8, 1.0, strides=strides, padding=padding)
+    expected = _brute_conv_bounds(kx, kw_, ke, strides, [tuple(p) for p in pads])
+    assert {k: float(v) for k, v in bounds.items()} == {k: float(v) for k, v in expected.items()}
+
+
+def test_a_sum_past_2_to_the_24_is_reported_and_does_round_in_float32():
+    """1100 examples of 127 x 127 units: the dense kernel gradient's sums reach 1100 * 16129 > 2^24; the float32
+    sum in one order is no longer the exact integer, and checked mode names the layer and the product."""
+    n = 1100
+    x = jnp.full((n, 3), 127 / 128, jnp.float32)  # bits_A = 8: 127 units
+    e = jnp.full((n, 2), -127 / 128, jnp.float32)  # bits_E = 8
+    w = jnp.full((3, 2), 0.5, jnp.float32)  # bits_W = 2: 1 unit
+    bounds = checked.sum_bounds("dense", x, w, e, 8, 2, 8, 1.0)
+    # the bound itself is a float32 sum: past 2^24 it rounds too, by a few ulp
+    assert float(bounds["kernel_grad"]) == pytest.approx(n * 127 * 127, rel=1e-5)
+    assert n * 127 * 127 > checked.EXACT_SUM_LIMIT
+    assert float(bounds["forward"]) == 3 * 127 and float(bounds["input_grad"]) == 2 * 127
+    terms = np.full(n, 127 * 127, np.float32)
+    assert int(np.cumsum(terms, dtype=np.float32)[-1]) != n * 127 * 127  # sequential float32 rounds past 2^24
+
+    err, _ = jax.jit(checked.checkify(lambda b: checked.check_exact_sums({"dense0": b})))(bounds)
+    assert err.get().startswith("dense0 kernel_grad: a partial sum reaches 1.05")
+    err, _ = jax.jit(checked.checkify(lambda b: checked.check_exact_sums({"dense0": b})))(
+        {k: v for k, v in bounds.items() if k != "kernel_grad"})
+    assert err.get() is None
+
+
+def test_layer_sum_bounds_measure_each_wage_layer_of_a_model_in_a_step():
+    from wage_jax.models import MLP
+    from wage_spec import WAGEConfig
+
+    cfg = WAGEConfig()
+    model = MLP(config=cfg, hidden=(16,))
+    x = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (8, 12)), jnp.float32)
+    y = jnp.arange(8) % 10
+    params = wj.clip_params(model.init(jax.random.key(0), x)["params"], cfg.bits_W)
+
+    def probe(p, key):
+        bounds = checked.layer_sum_bounds(model, p, x, y, rngs={"wage": key})
+        checked.check_exact_sums(bounds)
+        return bounds
+
+    err, bounds = jax.jit(checked.checkify(probe))(params, jax.random.key(1))
+    assert err.get() is None and list(bounds) == ["dense0", "dense1"]
+    assert all(set(b) == {"forward", "input_grad", "kernel_grad"} and all(float(v) > 0 for v in b.values())
+               for b in bounds.values())
+    # dense0's forward, by hand: |Q_A(x)| |QW(w)| in units of 2^-7 and of the layer's weight grid
+    w = params["dense0"]["kernel"]
+    scale = wj.kernel_scale(w.shape, cfg.bits_W, cfg.factor)
+    qx, qw = wj.wage_quantize(x, cfg.bits_A, -1), wj.QW(w, cfg.bits_W, scale)
+    kx, kw = np.asarray(qx, np.float64) * 128, np.asarray(qw, np.float64) * 2 * scale
+    by_hand = np.max((np.abs(kx) @ np.abs(kw) + np.abs(kx @ kw)) / 2)
+    assert float(bounds["dense0"]["forward"]) == by_hand
+
+
+def test_bounds_need_grids_and_repeatable_weights():
+    z = jnp.zeros((2, 3), jnp.float32)
+    with pytest.raises(ValueError, match="bits_A=-1 .* has no fixed-point grid"):
+        checked.sum_bounds("dense", z, jnp.zeros((3, 2)), z[:, :2], -1, 2, 8, 1.0)
+    with pytest.raises(ValueError, match="kind must be 'dense' or 'conv'"):
+        checked.sum_bounds("pool", z, z, z, 8, 2, 8, 1.0)
+    from wage_jax.models import MLP
+    from wage_spec import WAGEConfig
+
+    model = MLP(config=WAGEConfig(W_mode="stochastic"), hidden=(4,))
+    params = model.init({"params": jax.random.key(0), "wage": jax.random.key(1)}, z)["params"]
+    with pytest.raises(ValueError, match="layer dense0 has W_mode='stochastic'"):
+        checked.layer_sum_bounds(model, params, z, jnp.zeros(2, jnp.int32), rngs={"wage": jax.random.key(2)})

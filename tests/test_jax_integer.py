@@ -40,7 +40,7 @@ class LeNet5(nn.Module):
     """LeNet-5-sized: conv5 6 VALID, pool, conv5 16 VALID, pool, dense 120, 84, 10 on 32x32x1 (test-local)."""
 
     config: WAGEConfig
-    integer: bool = False
+    integer: bool | str = False
 
     @nn.compact
     def __call__(self, x):
@@ -96,9 +96,9 @@ def _data(shape, batches, seed=0):
     return xs, ys
 
 
-def _compare(make, cfg, xs, ys, steps):
+def _compare(make, cfg, xs, ys, steps, integer=True):
     p_f, loss_f = _trajectory(make(False), cfg, xs, ys, steps)
-    p_i, loss_i = _trajectory(make(True), cfg, xs, ys, steps)
+    p_i, loss_i = _trajectory(make(integer), cfg, xs, ys, steps)
     assert_trees_bits_equal(loss_f, loss_i)
     assert_trees_bits_equal(p_f, p_i)
     assert np.all(np.isfinite(np.asarray(loss_f))) and float(loss_f[-1]) != float(loss_f[0])
@@ -149,8 +149,12 @@ def test_hlo_of_the_integer_step_is_int8_times_int8_into_int32(net):
     assert len(products) == expected
     for line in products:
         operands, result = line.rsplit("->", 1)
-        assert re.findall(r"tensor<[^>]*x(\w+)>", operands) == ["i8", "i8"], line
-        assert re.search(r"tensor<[^>]*xi32>", result), line
+        types = re.findall(r"tensor<[^>]*x(\w+)>", operands), re.findall(r"tensor<[^>]*x(\w+)>", result)[0]
+        # a backward convolution convolves the integers in float32 (XLA:GPU has no int8 backward convolutions)
+        assert types in ((["i8", "i8"], "i32"), (["f32", "f32"], "f32")), line
+        assert types[0] == ["i8", "i8"] or "stablehlo.convolution" in line, line
+    convolutions = [line for line in products if "stablehlo.convolution" in line]
+    assert sum("xi8>" in line for line in convolutions) == (6 if net == "vgg7" else 0)  # the forwards
     float_loss = partial(loss, model=model.copy(integer=False))
     float_products = _products(jax.jit(jax.grad(float_loss)).lower(params, jax.random.key(1)).as_text())
     assert len(float_products) == expected and all("xi8" not in line for line in float_products)
@@ -207,7 +211,7 @@ def test_nnx_layers_integer_mode_matches_float():
     rng = np.random.default_rng(3)
     x = _grid(rng, (2, 6, 6, 3), 8, nonneg=True)
     outs = {}
-    for integer in (False, True):
+    for integer in (False, True, "int32"):
         conv = wn.WAGEConv(3, 4, 2, kernel_size=3, integer=integer, bits_A=8, bits_E=8, rngs=fnnx.Rngs(params=0))
         dense = wn.WAGEDense(6 * 6 * 4, 5, 2, integer=integer, bits_A=8, bits_E=8, rngs=fnnx.Rngs(params=1))
         q = wn.WAGEQuantizer(8, 8)
@@ -219,6 +223,7 @@ def test_nnx_layers_integer_mode_matches_float():
 
         outs[integer] = fnnx.value_and_grad(loss, argnums=(0, 1))(conv, dense)
     assert_trees_bits_equal(jax.tree_util.tree_leaves(outs[False]), jax.tree_util.tree_leaves(outs[True]))
+    assert_trees_bits_equal(jax.tree_util.tree_leaves(outs[False]), jax.tree_util.tree_leaves(outs["int32"]))
 
 
 # strides (1,1) (2,2) (2,1); SAME, VALID and explicit pads (one larger than the kernel); odd and even sizes;
@@ -249,7 +254,8 @@ def _transpose_case_data(seed: int) -> list[tuple[np.ndarray, np.ndarray, np.nda
 
 def test_conv_transposes_on_public_lax_equal_the_float_vjp():
     """``wage_jax.integer``'s input- and kernel-gradient convolutions (public ``lax.conv_general_dilated``
-    only) give, on int8 operands with int32 sums, the bits of ``jax.vjp`` of the float32 convolution."""
+    only) give, on int8 operands (convolved in float32: no integer convolution in a backward pass), the bits of
+    ``jax.vjp`` of the float32 convolution."""
     from wage_jax._src.integer import _conv_transpose_lhs, _conv_transpose_rhs
 
     dn = ("NHWC", "HWIO", "NHWC")
@@ -269,9 +275,9 @@ def test_conv_transposes_on_public_lax_equal_the_float_vjp():
     compiled = jax.jit(all_cases).lower([d[:3] for d in data]).compile(
         {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True})
     for (dx, dw, dx_int, dw_int), (x, w, *_) in zip(compiled([d[:3] for d in data]), data, strict=True):
-        assert dx_int.dtype == dw_int.dtype == jnp.int32
+        assert dx_int.dtype == dw_int.dtype == jnp.float32
         assert dx_int.shape == x.shape and dw_int.shape == w.shape
-        # every int32 sum is below 2^24 here (at most 5*5*4 or 2*8*8 terms of 127*127): exact in float32
+        # every sum is below 2^24 here (at most 5*5*4 or 2*8*8 terms of 127*127): exact in float32
         assert int(jnp.max(jnp.abs(dx_int))) < 2**24 and int(jnp.max(jnp.abs(dw_int))) < 2**24
         np.testing.assert_array_equal(f32_bits(np.asarray(dx_int, np.float32)), f32_bits(dx))
         np.testing.assert_array_equal(f32_bits(np.asarray(dw_int, np.float32)), f32_bits(dw))
@@ -345,3 +351,82 @@ def test_off_grid_error_gives_nan_gradients_never_a_wrong_one():
     on_grid = lambda a, b: (integer_dense(a, b, 8, 2, 8, 1.0) * jnp.float32(0.5)).sum()  # noqa: E731
     dw = jax.jit(jax.grad(on_grid, argnums=1))(jnp.asarray(_X), jnp.asarray(_W))
     np.testing.assert_array_equal(np.asarray(dw), 0.5 * _X.T)
+
+
+def _past_2_24(rng, shape):
+    """Activations and errors (8-bit grids) whose kernel-gradient sum is past 2^24 but within int32: their
+    integers, and the exact sum (NumPy int64)."""
+    kx, ke = rng.integers(0, 128, shape), rng.integers(1, 128, shape)
+    exact = int(np.sum(kx.astype(np.int64) * ke))
+    assert 2**24 < exact < 2**31
+    return jnp.asarray(kx * 2.0**-7, jnp.float32), jnp.asarray(ke * 2.0**-7, jnp.float32), exact
+
+
+def test_int32_sums_give_the_exact_kernel_gradient_where_float32_rounds():
+    rng = np.random.default_rng(3)
+    x, g, exact = _past_2_24(rng, (8, 32, 32, 1))  # a 1x1 convolution: the kernel gradient sums 8192 terms
+    w = _grid(rng, (1, 1, 1, 1), 2)
+    expected = f32_bits(np.float32(exact) * np.float32(2.0**-14))  # the exact sum rounded once to float32
+
+    def kernel_grad(sums, lowering="conv"):
+        return jax.vjp(lambda b: integer_conv(x, b, 8, 2, 8, 1.0, lowering=lowering, sums=sums), w)[1](g)[0]
+
+    assert not integer_plan("conv", x.shape, w.shape, 8, 2, 8, 1.0)["kernel_grad"]
+    assert integer_plan("conv", x.shape, w.shape, 8, 2, 8, 1.0, sums="int32")["kernel_grad"]
+    assert f32_bits(kernel_grad("float32")) != expected  # the float32 path rounds on the way
+    for lowering in ("conv", "patches"):
+        assert f32_bits(kernel_grad("int32", lowering)) == expected
+    x2, g2 = x.reshape(-1, 1), g.reshape(-1, 1)  # the same sum as a dense layer's kernel gradient
+    dw = jax.vjp(lambda b: integer_dense(x2, b, 8, 2, 8, 1.0, sums="int32"), w.reshape(1, 1))[1](g2)[0]
+    assert f32_bits(dw) == expected
+
+
+def test_int32_sums_fall_back_to_float32_past_2_31_and_say_so():
+    limit = 2**31 // 127**2  # the longest reduction of two 8-bit grids that int32 holds in the worst case
+    fits = integer_plan("dense", (limit, 10), (10, 4), 8, 8, 8, 1.0, sums="int32")
+    past = integer_plan("dense", (limit + 1, 10), (10, 4), 8, 8, 8, 1.0, sums="int32")
+    assert fits == {"forward": True, "input_grad": True, "kernel_grad": True}
+    assert past == {"forward": True, "input_grad": True, "kernel_grad": False}
+    conv = integer_plan("conv", (8, 64, 64, 3), (3, 3, 3, 4), 8, 8, 8, 1.0, sums="int32")  # 32768 terms: fits
+    assert conv["kernel_grad"] and not integer_plan("conv", (40, 64, 64, 3), (3, 3, 3, 4), 8, 8, 8, 1.0,
+                                                    sums="int32")["kernel_grad"]
+    # the fallback computes what the float32 path computes
+    rng = np.random.default_rng(4)
+    x, w = _grid(rng, (limit + 1, 2), 8), _grid(rng, (2, 3), 8)
+    g = _grid(rng, (limit + 1, 3), 8)
+    dw_i = jax.vjp(lambda b: integer_dense(x, b, 8, 8, 8, 1.0, sums="int32"), w)[1](g)[0]
+    dw_f = jax.vjp(lambda b: jnp.matmul(x, b, precision=lax.Precision.HIGHEST), w)[1](g)[0]
+    assert_trees_bits_equal(dw_i, dw_f)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"sums": "int64"}, "sums must be one of 'float32', 'int32', got 'int64'"),
+    ({"sums": "int32", "lowering": "int8_f32"}, "lowering='int8_f32' sums in float32"),
+])
+def test_a_bad_sums_is_refused_naming_it(kwargs, message):
+    x, w = jnp.zeros((1, 4, 4, 1)), jnp.zeros((3, 3, 1, 2))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        integer_conv(x, w, 8, 2, 8, 1.0, **kwargs)
+    if kwargs.get("lowering") == "int8_f32":  # refused when the layer is built
+        with pytest.raises(ValueError, match=re.escape(message)):
+            WAGEConv(2, 2, integer="int32", lowering="int8_f32").init(jax.random.key(0), x)
+        with pytest.raises(ValueError, match=re.escape(message)):
+            wn.WAGEConv(1, 2, 2, 3, integer="int32", lowering="int8_f32", rngs=fnnx.Rngs(0))
+    with pytest.raises(TypeError, match="integer must be a bool or 'int32', got 'int64'"):
+        WAGEConv(2, 2, integer="int64").init(jax.random.key(0), x)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("net", ["vgg7", "lenet5"])
+def test_int32_sums_equal_the_float_path_where_its_sums_are_exact(net):
+    """VGG7 (every product on integers either way) and LeNet-5 at batch 2 (conv0's kernel gradient is past 2^24
+    in the worst case: float32 with ``integer=True``, int32 sums with ``"int32"``; its actual sums are far below)."""
+    if net == "vgg7":
+        xs, ys = _data((4, 8, 8, 3), 4)
+        _compare(lambda integer: VGG7(config=PAPER, widths=(4, 8, 8), hidden=16, integer=integer), PAPER, xs, ys,
+                 20, integer="int32")
+    else:
+        assert integer_plan("conv", (2, 32, 32, 1), (5, 5, 1, 6), 8, 2, 8, 1.0, padding="VALID",
+                            sums="int32")["kernel_grad"]
+        xs, ys = _data((2, 32, 32, 1), 3)
+        _compare(lambda integer: LeNet5(PAPER, integer), PAPER, xs, ys, 20, integer="int32")

@@ -29,13 +29,15 @@ SETTINGS = {
     "nearest": (WAGEConfig.nearest(), False),
     "paper": (WAGEConfig(), False),
     "integer paper": (WAGEConfig(), True),
+    "int32 paper": (WAGEConfig(), "int32"),
 }
 
 
-def _lowered_step(model_name: str, setting: str):
-    build, shape = MODELS[model_name]
+def _lowered_step(model_name: str, setting: str, lowering: str = "conv", shape: tuple[int, ...] | None = None):
+    build, default_shape = MODELS[model_name]
+    shape = shape or default_shape
     config, integer = SETTINGS[setting]
-    model = build(num_classes=10, config=config, integer=integer)
+    model = build(num_classes=10, config=config, integer=integer, lowering=lowering)
     x, y = jax.ShapeDtypeStruct(shape, jnp.float32), jax.ShapeDtypeStruct(shape[:1], jnp.int32)
     key = jax.random.key(0)
     # Shapes only (eager Flax init would compile every primitive on its own: seconds per model).
@@ -83,3 +85,43 @@ def test_shift_has_no_conditional_and_its_fallback_still_finds_subnormals():
     np.testing.assert_array_equal(np.asarray(f(x)), np.array([0.375, -0.625, 0.0, 0.0], np.float32))
     for bad in (np.nan, np.inf):
         assert np.isnan(np.asarray(f(np.array([sub, bad, 0.0, 1.0], np.float32)))).all()
+
+
+def _integer_convolutions(hlo: str) -> int:
+    """Convolutions in StableHLO whose operands are integers."""
+    return sum(bool(re.search(r"stablehlo\.convolution.*tensor<[^>]*xi(8|16|32)>.*->", line))
+               for line in hlo.splitlines())
+
+
+@pytest.mark.parametrize("setting, lowering", [("paper", "conv"), ("paper", "patches"), ("integer paper", "conv"),
+                                               ("integer paper", "int8_f32"), ("integer paper", "patches"),
+                                               ("int32 paper", "conv"), ("int32 paper", "patches")])
+def test_no_backward_pass_convolves_integers(setting, lowering):
+    """XLA:GPU rewrites a backward convolution into cuDNN's backward-data / backward-filter calls, which have no
+    int8 engines: in every lowering's VGG7 step the integer convolutions are the forward pass's alone."""
+    step = _lowered_step("vgg7", setting, lowering).as_text()
+    build, shape = MODELS["vgg7"]
+    config, integer = SETTINGS[setting]
+    model = build(num_classes=10, config=config, integer=integer, lowering=lowering)
+    params = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape))["params"])
+    forward = jax.jit(lambda p, x: model.apply({"params": p}, x)).lower(
+        params, jax.ShapeDtypeStruct(shape, jnp.float32)).as_text()
+    assert _integer_convolutions(step) == _integer_convolutions(forward)
+    assert _integer_convolutions(forward) == (6 if integer and lowering != "patches" else 0)
+
+
+def _int32_dot_results(hlo: str) -> set[str]:
+    """The result shapes of the ``dot_general``s of two int8 operands with an int32 result."""
+    return {m.group(1) for m in re.finditer(r"stablehlo\.dot_general.*tensor<[^>]*xi8>.*-> tensor<([^>]*)xi32>", hlo)}
+
+
+@pytest.mark.parametrize("lowering", ["conv", "patches"])
+def test_int32_sums_put_the_kernel_gradients_on_int32_dots(lowering):
+    """VGG7 at batch 16 on 32x32 images: the first convolutions' kernel gradients sum 16 x 32 x 32 terms, past
+    2^24 in the worst case. With ``integer=True`` they take the float32 path; with ``integer="int32"`` every
+    kernel gradient is an int8 x int8 dot with an int32 result, ``(kh * kw * Ci, Co)``."""
+    shape = (16, 32, 32, 3)
+    kernels = {"27x4", "36x4", "36x8", "72x8"}  # widths (4, 8, 8): conv0 3->4, conv1 4->4, conv2 4->8, 8->8
+    int32 = _int32_dot_results(_lowered_step("vgg7", "int32 paper", lowering, shape).as_text())
+    assert kernels <= int32
+    assert "27x4" not in _int32_dot_results(_lowered_step("vgg7", "integer paper", lowering, shape).as_text())

@@ -276,7 +276,8 @@ def _hlo_types(hlo: str) -> dict[str, str]:
 @pytest.mark.parametrize("run", sorted(INTEGER_RUNS))
 def test_integer_mode_hlo_on_8_devices_is_int8_into_int32(worker, run):
     """The 8-device integer step: every dot and convolution takes int8 operands into an int32 result, and the
-    weight gradients' partial sums are all-reduced as int32 (exact in any order).
+    weight gradients' partial sums are all-reduced as int32 (exact in any order). The conv net uses the patches
+    lowering, the one with int32 sums in the backward too (its products are all dots).
 
     The program (StableHLO, with its sharding annotations) asks for int8 x int8 -> int32 in every product.
     After XLA's SPMD partitioning every product is still an integer one with an int32 result, none on floats;
@@ -305,7 +306,8 @@ def test_integer_mode_hlo_on_8_devices_is_int8_into_int32(worker, run):
     for r in _all_reduces(compiled):
         if r["root"] == "add":
             summed |= {(t, dims) for t, dims in r["types"] if t == "s32" and dims}
-    kernels = {(3, 3, 1, 8), (3, 3, 8, 8), (32, 10)} if run == "integer_conv" else {(64, 96), (96, 10)}
+    # the conv net's patches lowering sums its kernel gradients as (kh * kw * Ci, Co) matrices, reshaped after
+    kernels = {(9, 8), (72, 8), (32, 10)} if run == "integer_conv" else {(64, 96), (96, 10)}
     assert {("s32", ",".join(map(str, k))) for k in kernels} <= summed, summed
     assert re.search(r"replica_groups=(\[1,8\]|\{\{0,1,2,3,4,5,6,7\}\}|mesh\['axis_0'=8)", compiled)
 

@@ -30,7 +30,8 @@ PUBLIC = {
     "wage_jax.integer": {"exact_in_float32", "integer_conv", "integer_dense", "integer_plan", "on_grid"},
     "wage_jax.export": {"FORMATS", "check_float32_agreement", "export_model", "export_run", "float32_onnx",
                         "integer_forward", "integer_onnx", "integer_program", "stablehlo_bytes"},
-    "wage_jax.checked": {"QG", "QW", "check_finite", "checkify", "shift", "wage_quantize"},
+    "wage_jax.checked": {"EXACT_SUM_LIMIT", "QG", "QW", "check_exact_sums", "check_finite", "checkify",
+                         "layer_sum_bounds", "shift", "sum_bounds", "wage_quantize"},
 }
 
 

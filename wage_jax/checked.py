@@ -15,6 +15,18 @@ backward pass, so that a jitted program reports where the first non-finite value
     err, w = jax.jit(checked.checkify(step))(w, g)
     err.throw()  # or: message = err.get()  ->  None when every check passed
 
+Exactness by magnitude: every WAGE product is exact, and its float32 sums are exact in any order (the same
+bits on any backend) while each partial sum stays within 2^24 units of its grids (``sum_bounds``). ``layer_sum_bounds``
+measures that for every layer of a model on one batch, ``check_exact_sums`` checks it::
+
+    def probe(params, x, y, key):
+        bounds = checked.layer_sum_bounds(model, params, x, y, rngs={"wage": key})
+        checked.check_exact_sums(bounds)
+        return bounds
+
+    err, bounds = jax.jit(checked.checkify(probe))(params, x, y, key)
+    err.get()  # None, or 'conv0 kernel_grad: a partial sum reaches 2.1 x 2^24 units ...'
+
 The quantizer arithmetic is ``wage_jax``'s own, called
 unchanged; every function takes the same arguments and returns the same result as its unchecked
 counterpart when its input is finite, and validates its arguments first, as that counterpart does.
@@ -26,7 +38,7 @@ check's ``jax.experimental.checkify.JaxRuntimeError`` (a ``ValueError`` too).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -35,8 +47,10 @@ from jax.experimental import checkify as _checkify
 
 from wage_jax._src import functional as _functional
 from wage_jax._src import wage_quantizer as _wage_quantizer
+from wage_jax._src.headroom import EXACT_SUM_LIMIT, layer_sum_bounds, sum_bounds
 
-__all__ = ["QG", "QW", "check_finite", "checkify", "shift", "wage_quantize"]
+__all__ = ["EXACT_SUM_LIMIT", "QG", "QW", "check_exact_sums", "check_finite", "checkify", "layer_sum_bounds",
+           "shift", "sum_bounds", "wage_quantize"]
 
 
 def checkify(fn: Callable[..., Any]) -> Callable[..., tuple[_checkify.Error, Any]]:
@@ -74,6 +88,34 @@ def check_finite(x: jax.typing.ArrayLike, what: str) -> None:
         >>> check_finite(jnp.ones(3), "x")
     """
     _checkify.check(jnp.all(jnp.isfinite(x)), f"{what} contains NaN or Inf")
+
+
+def check_exact_sums(bounds: Mapping[str, Any], what: str = "") -> None:
+    """A ``checkify.check`` per bound that it is at most ``EXACT_SUM_LIMIT`` (2^24 units of its grids).
+
+    Args:
+        bounds: ``sum_bounds``'s ``{product: bound}`` or ``layer_sum_bounds``'s ``{layer: {product: bound}}``
+            (float32 scalars).
+        what: the start of each message (a layer's bounds get their path and product name after it).
+
+    Raises:
+        jax.experimental.checkify.JaxRuntimeError: eagerly, outside ``checkify``, when a bound exceeds 2^24.
+
+    Examples:
+        >>> import jax, jax.numpy as jnp
+        >>> f = checkify(lambda b: check_exact_sums({"dense0": {"kernel_grad": b, "forward": b / 4}}))
+        >>> err, _ = jax.jit(f)(jnp.float32(2.0**25))
+        >>> err.get().split(":")[:2]
+        ['dense0 kernel_grad', ' a partial sum reaches 2.0 x 2^24 units of its grids']
+    """
+    for name, bound in bounds.items():
+        label = f"{what} {name}".strip()
+        if isinstance(bound, Mapping):
+            check_exact_sums(bound, label)
+            continue
+        _checkify.check(bound <= EXACT_SUM_LIMIT, f"{label}: a partial sum reaches {{ratio}} x 2^24 units of "
+                        "its grids: past 2^24 its float32 sums may round, differently on two backends (the "
+                        "integer mode's int32 sums do not)", ratio=jnp.asarray(bound, jnp.float32) / EXACT_SUM_LIMIT)
 
 
 def shift(x: jax.typing.ArrayLike) -> jax.Array:

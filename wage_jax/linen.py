@@ -63,7 +63,7 @@ class _WAGEHook(nn.Module):
     bits_W: int
     factor: float = 2.0
     W_mode: str = "nearest"
-    integer: bool = False
+    integer: bool | str = False
     bits_A: int = FULL_PRECISION
     bits_E: int = FULL_PRECISION
 
@@ -116,7 +116,8 @@ class WAGEDense(nn.Module):
         param_dtype: the kernel's dtype (float32).
         dtype: the output's dtype; None: float32. WAGE computes in float32 whatever this is.
         integer: compute the products on int8/int16 with int32 sums (``wage_jax.integer``),
-            bit-identical to the float path. Contract: the input comes from a ``WAGEQuantizer`` with
+            bit-identical to the float path (``"int32"``: wherever int32 holds the sums, not only float32, the
+            same bits on every backend). Contract: the input comes from a ``WAGEQuantizer`` with
             ``bits_A`` and the backward's error from one with ``bits_E`` (through ReLU/pooling only).
         bits_A, bits_E: those grids; only read when ``integer``; -1: float path for those products.
     """
@@ -128,7 +129,7 @@ class WAGEDense(nn.Module):
     kernel_init: Callable[..., jax.Array] | None = None
     param_dtype: DTypeLike = jnp.float32
     dtype: DTypeLike | None = None
-    integer: bool = False
+    integer: bool | str = False
     bits_A: int = FULL_PRECISION
     bits_E: int = FULL_PRECISION
 
@@ -164,7 +165,7 @@ class WAGEConv(nn.Module):
     kernel_init: Callable[..., jax.Array] | None = None
     param_dtype: DTypeLike = jnp.float32
     dtype: DTypeLike | None = None
-    integer: bool = False
+    integer: bool | str = False
     bits_A: int = FULL_PRECISION
     bits_E: int = FULL_PRECISION
     lowering: str = "conv"

@@ -23,7 +23,9 @@ class _WAGEBlocks(nn.Module):
 
     config: WAGEConfig = WAGEConfig()
     quantized: bool = True
-    integer: bool = False  # WAGE layers compute on int8 with int32 sums (wage_jax.integer), bit-identically
+    # WAGE layers compute on int8 with int32 sums (wage_jax.integer), bit-identically where float32 is exact;
+    # "int32": wherever int32 holds the sums (the kernel gradients included), the same bits on every backend
+    integer: bool | str = False
     # how the WAGE convolutions are computed, the same bits in every case: "conv" (the backend's convolution),
     # "patches" (patches and a dot_general: no convolution algorithm can round) or, with integer, "int8_f32"
     lowering: str = "conv"

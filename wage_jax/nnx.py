@@ -20,7 +20,13 @@ from flax import nnx
 from jax.typing import ArrayLike, DTypeLike
 
 from wage_jax._src.initializers import kernel_scale, wage_kernel_init
-from wage_jax._src.layers import conv_padding, kernel_size_2d, wage_conv_general_dilated, wage_dot_general
+from wage_jax._src.layers import (
+    check_integer,
+    conv_padding,
+    kernel_size_2d,
+    wage_conv_general_dilated,
+    wage_dot_general,
+)
 from wage_jax._src.rng import RNG_STREAM
 from wage_jax._src.wage_quantizer import wage_quantize
 from wage_spec import FULL_PRECISION, check_bits, check_mode, draws_randomness
@@ -76,7 +82,7 @@ class WAGEDotGeneral(nnx.Module):
     """``nnx.Linear(..., dot_general=WAGEDotGeneral(bits_W, factor, W_mode, rngs=rngs))``: ``wage_dot_general``
     that draws a stochastic ``W_mode``'s key from its ``"wage"`` stream (given here or at call time)."""
 
-    def __init__(self, bits_W: int, factor: float = 2.0, W_mode: str = "nearest", *, integer: bool = False,
+    def __init__(self, bits_W: int, factor: float = 2.0, W_mode: str = "nearest", *, integer: bool | str = False,
                  bits_A: int = FULL_PRECISION, bits_E: int = FULL_PRECISION, rngs: nnx.Rngs | None = None) -> None:
         self.fn = nnx.static(wage_dot_general(bits_W, factor, W_mode, integer=integer, bits_A=bits_A,
                                               bits_E=bits_E))
@@ -92,7 +98,7 @@ class WAGEConvGeneralDilated(WAGEDotGeneral):
     """``nnx.Conv(..., conv_general_dilated=WAGEConvGeneralDilated(bits_W, factor, W_mode, rngs=rngs))``:
     ``wage_conv_general_dilated`` that draws a stochastic ``W_mode``'s key from its ``"wage"`` stream."""
 
-    def __init__(self, bits_W: int, factor: float = 2.0, W_mode: str = "nearest", *, integer: bool = False,
+    def __init__(self, bits_W: int, factor: float = 2.0, W_mode: str = "nearest", *, integer: bool | str = False,
                  bits_A: int = FULL_PRECISION, bits_E: int = FULL_PRECISION, lowering: str = "conv",
                  rngs: nnx.Rngs | None = None) -> None:
         super().__init__(bits_W, factor, W_mode, integer=integer, bits_A=bits_A, bits_E=bits_E, rngs=rngs)
@@ -108,7 +114,7 @@ class _WAGEKernelLayer(nnx.Module):
         self.bits_W = check_bits(bits_W, "bits_W")
         self.W_mode = check_mode(W_mode, "W_mode")
         self.factor = factor
-        self.integer = bool(options["integer"])
+        self.integer = check_integer(options["integer"])
         self.bits_A = check_bits(options["bits_A"], "bits_A", allow_full_precision=True)
         self.bits_E = check_bits(options["bits_E"], "bits_E", allow_full_precision=True)
         self.dtype = options["dtype"]
@@ -138,7 +144,8 @@ _LAYER_ARGS = """
         param_dtype: the kernel's dtype (float32).
         dtype: the output's dtype; None: float32.
         integer: compute the products on int8/int16 with int32 sums (``wage_jax.integer``),
-            bit-identical to the float path. Contract: the input comes from a ``WAGEQuantizer`` with
+            bit-identical to the float path (``"int32"``: wherever int32 holds the sums, not only float32, the
+            same bits on every backend). Contract: the input comes from a ``WAGEQuantizer`` with
             ``bits_A`` and the backward's error from one with ``bits_E`` (through ReLU/pooling only).
         bits_A, bits_E: those grids; only read when ``integer``; -1: float path for those products.
         rngs: ``nnx.Rngs`` with ``params`` (and ``wage`` for a stochastic ``W_mode``).
@@ -169,7 +176,7 @@ class WAGEDense(_WAGEKernelLayer):
         kernel_init: Callable[..., jax.Array] | None = None,
         param_dtype: DTypeLike = jnp.float32,
         dtype: DTypeLike | None = None,
-        integer: bool = False,
+        integer: bool | str = False,
         bits_A: int = FULL_PRECISION,
         bits_E: int = FULL_PRECISION,
         rngs: nnx.Rngs,
@@ -211,7 +218,7 @@ class WAGEConv(_WAGEKernelLayer):
         kernel_init: Callable[..., jax.Array] | None = None,
         param_dtype: DTypeLike = jnp.float32,
         dtype: DTypeLike | None = None,
-        integer: bool = False,
+        integer: bool | str = False,
         bits_A: int = FULL_PRECISION,
         bits_E: int = FULL_PRECISION,
         lowering: str = "conv",

@@ -7,18 +7,26 @@ two results that are close but not identical. Boolean masks are compared as 0/1.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["BitDiff", "assert_bits_equal", "bit_diff", "f32_bits", "torch_draws"]
 
 _CANONICAL_NAN = np.int32(0x7FC00000)
 
 
+def _is_tensor(a: object) -> bool:
+    """Whether ``a`` is a torch tensor, without importing torch (this module runs where torch is absent)."""
+    return type(a).__module__.startswith("torch")
+
+
 def f32_bits(a: object) -> np.ndarray:
     """The int32 bit patterns of ``a`` as float32 (booleans become 0/1), C-contiguous, any shape."""
-    if isinstance(a, torch.Tensor):
+    if _is_tensor(a):
         a = a.detach().cpu().numpy()
     a = np.asarray(a)
     if a.dtype == np.bool_:
@@ -83,8 +91,8 @@ def bit_diff(actual: object, expected: object, *, nan_equal: bool = False, max_e
 
 def assert_bits_equal(actual: object, expected: object, what: str = "", *, nan_equal: bool = False) -> None:
     """Fail with the count of differing elements and a few examples unless the bit patterns are identical."""
-    a, e = np.asarray(actual if not isinstance(actual, torch.Tensor) else actual.detach()), expected
-    if isinstance(e, torch.Tensor):
+    a, e = np.asarray(actual if not _is_tensor(actual) else actual.detach()), expected
+    if _is_tensor(e):
         e = e.detach().numpy()
     assert a.shape == np.asarray(e).shape, f"{what}: shape {a.shape} != expected {np.asarray(e).shape}"
     diff = bit_diff(a, e, nan_equal=nan_equal)
@@ -94,5 +102,7 @@ def assert_bits_equal(actual: object, expected: object, what: str = "", *, nan_e
 def torch_draws(seed: int, *likes: torch.Tensor) -> list[np.ndarray]:
     """Reseed torch and draw ``torch.rand_like`` for each tensor in turn: the uniform draws qtorch's
     stochastic kernels make after ``torch.manual_seed(seed)`` (float32 arrays in ``[0, 1)``)."""
+    import torch
+
     torch.manual_seed(seed)
     return [torch.rand_like(t).numpy() for t in likes]

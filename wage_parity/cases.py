@@ -12,6 +12,9 @@ Stochastic rounding is compared exactly: qtorch draws ``torch.rand_like`` from t
 generator, so after ``torch.manual_seed(seed)`` the draws are reproduced (``torch_draws``) and handed
 to wage_jax as ``noise`` (``noise_A``/``noise_E`` for ``wage_quantize``, whose torch module draws for
 the activations in the forward, then for the errors in the backward, from the same generator).
+``cases(function, draws=numpy_draws)`` makes the inputs without torch, for comparisons that compute no
+torch reference (the benchmark's device against the host): torch is imported only by a reference or by
+the default draws.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
-import torch
 
 import wage_jax as wj
 from wage_parity.bits import BitDiff, bit_diff, torch_draws
@@ -41,7 +43,10 @@ from wage_parity.corpus import (
 )
 from wage_parity.names import FUNCTIONS, MODES
 
-__all__ = ["FUNCTIONS", "MODES", "Call", "Case", "cases"]
+__all__ = ["FUNCTIONS", "MODES", "Call", "Case", "Draws", "cases"]
+
+# draws(seed, *likes) -> one float32 array of uniform draws in [0, 1) shaped like each of likes
+Draws = Callable[..., list[np.ndarray]]
 
 
 class _OnFirstUse:
@@ -63,6 +68,14 @@ class _OnFirstUse:
         return getattr(importlib.import_module(self._name), attr)
 
 
+class _Torch:
+    """torch, imported at its first attribute access (only references and torch's draws need it)."""
+
+    def __getattr__(self, attr: str):
+        return getattr(importlib.import_module("torch"), attr)
+
+
+torch = _Torch()
 wt = _OnFirstUse("wage_torch")
 _qtorch_quant = _OnFirstUse("qtorch.quant")
 _qtorch_kernels = _OnFirstUse("qtorch.quant.quant_function")
@@ -149,13 +162,13 @@ def _reference(case: Case) -> list[list[np.ndarray]]:
 
 
 def _to_numpy(t: object) -> np.ndarray:
-    if isinstance(t, torch.Tensor):
+    if type(t).__module__.startswith("torch"):
         t = t.detach()
         return t.numpy().astype(np.bool_) if t.dtype == torch.uint8 else t.numpy()
     return np.asarray(t)
 
 
-def _t(x: np.ndarray) -> torch.Tensor:
+def _t(x: np.ndarray):
     return torch.from_numpy(np.array(x, F32, copy=True))
 
 
@@ -172,14 +185,19 @@ def _nonfinite() -> np.ndarray:
     return np.array([np.nan, -np.nan, np.inf, -np.inf, 1.0, -0.0, 0.25, -3e38], F32)
 
 
-def _noise(seed: int, x: np.ndarray, mode: str) -> np.ndarray | None:
-    return torch_draws(seed, _t(x))[0] if mode == "stochastic" else None
+def _torch_draws(seed: int, *likes: np.ndarray) -> list[np.ndarray]:
+    """``torch_draws`` for NumPy arrays: what qtorch draws after ``torch.manual_seed(seed)``."""
+    return torch_draws(seed, *(_t(x) for x in likes))
+
+
+def _noise(draws: Draws, seed: int, x: np.ndarray, mode: str) -> np.ndarray | None:
+    return draws(seed, x)[0] if mode == "stochastic" else None
 
 
 # --- fixed_point_quantize and fixed_point_quantize_with_mask -------------------------------------------------
 
 
-def _fp_call(wl: int, fl: int, clamp: bool, symmetric: bool, rounding: str, inputs, seed: int) -> Call:
+def _fp_call(wl: int, fl: int, clamp: bool, symmetric: bool, rounding: str, inputs, seed: int, draws: Draws) -> Call:
     def reference():
         torch.manual_seed(seed)
         return _qtorch_quant.fixed_point_quantize(
@@ -190,10 +208,10 @@ def _fp_call(wl: int, fl: int, clamp: bool, symmetric: bool, rounding: str, inpu
         return wj.fixed_point_quantize(x, wl, fl, clamp=clamp, symmetric=symmetric, rounding=rounding, noise=noise)
 
     name = f"clamp={clamp} symmetric={symmetric} {rounding}"
-    return Call(name, reference, fn, lambda: (inputs(), _noise(seed, inputs(), rounding)))
+    return Call(name, reference, fn, lambda: (inputs(), _noise(draws, seed, inputs(), rounding)))
 
 
-def _mask_call(wl: int, fl: int, symmetric: bool, rounding: str, inputs, seed: int) -> Call:
+def _mask_call(wl: int, fl: int, symmetric: bool, rounding: str, inputs, seed: int, draws: Draws) -> Call:
     def reference():
         torch.manual_seed(seed)
         kernel = getattr(_qtorch_kernels.quant_cpu, f"fixed_point_quantize_{rounding}_mask")
@@ -202,35 +220,35 @@ def _mask_call(wl: int, fl: int, symmetric: bool, rounding: str, inputs, seed: i
     def fn(x, noise):
         return wj.fixed_point_quantize_with_mask(x, wl, fl, symmetric=symmetric, rounding=rounding, noise=noise)
 
-    args = lambda: (inputs(), _noise(seed, inputs(), rounding))  # noqa: E731
+    args = lambda: (inputs(), _noise(draws, seed, inputs(), rounding))  # noqa: E731
     return Call(f"symmetric={symmetric} {rounding}", reference, fn, args, ("out", "mask"))
 
 
-def _fixed_point_cases() -> Iterator[Case]:
+def _fixed_point_cases(draws: Draws) -> Iterator[Case]:
     for wl, fl in _formats():
         inputs = functools.partial(_fp_inputs, wl, fl)
         calls = [
-            _fp_call(wl, fl, clamp, symmetric, rounding, inputs, SEED + 10 * wl + i)
+            _fp_call(wl, fl, clamp, symmetric, rounding, inputs, SEED + 10 * wl + i, draws)
             for i, ((clamp, symmetric), rounding) in enumerate(itertools.product(CLAMP_SYMMETRIC, ROUNDINGS))
         ]
         yield Case("fixed_point_quantize", f"wl={wl} fl={fl}", tuple(calls))
     calls = [
-        _fp_call(8, 7, clamp, symmetric, rounding, _nonfinite, SEED + i)
+        _fp_call(8, 7, clamp, symmetric, rounding, _nonfinite, SEED + i, draws)
         for i, ((clamp, symmetric), rounding) in enumerate(itertools.product(CLAMP_SYMMETRIC, ROUNDINGS))
     ]
     yield Case("fixed_point_quantize", "wl=8 fl=7 NaN/Inf", tuple(calls), nan_equal=True)
 
 
-def _mask_cases() -> Iterator[Case]:
+def _mask_cases(draws: Draws) -> Iterator[Case]:
     for wl, fl in _formats():
         inputs = functools.partial(_fp_inputs, wl, fl)
         calls = [
-            _mask_call(wl, fl, symmetric, rounding, inputs, SEED + 10 * wl + i)
+            _mask_call(wl, fl, symmetric, rounding, inputs, SEED + 10 * wl + i, draws)
             for i, (symmetric, rounding) in enumerate(itertools.product((True, False), ROUNDINGS))
         ]
         yield Case("fixed_point_quantize_with_mask", f"wl={wl} fl={fl}", tuple(calls))
     calls = [
-        _mask_call(4, 3, symmetric, rounding, _nonfinite, SEED + i)
+        _mask_call(4, 3, symmetric, rounding, _nonfinite, SEED + i, draws)
         for i, (symmetric, rounding) in enumerate(itertools.product((True, False), ROUNDINGS))
     ]
     yield Case("fixed_point_quantize_with_mask", "wl=4 fl=3 NaN/Inf", tuple(calls), nan_equal=True)
@@ -239,7 +257,7 @@ def _mask_cases() -> Iterator[Case]:
 # --- shift ------------------------------------------------------------------------------------------------------
 
 
-def _shift_cases() -> Iterator[Case]:
+def _shift_cases(draws: Draws) -> Iterator[Case]:
     by_shape: dict[tuple[int, ...], list[Call]] = {}
     for name, x in shift_inputs(SEED):
         call = Call(name, lambda x=x: wt.shift(_t(x)), wj.shift, lambda x=x: (x,))
@@ -264,7 +282,7 @@ def _clip_call(bits: int, inputs) -> Call:
     return Call(f"bits={bits}", lambda: wt.C(_t(inputs()), bits), lambda x: wj.C(x, bits), lambda: (inputs(),))
 
 
-def _clip_cases() -> Iterator[Case]:
+def _clip_cases(draws: Draws) -> Iterator[Case]:
     yield Case("C", "bits 1..20, 24, 31", tuple(_clip_call(b, _clip_inputs) for b in (*range(1, 21), 24, 31)))
     yield Case("C", "NaN/Inf", (_clip_call(8, _nonfinite), _clip_call(1, _nonfinite)), nan_equal=True)
 
@@ -272,7 +290,7 @@ def _clip_cases() -> Iterator[Case]:
 # --- QW ---------------------------------------------------------------------------------------------------------
 
 
-def _qw_call(bits: int, scale: float, mode: str, seed: int) -> Call:
+def _qw_call(bits: int, scale: float, mode: str, seed: int, draws: Draws) -> Call:
     inputs = functools.partial(_fp_inputs, bits, bits - 1)
 
     def reference():
@@ -282,17 +300,17 @@ def _qw_call(bits: int, scale: float, mode: str, seed: int) -> Call:
     def fn(x, noise):
         return wj.QW(x, bits, scale, mode, noise=noise)
 
-    return Call(f"scale={scale:g} {mode}", reference, fn, lambda: (inputs(), _noise(seed, inputs(), mode)))
+    return Call(f"scale={scale:g} {mode}", reference, fn, lambda: (inputs(), _noise(draws, seed, inputs(), mode)))
 
 
-def _qw_cases() -> Iterator[Case]:
+def _qw_cases(draws: Draws) -> Iterator[Case]:
     for bits in WIDTHS:
         scales = QW_SCALES if bits in (2, 4, 8, 16) else (1.0, 3.0)
         combos = [(s, "nearest") for s in scales] + [(1.0, "stochastic")]
         if bits in (2, 8):
             combos += [(s, "stochastic") for s in QW_SCALES[1:]]
             combos += [(s, "nearest") for s in QW_OTHER_SCALES]
-        calls = [_qw_call(bits, s, mode, SEED + 20 * bits + i) for i, (s, mode) in enumerate(combos)]
+        calls = [_qw_call(bits, s, mode, SEED + 20 * bits + i, draws) for i, (s, mode) in enumerate(combos)]
         yield Case("QW", f"bits={bits}", tuple(calls))
 
 
@@ -333,46 +351,47 @@ _QG_SPECIAL = (
 )
 
 
-def _qg_call(bits: int, lr: float, mode: str, name: str, x: np.ndarray, seed: int, traced: bool = False) -> Call:
+def _qg_call(bits: int, lr: float, mode: str, name: str, x: np.ndarray, seed: int, draws: Draws,
+             traced: bool = False) -> Call:
     def reference():
         torch.manual_seed(seed)
         return wt.QG(_t(x), bits, lr, mode)
 
     if traced:
         fn = lambda x, noise, lr: wj.QG(x, bits, lr, mode, noise=noise)  # noqa: E731
-        args = lambda: (x, _noise(seed, x, mode), jnp.float32(lr))  # noqa: E731
+        args = lambda: (x, _noise(draws, seed, x, mode), jnp.float32(lr))  # noqa: E731
     else:
         fn = lambda x, noise: wj.QG(x, bits, lr, mode, noise=noise)  # noqa: E731
-        args = lambda: (x, _noise(seed, x, mode))  # noqa: E731
+        args = lambda: (x, _noise(draws, seed, x, mode))  # noqa: E731
     return Call(f"lr={lr:g}{' (array)' if traced else ''} {mode} {name}", reference, fn, args)
 
 
-def _qg_cases() -> Iterator[Case]:
+def _qg_cases(draws: Draws) -> Iterator[Case]:
     grid, mixed = _qg_tie_grid(), _qg_mixed()
     special = [(n, x) for n, x in shift_inputs(SEED) if n in _QG_SPECIAL]
     for bits in WIDTHS:
         lrs = QG_LRS if bits in (2, 8, 16) else (8.0, 0.1)
-        calls = [_qg_call(bits, lr, "nearest", "tie grid", grid, 0) for lr in lrs]
+        calls = [_qg_call(bits, lr, "nearest", "tie grid", grid, 0, draws) for lr in lrs]
         if bits in (2, 8, 16):
-            calls += [_qg_call(bits, lr, "nearest", "mixed", mixed, 0) for lr in QG_LRS]
+            calls += [_qg_call(bits, lr, "nearest", "mixed", mixed, 0, draws) for lr in QG_LRS]
             calls += [
-                _qg_call(bits, lr, "stochastic", name, x, SEED + 30 * bits + i)
+                _qg_call(bits, lr, "stochastic", name, x, SEED + 30 * bits + i, draws)
                 for i, (lr, (name, x)) in enumerate(itertools.product(QG_LRS, (("tie grid", grid), ("mixed", mixed))))
             ]
         yield Case("QG", f"bits={bits}", tuple(calls))
     combos = [(8.0, "nearest"), (0.1, "nearest"), (8.0, "stochastic")]
     calls = [
-        _qg_call(8, lr, mode, name, x, SEED + 40 + i)
+        _qg_call(8, lr, mode, name, x, SEED + 40 + i, draws)
         for i, ((lr, mode), (name, x)) in enumerate(itertools.product(combos, special))
     ]
     yield Case("QG", "bits=8 special gradients", tuple(calls))
     # lr as a float32 array: traced under jit (an optax schedule's value), concrete when eager.
     for bits in (2, 16):
         calls = [
-            _qg_call(bits, lr, mode, "tie grid", grid, SEED + 50 * bits + i, traced=True)
+            _qg_call(bits, lr, mode, "tie grid", grid, SEED + 50 * bits + i, draws, traced=True)
             for i, (lr, mode) in enumerate(itertools.product(QG_LRS, ROUNDINGS))
         ]
-        calls.append(_qg_call(bits, 0.1, "nearest", "mixed", mixed, 0, traced=True))
+        calls.append(_qg_call(bits, 0.1, "nearest", "mixed", mixed, 0, draws, traced=True))
         yield Case("QG", f"bits={bits} lr array", tuple(calls))
 
 
@@ -385,7 +404,8 @@ def _wage_inputs(bits: int) -> np.ndarray:
     return fixed_point_inputs(bits, bits - 1, seed=bits, max_points=6000)
 
 
-def _wage_call(bits_A: int, bits_E: int, A_mode: str, E_mode: str, exponent: int | None, seed: int) -> Call:
+def _wage_call(bits_A: int, bits_E: int, A_mode: str, E_mode: str, exponent: int | None, seed: int,
+               draws: Draws) -> Call:
     """``exponent``: ``max|g| = 2^exponent`` (``gradient_like``; below -126 ``subnormal_gradient``);
     ``None``: an all-zero gradient of both signs."""
     needs_A = A_mode == "stochastic" and bits_A != -1
@@ -410,10 +430,8 @@ def _wage_call(bits_A: int, bits_E: int, A_mode: str, E_mode: str, exponent: int
     def args():
         x, g = inputs()
         # The torch module draws r_A = rand_like(x) in its forward, then r_E = rand_like(grad) in its backward.
-        torch.manual_seed(seed)
-        noise_A = torch.rand_like(_t(x)).numpy() if needs_A else None
-        noise_E = torch.rand_like(_t(g)).numpy() if needs_E else None
-        return x, g, noise_A, noise_E
+        drawn = iter(draws(seed, *(a for a, needed in ((x, needs_A), (g, needs_E)) if needed)))
+        return x, g, next(drawn) if needs_A else None, next(drawn) if needs_E else None
 
     def fn(x, g, noise_A, noise_E):
         def quantize(v):
@@ -451,18 +469,19 @@ def _wage_combos(bits_A: int) -> list[tuple[int, str, str]]:
     return combos
 
 
-def _wage_cases() -> Iterator[Case]:
+def _wage_cases(draws: Draws) -> Iterator[Case]:
     exponents = (0, -20, 7, -100, 100, 3, -1)
     for bits_A in (-1, *WIDTHS):
         calls = [
-            _wage_call(bits_A, bits_E, a_mode, e_mode, exponents[(i + bits_A) % len(exponents)], SEED + 60 * bits_A + i)
+            _wage_call(bits_A, bits_E, a_mode, e_mode, exponents[(i + bits_A) % len(exponents)], SEED + 60 * bits_A + i,
+                       draws)
             for i, (bits_E, a_mode, e_mode) in enumerate(_wage_combos(bits_A))
         ]
         if bits_A in (-1, 8):
             # An all-zero upstream gradient (shift returns it unchanged), and subnormal ones (shift scales
             # them up by as much as 2^149).
             calls += [
-                _wage_call(bits_A, bits_E, "nearest", e_mode, exponent, SEED + 7 + bits_A + i)
+                _wage_call(bits_A, bits_E, "nearest", e_mode, exponent, SEED + 7 + bits_A + i, draws)
                 for i, (bits_E, e_mode, exponent) in enumerate(
                     [(8, "nearest", None), (8, "stochastic", None), (8, "nearest", -149), (2, "stochastic", -149)]
                     + [(8, "nearest", -140), (16, "nearest", -127)]
@@ -473,7 +492,7 @@ def _wage_cases() -> Iterator[Case]:
 
 # --- the registry -----------------------------------------------------------------------------------------------
 
-_BUILDERS: dict[str, Callable[[], Iterator[Case]]] = {
+_BUILDERS: dict[str, Callable[[Draws], Iterator[Case]]] = {
     "fixed_point_quantize": _fixed_point_cases,
     "fixed_point_quantize_with_mask": _mask_cases,
     "shift": _shift_cases,
@@ -485,6 +504,11 @@ _BUILDERS: dict[str, Callable[[], Iterator[Case]]] = {
 assert tuple(_BUILDERS) == FUNCTIONS, "wage_parity.names.FUNCTIONS names the registry's functions"
 
 
-def cases(function: str) -> list[Case]:
-    """Every case of one wage_jax function."""
-    return list(_BUILDERS[function]())
+def cases(function: str, draws: Draws | None = None) -> list[Case]:
+    """Every case of one wage_jax function.
+
+    ``draws(seed, *likes)`` makes the stochastic calls' uniform draws; the default reproduces qtorch's
+    (``torch_draws``, which imports torch). ``wage_parity.corpus.numpy_draws`` makes them without torch, for
+    comparisons that compute no torch reference.
+    """
+    return list(_BUILDERS[function](draws or _torch_draws))

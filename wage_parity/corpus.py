@@ -14,6 +14,7 @@ Every builder is deterministic (seeded NumPy generators) and returns float32 arr
 * ``shift_inputs()``: tensors that exercise ``shift``'s exponent: maxima at, just above and just below
   powers of two (normal and subnormal, down to ``2^-149``), all-zero, ``-0.0`` only, subnormal-only,
   subnormal results, mixed, huge, empty;
+* ``numpy_draws(seed, *likes)``: uniform draws for the stochastic cases without torch;
 * ``gradient_like(x, bits, exponent)``: an upstream gradient whose ``shift`` lands on the ties of
   ``bits``-bit errors, ``max|g| = 2^exponent``; ``subnormal_gradient``: one made of subnormals only.
 """
@@ -30,6 +31,7 @@ __all__ = [
     "TINY",
     "fixed_point_inputs",
     "gradient_like",
+    "numpy_draws",
     "random_tensors",
     "shift_inputs",
     "special_values",
@@ -208,3 +210,11 @@ def shift_inputs(seed: int = 0) -> list[tuple[str, np.ndarray]]:
     out += [(name, t) for name, t in random_tensors(seed) if t.shape in ((), (7,))]
     out += [(f"normal(4, 5)*{s:g}", (rng.standard_normal((4, 5)) * s).astype(F32)) for s in (1e-38, 1e-3, 1.0, 1e30)]
     return out
+
+
+def numpy_draws(seed: int, *likes: np.ndarray) -> list[np.ndarray]:
+    """Uniform float32 draws in ``[0, 1)``, one array shaped like each of ``likes`` in turn, from NumPy's
+    generator seeded with ``seed``: the stochastic cases' draws where no torch reference is computed (a
+    device compared with the host needs the same draws on both, not qtorch's)."""
+    rng = np.random.default_rng(seed)
+    return [rng.random(np.shape(x), dtype=F32) for x in likes]

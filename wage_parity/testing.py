@@ -24,12 +24,15 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from numpy.typing import ArrayLike
 
 from wage_parity.bits import assert_bits_equal, f32_bits
+
+if TYPE_CHECKING:  # torch is imported by f32_tensor alone: the data writers run where it is absent
+    import torch
 
 __all__ = [
     "assert_bits_equal",
@@ -69,6 +72,8 @@ def assert_trees_bits_equal(actual: object, expected: object, what: str = "") ->
 
 def f32_tensor(a: ArrayLike) -> torch.Tensor:
     """A float32 CPU tensor holding a copy of ``a`` (a 0-d input stays 0-d)."""
+    import torch
+
     return torch.from_numpy(np.array(a, dtype=np.float32, copy=True))
 
 

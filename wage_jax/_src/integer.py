@@ -13,7 +13,10 @@ So each product ``a @ b`` equals ``(k_a @ k_b) * unit_a * unit_b`` with integer 
 ``k_b`` are converted exactly to int8 (int16 for grids of 9 to 16 bits), multiplied with int32
 accumulation (``preferred_element_type``) and the int32 sum converted to float32 and multiplied by
 the exact power of two ``unit_a * unit_b``. The backward is a ``jax.custom_vjp``: the input's
-gradient is error x weights, the kernel's is activations x error, computed the same way.
+gradient is error x weights, the kernel's is activations x error, computed the same way, except that a
+convolution's backward never convolves integer types: the ``"conv"`` and ``"int8_f32"`` lowerings convolve
+the integers in float32 there (exact within the plan), the ``"patches"`` lowering (and every lowering with
+``sums="int32"``) multiplies them with int32 sums (``integer_conv``).
 
 Exactness (checked statically): the float32 path is exact in any summation order, and equal to the
 integer path, when ``terms * max|k_a| * max|k_b| <= 2^24`` (``terms``: the length of the reduction).
@@ -21,6 +24,15 @@ Each product for which the shapes and bits cannot guarantee this, or whose opera
 of at most 16 bits (``bits == -1``, or ``bits > 16``, or a scale that is not a power of two), is
 computed by the float32 path instead (the documented fallback): the integer mode never changes a
 result. ``integer_plan`` says which products run on integers.
+
+int32 sums (``sums="int32"``; the layers' ``integer="int32"``): the plan runs every product on integers whose
+largest possible sum fits int32, ``terms * max|k_a| * max|k_b| < 2^31``, the backward's included (a
+convolution's kernel gradient sums over the batch and the positions, past 2^24 at VGG7's usual batches).
+Integer sums are exact in any order, so the result, rounded once to float32, is the same on every backend
+and equal to the float32 path wherever that path is exact (within 2^24); past 2^24 it is the exact sum
+rounded once, where a float32 sum may round at every step. The backward multiplies with int32 dots in every
+lowering (a float32 convolution of the integers would be exact within 2^24 only); products past 2^31 fall
+back to the float32 path, as ``integer_plan`` says.
 
 Checks: ``bits_A``, ``bits_W``, ``bits_E`` and ``scale`` are validated eagerly as the quantizers validate them
 (a ValueError/TypeError naming the argument: 0, 1, ``True`` or 8.5 bits are refused). Every operand of a product
@@ -53,15 +65,18 @@ from wage_jax._src.conv_lowering import (
     check_lowering,
     conv_patches,
     explicit_pads,
+    out_size,
     patches,
     patches_dot,
     patches_transpose,
 )
 from wage_spec import FULL_PRECISION, check_bits, check_scale
 
-__all__ = ["exact_in_float32", "integer_conv", "integer_dense", "integer_plan", "on_grid"]
+__all__ = ["SUMS", "check_sums", "exact_in_float32", "integer_conv", "integer_dense", "integer_plan", "on_grid"]
 
 _F32_EXACT = 2**24
+_I32_LIMIT = 2**31  # a sum of magnitude below this fits int32
+SUMS = ("float32", "int32")
 
 
 class _Grid(NamedTuple):
@@ -163,26 +178,48 @@ class _Plan(NamedTuple):
     forward: bool
     input_grad: bool
     kernel_grad: bool
+    sums: str = "float32"
 
 
-def _decide(ga: _Grid, gb: _Grid, terms: int) -> bool:
-    return ga.dtype is not None and gb.dtype is not None and terms * ga.kmax * gb.kmax <= _F32_EXACT
+def check_sums(sums: object, lowering: str = "conv") -> str:
+    """``sums`` validated: ``"float32"`` (integers only where float32 is exact) or ``"int32"``, the latter not with
+    the ``"int8_f32"`` lowering (its forward sums are float32)."""
+    if sums not in SUMS:
+        raise ValueError(f"sums must be one of {', '.join(repr(v) for v in SUMS)}, got {sums!r}")
+    if sums == "int32" and lowering == "int8_f32":
+        raise ValueError("lowering='int8_f32' sums in float32 (exact within 2^24 only): with int32 sums use "
+                         "lowering='patches' (what XLA:GPU compiles) or 'conv'")
+    return str(sums)
 
 
-def _plan(bits_A: int, bits_W: int, bits_E: int, scale: float, terms: tuple[int, int, int]) -> _Plan:
+def _decide(ga: _Grid, gb: _Grid, terms: int, sums: str) -> bool:
+    """Whether a product runs on integers: both grids have an integer form and its largest possible sum stays
+    within float32's exact range (``sums="float32"``: the same bits as the float32 path) or below int32's limit
+    (``sums="int32"``: exact, and so the same bits in any summation order on any backend)."""
+    bound = terms * ga.kmax * gb.kmax
+    fits = bound <= _F32_EXACT if sums == "float32" else bound < _I32_LIMIT
+    return ga.dtype is not None and gb.dtype is not None and fits
+
+
+def _plan(bits_A: int, bits_W: int, bits_E: int, scale: float, terms: tuple[int, int, int],
+          sums: str = "float32") -> _Plan:
     gx, gw, ge = _grid(bits_A), _grid(bits_W, scale), _grid(bits_E)
-    return _Plan(gx, gw, ge, _decide(gx, gw, terms[0]), _decide(ge, gw, terms[1]), _decide(gx, ge, terms[2]))
+    return _Plan(gx, gw, ge, _decide(gx, gw, terms[0], sums), _decide(ge, gw, terms[1], sums),
+                 _decide(gx, ge, terms[2], sums), sums)
 
 
 def integer_plan(
     kind: str, x_shape: Sequence[int], kernel_shape: Sequence[int], bits_A: int, bits_W: int, bits_E: int,
     scale: float, *, strides: Sequence[int] = (1, 1), padding: str | Sequence[tuple[int, int]] = "SAME",
+    sums: str = "float32",
 ) -> dict[str, bool]:
     """Which of a layer's products run on integers: ``{"forward", "input_grad", "kernel_grad"}`` -> bool.
 
     ``kind`` is ``"dense"`` or ``"conv"``; the shapes and arguments are those of ``integer_dense`` /
     ``integer_conv``. A product runs on integers when both operands have a grid of at most 16 bits and
-    its reduction length passes ``exact_in_float32``.
+    its largest possible sum, ``terms * max|k_a| * max|k_b|``, is at most ``2^24`` (``sums="float32"``:
+    ``exact_in_float32``) or below ``2^31`` (``sums="int32"``); ``False`` names a product computed by the
+    float32 path instead.
     """
     if kind == "dense":
         terms = _dense_terms(tuple(x_shape), tuple(kernel_shape))
@@ -190,7 +227,7 @@ def integer_plan(
         terms = _conv_terms(tuple(x_shape), tuple(kernel_shape), tuple(strides), padding)
     else:
         raise ValueError(f"kind must be 'dense' or 'conv', got {kind!r}")
-    p = _plan(bits_A, bits_W, bits_E, scale, terms)
+    p = _plan(bits_A, bits_W, bits_E, scale, terms, check_sums(sums))
     return {"forward": p.forward, "input_grad": p.input_grad, "kernel_grad": p.kernel_grad}
 
 
@@ -245,7 +282,8 @@ def _int_dense_bwd(plan: _Plan, res, g):
 _int_dense.defvjp(_int_dense_fwd, _int_dense_bwd)
 
 
-def integer_dense(x: jax.Array, w: jax.Array, bits_A: int, bits_W: int, bits_E: int, scale: float) -> jax.Array:
+def integer_dense(x: jax.Array, w: jax.Array, bits_A: int, bits_W: int, bits_E: int, scale: float, *,
+                  sums: str = "float32") -> jax.Array:
     """``x @ w`` on integers, with the same float32 result and gradients as the float32 path.
 
     Args:
@@ -254,13 +292,16 @@ def integer_dense(x: jax.Array, w: jax.Array, bits_A: int, bits_W: int, bits_E: 
         bits_A, bits_W, bits_E: the grids of the input, the weights and the error entering the
             backward (``-1``: that operand's products use the float path).
         scale: the layer's power-of-two scale (``QW`` divides by it when ``scale > 1.8``).
+        sums: ``"float32"``: integers only for the products whose sums float32 holds exactly (within
+            ``2^24``); ``"int32"``: integers for every product whose sums fit int32 (below ``2^31``), each
+            rounded once to float32 (the module docstring, "int32 sums").
 
     Returns:
-        ``(..., out)`` float32, bit-identical to ``x @ w`` at ``Precision.HIGHEST`` (see the module
-        docstring for the precondition and the static exactness fallback).
+        ``(..., out)`` float32, bit-identical to ``x @ w`` at ``Precision.HIGHEST`` wherever that path is
+        exact (see the module docstring for the precondition and the static exactness fallback).
     """
     bits_A, bits_W, bits_E, scale = _validate(bits_A, bits_W, bits_E, scale)
-    plan = _plan(bits_A, bits_W, bits_E, scale, _dense_terms(x.shape, w.shape))
+    plan = _plan(bits_A, bits_W, bits_E, scale, _dense_terms(x.shape, w.shape), check_sums(sums))
     return _int_dense(x, w, plan)
 
 
@@ -271,7 +312,7 @@ _DN = ("NHWC", "HWIO", "NHWC")
 
 def _conv_terms(x_shape, k_shape, strides, padding) -> tuple[int, int, int]:
     pads = explicit_pads(padding, x_shape, k_shape, strides)
-    out_hw = [(x_shape[1 + i] + sum(pads[i]) - k_shape[i]) // strides[i] + 1 for i in range(2)]
+    out_hw = [out_size(x_shape[1 + i], k_shape[i], strides[i], pads[i]) for i in range(2)]
     kh, kw, cin, cout = k_shape
     return kh * kw * cin, kh * kw * cout, x_shape[0] * out_hw[0] * out_hw[1]
 
@@ -284,8 +325,18 @@ def _conv_float(x, w, strides, pads, lowering: str = "conv"):
 
 
 def _sum_dtype(lowering: str):
-    """The integer products' result: int32 sums, or float32 (``"int8_f32"``: exact, the plan bounds them by 2^24)."""
+    """The forward's integer convolution's result: int32 sums, or float32 (``"int8_f32"``: exact, the plan bounds
+    them by 2^24)."""
     return jnp.float32 if lowering == "int8_f32" else jnp.int32
+
+
+def _float_conv(lhs: jax.Array, rhs: jax.Array, pads: Sequence[tuple[int, int]], dimension_numbers: tuple,
+                **dilation: Sequence[int]) -> jax.Array:
+    """A backward convolution of two grids' integers, computed in float32 at ``HIGHEST``: exact, since the plan
+    keeps every sum within 2^24. An integer-typed convolution in the backward is what XLA:GPU rewrites into
+    cuDNN's backward-data and backward-filter calls, which have no int8 engines; a float32 one compiles."""
+    return lax.conv_general_dilated(lhs.astype(jnp.float32), rhs.astype(jnp.float32), (1, 1), pads,
+                                    dimension_numbers=dimension_numbers, precision=lax.Precision.HIGHEST, **dilation)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
@@ -327,11 +378,12 @@ def _conv_transpose_lhs(g: jax.Array, w: jax.Array, x_hw: Sequence[int], strides
         w: ``(kh, kw, Ci, Co)`` integers of the kernel, same dtype as ``g``.
         x_hw: the forward input's ``(H, W)``.
         strides, pads: the forward convolution's (``pads`` explicit ``(lo, hi)`` pairs).
-        lowering: ``"patches"``: ``g @ w^T`` per window (a dot), then ``patches_transpose``; else this
-            convolution, with int32 sums (``"int8_f32"``: float32).
+        lowering: ``"patches"``: ``g @ w^T`` per window (a dot with int32 sums), then ``patches_transpose``;
+            else this convolution on the integers in float32 (``_float_conv``: no integer convolution in the
+            backward).
 
     Returns:
-        ``(N, H, W, Ci)`` int32 sums (float32 for ``"int8_f32"``).
+        ``(N, H, W, Ci)`` int32 sums for ``"patches"``, float32 ones (the same values) otherwise.
     """
     if lowering == "patches":
         dp = lax.dot_general(g, w.reshape(-1, w.shape[3]), (((3,), (1,)), ((), ())), preferred_element_type=jnp.int32)
@@ -341,9 +393,7 @@ def _conv_transpose_lhs(g: jax.Array, w: jax.Array, x_hw: Sequence[int], strides
         before = w.shape[i] - 1 - pads[i][0]
         after = x_hw[i] + w.shape[i] - 1 - _dilated(g.shape[1 + i], strides[i]) - before
         pad.append((before, after))
-    return lax.conv_general_dilated(g, lax.rev(w, (0, 1)), (1, 1), pad, lhs_dilation=strides,
-                                    dimension_numbers=("NHWC", "HWOI", "NHWC"),
-                                    preferred_element_type=_sum_dtype(lowering))
+    return _float_conv(g, lax.rev(w, (0, 1)), pad, ("NHWC", "HWOI", "NHWC"), lhs_dilation=strides)
 
 
 def _conv_transpose_rhs(g: jax.Array, x: jax.Array, w_hw: Sequence[int], strides: tuple[int, int],
@@ -360,11 +410,11 @@ def _conv_transpose_rhs(g: jax.Array, x: jax.Array, w_hw: Sequence[int], strides
         x: ``(N, H, W, Ci)`` integers of the forward input, same dtype as ``g``.
         w_hw: the kernel's ``(kh, kw)``.
         strides, pads: the forward convolution's (``pads`` explicit ``(lo, hi)`` pairs).
-        lowering: ``"patches"``: ``patches(x)^T @ g`` over the batch and positions (a dot); else this
-            convolution, with int32 sums (``"int8_f32"``: float32).
+        lowering: ``"patches"``: ``patches(x)^T @ g`` over the batch and positions (a dot with int32 sums);
+            else this convolution on the integers in float32 (``_float_conv``).
 
     Returns:
-        ``(kh, kw, Ci, Co)`` int32 sums (float32 for ``"int8_f32"``).
+        ``(kh, kw, Ci, Co)`` int32 sums for ``"patches"``, float32 ones (the same values) otherwise.
     """
     if lowering == "patches":
         p = patches(x, w_hw, strides, pads)
@@ -375,16 +425,18 @@ def _conv_transpose_rhs(g: jax.Array, x: jax.Array, w_hw: Sequence[int], strides
         lo = pads[i][0]
         hi = _dilated(g.shape[1 + i], strides[i]) - x.shape[1 + i] + w_hw[i] - lo - 1
         pad.append((lo, hi))
-    return lax.conv_general_dilated(x, g, (1, 1), pad, rhs_dilation=strides,
-                                    dimension_numbers=("CHWN", "IHWO", "HWNC"),
-                                    preferred_element_type=_sum_dtype(lowering))
+    return _float_conv(x, g, pad, ("CHWN", "IHWO", "HWNC"), rhs_dilation=strides)
 
 
 def _int_conv_bwd(strides, pads, plan: _Plan, lowering: str, res, g):
     x, w = res
+    if g.size == 0:  # an empty output (no window fits, or no example): nothing flows back
+        return jnp.zeros_like(x), jnp.zeros_like(w)
     float_grads = None
     if not (plan.input_grad and plan.kernel_grad):
         float_grads = jax.vjp(lambda a, b: _conv_float(a, b, strides, pads, lowering), x, w)[1](g)
+    if plan.sums == "int32":  # a float32 convolution of the integers is exact only within 2^24: int32 dots
+        lowering = "patches"
     if plan.input_grad:
         gi, wi = _to_int(g, plan.e, plan.w), _to_int(w, plan.w, plan.e)
         dx = _checked(_rescale(_conv_transpose_lhs(gi, wi, x.shape[1:3], strides, pads, lowering), plan.e, plan.w),
@@ -406,20 +458,29 @@ _int_conv.defvjp(_int_conv_fwd, _int_conv_bwd)
 def integer_conv(
     x: jax.Array, w: jax.Array, bits_A: int, bits_W: int, bits_E: int, scale: float, *,
     strides: Sequence[int] = (1, 1), padding: str | Sequence[tuple[int, int]] = "SAME", lowering: str = "conv",
+    sums: str = "float32",
 ) -> jax.Array:
     """2-D convolution (``x`` NHWC, ``w`` HWIO, no dilation or groups) on integers; see ``integer_dense``.
 
-    ``lowering`` (``wage_jax._src.conv_lowering``): ``"conv"``, integer convolutions with int32 sums;
-    ``"patches"``, patches and integer ``dot_general``s with int32 sums (no convolution in the forward or
-    the backward, the float32 fallback included); ``"int8_f32"``, integer convolutions with float32
-    results (what XLA:GPU compiles). The same bits in every case.
+    ``lowering`` (``wage_jax._src.conv_lowering``): ``"conv"``, an integer convolution with int32 sums in the
+    forward; ``"patches"``, patches and integer ``dot_general``s with int32 sums in the forward and the
+    backward (no convolution anywhere, the float32 fallback included); ``"int8_f32"``, an integer convolution
+    with a float32 result in the forward (what XLA:GPU compiles). The backward of ``"conv"`` and
+    ``"int8_f32"`` convolves the integers in float32 (cuDNN has no int8 backward convolutions), exact within
+    the plan's 2^24. The same bits in every case.
+
+    ``sums="int32"`` (see ``integer_dense``) runs every product whose sums fit int32 on integers; the backward
+    then multiplies with int32 sums in every lowering (as ``"patches"`` does), and ``"int8_f32"``, whose forward
+    sums are float32, is refused. On XLA:GPU, ``lowering="patches"`` is the form with int32 sums throughout.
 
     Returns:
-        NHWC float32, bit-identical to ``lax.conv_general_dilated`` at ``Precision.HIGHEST``.
+        NHWC float32, bit-identical to ``lax.conv_general_dilated`` at ``Precision.HIGHEST`` wherever that
+        path is exact.
     """
     bits_A, bits_W, bits_E, scale = _validate(bits_A, bits_W, bits_E, scale)
     lowering = check_lowering(lowering, integer=True)
+    sums = check_sums(sums, lowering)
     strides = tuple(int(s) for s in strides)
     pads = explicit_pads(padding, x.shape, w.shape, strides)
-    plan = _plan(bits_A, bits_W, bits_E, scale, _conv_terms(x.shape, w.shape, strides, pads))
+    plan = _plan(bits_A, bits_W, bits_E, scale, _conv_terms(x.shape, w.shape, strides, pads), sums)
     return _int_conv(x, w, strides, pads, plan, lowering)

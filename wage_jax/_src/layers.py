@@ -28,7 +28,7 @@ from jax.typing import ArrayLike
 
 from wage_jax._src.conv_lowering import check_lowering, conv_patches, explicit_pads
 from wage_jax._src.functional import QW
-from wage_jax._src.integer import integer_conv, integer_dense
+from wage_jax._src.integer import check_sums, integer_conv, integer_dense
 from wage_spec import FULL_PRECISION, check_bits, check_mode, wage_init_limits
 
 __all__ = [
@@ -87,15 +87,30 @@ def kernel_size_2d(kernel_size: int | Sequence[int]) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-def _checked_options(bits_W: int, factor: float, W_mode: str, integer: bool, bits_A: int, bits_E: int) -> tuple:
+def check_integer(integer: object) -> bool | str:
+    """The layers' ``integer`` validated: ``False``, ``True`` (int32 sums where float32 is exact) or ``"int32"``
+    (int32 sums wherever they fit: ``wage_jax.integer``'s ``sums="int32"``)."""
+    if isinstance(integer, (bool, np.bool_)):
+        return bool(integer)
+    if integer == "int32":
+        return "int32"
+    raise TypeError(f"integer must be a bool or 'int32', got {integer!r}")
+
+
+def _sums(integer: bool | str) -> str:
+    """The integer functions' ``sums`` for a validated ``integer``."""
+    return "int32" if integer == "int32" else "float32"
+
+
+def _checked_options(bits_W: int, factor: float, W_mode: str, integer: bool | str, bits_A: int,
+                     bits_E: int) -> tuple:
     bits_W = check_bits(bits_W, "bits_W")
     W_mode = check_mode(W_mode, "W_mode")
     wage_init_limits(1, bits_W, factor)  # validates factor (a positive, finite number)
-    if not isinstance(integer, (bool, np.bool_)):
-        raise TypeError(f"integer must be a bool, got {integer!r}")
+    integer = check_integer(integer)
     bits_A = check_bits(bits_A, "bits_A", allow_full_precision=True)
     bits_E = check_bits(bits_E, "bits_E", allow_full_precision=True)
-    return bits_W, float(factor), W_mode, bool(integer), bits_A, bits_E
+    return bits_W, float(factor), W_mode, integer, bits_A, bits_E
 
 
 def _quantized_kernel(kernel: jax.Array, fan: int, bits_W: int, factor: float, W_mode: str,
@@ -112,7 +127,7 @@ def wage_dot_general(
     factor: float = 2.0,
     W_mode: str = "nearest",
     *,
-    integer: bool = False,
+    integer: bool | str = False,
     bits_A: int = FULL_PRECISION,
     bits_E: int = FULL_PRECISION,
 ) -> Callable[..., jax.Array]:
@@ -134,6 +149,8 @@ def wage_dot_general(
         integer: compute the products on int8/int16 with int32 sums (``wage_jax.integer``), bit-identical
             to the float path, given ``lhs`` on the ``bits_A`` grid and the backward's error on the
             ``bits_E`` grid (a ``WAGEQuantizer`` before the layer and after it). Dense contractions only.
+            ``"int32"``: int32 sums wherever they fit int32, not only where float32 is exact (the same bits
+            on every backend; ``wage_jax.integer``, "int32 sums").
         bits_A, bits_E: those grids (-1: the products with that operand use the float path).
 
     Returns:
@@ -171,7 +188,8 @@ def wage_dot_general(
             if not standard:
                 raise ValueError(f"wage_dot_general(integer=True) computes (..., in) x (in, out) products only, got "
                                  f"dimension_numbers={dimension_numbers} for shapes {jnp.shape(lhs)}, {rhs.shape}")
-            return integer_dense(jnp.asarray(lhs, jnp.float32), w, bits_A, bits_W, bits_E, scale)
+            return integer_dense(jnp.asarray(lhs, jnp.float32), w, bits_A, bits_W, bits_E, scale,
+                                 sums=_sums(integer))
         return lax.dot_general(lhs, w, dimension_numbers, precision=lax.Precision.HIGHEST)
 
     return dot_general
@@ -182,7 +200,7 @@ def wage_conv_general_dilated(
     factor: float = 2.0,
     W_mode: str = "nearest",
     *,
-    integer: bool = False,
+    integer: bool | str = False,
     bits_A: int = FULL_PRECISION,
     bits_E: int = FULL_PRECISION,
     lowering: str = "conv",
@@ -222,6 +240,7 @@ def wage_conv_general_dilated(
     bits_W, factor, W_mode, integer, bits_A, bits_E = _checked_options(bits_W, factor, W_mode, integer, bits_A,
                                                                         bits_E)
     lowering = check_lowering(lowering, integer)
+    check_sums(_sums(integer), lowering)
 
     def conv_general_dilated(lhs: ArrayLike, rhs: jax.Array, window_strides: Sequence[int], padding: Any,
                              lhs_dilation: Sequence[int] | None = None, rhs_dilation: Sequence[int] | None = None,
@@ -236,13 +255,13 @@ def wage_conv_general_dilated(
                      and feature_group_count == 1 and batch_group_count == 1 and jnp.ndim(lhs) == 4
                      and _is_nhwc_hwio(dimension_numbers, jnp.shape(lhs), rhs.shape))
             if not plain:
-                what = "integer=True" if integer else f"lowering={lowering!r}"
+                what = f"integer={integer!r}" if integer else f"lowering={lowering!r}"
                 raise ValueError(f"wage_conv_general_dilated({what}) computes 2-D NHWC/HWIO convolutions "
                                  "without dilation or feature groups")
             strides = tuple(int(s) for s in window_strides)
             if integer:
                 return integer_conv(jnp.asarray(lhs, jnp.float32), w, bits_A, bits_W, bits_E, scale,
-                                    strides=strides, padding=padding, lowering=lowering)
+                                    strides=strides, padding=padding, lowering=lowering, sums=_sums(integer))
             lhs = jnp.asarray(lhs, jnp.float32)
             return conv_patches(lhs, w, strides, explicit_pads(padding, lhs.shape, w.shape, strides))
         return lax.conv_general_dilated(
