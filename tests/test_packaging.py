@@ -178,7 +178,7 @@ def test_wheel_requires_only_jax_by_default(wheel: Path) -> None:
 
 def test_wheel_entry_points(wheel: Path) -> None:
     _, _, entry_points = _wheel_metadata(wheel)
-    assert "wage-train = wage_train.cli:main" in entry_points
+    assert "wage-train = wage_train.__main__:main" in entry_points
     assert "wage-parity = wage_parity.report:main" in entry_points
     assert "wage-data = wage_train.download:main" in entry_points
 

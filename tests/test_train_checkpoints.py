@@ -10,9 +10,11 @@ import orbax.checkpoint as ocp
 import pytest
 
 from wage_train.checkpoints import CheckpointWriteError, restore_checkpoint, save_checkpoint
-from wage_train.safe_io import DataError
+from wage_train.safe_io import DataError, write_manifest
 
-STATE = {"epoch": 1, "data_rng": {}, "history": [{"loss": 0.25}], "compare": []}
+ROW = {"epoch": 1, "framework": "jax", "loss": 0.25, "train_acc": 0.5, "test_acc": 0.5, "lr": 8.0, "time_s": 1.0,
+       "images_per_s": 256.0, "train_time_s": 0.5, "eval_time_s": 0.5}
+STATE = {"epoch": 1, "data_rng": {}, "history": [ROW], "compare": []}
 
 
 class Runner:
@@ -153,3 +155,25 @@ def test_a_step_without_its_manifest_is_refused_then_replaced(tmp_path):
     save_checkpoint(root, 2, [Runner(np.full(3, 5, np.float32))], {**STATE, "epoch": 2})
     path, state = restore_checkpoint(root, [runner], warn=pytest.fail)
     assert path.name == "epoch_0002" and state["epoch"] == 2 and runner.w.tolist() == [5, 5, 5]
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("epoch", -1, "epoch -1 is not this step's 1"), ("epoch", 10**30, "is not this step's 1"),
+    ("epoch", "1", "epoch '1' is not this step's 1"), ("history", [1, 2], "history must be a list"),
+    ("history", [{}], "history must be a list"), ("history", [{"epoch": 1}], "history must be a list"),
+    ("history", [{**ROW, "epoch": 2}], "history must be a list"), ("history", "x", "history must be a list"),
+    ("compare", "x", "compare must be a list"), ("data_rng", [1], "data_rng must be an object"),
+])
+def test_a_hand_edited_state_with_a_matching_manifest_is_refused_in_one_line(tmp_path, key, value, expected):
+    """The manifest proves the files are the ones written, not that a person did not write them: the restored
+    state is checked like command-line input."""
+    import json
+
+    root = tmp_path / "checkpoints"
+    save_checkpoint(root, 1, [Runner(np.ones(3, np.float32))], STATE)
+    state_file = root / "epoch_0001" / "state" / "metadata"
+    state_file.write_text(json.dumps({**json.loads(state_file.read_text()), key: value}))
+    write_manifest(root / "epoch_0001")
+    with pytest.raises(DataError) as e:
+        restore_checkpoint(root, [Runner(np.zeros(3, np.float32))])
+    assert expected in str(e.value) and "\n" not in str(e.value)

@@ -59,9 +59,19 @@ def test_empty_test_split_via_the_cli_is_one_line(tmp_path, capsys):
     (["--seed", str(2**63)], "--seed 9223372036854775808: must be an integer in [0, 2^63-1]"),
     (["--devices", "4"], "--devices 4: this process has 1 JAX device(s)"),
     (["--lr", "1e30"], "--lr 1e+30: WAGE's update takes an lr in (0, 2^24]"),
+    (["--factor", "1e-300"], "--factor 1e-300: layer 1 (fan-in 64) would get a scale of 2^500"),
+    (["--factor", "1e300"], "--factor 1e+300: layer 1 (fan-in 64) would get an initializer limit of 2.17e+149"),
+    (["--factor", "1e-100", "--float"], "--factor 1e-100: layer 1 (fan-in 64) would get an initializer limit"),
+    (["--hidden", "4000000000"], "--hidden: MLP 64-4000000000-10 has 296,000,000,000 weights"),
+    (["--hidden", "1000000000000"], "--hidden: MLP 64-1000000000000-10 has"),
+    (["--model", "vgg7", "--vgg-hidden", "1000000000000"], "--widths / --vgg-hidden: VGG7"),
 ])
 def test_resource_limits_are_one_line(tmp_path, capsys, argv, expected):
-    assert expected in _refused([*QUICK, *argv, "--out-dir", tmp_path / "o"], capsys)
+    argv = [*QUICK, *argv, "--out-dir", tmp_path / "o"]
+    if "--hidden" in argv[5:]:
+        del argv[1:3]  # QUICK's --hidden 8
+    assert expected in _refused(argv, capsys)
+    assert not (tmp_path / "o").exists()
 
 
 def test_largest_seed_runs(tmp_path):
@@ -144,6 +154,10 @@ def test_resume_on_the_same_data_elsewhere_continues(mnist_run, tmp_path):
     ("bits", [2, 8, 8], "bits=[2, 8, 8] is not valid"), ("G_mode", "up", "G_mode='up' is not valid"),
     ("float", "no", "float='no' is not valid"), ("integer", True, "--integer runs WAGE's JAX layers"),
     ("widths", [1, 2], "widths=[1, 2] must hold the 3 VGG7"), ("bits", [1, 8, 8, 8], "bits_W"),
+    ("data_fingerprint", "abc", "data_fingerprint='abc' is not valid"),
+    ("data_fingerprint", [1, 2], "data_fingerprint=[1, 2] is not valid"),
+    ("data_fingerprint", {"sha256": [1]}, "the data differs"),
+    ("hidden", [10**12], "--hidden: MLP 784-1000000000000-10 has"), ("factor", 1e-300, "--factor 1e-300"),
 ])
 def test_hand_edited_config_is_validated_on_resume(mnist_run, tmp_path, capsys, key, value, expected):
     root, saved = mnist_run
@@ -157,7 +171,7 @@ def test_hand_edited_config_is_validated_on_resume(mnist_run, tmp_path, capsys, 
         cfg["framework"] = "torch"
     (out / "config.json").write_text(json.dumps(cfg))
     line = _refused(["--resume", "--out-dir", out], capsys)
-    assert "config.json" in line and expected in line
+    assert expected in line and ("config.json" in line or key in ("hidden", "factor", "data_fingerprint"))
 
 
 @pytest.mark.parametrize("extra", [["--framework", "torch"], ["--float"]])
@@ -195,3 +209,57 @@ def test_an_astronomical_epoch_count_costs_no_memory(tmp_path):
     assert summary["epochs_done"] == 1
     rows = json.loads((tmp_path / "o" / "metrics.json").read_text())["history"]
     assert [(r["epoch"], r["lr"]) for r in rows] == [(1, 8.0)]
+
+
+# ------------------------------------------------------------------------- the process's surroundings
+
+
+def _one_line_exit_2(p) -> str:
+    err = p.stderr.decode("utf-8", "backslashreplace") if isinstance(p.stderr, bytes) else p.stderr
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert p.returncode == 2 and len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("stdout", ["/dev/full", "closed"])
+def test_print_config_to_a_full_or_closed_stdout_is_one_line(stdout):
+    import subprocess
+    import sys
+
+    from wage_parity.testing import python_env
+
+    target = open(stdout, "wb") if stdout != "closed" else None  # noqa: SIM115
+    argv = [sys.executable, "-m", "wage_train", "--print-config"]
+    if target is None:  # the child starts with file descriptor 1 closed
+        argv = [sys.executable, "-c", "import os, runpy, sys; os.close(1); sys.stdout = None; sys.argv = "
+                "['wage-train', '--print-config']; runpy.run_module('wage_train', run_name='__main__')"]
+    try:
+        p = subprocess.run(argv, stdout=target, stderr=subprocess.PIPE, timeout=120, env=python_env())
+    finally:
+        if target is not None:
+            target.close()
+    assert "--print-config: cannot write to standard output" in _one_line_exit_2(p)
+
+
+def test_a_name_of_invalid_utf8_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from wage_parity.testing import python_env
+
+    p = subprocess.run([sys.executable, "-m", "wage_train", *QUICK, "--name", b"caf\xe9", "--out-dir",
+                        tmp_path / "o"], capture_output=True, timeout=120, env=python_env())
+    assert "--name" in _one_line_exit_2(p) and "UTF-8" in p.stderr.decode()
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_jax_platform_this_machine_lacks_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from wage_parity.testing import python_env
+
+    p = subprocess.run([sys.executable, "-m", "wage_train", *QUICK, "--out-dir", tmp_path / "o"],
+                       capture_output=True, text=True, timeout=120, env=python_env(JAX_PLATFORMS="nosuchplatform"))
+    assert "JAX cannot start a backend (JAX_PLATFORMS='nosuchplatform'" in _one_line_exit_2(p)
+    assert not (tmp_path / "o").exists()

@@ -14,20 +14,24 @@ import http.server
 import io
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from wage_parity.testing import write_fake_cifar, write_fake_mnist, write_fake_svhn
+from wage_parity.testing import python_env, write_fake_cifar, write_fake_mnist, write_fake_svhn
 from wage_train import download
 from wage_train.data import load_dataset
 from wage_train.download import Source, ensure_dataset, extract_tar
-from wage_train.safe_io import DataError
+from wage_train.safe_io import TOOL_MARK, DataError
 
 CLOSED = "http://127.0.0.1:9/"  # the discard port: nothing listens there, connections are refused at once
 
@@ -49,6 +53,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        if kind in ("trickle", "slow"):  # trickle: a byte every 0.2 s, never complete; slow: in 20 pieces
+            pieces = [body[i:i + 1] for i in range(len(body))] if kind == "trickle" else \
+                [body[i::20] and body[len(body) * i // 20:len(body) * (i + 1) // 20] for i in range(20)]
+            try:
+                for piece in pieces:
+                    self.wfile.write(piece)
+                    self.wfile.flush()
+                    time.sleep(0.2 if kind == "trickle" else 0.05)
+            except OSError:  # the client gave up
+                pass
+            return
         if kind == "truncate":  # announce the whole body, send half, hang up
             self.wfile.write(body[: len(body) // 2])
             self.wfile.flush()
@@ -210,7 +225,7 @@ def test_download_fault_leaves_nothing(tmp_path: Path, server, monkeypatch: pyte
                              server.base)
     assert {"corrupted": "checksum", "truncated": "", "drop": "Error", "missing": "404"}[fault] in message
     assert CLOSED not in message  # the environment variable replaced the default mirror
-    assert listing(data) == []  # no temporary file, no archive, no folder
+    assert not data.exists()  # no temporary file, no archive, not even the folder this call created
     # the next run fetches again and succeeds
     server.routes["cifar-10-python.tar.gz"] = ("ok", archive)
     ensure_dataset("cifar10", data, download=True)
@@ -325,3 +340,89 @@ def test_unreadable_or_incomplete_archive(tmp_path: Path, server, monkeypatch: p
     message = one_line_error(lambda: ensure_dataset("cifar10", data, download=True), "cifar-10-python.tar.gz")
     assert ("lacks cifar-10-batches-py/data_batch_2" if payload == "incomplete" else "cannot be extracted") in message
     assert listing(data) == ["cifar-10-python.tar.gz"]  # the verified archive stays; no folder, no partial one
+
+
+# ---------------------------------------------------------------------- deadlines, signals, concurrency
+
+
+def test_a_failed_download_is_one_short_line_and_leaves_no_folder(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WAGE_MNIST_URL", CLOSED)
+    data = tmp_path / "new" / "data"
+    message = one_line_error(lambda: ensure_dataset("mnist", data, download=True), "ECONNREFUSED")
+    assert len(message) < 300 and "urllib3" not in message and "HTTPConnection" not in message
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("limit", ["deadline", "rate"])
+def test_a_trickling_server_is_given_up_in_one_line(tmp_path: Path, server, monkeypatch, limit: str) -> None:
+    archive = cifar_archive(tmp_path / "c")
+    publish(monkeypatch, server, "cifar10", {"cifar-10-python.tar.gz": archive},
+            served={"cifar-10-python.tar.gz": ("trickle", archive)})
+    if limit == "deadline":
+        monkeypatch.setenv("WAGE_DOWNLOAD_DEADLINE_S", "1.5")
+    else:
+        monkeypatch.setattr(download, "RATE_WINDOW_S", 1.0)
+        monkeypatch.setenv("WAGE_DOWNLOAD_MIN_RATE", "100")
+    data = tmp_path / "data"
+    t0 = time.monotonic()
+    message = one_line_error(lambda: ensure_dataset("cifar10", data, download=True), "cifar-10-python.tar.gz",
+                             "WAGE_DOWNLOAD_DEADLINE_S" if limit == "deadline" else "WAGE_DOWNLOAD_MIN_RATE")
+    assert time.monotonic() - t0 < 30 and "given up" in message
+    assert not data.exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_a_download_at_once_in_one_line_and_leaves_no_temporary(tmp_path: Path, server, sig) -> None:
+    server.routes["cifar-10-python.tar.gz"] = ("trickle", bytes(10**6))
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "mine.txt").write_text("mine")
+    p = subprocess.Popen([sys.executable, "-m", "wage_train.download", "cifar10", "--data-dir", str(data)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=python_env(WAGE_CIFAR10_URL=server.base, PYTHONUNBUFFERED="1"))
+    assert p.stderr.readline().startswith("downloading ")
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    p.send_signal(sig)
+    p.send_signal(sig)  # a second one while it exits changes nothing
+    out, err = p.communicate(timeout=60)
+    assert time.monotonic() - t0 < 5
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert p.returncode == 128 + sig and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"wage-data: {sig.name}: interrupted")
+    assert listing(data) == ["mine.txt"]
+
+
+def test_a_temporary_left_by_a_killed_download_is_removed_by_the_next(tmp_path: Path, server, monkeypatch) -> None:
+    files = mnist_files(tmp_path)
+    publish(monkeypatch, server, "mnist", files)
+    data = tmp_path / "data"
+    (data / download.PARTIAL).mkdir(parents=True)
+    (data / download.PARTIAL / TOOL_MARK).write_bytes(b"")
+    (data / download.PARTIAL / "tmpabc123").write_bytes(b"partial")
+    ensure_dataset("mnist", data, download=True)
+    assert listing(data) == sorted(files)
+
+
+def test_two_downloads_into_one_folder_do_not_undo_each_other(tmp_path: Path, server, monkeypatch) -> None:
+    archive = cifar_archive(tmp_path / "c")
+    publish(monkeypatch, server, "cifar10", {"cifar-10-python.tar.gz": archive},
+            served={"cifar-10-python.tar.gz": ("slow", archive)})
+    data = tmp_path / "data"
+    results: list[object] = []
+
+    def one() -> None:
+        try:
+            results.append(ensure_dataset("cifar10", data, download=True))
+        except BaseException as e:  # noqa: BLE001 (reported by the assertion below)
+            results.append(e)
+
+    threads = [threading.Thread(target=one) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(map(len, results)) == [0, 2], results  # one fetched and extracted, the other found it all
+    assert "cifar-10-batches-py" in listing(data)
+    assert not [n for n in listing(data) if "incomplete" in n or "partial" in n or "tmp" in n]
+    assert load_dataset("cifar10", data).y_test.shape == (10,)

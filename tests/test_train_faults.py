@@ -287,3 +287,107 @@ def test_out_dir_naming_a_file_is_refused(tmp_path, capsys):
         run(["--out-dir", str(f)])
     assert "is not a directory" in _one_line_no_traceback(capsys.readouterr().err)
 
+
+
+def _partial_then_enospc(file, *args, **kwargs):
+    """Stands for ``np.savez`` on a full disk: some bytes reach the file, then the write fails."""
+    import errno
+    import os
+
+    if isinstance(file, str | Path):
+        with open(file, "wb") as f:
+            f.write(b"PK\x03\x04 truncated")
+    else:
+        file.write(b"PK\x03\x04 truncated")
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_disk_full_at_the_end_leaves_no_truncated_output_and_resume_completes_it(runs, tmp_path, monkeypatch,
+                                                                                  capsys):
+    from wage_train import cli, loop
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(loop.np, "savez", _partial_then_enospc)
+        with pytest.raises(SystemExit) as e:
+            cli.run([*RUN, "--out-dir", str(out)])
+    TRIED["disk full while writing the final outputs"] += 1
+    assert e.value.code == 2
+    line = _one_line_no_traceback(capsys.readouterr().err)
+    assert "weights.npz" in line and "ENOSPC" in line and "--resume" in line
+    assert not (out / "weights.npz").exists() and not [p for p in out.iterdir() if ".tmp" in p.name]
+    cli.run([*RUN, "--out-dir", str(out), "--resume"])  # the advised command completes the finished run
+    assert "writing its missing outputs (weights.npz, plot.png)" in capsys.readouterr().out
+    assert _same_bits(_weights(out), runs["ref_weights"]) and (out / "plot.png").is_file()
+    with pytest.raises(SystemExit):  # nothing missing now: the finished run is not trained again
+        cli.run([*RUN, "--out-dir", str(out), "--resume"])
+    assert "already has 4 epoch(s) done" in _one_line_no_traceback(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("error", [MemoryError(), OSError(5, "Input/output error")])
+def test_a_fault_while_preparing_batches_is_one_line_naming_it_and_leaves_no_run(tmp_path, monkeypatch, capsys,
+                                                                                  error):
+    from wage_train import cli
+    from wage_train.jax_runner import JaxRunner
+
+    def fail(*args, **kwargs):
+        raise error
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(JaxRunner, "place", fail)
+        with pytest.raises(SystemExit) as e:
+            cli.run([*RUN, "--out-dir", str(out)])
+    TRIED["fault while preparing batches"] += 1
+    assert e.value.code == 2
+    line = _one_line_no_traceback(capsys.readouterr().err)
+    assert "reading and preparing training batch 1" in line and "cannot write" not in line
+    assert ("out of memory" in line) if isinstance(error, MemoryError) else ("EIO" in line)
+    assert not (out / "config.json").exists()  # failed before its first checkpoint: the folder holds no run
+    cli.run([*RUN, "--epochs", "1", "--out-dir", str(out)])  # so a new run goes there without --overwrite
+
+
+def _importing_numpy(pid: int) -> bool:
+    """True once the process has loaded numpy's extension: past the interpreter's start, in wage-train's imports."""
+    try:
+        return "_multiarray_umath" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.1, 0.3])
+def test_sigint_during_the_imports_is_one_line_status_130(tmp_path, delay):
+    p = subprocess.Popen([sys.executable, "-m", "wage_train", *RUN, "--out-dir", str(tmp_path / "run")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=python_env())
+    deadline = time.monotonic() + 60
+    while not _importing_numpy(p.pid) and p.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(delay)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    TRIED["SIGINT during the imports"] += 1
+    assert p.returncode == 130, err
+    assert "interrupted before training started" in _one_line_no_traceback(err)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_every_2_ms_during_overwrite_is_one_line_and_loses_nothing(runs, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(runs["half"], out)
+    before = {q.relative_to(out): q.read_bytes() for q in out.rglob("*") if q.is_file()}
+    p = subprocess.Popen([sys.executable, "-m", "wage_train", *RUN, "--out-dir", str(out), "--overwrite"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=python_env(PYTHONUNBUFFERED="1"))
+    for line in p.stdout:  # the header: training is about to start
+        if line.startswith("epoch"):
+            break
+    while p.poll() is None:
+        p.send_signal(signal.SIGTERM)
+        time.sleep(0.002)
+    err = p.stderr.read()
+    TRIED["SIGTERM every 2 ms during --overwrite"] += 1
+    assert p.returncode == 130, err
+    _one_line_no_traceback(err)
+    runs_now = [out, *tmp_path.glob("run.old-*")]
+    assert any({q.relative_to(d): q.read_bytes() for q in d.rglob("*") if q.is_file()} == before for d in runs_now)

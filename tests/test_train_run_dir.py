@@ -18,7 +18,7 @@ import pytest
 from wage_parity.testing import python_env
 from wage_train import run_dir
 from wage_train.config import UsageError
-from wage_train.run_dir import LOCK_NAME, RunLock
+from wage_train.run_dir import STAGING_MARK, RunLock
 
 RUN = ["--hidden", "16", "--epochs", "3", "--limit-batches", "2", "--no-progress"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,24 +45,20 @@ def done(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("rundir") / "done"
     p = _cli([*RUN, "--out-dir", out])
     assert p.returncode == 0, p.stderr
-    assert not (out / LOCK_NAME).exists()  # the lock file lives only as long as the run
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no lock file, no staging mark
     return out
 
 
 # ------------------------------------------------------------------------------------------------ the lock
 
 
-def test_lock_is_exclusive_names_the_holder_and_is_taken_over_when_stale(tmp_path):
+def test_lock_is_exclusive_names_the_holder_and_dies_with_it(tmp_path):
     first = RunLock(tmp_path).acquire()
     with pytest.raises(UsageError, match=rf"in use by another wage-train run \(pid {os.getpid()}\)"):
         RunLock(tmp_path).acquire()
     first.release()
-    assert not (tmp_path / LOCK_NAME).exists()
-    # A lock file left by a killed process (no flock on it) is stale: taken over.
-    (tmp_path / LOCK_NAME).write_text("999999999\n")
-    second = RunLock(tmp_path).acquire()
-    assert (tmp_path / LOCK_NAME).read_text() == f"{os.getpid()}\n"
-    second.release()
+    RunLock(tmp_path).acquire().release()
+    assert os.listdir(tmp_path) == []  # nothing is created in the folder
     # A holder killed with SIGKILL: the kernel drops its lock.
     holder = subprocess.Popen([sys.executable, "-c", "import sys; from wage_train.run_dir import RunLock; "
                                f"RunLock({str(tmp_path)!r}).acquire(); print('held', flush=True); sys.stdin.read()"],
@@ -74,6 +70,27 @@ def test_lock_is_exclusive_names_the_holder_and_is_taken_over_when_stale(tmp_pat
     holder.kill()
     holder.wait()
     RunLock(tmp_path).acquire().release()
+
+
+def test_lock_cannot_be_defeated_by_deleting_or_planting_files(tmp_path):
+    """The lock is the folder's own: deleting every file in it, or planting a lock-named symlink to a file of
+    the user's, neither frees it nor lets anything be written through the link."""
+    mine = tmp_path / "mine.txt"
+    mine.write_text("my notes\n")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".wage-train.lock").symlink_to(mine)
+    first = RunLock(out).acquire()
+    for p in out.iterdir():
+        p.unlink()
+    with pytest.raises(UsageError, match="in use by another wage-train run"):
+        RunLock(out).acquire()
+    # Moved with its folder (the --overwrite swap): still held under the new name.
+    out.rename(tmp_path / "moved")
+    with pytest.raises(UsageError, match="in use by another wage-train run"):
+        RunLock(tmp_path / "moved").acquire()
+    first.release()
+    assert mine.read_text() == "my notes\n"
 
 
 @pytest.mark.slow
@@ -147,9 +164,8 @@ def test_stale_staging_of_a_reused_pid_is_removed_and_overwrite_proceeds(done, t
     out = tmp_path / "run"
     shutil.copytree(done, out)
     stale = tmp_path / f"run.new-{os.getpid()}"  # our own pid: certainly not a live run of this name
-    stale.mkdir()
+    run_dir.mark_staging(stale)
     (stale / "config.json").write_text("{}")
-    (stale / LOCK_NAME).write_text("1\n")
     from wage_train.cli import run
 
     run([*RUN, "--epochs", "1", "--out-dir", str(out), "--overwrite"])
@@ -161,13 +177,14 @@ def test_resume_recovers_a_run_displaced_by_an_interrupted_swap(done, tmp_path, 
     out = tmp_path / "run"
     shutil.copytree(done, tmp_path / "run.old-20260101-000000")
     shutil.copytree(done, tmp_path / "run.new-4242")
+    (tmp_path / "run.new-4242" / STAGING_MARK).write_bytes(b"")
     from wage_train.cli import run
 
     run([*RUN, "--epochs", "4", "--out-dir", str(out), "--resume"])
     stdout = capsys.readouterr().out
     assert "recovered the run" in stdout and "run.new-4242" in stdout
     assert [m["epoch"] for m in json.loads((out / "metrics.json").read_text())["history"]] == [1, 2, 3, 4]
-    assert not list(tmp_path.glob("run.new-*"))
+    assert not list(tmp_path.glob("run.new-*")) and not (out / STAGING_MARK).exists()
     assert _files(tmp_path / "run.old-20260101-000000") == _files(done)
 
 
@@ -175,11 +192,30 @@ def test_a_stale_staging_with_a_checkpoint_beside_a_run_is_moved_aside_never_del
     out = tmp_path / "run"
     shutil.copytree(done, out)
     shutil.copytree(done, tmp_path / "run.new-4243")
+    (tmp_path / "run.new-4243" / STAGING_MARK).write_bytes(b"")
     from wage_train.cli import run
 
     run([*RUN, "--epochs", "4", "--out-dir", str(out), "--resume"])
     asides = list(tmp_path.glob("run.old-*"))
     assert len(asides) == 1 and _files(asides[0]) == _files(done)
+
+
+@pytest.mark.parametrize("name", ["run.new-2024", "run.new-1", "run.old-2024", ".cifar-10-batches-py.partial-7"])
+@pytest.mark.parametrize("resume", [False, True])
+def test_user_folders_named_like_the_tools_are_never_touched(done, tmp_path, name, resume):
+    """Folders of the user's with every name the tool uses beside --out-dir, empty, holding files, or holding a
+    copy of a run: left exactly as they were by a fresh run and by --resume."""
+    out = tmp_path / "run"
+    if resume:
+        shutil.copytree(done, out)
+    user = tmp_path / name
+    (user / "sub").mkdir(parents=True)
+    (user / "sub" / "notes.txt").write_text("mine")
+    shutil.copytree(done, user / "copy")
+    before = _files(user)
+    p = _cli([*RUN, "--epochs", "4" if resume else "1", "--out-dir", out, *(["--resume"] if resume else [])])
+    assert p.returncode == 0, p.stderr
+    assert _files(user) == before and "removed" not in p.stdout and "moved" not in p.stdout
 
 
 def test_interrupt_note_of_an_overwrite_run_says_resume_instead_of_overwrite(tmp_path):
@@ -204,6 +240,10 @@ def test_out_dirs_that_would_damage_a_run_or_move_the_working_directory_are_refu
         ([*RUN, "--out-dir", "..", "--overwrite"], done / "checkpoints", "the working directory or one of its"),
     ]
     before = _files(done)
+    link = done.parent / "into-checkpoints"
+    link.symlink_to(done / "checkpoints")
+    cases.append(([*RUN, "--out-dir", link / "sub"], None, f"is inside the run in {done}"))
+    cases.append(([*RUN, "--out-dir", link], None, f"is inside the run in {done}"))
     for args, cwd, expected in cases:
         if cwd is not None:
             monkeypatch.chdir(cwd)

@@ -208,6 +208,34 @@ def latest_checkpoint(root: Path) -> Path | None:
     return found[0] if found else None
 
 
+_ROW_NUMBERS = ("loss", "train_acc", "test_acc", "lr", "time_s", "images_per_s", "train_time_s", "eval_time_s")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _state_problem(state: Any, epoch: int) -> str | None:
+    """What is wrong with a restored loop state of the step ``epoch`` (read like command-line input: types and
+    ranges, whatever the manifest says), else None."""
+    if not isinstance(state, dict) or any(k not in state for k in STATE_KEYS):
+        return f"it must be an object with {', '.join(STATE_KEYS)}"
+    if not _is_int(state["epoch"]) or state["epoch"] != epoch:
+        return f"epoch {one_line(repr(state['epoch']), 40)} is not this step's {epoch}"
+    if not isinstance(state["data_rng"], dict):
+        return "data_rng must be an object"
+    for key, row_ok in (("history", _history_row_ok), ("compare", lambda r, e: _is_int(r.get("epoch")))):
+        rows = state[key]
+        if not isinstance(rows, list) or not all(isinstance(r, dict) and row_ok(r, epoch) for r in rows):
+            return f"{key} must be a list of per-epoch records of epochs 1 to {epoch}"
+    return None
+
+
+def _history_row_ok(row: dict[str, Any], epoch: int) -> bool:
+    return (_is_int(row.get("epoch")) and 1 <= row["epoch"] <= epoch and row.get("framework") in ("jax", "torch")
+            and all(isinstance(row.get(k), int | float) and not isinstance(row.get(k), bool) for k in _ROW_NUMBERS))
+
+
 def _load_one(path: Path, runners: list[Any]) -> dict[str, Any]:
     import orbax.checkpoint as ocp
 
@@ -220,9 +248,9 @@ def _load_one(path: Path, runners: list[Any]) -> dict[str, Any]:
     except Exception as e:  # a file the manifest did not catch, or a checkpoint of other runners
         raise fault(path, f"cannot be restored ({type(e).__name__}: {one_line(str(e), 100)})") from None
     state = restored["state"]
-    missing = [k for k in STATE_KEYS if k not in state]
-    if missing or not isinstance(state["epoch"], int) or not isinstance(state["history"], list):
-        raise fault(path / "state", f"not a wage-train checkpoint state (missing or bad {missing or 'epoch'})")
+    problem = _state_problem(state, int(path.name[len(PREFIX) + 1:]))
+    if problem:
+        raise fault(path / "state", f"not a wage-train checkpoint state ({problem})")
     for r in runners:
         try:
             r.load_checkpoint_state(restored[r.framework])

@@ -31,6 +31,7 @@ layer's quantized weights), ``weights.npz`` (the final accumulators), ``checkpoi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -49,6 +50,7 @@ from wage_train.config import (
 from wage_train.data import DATASETS, Dataset, data_fingerprint, hold_out_validation, load_dataset
 from wage_train.download import ensure_dataset
 from wage_train.float_recipe import RECIPES, STANDARD_LR, default_lr
+from wage_train.interrupt import CREATED, stop_before_training
 from wage_train.presets import PRESETS
 from wage_train.runspec import SCHEDULES
 from wage_train.safe_io import DataError, read_json_object
@@ -318,7 +320,7 @@ def _explicit_fields(args: argparse.Namespace) -> set[str]:
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list) -> dict[str, Any]:
     from wage_train import preflight
-    from wage_train.run_dir import RunLock
+    from wage_train.run_dir import RunLock, mark_staging
 
     staging = None
     created: Path | None = None
@@ -333,6 +335,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list)
         if not args.resume and given.framework != "jax":
             preflight.require_torch(given.framework)
         created, staging = _claim_out_dir(out_dir, args, locks)
+        CREATED.extend(p for p in (created,) if p is not None)
         cfg = _resumed(given, args, out_dir) if args.resume else given
         if cfg.framework != "jax":
             preflight.require_torch(cfg.framework)  # a resumed run's framework is known only now
@@ -341,7 +344,8 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list)
         preflight.check_torch_backend(cfg)
         if staging is not None:
             try:
-                staging.mkdir()
+                mark_staging(staging)
+                CREATED.append(staging)
             except OSError as e:
                 raise UsageError(f"--overwrite: {staging} cannot be created ({e.strerror or type(e).__name__})") \
                     from None
@@ -372,9 +376,8 @@ def _claim_out_dir(out_dir: Path, args: argparse.Namespace, locks: list) -> tupl
     check_out_dir(out_dir, overwrite=bool(args.overwrite))
     created = _make_out_dir(out_dir)
     # Held for the run's life: a second run in this folder is refused, never mixed with this one.
-    lock = RunLock(out_dir).acquire()
-    locks.append(lock)
-    tidy_staging(out_dir, lock, resume=bool(args.resume), log=lambda m: print(m, flush=True))
+    locks.append(RunLock(out_dir).acquire())
+    locks[-1] = tidy_staging(out_dir, locks[-1], resume=bool(args.resume), log=lambda m: print(m, flush=True))
     kind = run_kind(out_dir)
     if args.resume:
         return created, None
@@ -393,6 +396,7 @@ def _load_data(cfg: RunConfig, args: argparse.Namespace, out_dir: Path) -> tuple
     """Fetch (``--download``), load and check the data; returns the configuration with the data's fingerprint
     and the float baseline's data-dependent lr recorded, and the data."""
     from wage_train import preflight
+    from wage_train.runner import model_spec
 
     if cfg.data_dir is not None:
         for line in ensure_dataset(cfg.dataset, cfg.data_dir, download=bool(args.download),
@@ -402,6 +406,7 @@ def _load_data(cfg: RunConfig, args: argparse.Namespace, out_dir: Path) -> tuple
     if cfg.validation:
         data = hold_out_validation(data, cfg.validation)
     preflight.check_data(cfg, data)
+    preflight.check_model(cfg, model_spec(cfg, data))
     fingerprint = {**data_fingerprint(data), "data_dir": cfg.data_dir}
     if args.resume:
         check_data_fingerprint(cfg, fingerprint, out_dir)
@@ -412,10 +417,11 @@ def _load_data(cfg: RunConfig, args: argparse.Namespace, out_dir: Path) -> tuple
 def _train(cfg: RunConfig, data: Dataset, out_dir: Path, args: argparse.Namespace, staging: Path | None,
            locks: list) -> dict[str, Any]:
     from wage_train.checkpoints import NonFiniteError
-    from wage_train.loop import DivergedError, RunInterruptedError, StopSignals, train
+    from wage_train.loop import DivergedError, ResourceError, RunInterruptedError, StopSignals, train
 
     try:
-        with StopSignals() as stop:
+        CREATED.clear()  # from here on StopSignals answers a signal, after a whole step
+        with StopSignals(exiting=_IN_MAIN) as stop:
             return train(cfg, data, out_dir, resume=bool(args.resume), stop_after=args.stop_after,
                          progress=_show_progress(args), devices=args.devices, staging=staging, stop=stop,
                          locks=(locks[0], locks[1] if len(locks) > 1 else None))
@@ -423,8 +429,11 @@ def _train(cfg: RunConfig, data: Dataset, out_dir: Path, args: argparse.Namespac
         _exit_line(130, str(e))
     except (DivergedError, NonFiniteError) as e:
         _exit_line(1, str(e))
-    except (DataError, UsageError) as e:
+    except (DataError, UsageError, ResourceError) as e:
         _exit_line(2, str(e))
+    except MemoryError:
+        _exit_line(2, "out of memory; the last completed checkpoint is kept: choose a smaller model or batch, then "
+                      "continue with --resume")
     except OSError as e:  # an output file (config, metrics, plot, weights) cannot be written
         from wage_train.checkpoints import file_system_fault
 
@@ -518,21 +527,27 @@ def _make_out_dir(out_dir: Path) -> Path | None:
 
 
 def _remove_if_unused(created: Path | None, locks: list) -> None:
-    """Release the locks and remove ``created`` again when nothing but the lock file went into it."""
-    from wage_train.run_dir import LOCK_NAME
-
+    """Release the locks and remove ``created`` again when nothing went into it."""
     for lock in reversed(locks):
         lock.release()
     locks.clear()
     if created is not None:
-        try:
-            if set(os.listdir(created)) <= {LOCK_NAME}:
-                created.rmdir()
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):
+            created.rmdir()  # only when empty
+
+
+_IN_MAIN = False  # set by main(): run() called in another program's process leaves its signal handlers alone
+def _ignore_signals() -> None:
+    """The process is ending with its one line: a further SIGINT/SIGTERM changes nothing and prints nothing."""
+    import signal
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
 
 
 def _exit_line(status: int, message: str) -> None:
+    if _IN_MAIN:
+        _ignore_signals()
     sys.stdout.flush()
     sys.stderr.write(f"wage-train: {'error: ' if status != 130 else ''}{message}\n")
     sys.stderr.flush()
@@ -543,13 +558,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point (``wage-train``, ``python -m examples.train, python -m wage_train``)."""
     import signal
 
-    # SIGTERM before training starts (while data loads or JAX compiles) stops as Ctrl-C does: one line,
-    # status 130. During training StopSignals takes both signals over and stops after a whole step.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # During training StopSignals takes both signals over and stops after a whole step.
+    # Before training starts (imports, data loading, JAX's start) a signal ends the process at once in one line:
+    # a KeyboardInterrupt raised there may land in a C extension's import (a crash) or in a garbage-collector
+    # callback (reported as "Exception ignored" and lost).
+    signal.signal(signal.SIGINT, stop_before_training)
+    signal.signal(signal.SIGTERM, stop_before_training)
+    global _IN_MAIN
+    _IN_MAIN = True  # this process is the command: it may ignore signals while it exits
     try:
         run(argv)
     except KeyboardInterrupt:
         _exit_line(130, "interrupted before training started; nothing to resume from this invocation")
+    finally:
+        _IN_MAIN = False
     # The run is complete and its outputs are written: a signal while the interpreter shuts down (when Python
     # has restored the default handlers, which would end the process silently with status 143) is ignored.
     signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -69,6 +69,14 @@ def _positive_ints(v: Any) -> bool:
     return isinstance(v, tuple) and bool(v) and all(_is_int(x) and x >= 1 for x in v)
 
 
+def _utf8(v: str) -> bool:
+    try:
+        v.encode("utf-8")  # an undecodable command-line byte arrives as a lone surrogate
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _bool(v: Any) -> bool:
     return isinstance(v, bool)
 
@@ -102,7 +110,7 @@ _RULES: dict[str, tuple[Any, str]] = {  # field: (test of a resolved value, what
     "eval_batch_size": (_at_least_1, "an integer >= 1"),
     "validation": (lambda v: v is None or (_is_num(v) and 0 < v < 1), "null or a fraction in (0, 1)"),
     "float_recipe": (lambda v: v is None or v in RECIPES, "null or " + ", ".join(RECIPES)),
-    "name": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
+    "name": (lambda v: isinstance(v, str) and bool(v) and _utf8(v), "a non-empty string of valid UTF-8"),
     "out_dir": (lambda v: isinstance(v, str) and bool(v), "a non-empty path"),
     "data_fingerprint": (lambda v: v is None or isinstance(v, dict), "null or an object"),
     "scales": (lambda v: v is None or (isinstance(v, tuple) and all(_is_num(x) for x in v)), "null or numbers"),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import shlex
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from wage_train.augment import augment_crop, augment_crop_flip
-from wage_train.checkpoints import non_finite_weights, restore_checkpoint, save_checkpoint
+from wage_train.checkpoints import file_system_fault, non_finite_weights, restore_checkpoint, save_checkpoint
 from wage_train.compare import Comparison, format_compare
 from wage_train.compare import summary as compare_summary
 from wage_train.compare import verdict as compare_verdict
@@ -27,13 +28,30 @@ from wage_train.prefetch import Prefetcher
 from wage_train.reporting import format_header, format_row, plot_run, write_csv, write_json
 from wage_train.runner import Runner, make_runners, model_inputs, model_spec, training_lrs
 from wage_train.runspec import LrSchedule, ModelSpec
-from wage_train.safe_io import fault
+from wage_train.safe_io import atomic_write, fault
 
-__all__ = ["DivergedError", "RunInterruptedError", "StopSignals", "train"]
+__all__ = ["FINAL_OUTPUTS", "DivergedError", "ResourceError", "RunInterruptedError", "StopSignals", "train"]
+
+FINAL_OUTPUTS = ("metrics.json", "metrics.csv", "weights.npz", "plot.png")  # written when a run completes
 
 
 class DivergedError(RuntimeError):
     """The loss or a weight became non-finite; the message is the one line the CLI prints."""
+
+
+class ResourceError(RuntimeError):
+    """Memory or the file system failed while the run was doing something; the message names what (one line)."""
+
+
+@contextlib.contextmanager
+def _doing(what: str) -> Iterator[None]:
+    """Turn a ``MemoryError`` or an ``OSError`` raised in the block into a :class:`ResourceError` naming ``what``."""
+    try:
+        yield
+    except MemoryError:
+        raise ResourceError(f"out of memory while {what}") from None
+    except OSError as e:
+        raise ResourceError(f"{what} failed ({file_system_fault(e)})") from None
 
 
 class RunInterruptedError(RuntimeError):
@@ -45,8 +63,9 @@ class StopSignals:
     an Orbax writer is never cut in half; the loop checks it after each step. A second signal exits at once
     (status 130) without a traceback."""
 
-    def __init__(self) -> None:
+    def __init__(self, exiting: bool = False) -> None:
         self.signal_name: str | None = None
+        self.exiting = exiting  # the process ends when the block raises: further signals are then ignored
         self._old: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -65,7 +84,9 @@ class StopSignals:
 
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
-            signal.signal(sig, old)
+            # Leaving with an error in the command's own process, which is about to print its one line and exit:
+            # a further signal would raise in the middle of that (a traceback), so it is ignored instead.
+            signal.signal(sig, signal.SIG_IGN if exc[0] is not None and self.exiting else old)
 
 
 @dataclass
@@ -170,7 +191,8 @@ def _build(cfg: RunConfig, data: Dataset, out_dir: Path, devices: int | None, st
 
 
 def _start(run: _Run, resume: bool) -> None:
-    """Restore the checkpoint (``resume``) or prepare the output folder; write ``config.json``; print the banner."""
+    """Restore the checkpoint (``resume``) or prepare the output folder; print the banner (``config.json`` is written
+    with the first checkpoint)."""
     cfg = run.cfg
     if resume:
         ckpt, state = restore_checkpoint(run.ckpt_root, run.runners, warn=lambda m: print(m, flush=True))
@@ -181,7 +203,11 @@ def _start(run: _Run, resume: bool) -> None:
         run.history, run.start = state["history"], state["epoch"]
         if run.comparison is not None:
             run.comparison.records = state["compare"]
-        if run.start >= cfg.epochs:
+        missing = [n for n in FINAL_OUTPUTS if not (run.out_dir / n).is_file()]
+        if run.start == cfg.epochs and missing:  # finished, but a fault (a full disk) kept outputs from being written
+            print(f"note: the run in {run.out_dir} is complete; writing its missing outputs ({', '.join(missing)})",
+                  flush=True)
+        elif run.start >= cfg.epochs:
             raise UsageError(f"--epochs {cfg.epochs}: the run in {run.out_dir} already has {run.start} "
                              f"epoch(s) done; give --epochs > {run.start} to continue it")
         print(f"resumed from {ckpt} (epoch {run.start} done)", flush=True)
@@ -189,7 +215,6 @@ def _start(run: _Run, resume: bool) -> None:
         # --overwrite: train in a fresh folder; the old run is moved aside after the first good checkpoint.
         run.out_dir = run.staging
     run.out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run.out_dir / "config.json", cfg.to_dict())
     print(
         f"{'preset ' + cfg.preset + ' | ' if cfg.preset else ''}"
         f"{run.method} | {run.spec.describe()} | {cfg.dataset}: {len(run.x_train)} train / {len(run.test_inputs)} "
@@ -219,12 +244,13 @@ def _make_batch(run: _Run, b: int, order: np.ndarray) -> dict[str, Any]:
     """Batch ``b`` of the epoch's ``order``, placed for each runner. On the producer thread (the only user of
     ``run.rng`` while an epoch trains): gather, augment, scale, place."""
     batch = run.cfg.batch_size
-    idx = order[b * batch : (b + 1) * batch]
-    xb = run.x_train[idx]
-    if run.cfg.augment:
-        xb = augment_crop_flip(xb, run.rng) if run.cfg.flip else augment_crop(xb, run.rng)
-    xb, yb = to_inputs(xb, run.data.max_value), run.data.y_train[idx]
-    return {r.framework: r.place(xb, yb) for r in run.runners}
+    with _doing(f"reading and preparing training batch {b + 1}"):  # the training images may be read from disk
+        idx = order[b * batch : (b + 1) * batch]
+        xb = run.x_train[idx]
+        if run.cfg.augment:
+            xb = augment_crop_flip(xb, run.rng) if run.cfg.flip else augment_crop(xb, run.rng)
+        xb, yb = to_inputs(xb, run.data.max_value), run.data.y_train[idx]
+        return {r.framework: r.place(xb, yb) for r in run.runners}
 
 
 def _train_epoch(run: _Run, epoch: int, progress: bool, stop: StopSignals | None
@@ -312,6 +338,8 @@ def _end_epoch(run: _Run, epoch: int, totals: dict[str, tuple[np.ndarray, int]],
         _diverged(run, f"epoch {epoch + 1}, step {run.steps}: {bad or 'the loss'} became non-finite")
     state = {"epoch": epoch + 1, "data_rng": run.rng.bit_generator.state, "history": run.history,
              "compare": run.compare_records}
+    if epoch == run.start:  # with the first checkpoint: a run that failed before it leaves no config.json behind
+        write_json(run.out_dir / "config.json", run.cfg.to_dict())
     save_checkpoint(run.ckpt_root, epoch + 1, run.runners, state)
     _write_metrics(run)
     if run.staging is not None and run.out_dir == run.staging:
@@ -325,9 +353,10 @@ def _end_epoch(run: _Run, epoch: int, totals: dict[str, tuple[np.ndarray, int]],
 def _finish(run: _Run, wall0: float) -> dict[str, Any]:
     """Write the final metrics, weights and plot; print the summary lines; return the summary."""
     summary = _write_metrics(run)
-    np.savez(run.out_dir / "weights.npz",
-             **{f"{r.framework}.{k}": v for r in run.runners for k, v in r.raw_weights().items()})
-    _plot(run)
+    with atomic_write(run.out_dir / "weights.npz") as f:
+        np.savez(f, **{f"{r.framework}.{k}": v for r in run.runners for k, v in r.raw_weights().items()})
+    if run.history:
+        _plot(run)
     split = run.data.eval_split
     for fw, s in summary["frameworks"].items():
         print(f"{fw}: final {split} accuracy {100 * s['final_test_acc']:.2f}% (best {100 * s['best_test_acc']:.2f}%), "
@@ -376,6 +405,7 @@ def start_note(history: list[dict], ckpt_root: Path, overwrite: bool = False) ->
 def _diverged(run: _Run, what: str) -> None:
     """Keep metrics (the finite epochs) and the last good checkpoint, draw the plot, raise :class:`DivergedError`."""
     if run.history:
+        write_json(run.out_dir / "config.json", run.cfg.to_dict())  # the diverged run's record, with its metrics
         _write_metrics(run)
         _plot(run, " (diverged)")
     done = _epochs_done(run.history)

@@ -5,19 +5,26 @@ requirements, the devices, the torch backend and torch itself (before any output
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import math
 import os
 import sys
 from typing import NoReturn
 
+import numpy as np
+
 from wage_train.config import RunConfig, UsageError
 from wage_train.data import Dataset
+from wage_train.runspec import ModelSpec
 from wage_train.safe_io import DataError
 
 __all__ = [
     "LENET5_MIN_SIDE",
     "check_data",
     "check_devices",
+    "check_model",
     "check_torch_backend",
     "print_config",
     "require_torch",
@@ -59,13 +66,68 @@ def check_data(cfg: RunConfig, data: Dataset) -> None:
                          "use --model mlp or vgg7")
 
 
+# float32's largest finite and smallest normal values: an initializer limit or a layer scale outside them is
+# an infinity, or a 1/scale that rounds every QW(w) / scale to 0 (the network cannot learn).
+F32_MAX, F32_TINY = float(np.finfo(np.float32).max), float(np.finfo(np.float32).tiny)
+# Float32 arrays per weight a run holds at once (accumulator, QW, gradient, update, optimizer state, the
+# other framework's copies...): a bound on its training state, not an estimate of its peak.
+COPIES_PER_WEIGHT = 8
+
+
+def _layer_outputs(spec: ModelSpec) -> list[int]:
+    """Output width of every weight layer in forward order (pairs with :meth:`ModelSpec.fan_ins`)."""
+    if spec.kind == "mlp":
+        return [*spec.hidden, spec.num_classes]
+    convs = [w for w in spec.widths for _ in range(2)] if spec.kind == "vgg7" else list(spec.widths)
+    return [*convs, spec.vgg_hidden, spec.num_classes]
+
+
+def check_model(cfg: RunConfig, spec: ModelSpec) -> None:
+    """:class:`UsageError` (one line naming the option) when ``cfg``'s model cannot train on this machine.
+
+    * its weights' training state (:data:`COPIES_PER_WEIGHT` float32 arrays per weight) exceeds the physical
+      memory (``--hidden``, ``--widths``, ``--vgg-hidden``);
+    * ``--factor`` gives a layer an initializer limit ``sqrt(3 factor / fan_in)`` (Eq. 6) outside float32's
+      range, or (WAGE) a scale ``2^round(log2(W_m / limit))`` (Eq. 7) beyond ``2^126``, where ``QW(w) / scale``
+      is 0 for every weight.
+    """
+    fans, outs = spec.fan_ins(), _layer_outputs(spec)
+    count = sum(f * o for f, o in zip(fans, outs, strict=True))
+    need = 4 * COPIES_PER_WEIGHT * count * (2 if cfg.framework == "compare" else 1)
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > memory:
+        option = "--hidden" if spec.kind == "mlp" else "--widths / --vgg-hidden"
+        raise UsageError(f"{option}: {spec.describe()} has {count:,} weights, about {need / 2**30:,.0f} GiB of "
+                         f"training state, more than this machine's {memory / 2**30:,.0f} GiB of memory; "
+                         "choose smaller layers")
+    wm = 1.5 / 2.0 ** (cfg.bits[0] - 1)  # W_m of Eq. 7
+    for i, fan in enumerate(fans):
+        limit = math.sqrt(3 * cfg.factor / fan)
+        if limit > F32_MAX or limit < (F32_TINY if cfg.float else 0) or limit == 0:
+            what = f"an initializer limit of {limit:.3g}, outside float32's range"
+        elif not cfg.float and round(math.log2(wm / limit)) > 126:
+            what = f"a scale of 2^{round(math.log2(wm / limit))}, so QW(w) / scale would be 0 for every weight"
+        else:
+            continue
+        raise UsageError(f"--factor {cfg.factor:g}: layer {i + 1} (fan-in {fan}) would get {what}; choose a factor "
+                         "nearer 1 (the paper's)")
+
+
 def check_devices(cfg: RunConfig, devices: int | None) -> None:
-    """:class:`UsageError` when ``--devices`` asks for more JAX devices than this process has."""
-    if devices is None or cfg.framework == "torch":
+    """:class:`UsageError` when JAX cannot start its backend (``JAX_PLATFORMS`` naming a platform this machine
+    lacks) or ``--devices`` asks for more JAX devices than this process has."""
+    if cfg.framework == "torch":
         return
     import jax
 
-    have = jax.local_device_count()
+    try:
+        have = jax.local_device_count()
+    except Exception as e:  # RuntimeError, or a plugin's bare AssertionError (JAX_PLATFORMS=cuda without a GPU)
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise UsageError(f"JAX cannot start a backend (JAX_PLATFORMS={os.environ.get('JAX_PLATFORMS', '')!r}: "
+                         f"{reason}); unset JAX_PLATFORMS to use the devices this machine has") from None
+    if devices is None:
+        return
     if devices > have:
         kind = jax.local_devices()[0].platform
         raise UsageError(f"--devices {devices}: this process has {have} JAX device(s) ({kind}); give at most "
@@ -110,6 +172,13 @@ def print_config(cfg: RunConfig) -> NoReturn:
     """
     # One key per line, each value on its line (lists stay readable: "bits": [2, 8, 8, 8]); valid JSON.
     rows = [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in cfg.to_dict().items()]
-    sys.stdout.write("{\n" + ",\n".join(rows) + "\n}\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.write("{\n" + ",\n".join(rows) + "\n}\n")
+        sys.stdout.flush()
+    except (OSError, AttributeError, ValueError) as e:  # a full device, a closed pipe, no stdout at all
+        if sys.stdout is not None:  # what could not be written is dropped, not flushed again at exit
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        why = f"{errno.errorcode.get(e.errno, e.errno)}: {e.strerror}" if isinstance(e, OSError) else "it is closed"
+        raise UsageError(f"--print-config: cannot write to standard output ({why})") from None
     raise SystemExit(0)

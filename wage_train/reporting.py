@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from wage_train.safe_io import atomic_write
+
 __all__ = [
     "format_header",
     "format_row",
@@ -62,20 +64,16 @@ def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], fields: Sequence
     """
     path = Path(path)
     fields = list(fields or (rows[0].keys() if rows else METRIC_FIELDS))
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(finite_or_none(list(rows)))
-    tmp.replace(path)
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented, strictly valid JSON (NaN/Inf as ``null``), atomically (write then rename)."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(finite_or_none(obj), indent=2, allow_nan=False) + "\n")
-    tmp.replace(path)
+    """Write ``obj`` as indented, strictly valid JSON (NaN/Inf as ``null``), atomically (:func:`atomic_write`)."""
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps(finite_or_none(obj), indent=2, allow_nan=False) + "\n")
 
 
 def _weight_histogram(ax: Any, name: str, w: np.ndarray) -> None:
@@ -135,8 +133,11 @@ def plot_run(
         if i % cols == 0:
             ax.set_ylabel(f"count ({weights_label})")
     fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    try:
+        with atomic_write(path) as f:
+            fig.savefig(f, format="png", dpi=90)
+    finally:
+        plt.close(fig)
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:

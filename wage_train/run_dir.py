@@ -4,18 +4,19 @@
   but not a run of this tool).
 * :func:`check_out_dir`: refuses an ``--out-dir`` inside a run, an undecodable path, and an ``--overwrite`` of
   the working directory or one of its ancestors.
-* :class:`RunLock`: an exclusive ``fcntl.flock`` on ``<out-dir>/.wage-train.lock`` held for the run's life. The
-  kernel drops it when the process dies, so a lock file left by a killed run is never mistaken for a live one
-  (stale-lock safe); a second run in the same folder is refused in one line naming the holder's pid.
+* :class:`RunLock`: an exclusive ``fcntl.flock`` on the ``--out-dir`` folder itself, held for the run's life:
+  no file to delete or replace, and the kernel drops it when the process dies (a killed run never blocks the
+  next); a second run in the same folder is refused in one line naming the holder's pid.
 * :func:`swap_into_place`: ``--overwrite``'s exchange of the new run (trained in ``<out-dir>.new-<pid>``) and
   the old one (moved to ``<out-dir>.old-<time>``), with SIGINT/SIGTERM held back, atomically
   (``renameat2(RENAME_EXCHANGE)``) where the kernel offers it.
 * :func:`tidy_staging`: what an interrupted ``--overwrite`` left beside ``<out-dir>``: a ``.new-<pid>`` folder
   without a checkpoint is removed, one with a checkpoint is recovered (``--resume`` moves it into place when
-  ``<out-dir>`` holds no run) or moved aside, never deleted.
+  ``<out-dir>`` is empty) or moved aside, never deleted.
 
-Every process working on ``<out-dir>`` holds the lock file found at ``<out-dir>/.wage-train.lock``, so whoever
-holds it may treat every ``<out-dir>.new-<pid>`` folder as left behind by a process that has ended.
+A staging folder is the tool's only when it holds :data:`STAGING_MARK` (:func:`mark_staging`): a user's folder
+that merely has the name is never touched. Every process working on ``<out-dir>`` holds its lock, so whoever
+holds it may treat every unlocked, marked ``<out-dir>.new-<pid>`` folder as left by a process that has ended.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import errno
 import fcntl
 import os
 import re
-import shutil
 import signal
 import threading
 import time
@@ -35,22 +35,24 @@ from pathlib import Path
 
 from wage_train.checkpoints import checkpoints_newest_first
 from wage_train.config import UsageError
+from wage_train.safe_io import TOOL_MARK, make_tool_dir, remove_tool_dir
 
 __all__ = [
-    "LOCK_NAME",
     "RUN_FILES",
+    "STAGING_MARK",
     "RunLock",
     "aside_name",
     "check_out_dir",
     "enclosing_run",
     "holds_a_run",
+    "mark_staging",
     "run_kind",
     "staging_dir",
     "swap_into_place",
     "tidy_staging",
 ]
 
-LOCK_NAME = ".wage-train.lock"
+STAGING_MARK = TOOL_MARK  # inside every staging folder the tool creates, until it becomes the run
 RUN_FILES = ("config.json", "checkpoints", "metrics.json", "metrics.csv")
 
 
@@ -101,7 +103,8 @@ def check_out_dir(out_dir: Path, *, overwrite: bool) -> None:
         shown = absolute.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
         raise UsageError(f"--out-dir {shown}: the path is not valid UTF-8, which the checkpoint writer needs; "
                          "choose a folder whose path is valid UTF-8") from None
-    outer = enclosing_run(out_dir)
+    # Through the path as given and as it resolves: a symlink into a run's checkpoints is a folder inside the run.
+    outer = enclosing_run(out_dir) or enclosing_run(Path(os.path.realpath(out_dir)))
     if outer is not None:
         raise UsageError(f"--out-dir {out_dir} is inside the run in {outer}; writing there would damage that run: "
                          "choose a folder outside it")
@@ -114,73 +117,66 @@ def check_out_dir(out_dir: Path, *, overwrite: bool) -> None:
                              "another --out-dir")
 
 
-class RunLock:
-    """An exclusive, non-blocking ``flock`` on ``directory/.wage-train.lock``, held until :meth:`release`.
+def _lock_holder(fd: int) -> str:
+    """The pid holding a ``flock`` on the file open at ``fd``, read from ``/proc/locks`` ("unknown" elsewhere)."""
+    st = os.fstat(fd)
+    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/locks").read_text().splitlines():
+            fields = line.split()
+            if "FLOCK" in fields and inode in fields:
+                return fields[fields.index(inode) - 1]
+    return "unknown"
 
-    The file holds the holder's pid (for the refusal message); :meth:`release` removes it. A lock file left by a
-    killed process is not locked (the kernel released it), so it is taken over. After taking the lock the
-    file's inode is compared with the one at the path, so a file removed by its previous holder in between is
-    never mistaken for the lock.
+
+class RunLock:
+    """An exclusive, non-blocking ``flock`` on the run directory itself, held until :meth:`release`.
+
+    The lock is on the folder's inode, not on a file in it: deleting or replacing a file cannot defeat it,
+    nothing is created (so no symlink is ever followed), and it follows the folder through a rename (the
+    ``--overwrite`` swap). The kernel drops it when the process dies, so a killed run never blocks the next.
     """
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         self._fd: int | None = None
 
-    @property
-    def path(self) -> Path:
-        """Where the lock file is now (it moves with its folder)."""
-        return self.directory / LOCK_NAME
-
-    def acquire(self, what: str = "--out-dir") -> RunLock:
-        """Take the lock or raise :class:`UsageError` naming the folder and the pid holding it."""
-        while True:
-            try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            except OSError as e:
-                raise UsageError(f"{what} {self.directory}: cannot create its lock file "
-                                 f"({os.strerror(e.errno) if e.errno else type(e).__name__})") from None
+    def acquire(self, what: str = "--out-dir", wait: Callable[[], None] | None = None) -> RunLock:
+        """Take the lock or raise :class:`UsageError` naming the folder and the pid holding it; with ``wait``,
+        call it and wait for the holder instead."""
+        try:
+            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as e:
+            raise UsageError(f"{what} {self.directory}: cannot open it to lock it "
+                             f"({os.strerror(e.errno) if e.errno else type(e).__name__})") from None
+        try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
-                os.close(fd)
-                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise UsageError(f"{what} {self.directory} is in use by another wage-train run (pid {holder}); "
-                                     f"wait for it to end or choose another {what}") from None
-                raise UsageError(f"{what} {self.directory}: cannot lock it ({os.strerror(e.errno)})") from None
-            try:
-                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if not same:  # the previous holder removed the file after we opened it: try again
-                os.close(fd)
-                continue
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-            self._fd = fd
-            return self
+            except BlockingIOError:
+                if wait is None:
+                    raise
+                wait()
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:
+            holder = _lock_holder(fd)
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise UsageError(f"{what} {self.directory} is in use by another wage-train run (pid {holder}); "
+                                 f"wait for it to end or choose another {what}") from None
+            raise UsageError(f"{what} {self.directory}: cannot lock it ({os.strerror(e.errno)})") from None
+        self._fd = fd
+        return self
 
     @property
     def held(self) -> bool:
         """True between :meth:`acquire` and :meth:`release`."""
         return self._fd is not None
 
-    def move_into(self, directory: Path) -> None:
-        """Move the (held) lock file into ``directory``, replacing any lock file there; the lock stays held."""
-        target = Path(directory) / LOCK_NAME
-        os.replace(self.path, target)
-        self.directory = Path(directory)
-
     def release(self) -> None:
-        """Remove the lock file (while still holding it) and drop the lock; a no-op when not held."""
-        if self._fd is None:
-            return
-        with contextlib.suppress(OSError):
-            if os.stat(self.path).st_ino == os.fstat(self._fd).st_ino:
-                os.unlink(self.path)
-        os.close(self._fd)
-        self._fd = None
+        """Drop the lock; a no-op when not held."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def staging_dir(out_dir: Path, pid: int | None = None) -> Path:
@@ -262,6 +258,8 @@ def swap_into_place(staging: Path, final: Path, old_lock: RunLock | None, new_lo
         else:
             os.rename(final, aside)
             os.rename(staging, final)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(final / STAGING_MARK)  # the folder is the run now, no longer a staging folder
         if new_lock is not None:
             new_lock.directory = final
         if old_lock is not None:
@@ -270,46 +268,57 @@ def swap_into_place(staging: Path, final: Path, old_lock: RunLock | None, new_lo
     return aside
 
 
+def mark_staging(staging: Path) -> None:
+    """Create ``staging`` (``FileExistsError`` if anything is there) with the :data:`STAGING_MARK` file that tells
+    :func:`tidy_staging` it is this tool's: a user's folder of the same name is never touched."""
+    make_tool_dir(staging)
+
+
 def _staging_siblings(out_dir: Path) -> list[Path]:
     absolute = Path(os.path.abspath(out_dir))
     if not absolute.parent.is_dir():
         return []
     pattern = re.compile(re.escape(absolute.name) + r"\.new-\d+")
-    return sorted(p for p in absolute.parent.iterdir() if pattern.fullmatch(p.name) and p.is_dir())
+    return sorted(p for p in absolute.parent.iterdir()
+                  if pattern.fullmatch(p.name) and not p.is_symlink() and (p / STAGING_MARK).is_file())
 
 
-def tidy_staging(out_dir: Path, lock: RunLock, *, resume: bool, log: Callable[[str], None] = print) -> None:
-    """Deal with the ``<out-dir>.new-<pid>`` folders of interrupted ``--overwrite`` runs; ``lock`` (held on
-    ``out_dir``) guarantees that their processes have ended (a folder whose own lock is held is left alone).
+def tidy_staging(out_dir: Path, lock: RunLock, *, resume: bool, log: Callable[[str], None] = print) -> RunLock:
+    """Deal with the ``<out-dir>.new-<pid>`` folders of interrupted ``--overwrite`` runs (only those holding
+    :data:`STAGING_MARK`); ``lock`` (held on ``out_dir``) guarantees that their processes have ended (a folder
+    whose own lock is held is left alone).
 
     * no checkpoint in it: removed (its run was interrupted before its first epoch; nothing to resume);
-    * a checkpoint and ``out_dir`` holds no run: with ``resume``, moved into place (the run an interrupted
-      swap displaced), else moved aside to ``<out-dir>.old-<time>``;
+    * a checkpoint and ``out_dir`` is empty: with ``resume``, moved into place (the run an interrupted swap
+      displaced), else moved aside to ``<out-dir>.old-<time>``;
     * a checkpoint and ``out_dir`` holds a run: moved aside to ``<out-dir>.old-<time>`` (never deleted).
+
+    Returns:
+        the lock now held on ``out_dir`` (a new one when a recovered folder took its place).
     """
     for stale in _staging_siblings(out_dir):
         other = RunLock(stale)
-        if (stale / LOCK_NAME).exists():
-            try:
-                other.acquire()
-            except UsageError:
-                continue  # a live process owns it (it is not ours to touch)
+        try:
+            other.acquire()
+        except UsageError:
+            continue  # a live process owns it (it is not ours to touch)
         try:
             if not _has_checkpoint(stale):
-                other.release()
-                shutil.rmtree(stale, ignore_errors=True)
+                remove_tool_dir(stale)
                 log(f"note: removed {stale} (left by an interrupted --overwrite run before its first checkpoint)")
-            elif resume and not holds_a_run(out_dir) and set(os.listdir(out_dir)) <= {LOCK_NAME}:
+            elif resume and not os.listdir(out_dir):
                 with signals_held():
-                    lock.move_into(stale)  # out_dir is now empty: the rename below replaces it atomically
-                    other.release()  # the stale folder's own lock file was replaced by ours
-                    os.rename(stale, out_dir)
+                    os.rename(stale, out_dir)  # out_dir is empty: replaced atomically, with its lock
+                    os.unlink(Path(out_dir) / STAGING_MARK)
+                    lock.release()
+                    lock, other = other, lock
                     lock.directory = Path(out_dir)
                 log(f"note: --resume: recovered the run that an interrupted --overwrite left in {stale}")
             else:
                 aside = aside_name(out_dir)
-                other.release()
                 os.rename(stale, aside)
+                os.unlink(aside / STAGING_MARK)  # a run moved aside, no longer a staging folder
                 log(f"note: moved {stale} (left by an interrupted --overwrite run) to {aside}")
         finally:
             other.release()
+    return lock

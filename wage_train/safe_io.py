@@ -8,16 +8,23 @@ One error type (:class:`DataError`, the message always names the file) and the h
 * :func:`file_digests` / :func:`write_manifest` / :func:`verify_manifest`: a sha256 manifest of every file in a
   directory, written with a checkpoint and checked before it is restored.
 * :func:`read_json_object`: a JSON object (``config.json``) or a ``DataError`` naming the file.
+* :func:`atomic_write`: a file written whole or not at all (temporary name, fsync, rename), for a run's outputs.
+* :func:`make_tool_dir` / :func:`remove_tool_dir`: the tool's temporary folders carry :data:`TOOL_MARK`, and
+  only a folder holding it is ever removed (a user's folder of the same name is never touched).
 
 A reader for another format (e.g. SVHN's ``.mat``) raises :class:`DataError` through :func:`fault`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
+import os
 import pickle
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +32,10 @@ __all__ = [
     "ALLOWED_PICKLE_GLOBALS",
     "DataError",
     "MANIFEST",
+    "TOOL_MARK",
+    "atomic_write",
+    "make_tool_dir",
+    "remove_tool_dir",
     "fault",
     "one_line",
     "file_digests",
@@ -36,6 +47,7 @@ __all__ = [
 ]
 
 MANIFEST = "MANIFEST.sha256"
+TOOL_MARK = ".wage-train-temporary"  # inside every temporary folder the tool creates (staging, partial downloads)
 
 # (module, name) pairs a pickled dict of numpy arrays, lists, str, bytes and ints needs; nothing else.
 ALLOWED_PICKLE_GLOBALS = frozenset({
@@ -175,8 +187,6 @@ def write_manifest(directory: str | Path) -> None:
     with open(root / MANIFEST, "w") as f:
         f.writelines(lines)
         f.flush()
-        import os
-
         os.fsync(f.fileno())
 
 
@@ -202,3 +212,42 @@ def verify_manifest(directory: str | Path) -> None:
             raise fault(root / name, "not listed in the checkpoint manifest")
         if actual[name] != expected[name]:
             raise fault(root / name, "sha256 differs from the checkpoint manifest (corrupted or truncated)")
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs: Any) -> Iterator[Any]:
+    """Open ``path``'s temporary sibling ``.<name>.tmp-<pid>`` for writing; when the block ends, flush, fsync and
+    rename it to ``path``. On any error (a full disk, say) the temporary file is removed and ``path`` keeps its
+    previous content (or stays absent): never a truncated file. An ``OSError`` names ``path``, not the
+    temporary file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, mode, **open_kwargs) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename != str(path):
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+        raise
+
+
+def make_tool_dir(path: str | Path) -> Path:
+    """Create the folder ``path`` (``FileExistsError`` if anything is there) holding :data:`TOOL_MARK`."""
+    path = Path(path)
+    path.mkdir()
+    (path / TOOL_MARK).write_bytes(b"")
+    return path
+
+
+def remove_tool_dir(path: str | Path) -> bool:
+    """Remove ``path`` if it is a folder of the tool's (a real folder holding :data:`TOOL_MARK`); True if it was."""
+    path = Path(path)
+    if path.is_symlink() or not (path / TOOL_MARK).is_file():
+        return False
+    shutil.rmtree(path, ignore_errors=True)
+    return True
