@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import statistics
 import tempfile
 import time
@@ -93,24 +92,19 @@ def _write_data(kind: str, root: Path, steps: int) -> Path:
 
 
 class _Tight:
-    """The runner's jitted step on device-resident batches, built from the run's ``config.json``."""
+    """The runner's jitted step on device-resident batches, built from the CLI run's own configuration."""
 
-    def __init__(self, data_dir: Path, out: Path, steps: int, repeats: int) -> None:
-        from wage_train.cli import load_dataset
-        from wage_train.config import RunConfig
-        from wage_train.data import pad_images, to_inputs
-        from wage_train.runner import make_runners
-        from wage_train.runspec import LrSchedule, ModelSpec
+    def __init__(self, argv: list[str], data_dir: Path, steps: int, repeats: int) -> None:
+        from wage_train.cli import build_parser, config_from_args, load_dataset
+        from wage_train.data import to_inputs
+        from wage_train.runner import make_runners, model_inputs, model_spec, training_lrs
+        from wage_train.runspec import LrSchedule
 
-        cfg = json.loads((out / "config.json").read_text())
-        data = load_dataset(cfg["dataset"], str(data_dir))
-        x = data.x_train[: BATCH * steps]
-        if cfg["model"] == "vgg7" and x.shape[1] % 8:
-            x = pad_images(x, -(-x.shape[1] // 8) * 8)
-        spec = ModelSpec(kind=cfg["model"], image_shape=tuple(x.shape[1:]), num_classes=data.num_classes,
-                         hidden=tuple(cfg["hidden"]), widths=tuple(cfg["widths"]), vgg_hidden=cfg["vgg_hidden"])
-        lrs = LrSchedule(cfg["lr"], cfg["epochs"], cfg["schedule"])
-        self.runner = make_runners(RunConfig.from_dict(cfg, "config.json"), spec, lrs, steps, devices=1)[-1]
+        cfg = config_from_args(build_parser().parse_args(argv))  # what the CLI run resolves argv to
+        data = load_dataset(cfg.dataset, str(data_dir))
+        x = model_inputs(cfg, data.x_train[: BATCH * steps])
+        lrs = training_lrs(cfg, LrSchedule(cfg.lr, cfg.epochs, cfg.schedule), steps)
+        self.runner = make_runners(cfg, model_spec(cfg, data), lrs, steps, devices=1)[-1]
         self.steps = steps
         self.xs = [jnp.asarray(to_inputs(x[i * BATCH : (i + 1) * BATCH], data.max_value)) for i in range(steps)]
         self.ys = [jnp.asarray(data.y_train[i * BATCH : (i + 1) * BATCH].astype(np.int32)) for i in range(steps)]
@@ -153,7 +147,7 @@ def _pairs(kind: str, data_dir: Path, out: Path, steps: int, epochs: int) -> tup
 
     def after_epoch(i: int) -> None:
         if i == 0:
-            state["tight"] = _Tight(data_dir, out, steps, epochs - 1)
+            state["tight"] = _Tight(argv, data_dir, steps, epochs - 1)
         else:
             tight_rates.append(state["tight"].repeat())
 

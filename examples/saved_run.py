@@ -4,7 +4,9 @@
 ``--out-dir``. ``load_run`` rebuilds the model from them: ``run.predict(images)`` takes raw pixels and gives the
 class indices that the run's own evaluation gave; ``run.preprocess`` is the input scaling it applies (pixels
 to ``[-1, 1]``), and a JAX run's ``run.model`` and ``run.params`` are a plain Flax linen module and its
-parameters (WAGE's accumulators: the layers quantize them as they multiply, ``QW``, Eq. 5-7).
+parameters (WAGE's accumulators: the layers quantize them as they multiply, ``QW``, Eq. 5-7). A JAX WAGE run
+then goes to deployment: ``wage_jax.export.export_run`` writes it as an integer-only ONNX program (int8 codes,
+int32 sums, docs/deploying.md), which onnxruntime runs with the same predictions.
 
     wage-train --out-dir runs/digits                              # train first (about 10 s on the digits)
     python -m examples.saved_run --run-dir runs/digits            # then load and predict
@@ -42,7 +44,24 @@ def predict_with(run_dir: Path) -> float:
         logits = run.model.apply({"params": run.params}, inputs)  # nearest W and A: no rng key needed
         assert np.array_equal(np.asarray(logits).argmax(-1), labels[:8])
         print(f"first 8 predictions {labels[:8].tolist()}, labels {data.y_test[:8].tolist()}")
+        if run.wage is not None:
+            export_onnx(run, run.preprocess(data.x_test), labels, run_dir / "model.onnx")
     return accuracy
+
+
+def export_onnx(run, inputs: np.ndarray, labels: np.ndarray, path: Path) -> None:
+    """The run as an integer-only ONNX program; onnxruntime's classes equal the training forward's."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        print("onnxruntime is not installed (pip install 'wage-jax[export]'): the ONNX export is skipped")
+        return
+    from wage_jax.export import export_run
+
+    export_run(run, "onnx", path, images=inputs)  # checks the 2^24 bound on these inputs
+    logits = ort.InferenceSession(str(path)).run(None, {"images": inputs})[0]  # int32 (N, classes)
+    same = int((logits.argmax(1) == labels).sum())
+    print(f"{path.name}: {path.stat().st_size} bytes; onnxruntime's classes equal the run's on {same}/{len(labels)}")
 
 
 def main(argv: list[str] | None = None) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 from pathlib import Path
@@ -41,6 +42,9 @@ def test_saved_run_example_predicts_what_the_run_recorded() -> None:
     out = run_python(["-m", "examples.saved_run", "--smoke"], cwd=ROOT, check=True, timeout=300).stdout
     found = re.search(r"test accuracy (\S+) \(the run recorded (\S+)\)", out)
     assert found and found[1] == found[2], out
+    if importlib.util.find_spec("onnxruntime") is not None:  # the export extra: the integer ONNX predicts the same
+        exported = re.search(r"onnxruntime's classes equal the run's on (\d+)/(\d+)", out)
+        assert exported and exported[1] == exported[2], out
 
 
 def test_every_example_has_a_smoke_mode_and_a_test() -> None:

@@ -19,7 +19,20 @@ def test_saved_form_loads_back_equal(argv):
         cfg = cfg.replace(lr=0.5)  # set once the data is loaded
     cfg = cfg.replace(data_fingerprint={"train": 3, "image_shape": [8, 8, 1]}, scales=(0.5, 0.25))
     assert RunConfig.from_dict(cfg.to_dict(), "config.json") == cfg
-    assert list(cfg.to_dict()) == [f.name for f in dataclasses.fields(RunConfig)]
+    recorded = ["lr_decay"] if cfg.float_recipe == "standard" else []  # the standard recipe's decay, recorded
+    assert list(cfg.to_dict()) == [f.name for f in dataclasses.fields(RunConfig)] + recorded
+
+
+def test_a_standard_float_run_saved_before_the_annealing_is_refused_in_one_line():
+    saved = RunConfig(float=True, lr=0.16).to_dict()
+    assert saved["lr_decay"] == "cosine"
+    del saved["lr_decay"]  # as the version with a constant lr wrote it
+    with pytest.raises(UsageError) as e:
+        RunConfig.from_dict(saved, "config.json")
+    assert str(e.value).startswith("config.json: this standard-recipe float run trained with a constant lr")
+    assert "\n" not in str(e.value) and "--overwrite" in str(e.value)
+    wage_sse = RunConfig(float=True, float_recipe="wage-sse", lr=0.001).to_dict()
+    assert "lr_decay" not in wage_sse and RunConfig.from_dict(wage_sse, "config.json").float_recipe == "wage-sse"
 
 
 def test_frozen_and_typed():

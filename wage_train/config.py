@@ -16,7 +16,7 @@ from typing import Any
 
 from wage_spec import FULL_PRECISION, MAX_LR, WAGEConfig
 from wage_train.data import DATASETS
-from wage_train.float_recipe import RECIPES, STANDARD_LR, default_factor
+from wage_train.float_recipe import RECIPES, STANDARD_LR, STANDARD_LR_DECAY, default_factor
 from wage_train.float_recipe import float_lr as float_lr
 from wage_train.presets import PRESETS
 from wage_train.runspec import SCHEDULES
@@ -224,6 +224,8 @@ class RunConfig:
             if f.name in ("data_fingerprint", "scales") and v is None:
                 continue
             out[f.name] = list(v) if isinstance(v, tuple) else v
+        if self.float_recipe == "standard":
+            out["lr_decay"] = STANDARD_LR_DECAY  # what the run trains with, so that a later recipe cannot resume it
         return out
 
     @classmethod
@@ -235,6 +237,11 @@ class RunConfig:
         saved.setdefault("integer", False)
         if "float_recipe" not in saved and isinstance(saved.get("float"), bool):  # saved before the recipes
             saved["float_recipe"] = "wage-sse" if saved["float"] else None
+        decay = saved.pop("lr_decay", None)
+        if saved.get("float_recipe") == "standard" and decay != STANDARD_LR_DECAY:
+            # Saved before the standard recipe annealed its lr: resuming would change its schedule mid-run.
+            raise UsageError(f"{source}: this standard-recipe float run trained with a constant lr (an earlier "
+                             f"version); finish it with that version, or start again with --overwrite")
         names = [f.name for f in fields(cls)]
         optional = {"data_dir", "preset", "limit_batches", "validation", "float_recipe", "data_fingerprint",
                     "scales", "lr"}

@@ -23,6 +23,7 @@ __all__ = [
     "annealed_lr",
     "RECIPES",
     "STANDARD_LR",
+    "STANDARD_LR_DECAY",
     "default_factor",
     "default_lr",
     "describe",
@@ -36,6 +37,9 @@ __all__ = [
 ]
 
 RECIPES = ("standard", "wage-sse")
+# How the standard recipe's lr decays within a run (:func:`annealed_lr`); config.json records it, so that a run
+# saved by a version with another decay is refused by --resume instead of changing its schedule mid-run.
+STANDARD_LR_DECAY = "cosine"
 MOMENTUM = 0.9
 # The largest global l2 norm of a gradient the standard recipe applies (Pascanu et al. 2013).
 CLIP_NORM = 1.0
