@@ -238,7 +238,7 @@ class RunConfig:
         if "float_recipe" not in saved and isinstance(saved.get("float"), bool):  # saved before the recipes
             saved["float_recipe"] = "wage-sse" if saved["float"] else None
         decay = saved.pop("lr_decay", None)
-        if saved.get("float_recipe") == "standard" and decay != STANDARD_LR_DECAY:
+        if saved.get("float") is True and saved.get("float_recipe") == "standard" and decay != STANDARD_LR_DECAY:
             # Saved before the standard recipe annealed its lr: resuming would change its schedule mid-run.
             raise UsageError(f"{source}: this standard-recipe float run trained with a constant lr (an earlier "
                              f"version); finish it with that version, or start again with --overwrite")
