@@ -196,22 +196,28 @@ def test_signal_before_training_starts_is_one_line_status_130(tmp_path, sig):
     assert not (out / "checkpoints").exists()
 
 
+
+def _files(run_dir: Path) -> dict[Path, bytes]:
+    """Every file of ``run_dir`` (by path relative to it) with its bytes: a run's whole content."""
+    return {q.relative_to(run_dir): q.read_bytes() for q in run_dir.rglob("*") if q.is_file()}
+
+
 @pytest.mark.slow
 def test_rerun_into_an_existing_run_is_refused_and_overwrite_moves_it_aside(runs, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(runs["half"], out)
-    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    before = _files(out)
     p = _cli([*RUN, "--out-dir", str(out)])
     TRIED["re-run into an existing directory"] += 1
     assert p.returncode == 2
     line = _one_line_no_traceback(p.stderr)
     assert "--resume" in line and "--overwrite" in line and str(out) in line
-    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert _files(out) == before
     p = _cli([*RUN, "--out-dir", str(out), "--overwrite", "--seed", "1"])
     assert p.returncode == 0, p.stderr
     aside = [d for d in tmp_path.iterdir() if d.name.startswith("run.old-")]
     assert len(aside) == 1
-    assert {q.relative_to(aside[0]): q.read_bytes() for q in aside[0].rglob("*") if q.is_file()} == before
+    assert _files(aside[0]) == before
     assert json.loads((out / "config.json").read_text())["seed"] == 1
     assert not [d for d in tmp_path.iterdir() if ".new-" in d.name]
 
@@ -375,7 +381,7 @@ def test_sigint_during_the_imports_is_one_line_status_130(tmp_path, delay):
 def test_sigterm_every_2_ms_during_overwrite_is_one_line_and_loses_nothing(runs, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(runs["half"], out)
-    before = {q.relative_to(out): q.read_bytes() for q in out.rglob("*") if q.is_file()}
+    before = _files(out)
     p = subprocess.Popen([sys.executable, "-m", "wage_train", *RUN, "--out-dir", str(out), "--overwrite"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env=python_env(PYTHONUNBUFFERED="1"))
@@ -390,4 +396,4 @@ def test_sigterm_every_2_ms_during_overwrite_is_one_line_and_loses_nothing(runs,
     assert p.returncode == 130, err
     _one_line_no_traceback(err)
     runs_now = [out, *tmp_path.glob("run.old-*")]
-    assert any({q.relative_to(d): q.read_bytes() for q in d.rglob("*") if q.is_file()} == before for d in runs_now)
+    assert any(_files(d) == before for d in runs_now)
