@@ -12,7 +12,7 @@ from jax import lax
 import wage_jax.linen as wl
 import wage_jax.nnx as wn
 from wage_jax import QW, kernel_scale
-from wage_jax._src.layers import conv_padding, kernel_size_2d
+from wage_jax._src.layers import conv_padding, positive_pair
 
 X = jnp.asarray(np.random.default_rng(0).uniform(-1, 1, (2, 7, 7, 3)), jnp.float32)
 
@@ -37,11 +37,28 @@ def test_conv_padding_rejects(padding):
         conv_padding(padding)
 
 
-def test_kernel_size():
-    assert kernel_size_2d(3) == (3, 3) and kernel_size_2d([1, 5]) == (1, 5)
-    for bad in (0, (3,), (3, 3, 3), 2.0):
+def test_kernel_size_and_strides():
+    assert positive_pair(3) == (3, 3) and positive_pair([1, 5]) == (1, 5)
+    for bad in (0, (3,), (3, 3, 3), 2.0, True, (1, 1.0)):
         with pytest.raises(ValueError, match="kernel_size"):
-            kernel_size_2d(bad)
+            positive_pair(bad)
+        with pytest.raises(ValueError, match="^strides must be a positive int or two positive ints"):
+            positive_pair(bad, "strides")
+
+
+@pytest.mark.parametrize("strides", [1.0, (2, 0), "2"])
+def test_linen_and_nnx_conv_refuse_bad_strides_naming_them(strides):
+    with pytest.raises(ValueError, match="^strides must be"):
+        wn.WAGEConv(3, 4, 3, strides=strides, rngs=fnnx.Rngs(0))
+    with pytest.raises(ValueError, match="^strides must be"):
+        wl.WAGEConv(4, bits_W=3, strides=strides).init(jax.random.key(0), X)
+
+
+def test_an_int_stride_means_both_dimensions():
+    lin = wl.WAGEConv(4, bits_W=3, strides=2)
+    params = lin.init(jax.random.key(0), X)["params"]
+    assert lin.apply({"params": params}, X).shape == wl.WAGEConv(4, bits_W=3, strides=(2, 2)).apply(
+        {"params": params}, X).shape
 
 
 @pytest.mark.parametrize("padding", ["SAME", "VALID", 1, (2, 0), [(1, 0), (0, 2)]])

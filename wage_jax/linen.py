@@ -26,7 +26,7 @@ from flax import linen as nn
 from jax.typing import ArrayLike, DTypeLike
 
 from wage_jax._src.initializers import wage_kernel_init
-from wage_jax._src.layers import conv_padding, kernel_size_2d, wage_conv_general_dilated, wage_dot_general
+from wage_jax._src.layers import conv_padding, positive_pair, wage_conv_general_dilated, wage_dot_general
 from wage_jax._src.rng import RNG_STREAM
 from wage_jax._src.wage_quantizer import wage_quantize
 from wage_spec import FULL_PRECISION, check_bits, check_mode, draws_randomness
@@ -158,7 +158,7 @@ class WAGEConv(nn.Module):
     features: int
     bits_W: int
     kernel_size: int | Sequence[int] = (3, 3)
-    strides: Sequence[int] = (1, 1)
+    strides: int | Sequence[int] = (1, 1)
     padding: str | int | Sequence[int] | Sequence[tuple[int, int]] = "SAME"
     factor: float = 2.0
     W_mode: str = "nearest"
@@ -176,11 +176,11 @@ class WAGEConv(nn.Module):
             raise ValueError(f"WAGEConv input x must be 4-d NHWC (batch, height, width, channels), "
                              f"got shape {jnp.shape(x)}")
         padding = conv_padding(self.padding)
-        shape = (*kernel_size_2d(self.kernel_size), jnp.shape(x)[-1], self.features)
+        shape = (*positive_pair(self.kernel_size), jnp.shape(x)[-1], self.features)
         kernel = self.param("kernel", _init(self), shape, self.param_dtype)
         conv = wage_conv_general_dilated(self.bits_W, self.factor, self.W_mode, integer=self.integer,
                                          bits_A=self.bits_A, bits_E=self.bits_E, lowering=self.lowering)
-        y = conv(x, kernel, tuple(int(s) for s in self.strides), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        y = conv(x, kernel, positive_pair(self.strides, "strides"), padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
                  key=_w_key(self))
         return y if self.dtype is None else y.astype(self.dtype)
 

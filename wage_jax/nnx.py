@@ -23,7 +23,7 @@ from wage_jax._src.initializers import kernel_scale, wage_kernel_init
 from wage_jax._src.layers import (
     check_integer,
     conv_padding,
-    kernel_size_2d,
+    positive_pair,
     wage_conv_general_dilated,
     wage_dot_general,
 )
@@ -210,7 +210,7 @@ class WAGEConv(_WAGEKernelLayer):
         out_features: int,
         bits_W: int,
         kernel_size: int | Sequence[int] = (3, 3),
-        strides: Sequence[int] = (1, 1),
+        strides: int | Sequence[int] = (1, 1),
         padding: str | int | Sequence[int] | Sequence[tuple[int, int]] = "SAME",
         factor: float = 2.0,
         W_mode: str = "nearest",
@@ -229,9 +229,9 @@ class WAGEConv(_WAGEKernelLayer):
         wage_conv_general_dilated(bits_W, factor, W_mode, integer=integer, bits_A=bits_A, bits_E=bits_E,
                                   lowering=lowering)
         self.lowering = lowering
-        self._init_kernel((*kernel_size_2d(kernel_size), in_features, out_features), bits_W, factor, W_mode, rngs,
+        self._init_kernel((*positive_pair(kernel_size), in_features, out_features), bits_W, factor, W_mode, rngs,
                           options)
-        self.strides = tuple(int(v) for v in strides)
+        self.strides = positive_pair(strides, "strides")
         self.padding = conv_padding(padding)
 
     def __call__(self, x: ArrayLike, *, rngs=None) -> jax.Array:

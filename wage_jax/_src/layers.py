@@ -33,7 +33,7 @@ from wage_spec import FULL_PRECISION, check_bits, check_mode, wage_init_limits
 
 __all__ = [
     "conv_padding",
-    "kernel_size_2d",
+    "positive_pair",
     "max_pool_2x2",
     "wage_conv_general_dilated",
     "wage_dot_general",
@@ -74,16 +74,16 @@ def conv_padding(padding: str | int | Sequence[int] | Sequence[tuple[int, int]])
     return tuple((int(lo), int(hi)) for lo, hi in pairs)
 
 
-def kernel_size_2d(kernel_size: int | Sequence[int]) -> tuple[int, int]:
-    """``kernel_size`` as ``(kh, kw)``: an int ``k`` means ``(k, k)``; raises ValueError otherwise."""
-    if isinstance(kernel_size, (int, np.integer)) and not isinstance(kernel_size, bool):
-        kernel_size = (kernel_size, kernel_size)
+def positive_pair(value: int | Sequence[int], name: str = "kernel_size") -> tuple[int, int]:
+    """A convolution's ``kernel_size`` or ``strides`` (``name``) as ``(h, w)``: an int ``k`` means ``(k, k)``;
+    raises ValueError naming the argument otherwise (a float, a bool, a length other than 2, a value < 1)."""
+    pair = (value, value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else value
     try:
-        size = tuple(kernel_size)
+        size = tuple(pair)
     except TypeError:
-        raise ValueError(f"kernel_size must be a positive int or two positive ints, got {kernel_size!r}") from None
+        raise ValueError(f"{name} must be a positive int or two positive ints, got {value!r}") from None
     if len(size) != 2 or not all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k > 0 for k in size):
-        raise ValueError(f"kernel_size must be a positive int or two positive ints, got {kernel_size!r}")
+        raise ValueError(f"{name} must be a positive int or two positive ints, got {value!r}")
     return int(size[0]), int(size[1])
 
 
