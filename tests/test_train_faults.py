@@ -53,6 +53,16 @@ def _one_line_no_traceback(stderr: str) -> str:
     return lines[0]
 
 
+def _run_fails(argv: list[str], capsys: pytest.CaptureFixture[str], status: int) -> str:
+    """Run ``wage-train argv`` in this process; it must exit with ``status`` and one line on stderr (returned)."""
+    from wage_train.cli import run
+
+    with pytest.raises(SystemExit) as e:
+        run(argv)
+    assert e.value.code == status
+    return _one_line_no_traceback(capsys.readouterr().err)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """``ref``: an uninterrupted 4-epoch run; ``half``: the same run stopped after 2 epochs."""
@@ -235,7 +245,6 @@ def test_resume_to_fewer_epochs_than_done_and_damaged_config_are_one_line(runs, 
 
 
 def test_divergence_stops_in_one_line_and_keeps_the_last_good_state(tmp_path, monkeypatch, capsys):
-    from wage_train import cli
     from wage_train.jax_runner import JaxRunner
 
     real_place, calls = JaxRunner.place, []
@@ -248,11 +257,8 @@ def test_divergence_stops_in_one_line_and_keeps_the_last_good_state(tmp_path, mo
 
     monkeypatch.setattr(JaxRunner, "place", place)
     out = tmp_path / "run"
-    with pytest.raises(SystemExit) as e:
-        cli.run([*RUN, "--out-dir", str(out)])
+    line = _run_fails([*RUN, "--out-dir", str(out)], capsys, 1)
     TRIED["divergence"] += 1
-    assert e.value.code == 1
-    line = _one_line_no_traceback(capsys.readouterr().err)
     assert "diverged at epoch 2, step 1" in line and "nan" in line and "lower --lr" in line
     metrics = json.loads((out / "metrics.json").read_text())
     assert [m["epoch"] for m in metrics["history"]] == [1]
@@ -274,13 +280,7 @@ def test_divergence_stops_in_one_line_and_keeps_the_last_good_state(tmp_path, mo
     (["--validation", "nan"], "--validation"), (["--validation", "x"], "--validation"),
 ])
 def test_bad_arguments_are_one_line_naming_them(argv, name, capsys):
-    from wage_train.cli import run
-
-    with pytest.raises(SystemExit) as e:
-        run(argv)
-    assert e.value.code == 2
-    line = _one_line_no_traceback(capsys.readouterr().err)
-    assert name in line
+    assert name in _run_fails(argv, capsys, 2)
     TRIED["bad argument"] += 1
 
 
@@ -315,11 +315,8 @@ def test_disk_full_at_the_end_leaves_no_truncated_output_and_resume_completes_it
     out = tmp_path / "run"
     with monkeypatch.context() as m:
         m.setattr(loop.np, "savez", _partial_then_enospc)
-        with pytest.raises(SystemExit) as e:
-            cli.run([*RUN, "--out-dir", str(out)])
+        line = _run_fails([*RUN, "--out-dir", str(out)], capsys, 2)
     TRIED["disk full while writing the final outputs"] += 1
-    assert e.value.code == 2
-    line = _one_line_no_traceback(capsys.readouterr().err)
     assert "weights.npz" in line and "ENOSPC" in line and "--resume" in line
     assert not (out / "weights.npz").exists() and not [p for p in out.iterdir() if ".tmp" in p.name]
     cli.run([*RUN, "--out-dir", str(out), "--resume"])  # the advised command completes the finished run
@@ -342,11 +339,8 @@ def test_a_fault_while_preparing_batches_is_one_line_naming_it_and_leaves_no_run
     out = tmp_path / "run"
     with monkeypatch.context() as m:
         m.setattr(JaxRunner, "place", fail)
-        with pytest.raises(SystemExit) as e:
-            cli.run([*RUN, "--out-dir", str(out)])
+        line = _run_fails([*RUN, "--out-dir", str(out)], capsys, 2)
     TRIED["fault while preparing batches"] += 1
-    assert e.value.code == 2
-    line = _one_line_no_traceback(capsys.readouterr().err)
     assert "reading and preparing training batch 1" in line and "cannot write" not in line
     assert ("out of memory" in line) if isinstance(error, MemoryError) else ("EIO" in line)
     assert not (out / "config.json").exists()  # failed before its first checkpoint: the folder holds no run
