@@ -45,7 +45,8 @@ MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-image
                "t10k-labels-idx1-ubyte")
 MNIST_DIRS = ("", "mnist", "MNIST/raw")  # the last is torchvision's layout
 CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
-CIFAR10_DIRS = ("cifar-10-batches-py", "")
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_DIRS = (CIFAR10_FOLDER, "")
 DEFLATE_MAX_RATIO = 1032  # deflate expands at most 1032-fold: a .gz file of n bytes holds at most ~1032 n
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}  # idx type codes
 

@@ -20,6 +20,7 @@ __all__ = ["SVHN_FILES", "load_svhn", "read_svhn_mat"]
 
 SVHN_FILES = ("train_32x32.mat", "test_32x32.mat")
 SVHN_EXTRA = "extra_32x32.mat"
+SVHN_DIRS = ("", "svhn", "SVHN")
 DEFLATE_MAX_RATIO = 1032  # deflate expands at most 1032-fold
 _MI_MATRIX, _MI_COMPRESSED = 14, 15  # the MAT v5 top-level data elements: a variable, or a zlib stream of one
 # scipy.io.whosmat's dense numeric classes -> bytes per element, and its class names in this reader's words.
@@ -108,7 +109,7 @@ def load_svhn(data_dir: str | Path, use_extra: bool = True) -> Dataset:
         DataError: a file is missing or malformed (:func:`read_svhn_mat`), or a split is empty.
     """
     root = Path(data_dir).expanduser()
-    directory = next((d for d in (root, root / "svhn", root / "SVHN") if (d / SVHN_FILES[0]).is_file()), root)
+    directory = next((root / d for d in SVHN_DIRS if (root / d / SVHN_FILES[0]).is_file()), root)
     (x_train, y_train), (x_test, y_test) = (read_svhn_mat(directory / name) for name in SVHN_FILES)
     for name, x in zip(SVHN_FILES, (x_train, x_test), strict=True):
         if len(x) == 0:
