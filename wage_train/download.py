@@ -225,7 +225,7 @@ def fetch(dataset: str, name: str, directory: str | Path, *, progress: bool = Fa
 
 def _member_problem(member: tarfile.TarInfo) -> str | None:
     path = PurePosixPath(member.name)
-    if path.is_absolute() or ".." in path.parts or member.name.startswith(("/", "\\")) or "\\" in member.name:
+    if path.is_absolute() or ".." in path.parts or "\\" in member.name:
         return "a path outside the target folder"
     if member.issym() or member.islnk():
         return f"a link (to {member.linkname!r})"
