@@ -8,32 +8,22 @@ __all__ = ["augment_crop", "augment_crop_flip"]
 
 
 def augment_crop(x: np.ndarray, rng: np.random.Generator, pad: int = 4, *, flip: bool = False) -> np.ndarray:
-    """Pad ``pad`` zeros on each side of a batch of NHWC images, take a random crop of the original size and,
-    with ``flip``, mirror each crop horizontally with probability 1/2.
+    """Random ``(H, W)`` crops of ``x`` ``(N, H, W, C)`` padded with ``pad`` zeros (black, -1 after
+    :func:`wage_train.data.to_inputs`) on each side; with ``flip``, each mirrored horizontally with probability
+    1/2. Returns ``(N, H, W, C)`` of ``x``'s dtype.
 
-    Without flip, the authors' SVHN preprocessing (``getData.py`` of boluoweifenda/WAGE):
-    ``tf.image.resize_image_with_crop_or_pad(x, 40, 40)`` then ``tf.random_crop(x, [32, 32, 3])``. With flip,
-    the paper's CIFAR-10 augmentation, ``RandomCrop(32, padding=4)`` and ``RandomHorizontalFlip()``. The
-    padding is black (0, which :func:`wage_train.data.to_inputs` maps to -1).
-
-    Args:
-        x: ``(N, H, W, C)`` images (any dtype).
-        rng: draws the offsets ``(N, 2)`` in ``[0, 2 * pad]``, then (with ``flip``) the flips ``(N,)``.
-        pad: the padding on each side.
-        flip: also flip at random.
-
-    Returns:
-        ``(N, H, W, C)`` crops, the dtype of ``x``.
+    ``rng`` draws the offsets ``(N, 2)`` in ``[0, 2 * pad]``, then the flips ``(N,)``. Without flip, the authors'
+    SVHN ``resize_image_with_crop_or_pad(x, 40, 40)`` + ``random_crop(x, [32, 32, 3])``; with flip, the paper's
+    CIFAR-10 ``RandomCrop(32, padding=4)`` + ``RandomHorizontalFlip()``.
     """
     n, h, w, _ = x.shape
     padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
     offsets = rng.integers(0, 2 * pad + 1, size=(n, 2))
     flips = rng.random(n) < 0.5 if flip else np.zeros(n, bool)
     out = np.empty_like(x)
-    for i in range(n):
-        dy, dx = offsets[i]
+    for i, ((dy, dx), mirror) in enumerate(zip(offsets, flips, strict=True)):  # faster than a gather for N ~ 128
         crop = padded[i, dy : dy + h, dx : dx + w]
-        out[i] = crop[:, ::-1] if flips[i] else crop
+        out[i] = crop[:, ::-1] if mirror else crop
     return out
 
 

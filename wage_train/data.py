@@ -1,19 +1,20 @@
-"""Data sets for the WAGE training example, as NumPy arrays in memory.
+"""The data sets as NumPy arrays in memory: raw uint8 NHWC pixels in a :class:`Dataset` (CIFAR-10 stays 150 MB
+instead of 600 MB as float32); :func:`to_inputs` scales a batch to ``[-1, 1]`` as the WAGE reference does
+(docs/contract.md §3).
 
-Every loader returns a :class:`Dataset` holding raw ``uint8`` pixels in NHWC layout; :func:`to_inputs`
-turns a batch into the network's float32 inputs, scaled from ``[0, 1]`` to ``[-1, 1]`` as the WAGE
-reference does (docs/contract.md §3). Keeping ``uint8`` keeps CIFAR-10 at 150 MB instead of 600 MB.
-
-* ``digits``: scikit-learn's 8x8 digits (embedded in scikit-learn, offline), pixel values 0..16; a fixed
-  split: the first 1437 images of a seed-0 permutation for training, the last 360 for testing.
-* ``mnist``: the four idx files (``train-images-idx3-ubyte`` etc., optionally ``.gz``).
-* ``cifar10``: the python pickle batches ``data_batch_1..5`` and ``test_batch`` of ``cifar-10-batches-py``.
-* ``svhn``: the cropped-digit ``.mat`` files (``wage_train.svhn``).
+* ``digits``: scikit-learn's 8x8 digits (offline), pixels 0..16, a fixed split of 1437 train / 360 test;
+* ``mnist``: the four idx files (``.gz`` or not); ``cifar10``: the python batches of ``cifar-10-batches-py``;
+* ``svhn``: the cropped-digit ``.mat`` files (:mod:`wage_train.svhn`).
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import math
 import struct
+import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,6 @@ __all__ = [
     "DATASETS",
     "DataError",
     "Dataset",
-    "check_labels",
     "data_fingerprint",
     "hold_out_validation",
     "load_cifar10",
@@ -41,17 +41,14 @@ __all__ = [
 ]
 
 DATASETS = ("digits", "mnist", "cifar10", "svhn")
-
-MNIST_FILES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+MNIST_DIRS = ("", "mnist", "MNIST/raw")  # the last is torchvision's layout
 CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
-
-# idx type codes (the third byte of the magic number) -> big-endian NumPy dtype.
-_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_DIRS = (CIFAR10_FOLDER, "")
+DEFLATE_MAX_RATIO = 1032  # deflate expands at most 1032-fold: a .gz file of n bytes holds at most ~1032 n
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}  # idx type codes
 
 
 def to_inputs(x: np.ndarray, max_value: float) -> np.ndarray:
@@ -59,47 +56,58 @@ def to_inputs(x: np.ndarray, max_value: float) -> np.ndarray:
     return (x.astype(np.float32) / np.float32(max_value)) * np.float32(2.0) - np.float32(1.0)
 
 
-# ------------------------------------------------------------------------------------------- digits
+def pad_images(x: np.ndarray, size: int) -> np.ndarray:
+    """Zero-pad (black, -1 after :func:`to_inputs`) NHWC images centrally to ``size x size``."""
+    n, h, w, c = x.shape
+    top, left = (size - h) // 2, (size - w) // 2
+    out = np.zeros((n, size, size, c), x.dtype)
+    out[:, top : top + h, left : left + w] = x
+    return out
+
+
+def find_files(root: Path, subdirs: Sequence[str], names: Sequence[str], *, gz: bool = False) -> list[Path] | None:
+    """The paths of ``names`` (each also as ``<name>.gz`` with ``gz``) in the first ``root/subdir`` holding them
+    all, else None."""
+    suffixes = ("", ".gz") if gz else ("",)
+    for sub in subdirs:
+        found = [next((p for s in suffixes if (p := root / sub / f"{n}{s}").is_file()), None) for n in names]
+        if all(found):
+            return found  # type: ignore[return-value]
+    return None
+
+
+def _missing(kind: str, root: Path, subdirs: Sequence[str], expected: str) -> DataError:
+    where = ", ".join(str(root / d) for d in subdirs)
+    return DataError(f"{kind} not found under --data-dir {root} (looked in {where}): expected {expected}; "
+                     "--download fetches it")
+
+
+def _check_labels(path: Path, labels: Any) -> None:
+    bad = [v for v in map(int, np.asarray(labels, object).reshape(-1)) if not 0 <= v <= 9]
+    if bad:  # compared as Python ints: no value is wrapped by a conversion
+        raise fault(path, f"labels outside 0..9 (e.g. {bad[0]}, {len(bad)} in all)")
 
 
 def load_digits_split(n_train: int = 1437, split_seed: int = 0) -> Dataset:
-    """scikit-learn's 1797 8x8 digits, split by a fixed permutation: ``n_train`` train, the rest test.
-
-    Returns images ``(N, 8, 8, 1)`` uint8 in ``[0, 16]``. The split does not depend on the run's seed.
-    """
+    """scikit-learn's 1797 8x8 digits ``(N, 8, 8, 1)`` uint8 in ``[0, 16]``, split by a fixed permutation (not the
+    run's seed): ``n_train`` train, the rest test."""
     from sklearn.datasets import load_digits
 
     data = load_digits()
-    x = data.images.astype(np.uint8)[..., None]
-    y = data.target.astype(np.int64)
-    order = np.random.default_rng(split_seed).permutation(len(x))
-    x, y = x[order], y[order]
+    order = np.random.default_rng(split_seed).permutation(len(data.images))
+    x, y = data.images.astype(np.uint8)[..., None][order], data.target.astype(np.int64)[order]
     return Dataset("digits", x[:n_train], y[:n_train], x[n_train:], y[n_train:], max_value=16.0)
 
 
-# -------------------------------------------------------------------------------------------- MNIST
-
-
-# Deflate cannot expand data more than 1032-fold: a .gz file of n bytes holds at most ~1032 n bytes.
-DEFLATE_MAX_RATIO = 1032
-_CHUNK = 1 << 22  # decompress in 4 MiB pieces
-
-
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read an idx file (plain or ``.gz``): magic ``0x0000TTDD`` (T: type code, D: dims), sizes, data.
+    """An idx file (plain or ``.gz``: magic ``00 00 TT DD``, DD sizes, data) as an array of its type and shape.
 
-    Returns the array with its native dtype (``uint8`` for MNIST) and shape. Raises :class:`DataError`
-    for a bad magic number or a size that disagrees with the header.
+    A ``.gz`` file's declared size is checked against what it can hold (:data:`DEFLATE_MAX_RATIO`) before
+    anything is allocated, then exactly that many bytes are read and no more may follow (a decompression bomb).
 
-    A ``.gz`` file is decompressed as a stream: the header is read first and the size it declares (the
-    product of the sizes times the element size) is checked against what the compressed file can hold
-    (:data:`DEFLATE_MAX_RATIO`) before anything is allocated; then exactly that many bytes are read in
-    chunks and one more byte must not exist. A decompression bomb is refused after at most the declared,
-    plausible size has been allocated.
+    Raises:
+        DataError: naming the file: a bad magic number, a truncated header, or a size that disagrees with it.
     """
-    import gzip
-    import zlib
-
     path = Path(path)
     gz = path.suffix == ".gz"
     try:
@@ -114,62 +122,35 @@ def read_idx(path: str | Path) -> np.ndarray:
                 raise fault(path, "truncated idx header")
             shape = struct.unpack(f">{ndim}I", sizes)
             dtype = np.dtype(_IDX_DTYPES[magic[2]])
-            count = 1
-            for n in shape:
-                count *= n  # Python ints: no overflow
-            nbytes = count * dtype.itemsize
-            header = 4 + 4 * ndim
+            nbytes, header = math.prod(shape) * dtype.itemsize, 4 + 4 * ndim
             if gz and nbytes > DEFLATE_MAX_RATIO * stored + (1 << 16):
                 raise fault(path, f"header says {shape} ({nbytes} bytes), more than a {stored}-byte .gz file can "
                                   "hold (a decompression bomb or a damaged header)")
             if not gz and stored - header != nbytes:
                 raise fault(path, f"header says {shape} ({nbytes} bytes), file has {stored - header}"
                                   f"{' (truncated)' if stored - header < nbytes else ''}")
-            out = np.empty(nbytes, np.uint8)
-            view, got = memoryview(out), 0
-            while got < nbytes:
-                n = f.readinto(view[got : got + _CHUNK])
-                if not n:
-                    break
-                got += n
-            if got < nbytes:
-                raise fault(path, f"header says {shape} ({nbytes} bytes), file has {got} (truncated)")
+            data = f.read(nbytes)
+            if len(data) < nbytes:
+                raise fault(path, f"header says {shape} ({nbytes} bytes), file has {len(data)} (truncated)")
             if f.read(1):
                 raise fault(path, f"header says {shape} ({nbytes} bytes), but the file holds more data "
                                   "(a decompression bomb or a damaged header)")
     except (OSError, EOFError, zlib.error) as e:
         raise fault(path, f"cannot read ({type(e).__name__}: {e})") from None
-    return out.view(dtype).astype(dtype.newbyteorder("=")).reshape(shape)
-
-
-def _find_file(directory: Path, stem: str) -> Path | None:
-    for candidate in (directory / stem, directory / f"{stem}.gz"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _missing(kind: str, root: Path, searched: list[Path], expected: str) -> DataError:
-    where = ", ".join(str(p) for p in searched)
-    return DataError(f"{kind} not found under --data-dir {root} (looked in {where}): expected {expected}; "
-                     "--download fetches it")
+    return np.frombuffer(data, dtype).astype(dtype.newbyteorder("=")).reshape(shape)
 
 
 def load_mnist(data_dir: str | Path) -> Dataset:
-    """MNIST from its four idx files in ``data_dir`` (or ``data_dir/mnist``, ``data_dir/MNIST/raw``).
+    """MNIST from its four idx files in ``data_dir`` (or ``data_dir/mnist``, ``data_dir/MNIST/raw``): images
+    ``(N, H, W, 1)`` uint8 in ``[0, 255]``, labels int64.
 
-    Returns images ``(N, 28, 28, 1)`` uint8 in ``[0, 255]``, labels int64. Raises :class:`DataError`
-    naming the four files when they are not all found.
+    Raises:
+        DataError: the four files are not found in one folder, or one is malformed (naming it).
     """
     root = Path(data_dir)
-    searched = [root, root / "mnist", root / "MNIST" / "raw"]
-    for directory in searched:
-        found = [_find_file(directory, stem) for stem in MNIST_FILES]
-        if all(found):
-            break
-    else:
-        names = ", ".join(f"{stem}[.gz]" for stem in MNIST_FILES)
-        raise _missing("MNIST", root, searched, names)
+    found = find_files(root, MNIST_DIRS, MNIST_FILES, gz=True)
+    if found is None:
+        raise _missing("MNIST", root, MNIST_DIRS, ", ".join(f"{stem}[.gz]" for stem in MNIST_FILES))
     x_train, y_train, x_test, y_test = (read_idx(p) for p in found)
     for images, labels, ip, lp in ((x_train, y_train, found[0], found[1]), (x_test, y_test, found[2], found[3])):
         if images.ndim != 3 or images.dtype != np.uint8:
@@ -183,40 +164,21 @@ def load_mnist(data_dir: str | Path) -> Dataset:
             raise fault(lp, f"labels must be an integer type (idx type 0x08, 0x09, 0x0B or 0x0C), got {labels.dtype}")
         if len(images) != len(labels):
             raise fault(lp, f"{len(labels)} labels but {ip.name} has {len(images)} images (counts differ)")
-        check_labels(lp, labels, 10)
+        _check_labels(lp, labels)
     if x_test.shape[1:] != x_train.shape[1:]:
         raise fault(found[2], f"images are {x_test.shape[1]}x{x_test.shape[2]} but {found[0].name} has "
                               f"{x_train.shape[1]}x{x_train.shape[2]}; both splits must have one image size")
-    return Dataset(
-        "mnist",
-        x_train.astype(np.uint8)[..., None],
-        y_train.astype(np.int64),
-        x_test.astype(np.uint8)[..., None],
-        y_test.astype(np.int64),
-        max_value=255.0,
-    )
-
-
-# ----------------------------------------------------------------------------------------- CIFAR-10
-
-
-def check_labels(path: str | Path, labels: np.ndarray, num_classes: int) -> None:
-    """:class:`DataError` naming ``path`` unless ``labels`` has an integer dtype and every label is in
-    ``0..num_classes-1`` (compared in the labels' own dtype: a uint64 value is never wrapped)."""
-    labels = np.asarray(labels)
-    if labels.dtype.kind not in "iu":
-        raise fault(path, f"labels must be integers, got {labels.dtype}")
-    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
-        bad = labels[(labels < 0) | (labels >= num_classes)]
-        raise fault(path, f"labels outside 0..{num_classes - 1} (e.g. {int(bad[0])}, {bad.size} in all)")
+    return Dataset("mnist", x_train[..., None], y_train.astype(np.int64), x_test[..., None],
+                   y_test.astype(np.int64), max_value=255.0)
 
 
 def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR-10 python batch, unpickled with :func:`~wage_train.safe_io.safe_unpickle` (no code runs).
+    """One CIFAR-10 python batch (unpickled by :func:`~wage_train.safe_io.safe_unpickle`: no code runs) as images
+    ``(N, 32, 32, 3)`` uint8 and labels ``(N,)`` int64 in ``0..9``.
 
-    Returns images ``(N, 32, 32, 3)`` uint8 (HWC) and labels ``(N,)`` int64 in ``0..9``. Raises
-    :class:`DataError` naming the file: not a pickle, a refused global, missing keys, wrong shape or dtype,
-    counts that differ, labels outside ``0..9``.
+    Raises:
+        DataError: naming the file: not a pickle, a refused global, missing keys, a wrong shape or dtype,
+            counts that differ, labels outside ``0..9``.
     """
     path = Path(path)
     batch = safe_unpickle(path)
@@ -231,9 +193,7 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             raise fault(path, f"b'labels' must hold integers, got {labels.dtype}")
     elif not isinstance(labels, list) or not all(isinstance(v, int | np.integer) for v in labels):
         raise fault(path, "b'labels' must be a list of ints")
-    bad = [int(v) for v in np.asarray(labels, object).reshape(-1) if not 0 <= int(v) <= 9]
-    if bad:  # checked as Python ints: no value is wrapped by a conversion
-        raise fault(path, f"labels outside 0..9 (e.g. {bad[0]}, {len(bad)} in all)")
+    _check_labels(path, labels)
     labels_arr = np.asarray(labels, np.int64).reshape(-1)
     if len(labels_arr) != len(data):
         raise fault(path, f"{len(labels_arr)} labels but {len(data)} images (counts differ)")
@@ -242,26 +202,23 @@ def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_cifar10(data_dir: str | Path) -> Dataset:
-    """CIFAR-10 from ``data_dir/cifar-10-batches-py`` (or ``data_dir`` itself).
+    """CIFAR-10 from ``data_dir/cifar-10-batches-py`` (or ``data_dir``): images ``(N, 32, 32, 3)`` uint8,
+    labels int64.
 
-    Returns images ``(N, 32, 32, 3)`` uint8 in ``[0, 255]`` (NHWC), labels int64. Raises
-    :class:`DataError` naming the six batch files when they are not all found.
+    Raises:
+        DataError: the six batch files are not found in one folder, one is malformed, or a split is empty.
     """
     root = Path(data_dir)
-    searched = [root / "cifar-10-batches-py", root]
-    for directory in searched:
-        if all((directory / name).is_file() for name in CIFAR10_FILES):
-            break
-    else:
-        raise _missing("CIFAR-10", root, searched, ", ".join(CIFAR10_FILES) + " (the python version)")
-    train = [read_cifar_batch(directory / name) for name in CIFAR10_FILES[:-1]]
-    x_test, y_test = read_cifar_batch(directory / CIFAR10_FILES[-1])
+    found = find_files(root, CIFAR10_DIRS, CIFAR10_FILES)
+    if found is None:
+        raise _missing("CIFAR-10", root, CIFAR10_DIRS, ", ".join(CIFAR10_FILES) + " (the python version)")
+    train = [read_cifar_batch(p) for p in found[:-1]]
+    x_test, y_test = read_cifar_batch(found[-1])
     if len(x_test) == 0:
-        raise fault(directory / CIFAR10_FILES[-1], "holds no images; the test split must not be empty")
-    x_train = np.concatenate([x for x, _ in train])
-    y_train = np.concatenate([y for _, y in train])
+        raise fault(found[-1], "holds no images; the test split must not be empty")
+    x_train, y_train = np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train])
     if len(x_train) == 0:
-        raise fault(directory, "the training batches hold no images; the training split must not be empty")
+        raise fault(found[-1].parent, "the training batches hold no images; the training split must not be empty")
     return Dataset("cifar10", x_train, y_train, x_test, y_test, max_value=255.0)
 
 
@@ -273,16 +230,12 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
         raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
     if data_dir is None:
         raise DataError(f"--dataset {name} needs --data-dir (the directory holding its files)")
-    if name == "svhn":
-        return load_svhn(data_dir)
-    return load_mnist(data_dir) if name == "mnist" else load_cifar10(data_dir)
+    return {"mnist": load_mnist, "cifar10": load_cifar10, "svhn": load_svhn}[name](data_dir)
 
 
 def data_fingerprint(data: Dataset) -> dict[str, Any]:
-    """What identifies the data a run trains and evaluates on: the counts, the image shape, and the sha256 of the
-    training and evaluation arrays (pixels and labels), recorded in ``config.json`` and compared on ``--resume``."""
-    import hashlib
-
+    """The counts, image shape and sha256 of the training and evaluation arrays (pixels and labels): recorded in
+    ``config.json`` and compared on ``--resume``."""
     h = hashlib.sha256()
     for a in (data.x_train, data.y_train.astype("<i8"), data.x_test, data.y_test.astype("<i8")):
         h.update(str(a.shape).encode())
@@ -292,11 +245,8 @@ def data_fingerprint(data: Dataset) -> dict[str, Any]:
 
 
 def hold_out_validation(data: Dataset, fraction: float, split_seed: int = 0) -> Dataset:
-    """Hold out ``fraction`` of the training set as the evaluation set; the test set is dropped.
-
-    For choosing hyperparameters without looking at the test set: a fixed permutation (``split_seed``, not
-    the run's seed) of the training examples; the last ``round(fraction * N)`` become ``x_test``/``y_test``
-    and ``eval_split`` is ``"validation"``.
+    """The last ``round(fraction * N)`` of a fixed permutation (``split_seed``, not the run's seed) of the
+    training set as the evaluation set (``eval_split`` ``"validation"``); the test set is dropped.
 
     Raises:
         DataError: ``fraction`` not in (0, 1), or it leaves no training or no validation example.
@@ -312,17 +262,3 @@ def hold_out_validation(data: Dataset, fraction: float, split_seed: int = 0) -> 
     train, val = order[: n - n_val], order[n - n_val:]
     return Dataset(data.name, data.x_train[train], data.y_train[train], data.x_train[val], data.y_train[val],
                    max_value=data.max_value, num_classes=data.num_classes, eval_split="validation")
-
-
-# ------------------------------------------------------------------------------------ preprocessing
-
-
-def pad_images(x: np.ndarray, size: int) -> np.ndarray:
-    """Zero-pad (black, i.e. -1 after :func:`to_inputs`) NHWC images centrally to ``size x size``."""
-    n, h, w, c = x.shape
-    top, left = (size - h) // 2, (size - w) // 2
-    out = np.zeros((n, size, size, c), x.dtype)
-    out[:, top : top + h, left : left + w] = x
-    return out
-
-

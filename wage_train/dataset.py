@@ -1,4 +1,4 @@
-"""The in-memory data set every reader returns."""
+"""The in-memory data set every reader returns (its own module so that the SVHN reader needs no import circle)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,9 @@ __all__ = ["Dataset"]
 
 @dataclass(frozen=True)
 class Dataset:
-    """A classification data set held in memory.
-
-    ``x_train`` ``(N, H, W, C)`` and ``x_test`` ``(M, H, W, C)`` are ``uint8`` pixels in ``[0, max_value]``;
-    ``y_train`` ``(N,)`` and ``y_test`` ``(M,)`` are ``int64`` labels in ``[0, num_classes)``.
-    """
+    """``x_train`` ``(N, H, W, C)`` and ``x_test`` ``(M, H, W, C)``: uint8 pixels in ``[0, max_value]``;
+    ``y_train`` ``(N,)`` and ``y_test`` ``(M,)``: int64 labels in ``[0, num_classes)``. ``eval_split`` says what
+    ``x_test`` holds: ``"test"``, or ``"validation"`` (:func:`wage_train.data.hold_out_validation`)."""
 
     name: str
     x_train: np.ndarray
@@ -24,7 +22,7 @@ class Dataset:
     y_test: np.ndarray
     max_value: float
     num_classes: int = 10
-    eval_split: str = "test"  # what x_test holds: "test", or "validation" (see hold_out_validation)
+    eval_split: str = "test"
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

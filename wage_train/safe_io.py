@@ -1,66 +1,54 @@
-"""Reading files this project did not write in this run, without trusting them.
+"""Reading files this run did not write without trusting them, and writing a run's files whole or not at all.
 
-One error type (:class:`DataError`, the message always names the file) and the helpers every reader uses:
-
-* :func:`safe_unpickle`: a restricted unpickler that admits only the globals a genuine CIFAR-10 python batch
-  needs (numpy's array reconstruction and dtype); anything else is refused *before* it is constructed.
-* :func:`read_bytes`: a whole file, or a ``DataError`` naming it.
-* :func:`file_digests` / :func:`write_manifest` / :func:`verify_manifest`: a sha256 manifest of every file in a
-  directory, written with a checkpoint and checked before it is restored.
-* :func:`read_json_object`: a JSON object (``config.json``) or a ``DataError`` naming the file.
-* :func:`atomic_write`: a file written whole or not at all (temporary name, fsync, rename), for a run's outputs.
-* :func:`make_tool_dir` / :func:`remove_tool_dir`: the tool's temporary folders carry :data:`TOOL_MARK`, and
-  only a folder holding it is ever removed (a user's folder of the same name is never touched).
-
-A reader for another format (e.g. SVHN's ``.mat``) raises :class:`DataError` through :func:`fault`.
+Every fault is a :class:`DataError` whose one-line message names the file. The tool's temporary folders hold
+:data:`TOOL_MARK`, and only a folder holding it is ever removed (a user's folder of the same name never is).
 """
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import io
 import json
 import os
 import pickle
+import pickletools
 import shutil
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "ALLOWED_PICKLE_GLOBALS",
     "DataError",
     "MANIFEST",
     "TOOL_MARK",
     "atomic_write",
-    "make_tool_dir",
-    "remove_tool_dir",
     "fault",
+    "make_tool_dir",
     "one_line",
-    "file_digests",
-    "read_bytes",
     "read_json_object",
+    "remove_tool_dir",
     "safe_unpickle",
     "verify_manifest",
     "write_manifest",
 ]
 
 MANIFEST = "MANIFEST.sha256"
-TOOL_MARK = ".wage-train-temporary"  # inside every temporary folder the tool creates (staging, partial downloads)
+TOOL_MARK = ".wage-train-temporary"
 
-# (module, name) pairs a pickled dict of numpy arrays, lists, str, bytes and ints needs; nothing else.
-ALLOWED_PICKLE_GLOBALS = frozenset({
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
+# The globals a pickled dict of numpy arrays, lists, str, bytes and ints needs (a CIFAR-10 batch); nothing else.
+_ALLOWED_GLOBALS = frozenset({
+    *((m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
-    ("numpy.core.multiarray", "scalar"),
-    ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"),  # protocol-5 pickles of numpy arrays: bytes -> array, no code
+    ("numpy.core.numeric", "_frombuffer"),  # protocol 5: bytes -> array, no code
     ("numpy._core.numeric", "_frombuffer"),
-    ("_codecs", "encode"),  # protocol-2 pickles of bytes written by Python 3 (numpy arrays' raw data)
+    ("_codecs", "encode"),  # protocol 2 written by Python 3: numpy arrays' raw data
 })
+# Protocol 2 stores b"" as ``bytes()``: admitted without arguments only (``bytes(n)`` would allocate n bytes).
+_EMPTY_BYTES_GLOBALS = frozenset({("__builtin__", "bytes"), ("builtins", "bytes")})
 
 
 class DataError(Exception):
@@ -68,53 +56,21 @@ class DataError(Exception):
 
 
 def one_line(text: str, limit: int = 160) -> str:
-    """``text`` as one printable line of at most ``limit`` characters (control and non-ASCII bytes escaped)."""
+    """``text`` as one printable ASCII line of at most ``limit`` characters (anything else escaped)."""
     flat = text.encode("ascii", "backslashreplace").decode("ascii")
     flat = "".join(c if c.isprintable() else repr(c)[1:-1] for c in flat)
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def fault(path: str | Path, what: str) -> DataError:
-    """``DataError("<path>: <what>")``, the one form of a data-file fault (always a single printable line)."""
+    """``DataError("<path>: <what>")``, ``what`` made one line."""
     return DataError(f"{path}: {one_line(what, 300)}")
-
-
-def read_bytes(path: str | Path) -> bytes:
-    """The bytes of ``path`` (``.gz`` decompressed), or :class:`DataError` naming it."""
-    import gzip
-    import zlib
-
-    path = Path(path)
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
-    except (OSError, EOFError, zlib.error) as e:
-        raise fault(path, f"cannot read ({type(e).__name__}: {e})") from None
-
-
-# Protocol-2 pickles written by Python 3 store an empty bytes object as ``__builtin__.bytes()`` (no arguments):
-# admitted as a constructor of b"" only (``bytes(n)`` with an argument would allocate n bytes, so it is refused).
-_EMPTY_BYTES_GLOBALS = frozenset({("__builtin__", "bytes"), ("builtins", "bytes")})
 
 
 def _empty_bytes(*args: Any) -> bytes:
     if args:
         raise pickle.UnpicklingError("bytes() with arguments is not data")
     return b""
-
-
-def _check_pickle_lengths(path: Path, raw: bytes) -> None:
-    """Walk the opcodes without building anything: every length-prefixed argument (bytes, str, frames) must fit
-    in the file, so unpickling never allocates more than the file's size for one (a length-prefix bomb)."""
-    import pickletools
-
-    try:
-        for _ in pickletools.genops(raw):
-            pass
-    except Exception as e:  # ValueError for a length beyond the data, or any malformed stream
-        raise fault(path, f"not a pickle or truncated ({type(e).__name__}: {one_line(str(e), 80)})") from None
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -125,7 +81,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _EMPTY_BYTES_GLOBALS:
             return _empty_bytes
-        if (module, name) not in ALLOWED_PICKLE_GLOBALS:
+        if (module, name) not in _ALLOWED_GLOBALS:
             raise fault(self._path, f"refused pickle global {module}.{name} (a data file may only hold "
                                     "dicts, lists, str, bytes, ints and numpy arrays)")
         return super().find_class(module, name)
@@ -135,17 +91,24 @@ class _RestrictedUnpickler(pickle.Unpickler):
 
 
 def safe_unpickle(path: str | Path, data: bytes | None = None) -> Any:
-    """Unpickle ``path`` (or ``data`` read from it) admitting only :data:`ALLOWED_PICKLE_GLOBALS`.
+    """Unpickle ``path`` (``.gz`` decompressed; or ``data`` read from it) admitting only numpy's array globals.
 
     Raises:
-      DataError: not a pickle, truncated, or naming any other global (refused before it is looked up,
-        so no code in the file runs).
+      DataError: unreadable, not a pickle, truncated, a length prefix beyond the file, or any other global
+        (refused before it is looked up: no code in the file runs).
     """
     path = Path(path)
-    raw = read_bytes(path) if data is None else data
-    _check_pickle_lengths(path, raw)
+    if data is None:
+        try:
+            with gzip.open(path) if path.suffix == ".gz" else open(path, "rb") as f:
+                data = f.read()
+        except (OSError, EOFError, zlib.error) as e:
+            raise fault(path, f"cannot read ({type(e).__name__}: {e})") from None
     try:
-        return _RestrictedUnpickler(io.BytesIO(raw), path).load()
+        # The opcodes first, building nothing: a length prefix beyond the file would otherwise be allocated.
+        for _ in pickletools.genops(data):
+            pass
+        return _RestrictedUnpickler(io.BytesIO(data), path).load()
     except DataError:
         raise
     except RecursionError:
@@ -170,22 +133,16 @@ def read_json_object(path: str | Path) -> dict[str, Any]:
     return obj
 
 
-def file_digests(directory: str | Path) -> dict[str, str]:
-    """``{relative posix path: sha256 hex}`` of every file under ``directory`` except the manifest."""
-    root = Path(directory)
-    out = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and p.name != MANIFEST:
-            out[p.relative_to(root).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
+def _digests(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != MANIFEST}
 
 
 def write_manifest(directory: str | Path) -> None:
-    """Write ``directory/MANIFEST.sha256`` (``<sha256>  <path>`` lines, as ``sha256sum`` does)."""
+    """Write ``directory/MANIFEST.sha256``: the sha256 of every file under it, as ``sha256sum`` prints them."""
     root = Path(directory)
-    lines = [f"{h}  {name}\n" for name, h in file_digests(root).items()]
     with open(root / MANIFEST, "w") as f:
-        f.writelines(lines)
+        f.writelines(f"{h}  {name}\n" for name, h in _digests(root).items())
         f.flush()
         os.fsync(f.fileno())
 
@@ -204,7 +161,7 @@ def verify_manifest(directory: str | Path) -> None:
         if not sep or len(digest) != 64:
             raise fault(path, "malformed checkpoint manifest line")
         expected[name] = digest
-    actual = file_digests(root)
+    actual = _digests(root)
     for name in sorted(set(expected) | set(actual)):
         if name not in actual:
             raise fault(root / name, "missing from the checkpoint")
@@ -216,10 +173,10 @@ def verify_manifest(directory: str | Path) -> None:
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs: Any) -> Iterator[Any]:
-    """Open ``path``'s temporary sibling ``.<name>.tmp-<pid>`` for writing; when the block ends, flush, fsync and
-    rename it to ``path``. On any error (a full disk, say) the temporary file is removed and ``path`` keeps its
-    previous content (or stays absent): never a truncated file. An ``OSError`` names ``path``, not the
-    temporary file."""
+    """Open a temporary sibling of ``path``; when the block ends, fsync it and rename it to ``path``.
+
+    On any error (a full disk) the temporary file is removed and ``path`` keeps its previous content or stays
+    absent; an ``OSError`` names ``path``, not the temporary file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -237,7 +194,7 @@ def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs: Any) -> Iter
 
 
 def make_tool_dir(path: str | Path) -> Path:
-    """Create the folder ``path`` (``FileExistsError`` if anything is there) holding :data:`TOOL_MARK`."""
+    """Create the folder ``path`` holding :data:`TOOL_MARK` (``FileExistsError`` if anything is there)."""
     path = Path(path)
     path.mkdir()
     (path / TOOL_MARK).write_bytes(b"")
@@ -245,7 +202,7 @@ def make_tool_dir(path: str | Path) -> Path:
 
 
 def remove_tool_dir(path: str | Path) -> bool:
-    """Remove ``path`` if it is a folder of the tool's (a real folder holding :data:`TOOL_MARK`); True if it was."""
+    """Remove ``path`` if it is a real folder holding :data:`TOOL_MARK`; True if it was removed."""
     path = Path(path)
     if path.is_symlink() or not (path / TOOL_MARK).is_file():
         return False
