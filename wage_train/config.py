@@ -34,10 +34,8 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "svhn": {"model": "vgg7", "hidden": (1024,), "epochs": 300, "augment": True, "flip": False},
 }
 # The paper's conv and dense widths of the conv models; the MLP keeps VGG7's.
-MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "vgg7": {"widths": (128, 256, 512), "vgg_hidden": 1024},
-    "lenet5": {"widths": (32, 64), "vgg_hidden": 512},
-}
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {"vgg7": {"widths": (128, 256, 512), "vgg_hidden": 1024},
+                                             "lenet5": {"widths": (32, 64), "vgg_hidden": 512}}
 RESUME_OVERRIDABLE = frozenset({"epochs", "data_dir", "eval_batch_size", "integer"})
 
 
@@ -269,8 +267,7 @@ def _resolved_defaults(c: RunConfig) -> dict[str, Any]:
         "epochs": d["epochs"], "batch_size": 128, "schedule": "paper", "seed": 0, "augment": d["augment"],
         "flip": d.get("flip", True), "eval_batch_size": 500,
     }
-    for k, v in defaults.items():
-        merged.setdefault(k, v)
+    merged = defaults | merged
     if isinstance(merged["bits"], tuple) and all(_is_int(b) for b in merged["bits"]):
         method = "float" if c.float else "wage" + _bits_text(merged["bits"], "")
         merged.setdefault("name", f"{dataset}-{model}-{method}-{framework}-s{merged['seed']}")

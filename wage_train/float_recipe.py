@@ -1,12 +1,8 @@
-"""How ``wage-train --float`` trains the float baseline: loss, optimizer, initializer, lr and its schedule.
+"""How ``wage-train --float`` trains the float baseline (docs/training.md gives the references and the lr sweep).
 
-``standard`` (the default; docs/training.md gives the references and the lr sweep): batch-mean softmax
-cross-entropy; SGD with momentum 0.9 on the gradient clipped to a global l2 norm of :data:`CLIP_NORM`; He
-uniform init (factor 2); lr per model family (:data:`STANDARD_LR`) cosine-annealed to 0 (:func:`annealed_lr`).
-
-``wage-sse`` (like for like): WAGE's loss (``0.5 * sum ||z - onehot(y)||^2``), plain SGD, WAGE's init factor
-and ``--schedule``, lr :func:`float_lr`: it differs from WAGE only by the quantizers.
-
+``standard`` (the default): batch-mean softmax cross-entropy, SGD momentum 0.9 on the gradient clipped to a global
+norm of :data:`CLIP_NORM`, He init, lr :data:`STANDARD_LR` cosine-annealed to 0 (:func:`annealed_lr`).
+``wage-sse``: WAGE's loss, plain SGD, init and ``--schedule``, lr :func:`float_lr`: WAGE without the quantizers.
 JAX (optax) and torch (:func:`torch_optimizer`) take the same step.
 """
 

@@ -62,17 +62,6 @@ def write_json(path: str | Path, obj: Any) -> None:
         f.write(json.dumps(_finite_or_none(obj), indent=2, allow_nan=False) + "\n")
 
 
-def _weight_histogram(ax: Any, name: str, w: np.ndarray) -> None:
-    values, counts = np.unique(w.ravel(), return_counts=True)
-    if len(values) <= 32:  # quantized weights take a handful of values: one bar each
-        ax.bar(values, counts, width=0.8 * (np.min(np.diff(values)) if len(values) > 1 else 1.0))
-        ax.set_xticks(values)
-        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
-    else:
-        ax.hist(w.ravel(), bins=60)
-    ax.set_title(f"{name} {tuple(w.shape)}: {len(values)} distinct values", fontsize=9)
-
-
 def plot_run(path: str | Path, history: Sequence[dict[str, Any]], weights: Sequence[tuple[str, np.ndarray]],
              title: str, weights_label: str = "QW(accumulator)") -> None:
     """A PNG: loss and accuracy per epoch (a line per framework), then a histogram of each layer's weights
@@ -101,7 +90,14 @@ def plot_run(path: str | Path, history: Sequence[dict[str, Any]], weights: Seque
         ax.legend(fontsize=8)
     for i, (name, w) in enumerate([(n, w) for n, w in weights if np.isfinite(w).all()]):
         ax = fig.add_subplot(grid[1 + i // cols, i % cols])
-        _weight_histogram(ax, name, w)
+        values, counts = np.unique(w.ravel(), return_counts=True)
+        if len(values) <= 32:  # quantized weights take a handful of values: one bar each
+            ax.bar(values, counts, width=0.8 * (np.min(np.diff(values)) if len(values) > 1 else 1.0))
+            ax.set_xticks(values)
+            ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+        else:
+            ax.hist(w.ravel(), bins=60)
+        ax.set_title(f"{name} {tuple(w.shape)}: {len(values)} distinct values", fontsize=9)
         if i % cols == 0:
             ax.set_ylabel(f"count ({weights_label})")
     fig.suptitle(title, fontsize=10)

@@ -120,15 +120,14 @@ class TorchRunner:
         """The weight accumulators (WAGE, as the reference keeps them: not yet clipped) or weights (float)."""
         if self.quantized:
             return [self.trainer.accumulators[n].numpy().copy() for n in self.names]
-        params = dict(self.model.named_parameters())
-        return [params[n].detach().numpy().copy() for n in self.names]
+        return [p.detach().numpy().copy() for p in self.model.parameters()]
 
     def raw_weights(self) -> dict[str, np.ndarray]:
         return dict(zip(self.names, self.accumulators(), strict=True))
 
     def forward_weights(self) -> list[tuple[str, np.ndarray]]:
         if not self.quantized:
-            return list(zip(self.names, self.accumulators(), strict=True))
+            return list(self.raw_weights().items())
         c, t = self.config, self.trainer
         return [(n, QW(t.accumulators[n], c.bits_W, t.scales[n], "nearest").numpy()) for n in self.names]
 
