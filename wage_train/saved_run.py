@@ -1,10 +1,8 @@
-"""A finished ``wage-train`` run, loaded for prediction (:func:`load_run`), evaluated (``wage-train eval``) and
-exported (``wage-train export``).
+"""A finished ``wage-train`` run (``config.json``, ``weights.npz``), loaded for prediction (:func:`load_run`),
+evaluated (``wage-train eval``) and exported (``wage-train export``).
 
-A run folder holds ``config.json`` (:class:`wage_train.config.RunConfig`) and ``weights.npz`` (the final weights
-under ``"<framework>.<layer>"``: WAGE's accumulators, or the float weights). :meth:`LoadedRun.predict` gives the
-classes the run's own evaluation gave, bit for bit: the same model, weights, input scaling, evaluation batch and,
-for stochastic forward rounding, key.
+:meth:`LoadedRun.predict` gives the classes the run's own evaluation gave, bit for bit: the same model, weights
+(``weights.npz``'s ``"<framework>.<layer>"``), input scaling, evaluation batch and, for stochastic rounding, key.
 """
 
 from __future__ import annotations
@@ -31,24 +29,17 @@ IMAGE_SHAPE = {"digits": (8, 8, 1), "mnist": (28, 28, 1), "cifar10": (32, 32, 3)
 
 @dataclass(frozen=True)
 class LoadedRun:
-    """A saved run, ready to predict.
-
-    Attributes:
-        config: the run's configuration.
-        framework: ``"jax"`` or ``"torch"``: whose weights were loaded.
-        model: the Flax linen module (``model.apply({"params": params}, inputs)``) or the torch ``nn.Module``
-            (holding the forward weights, ``QW(accumulator)`` for WAGE; NCHW inputs for conv models).
-        params: the Flax parameters (WAGE: the accumulators, which the layers quantize), or None for torch.
-        wage: the run's ``WAGEConfig``, or None for a float run.
-    """
+    """A saved run, ready to predict."""
 
     config: RunConfig
-    framework: str
+    framework: str  # "jax" or "torch": whose weights were loaded
+    # The Flax linen module (``model.apply({"params": params}, inputs)``) or the torch ``nn.Module`` (holding the
+    # forward weights, ``QW(accumulator)`` for WAGE; NCHW inputs for conv models).
     model: Any
-    params: Any
-    wage: WAGEConfig | None
+    params: Any  # the Flax parameters (WAGE: the accumulators, which the layers quantize), or None for torch
+    wage: WAGEConfig | None  # None for a float run
     runner: Runner
-    max_value: float
+    max_value: float  # the raw pixels' largest value
 
     def preprocess(self, images: np.ndarray) -> np.ndarray:
         """Raw pixels ``(N, H, W, C)`` in ``[0, max_value]`` -> float32 model inputs ``x / max_value * 2 - 1``,
