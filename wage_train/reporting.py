@@ -46,12 +46,10 @@ def _finite_or_none(obj: Any) -> Any:
     return obj
 
 
-def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], fields: Sequence[str] | None = None) -> None:
-    """Write ``rows`` atomically as CSV with the columns ``fields`` (default the first row's keys); a non-finite
-    number is an empty cell."""
+def write_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Write ``rows`` atomically as CSV, the first row's keys as columns; a non-finite number is an empty cell."""
     with atomic_write(Path(path), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(fields or (rows[0].keys() if rows else METRIC_FIELDS)),
-                                extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=list(rows[0] if rows else METRIC_FIELDS), extrasaction="ignore")
         writer.writeheader()
         writer.writerows(_finite_or_none(list(rows)))
 
