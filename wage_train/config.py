@@ -150,9 +150,6 @@ class RunConfig:
                 given = ",".join(map(str, value)) if isinstance(value, tuple) else value
                 raise ConfigError(f"{key}={_shown(value)} is not valid (must be {what})",
                                   f"--{key.replace('_', '-')} {given}: must be {what.removeprefix('null or ')}")
-        self._check_combinations()
-
-    def _check_combinations(self) -> None:
         kind = {"vgg7": "3 VGG7 stage", "lenet5": "2 LeNet-5 conv"}.get(self.model)
         if kind and len(self.widths) != int(kind[0]):
             raise ConfigError(f"widths={_shown(self.widths)} must hold the {kind} widths",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,8 +30,7 @@ class ModelSpec:
     @property
     def in_features(self) -> int:
         """``H * W * C``, the MLP's fan-in."""
-        h, w, c = self.image_shape
-        return h * w * c
+        return math.prod(self.image_shape)
 
     def describe(self) -> str:
         """The architecture in a few words, e.g. ``MLP 64-256-10``."""
