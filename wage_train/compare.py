@@ -1,8 +1,8 @@
 """``--compare``'s bookkeeping: how far the JAX run is from the torch run, step by step and epoch by epoch.
 
 Both runners train from torch's initial weights on the same batches; after each epoch the JAX accumulators are
-compared with ``C(torch accumulators)`` (torch keeps them unclipped, docs/contract.md §3) and the test logits of
-the two, bit for bit. The records go to ``compare.csv`` and ``metrics.json``.
+compared bit for bit with ``C(torch accumulators)`` (torch keeps them unclipped, docs/contract.md §3), and so are
+the test logits. The records go to ``compare.csv`` and ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -14,29 +14,23 @@ import numpy as np
 
 from wage_train.runner import Runner
 
-__all__ = ["Comparison", "format_compare", "summary"]
+__all__ = ["Comparison", "format_compare", "summary", "verdict"]
 
 
-def _bits(a: np.ndarray) -> np.ndarray:
+def _bits(a: Any) -> np.ndarray:
     return np.ascontiguousarray(a, np.float32).view(np.int32)
 
 
 class Comparison:
-    """Counts the training steps whose logits differ (:meth:`step`) and records each epoch (:meth:`end_epoch`).
-
-    Args:
-        bits_W: the weight bits (torch's accumulators are clipped with them before the comparison).
-        records: the records of the epochs done (a resumed run's), extended in place.
-    """
+    """Counts the training steps whose logits differ (:meth:`step`) and appends a record per epoch to ``records``
+    (a resumed run's, extended in place); torch's accumulators are clipped to ``bits_W`` before comparing."""
 
     def __init__(self, bits_W: int, records: list[dict[str, Any]]) -> None:
-        self.bits_W, self.records = bits_W, records
-        self.steps_differ = 0
+        self.bits_W, self.records, self.steps_differ = bits_W, records, 0
 
     def step(self, logits: dict[str, Any]) -> None:
         """One step's logits ``(B, K)`` by framework."""
-        self.steps_differ += int(not np.array_equal(_bits(np.asarray(logits["torch"])),
-                                                    _bits(np.asarray(logits["jax"]))))
+        self.steps_differ += int(not np.array_equal(_bits(logits["torch"]), _bits(logits["jax"])))
 
     def end_epoch(self, runners: Sequence[Runner], steps: int, test_logits: dict[str, np.ndarray],
                   epoch: int) -> dict[str, Any]:
@@ -45,20 +39,15 @@ class Comparison:
 
         from wage_torch.wage_qtorch import C
 
-        torch_runner, jax_runner = runners
-        torch_acc = [C(torch.from_numpy(a), self.bits_W).numpy() for a in torch_runner.accumulators()]
-        jax_acc = jax_runner.accumulators()
-        differ = sum(int((_bits(a) != _bits(b)).sum()) for a, b in zip(torch_acc, jax_acc, strict=True))
+        torch_acc = [C(torch.from_numpy(a), self.bits_W).numpy() for a in runners[0].accumulators()]
+        differ = sum(int((_bits(a) != _bits(b)).sum()) for a, b in zip(torch_acc, runners[1].accumulators(),
+                                                                         strict=True))
         lt, lj = test_logits["torch"], test_logits["jax"]
         logits_differ = int((_bits(lt) != _bits(lj)).sum())
         record = {
-            "epoch": epoch,
-            "steps": steps,
-            "steps_logits_differ": self.steps_differ,
-            "accumulator_elements": sum(a.size for a in torch_acc),
-            "accumulator_elements_differ": differ,
-            "test_examples": len(lt),
-            "test_predictions_differ": int((lt.argmax(-1) != lj.argmax(-1)).sum()),
+            "epoch": epoch, "steps": steps, "steps_logits_differ": self.steps_differ,
+            "accumulator_elements": sum(a.size for a in torch_acc), "accumulator_elements_differ": differ,
+            "test_examples": len(lt), "test_predictions_differ": int((lt.argmax(-1) != lj.argmax(-1)).sum()),
             "test_logits_differ": logits_differ,
             "identical": self.steps_differ == 0 and differ == 0 and logits_differ == 0,
         }
@@ -68,13 +57,12 @@ class Comparison:
 
 
 def format_compare(c: dict[str, Any]) -> str:
-    """The ``--compare`` line of one epoch: how many logits, accumulator elements and predictions differ."""
-    verdict = "identical" if c["identical"] else "DIFFERENT"
+    """The ``--compare`` line of one epoch record."""
     return (
-        f"{'':>5}  jax==torch {verdict}: train logits differ in {c['steps_logits_differ']}/{c['steps']} steps; "
-        f"accumulators differ in {c['accumulator_elements_differ']}/{c['accumulator_elements']} elements; "
-        f"test predictions differ in {c['test_predictions_differ']}/{c['test_examples']} "
-        f"(test logits in {c['test_logits_differ']})"
+        f"{'':>5}  jax==torch {'identical' if c['identical'] else 'DIFFERENT'}: train logits differ in "
+        f"{c['steps_logits_differ']}/{c['steps']} steps; accumulators differ in "
+        f"{c['accumulator_elements_differ']}/{c['accumulator_elements']} elements; test predictions differ in "
+        f"{c['test_predictions_differ']}/{c['test_examples']} (test logits in {c['test_logits_differ']})"
     )
 
 

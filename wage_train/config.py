@@ -1,9 +1,8 @@
 """The ``wage-train`` run configuration: one frozen, typed :class:`RunConfig`, its only validator, its JSON form.
 
-Every way a run is configured goes through :class:`RunConfig`: the command line (``wage_train.cli`` passes the
-options that were given), ``--preset`` (applied by the constructor: explicit values win), ``--print-config`` and
-``config.json`` (:meth:`RunConfig.to_dict`), and ``--resume`` (:meth:`RunConfig.load`, then :func:`resume_config`).
-A field left ``None`` where its type allows a value takes the preset's value, else the data set's default.
+The command line, ``--preset``, ``--print-config``/``config.json`` (:meth:`RunConfig.to_dict`) and ``--resume``
+(:meth:`RunConfig.load`, :func:`resume_config`) all go through :class:`RunConfig`. A field left ``None`` takes
+the preset's value, else the data set's or model's default.
 """
 
 from __future__ import annotations
@@ -16,8 +15,7 @@ from typing import Any
 
 from wage_spec import FULL_PRECISION, MAX_LR, WAGEConfig
 from wage_train.data import DATASETS
-from wage_train.float_recipe import RECIPES, STANDARD_LR, STANDARD_LR_DECAY, default_factor
-from wage_train.float_recipe import float_lr as float_lr
+from wage_train.float_recipe import HE_FACTOR, RECIPES, STANDARD_LR, STANDARD_LR_DECAY, float_lr
 from wage_train.presets import PRESETS
 from wage_train.runspec import SCHEDULES
 from wage_train.safe_io import read_json_object
@@ -35,12 +33,9 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     "cifar10": {"model": "vgg7", "hidden": (1024,), "epochs": 300, "augment": True},
     "svhn": {"model": "vgg7", "hidden": (1024,), "epochs": 300, "augment": True, "flip": False},
 }
-# Conv widths and dense width of the conv models when not given (the paper's); the MLP keeps VGG7's.
-MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "vgg7": {"widths": (128, 256, 512), "vgg_hidden": 1024},
-    "lenet5": {"widths": (32, 64), "vgg_hidden": 512},
-}
-# Fields that --resume may change: more epochs (the lr schedule is recomputed), where the data is.
+# The paper's conv and dense widths of the conv models; the MLP keeps VGG7's.
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {"vgg7": {"widths": (128, 256, 512), "vgg_hidden": 1024},
+                                             "lenet5": {"widths": (32, 64), "vgg_hidden": 512}}
 RESUME_OVERRIDABLE = frozenset({"epochs", "data_dir", "eval_batch_size", "integer"})
 
 
@@ -49,8 +44,8 @@ class UsageError(ValueError):
 
 
 class ConfigError(UsageError):
-    """A :class:`RunConfig` value that is not valid. The message names the field as ``config.json`` has it;
-    :attr:`option_message` says the same in the command line's terms."""
+    """An invalid :class:`RunConfig` value, named as ``config.json`` has it; :attr:`option_message` names the
+    command-line option."""
 
     def __init__(self, message: str, option_message: str) -> None:
         super().__init__(message)
@@ -65,52 +60,35 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _positive_ints(v: Any) -> bool:
-    return isinstance(v, tuple) and bool(v) and all(_is_int(x) and x >= 1 for x in v)
+def _bits_text(bits: tuple[int, ...], sep: str) -> str:
+    return sep.join("fp" if b == FULL_PRECISION else str(b) for b in bits)
 
 
-def _utf8(v: str) -> bool:
-    try:
-        v.encode("utf-8")  # an undecodable command-line byte arrives as a lone surrogate
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _bool(v: Any) -> bool:
-    return isinstance(v, bool)
-
-
-def _at_least_1(v: Any) -> bool:
-    return _is_int(v) and v >= 1
-
-
+_POSITIVE_INTS = (lambda v: isinstance(v, tuple) and bool(v) and all(_is_int(x) and x >= 1 for x in v),
+                  "a list of positive integers")
 _RULES: dict[str, tuple[Any, str]] = {  # field: (test of a resolved value, what it must be)
+    **dict.fromkeys(("float", "integer", "augment", "flip"), (lambda v: isinstance(v, bool), "true or false")),
+    **dict.fromkeys(("vgg_hidden", "epochs", "batch_size", "eval_batch_size"),
+                    (lambda v: _is_int(v) and v >= 1, "an integer >= 1")),
+    **dict.fromkeys(MODES, (lambda v: v in ("nearest", "stochastic"), "nearest or stochastic")),
+    "hidden": _POSITIVE_INTS,
+    "widths": _POSITIVE_INTS,
     "framework": (lambda v: v in ("jax", "torch", "compare"), "jax, torch or compare"),
-    "float": (_bool, "true or false"),
-    "integer": (_bool, "true or false"),
     "dataset": (lambda v: v in DATASETS, ", ".join(DATASETS)),
     "data_dir": (lambda v: v is None or isinstance(v, str), "a path or null"),
     "model": (lambda v: v in MODELS, "mlp, vgg7 or lenet5"),
-    "hidden": (_positive_ints, "a list of positive integers"),
-    "widths": (_positive_ints, "a list of positive integers"),
-    "vgg_hidden": (_at_least_1, "an integer >= 1"),
     "bits": (lambda v: isinstance(v, tuple) and len(v) == 4 and all(_is_int(x) for x in v), "4 integers"),
-    **{m: (lambda v: v in ("nearest", "stochastic"), "nearest or stochastic") for m in MODES},
     "factor": (lambda v: _is_num(v) and v > 0, "finite and > 0"),
-    "epochs": (_at_least_1, "an integer >= 1"),
-    "batch_size": (_at_least_1, "an integer >= 1"),
     "lr": (lambda v: v is None or (_is_num(v) and v > 0), "finite and > 0"),
     "schedule": (lambda v: v in SCHEDULES, ", ".join(SCHEDULES)),
     "seed": (lambda v: _is_int(v) and 0 <= v <= SEED_MAX, "an integer in [0, 2^63-1]"),
-    "augment": (_bool, "true or false"),
-    "flip": (_bool, "true or false"),
     "preset": (lambda v: v is None or v in PRESETS, "null or " + ", ".join(PRESETS)),
-    "limit_batches": (lambda v: v is None or _at_least_1(v), "null or an integer >= 1"),
-    "eval_batch_size": (_at_least_1, "an integer >= 1"),
+    "limit_batches": (lambda v: v is None or (_is_int(v) and v >= 1), "null or an integer >= 1"),
     "validation": (lambda v: v is None or (_is_num(v) and 0 < v < 1), "null or a fraction in (0, 1)"),
     "float_recipe": (lambda v: v is None or v in RECIPES, "null or " + ", ".join(RECIPES)),
-    "name": (lambda v: isinstance(v, str) and bool(v) and _utf8(v), "a non-empty string of valid UTF-8"),
+    # An undecodable command-line byte arrives as a lone surrogate, which UTF-8 cannot encode.
+    "name": (lambda v: isinstance(v, str) and bool(v) and not any("\ud800" <= ch <= "\udfff" for ch in v),
+             "a non-empty string of valid UTF-8"),
     "out_dir": (lambda v: isinstance(v, str) and bool(v), "a non-empty path"),
     "data_fingerprint": (lambda v: v is None or isinstance(v, dict), "null or an object"),
     "scales": (lambda v: v is None or (isinstance(v, tuple) and all(_is_num(x) for x in v)), "null or numbers"),
@@ -119,12 +97,11 @@ _RULES: dict[str, tuple[Any, str]] = {  # field: (test of a resolved value, what
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that defines a ``wage-train`` run (``config.json``; the fields in its key order).
+    """Everything that defines a ``wage-train`` run (``config.json``, in field order).
 
-    Constructed with the fields that were given; the rest are resolved in :meth:`__post_init__` (explicit value,
-    else ``preset``'s, else the data set's or model's default), which is also the one place where every value
-    is checked (:class:`UsageError` naming the field). ``RunConfig()`` is the default run: WAGE 2-8-8-8, MLP
-    64-256-10 on the embedded digits, JAX, 60 epochs.
+    Fields not given are resolved by :meth:`__post_init__` (explicit value, else ``preset``'s, else the data
+    set's or model's default), the one place every value is checked (:class:`UsageError` naming the field).
+    ``RunConfig()``: WAGE 2-8-8-8, MLP 64-256-10 on the embedded digits, JAX, 60 epochs.
     """
 
     framework: str | None = None  # "jax" (default), "torch", or "compare" (both, from torch's init)
@@ -144,9 +121,7 @@ class RunConfig:
     factor: float | None = None  # initializer variance factor (WAGE 1.0; float standard recipe: He's 2.0)
     epochs: int | None = None  # default: 60 digits, 100 mnist, 300 cifar10 and svhn
     batch_size: int | None = None  # default 128
-    # Base lr (WAGE 8; float: float_recipe.STANDARD_LR per model). None after construction only for the
-    # wage-sse recipe, whose default depends on the image size: the CLI sets it once the data is loaded.
-    lr: float | None = None
+    lr: float | None = None  # base lr (WAGE 8, float: STANDARD_LR); wage-sse: None until the data is loaded
     schedule: str | None = None  # one of runspec.SCHEDULES (default "paper")
     seed: int | None = None  # initial weights, batch order, random rounding (0 to 2^63-1, default 0)
     augment: bool | None = None  # pad-4 random crop (+ flip) (default on for cifar10 and svhn)
@@ -158,28 +133,23 @@ class RunConfig:
     float_recipe: str | None = None  # float runs: "standard" (default) or "wage-sse"; WAGE runs: None
     name: str | None = None  # default "<dataset>-<model>-<method>-<framework>-s<seed>"
     out_dir: str | None = None  # default runs/<name>
-    # Recorded when the data is loaded (None before): counts, image shape, sha256 (data.data_fingerprint).
-    data_fingerprint: dict[str, Any] | None = None
-    # WAGE runs: the initializer's per-layer scale (Eq. 7), forward order, recorded when training starts.
-    scales: tuple[float, ...] | None = None
+    data_fingerprint: dict[str, Any] | None = None  # recorded when the data is loaded (data.data_fingerprint)
+    scales: tuple[float, ...] | None = None  # WAGE: the init's per-layer scale (Eq. 7), recorded at the start
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        for f in ("hidden", "widths", "bits", "scales"):  # JSON gives lists: stored as tuples
+        for f in ("hidden", "widths", "bits", "scales"):  # JSON gives lists
             if isinstance(getattr(self, f), list):
                 set_(self, f, tuple(getattr(self, f)))
         for key, value in _resolved_defaults(self).items():
             if getattr(self, key) is None:
                 set_(self, key, value)
-        for key, (ok, what) in _RULES.items():
-            value = getattr(self, key)
+        for key in (f.name for f in fields(self)):  # in field order: the first invalid one is named
+            (ok, what), value = _RULES[key], getattr(self, key)
             if not ok(value):
                 given = ",".join(map(str, value)) if isinstance(value, tuple) else value
                 raise ConfigError(f"{key}={_shown(value)} is not valid (must be {what})",
                                   f"--{key.replace('_', '-')} {given}: must be {what.removeprefix('null or ')}")
-        self._check_combinations()
-
-    def _check_combinations(self) -> None:
         kind = {"vgg7": "3 VGG7 stage", "lenet5": "2 LeNet-5 conv"}.get(self.model)
         if kind and len(self.widths) != int(kind[0]):
             raise ConfigError(f"widths={_shown(self.widths)} must hold the {kind} widths",
@@ -200,38 +170,33 @@ class RunConfig:
         try:
             self.wage_config  # noqa: B018  (validates bits and modes: docs/contract.md §4)
         except (TypeError, ValueError) as e:
-            given = "-".join("fp" if b == FULL_PRECISION else str(b) for b in self.bits)
             raise ConfigError(f"bits={_shown(self.bits)} / rounding modes: {e}",
-                              f"--bits {given} / rounding modes: {e}") from None
+                              f"--bits {_bits_text(self.bits, '-')} / rounding modes: {e}") from None
 
     @property
     def wage_config(self) -> WAGEConfig:
-        """The ``wage_spec.WAGEConfig`` of the run (bits, modes, init factor; a float run uses its factor)."""
+        """The run's ``wage_spec.WAGEConfig`` (bits, modes, init factor)."""
         w, a, g, e = self.bits
         return WAGEConfig(bits_W=w, bits_A=a, bits_G=g, bits_E=e, factor=self.factor,
                           **{m: getattr(self, m) for m in MODES})
 
     def replace(self, **changes: Any) -> RunConfig:
-        """A copy with ``changes`` (validated again)."""
+        """A copy with ``changes``, validated again."""
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form (``config.json``, ``--print-config``): every field in order, lists for tuples; the
-        recorded fields (``data_fingerprint``, ``scales``) only once recorded."""
-        out = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name in ("data_fingerprint", "scales") and v is None:
-                continue
-            out[f.name] = list(v) if isinstance(v, tuple) else v
+        """The JSON form: every field in order, lists for tuples, ``data_fingerprint``/``scales`` once recorded."""
+        items = ((f.name, getattr(self, f.name)) for f in fields(self))
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in items
+               if v is not None or k not in ("data_fingerprint", "scales")}
         if self.float_recipe == "standard":
-            out["lr_decay"] = STANDARD_LR_DECAY  # what the run trains with, so that a later recipe cannot resume it
+            out["lr_decay"] = STANDARD_LR_DECAY  # so that a later recipe's decay cannot resume it
         return out
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any], source: str) -> RunConfig:
-        """The configuration saved as ``saved`` (a ``config.json`` object) by any wage-train version that wrote
-        one; :class:`UsageError` in one line naming ``source`` for anything missing, unknown or invalid."""
+        """The configuration a ``config.json`` object holds (from any wage-train version); :class:`UsageError`
+        naming ``source`` for anything missing, unknown or invalid."""
         saved = dict(saved)
         saved.setdefault("validation", None)  # fields newer than some saved runs, as those runs had them
         saved.setdefault("integer", False)
@@ -239,7 +204,6 @@ class RunConfig:
             saved["float_recipe"] = "wage-sse" if saved["float"] else None
         decay = saved.pop("lr_decay", None)
         if saved.get("float") is True and saved.get("float_recipe") == "standard" and decay != STANDARD_LR_DECAY:
-            # Saved before the standard recipe annealed its lr: resuming would change its schedule mid-run.
             raise UsageError(f"{source}: this standard-recipe float run trained with a constant lr (an earlier "
                              f"version); finish it with that version, or start again with --overwrite")
         names = [f.name for f in fields(cls)]
@@ -272,62 +236,46 @@ def _shown(v: Any) -> str:
 
 def _resolved_defaults(c: RunConfig) -> dict[str, Any]:
     """The value of every field ``c`` leaves None: ``c.preset``'s, else the data set's or model's default."""
-    preset = dict(PRESETS.get(c.preset, {}))
-    if c.framework == "compare":
-        preset = {k: v for k, v in preset.items() if k not in MODES}  # --compare: every mode nearest
-    if c.float:
-        preset = {k: v for k, v in preset.items() if k not in ("lr", "factor")}  # the float baseline's own
+    preset = PRESETS.get(c.preset, {})
+    drop = (set(MODES) if c.framework == "compare" else set()) | ({"lr", "factor"} if c.float else set())
     if c.model not in (None, preset.get("model")):
-        preset = {k: v for k, v in preset.items() if k not in ("widths", "vgg_hidden")}  # that model's sizes
+        drop |= {"widths", "vgg_hidden"}  # another model keeps its own sizes
     given = {f.name: getattr(c, f.name) for f in fields(c)}
-    merged = {k: (tuple(v) if isinstance(v, list) else v) for k, v in preset.items() if given.get(k) is None}
-    merged = {**merged, **{k: v for k, v in given.items() if v is not None}}
+    merged = {k: tuple(v) if isinstance(v, list) else v for k, v in preset.items()
+              if k not in drop and given[k] is None}
+    merged |= {k: v for k, v in given.items() if v is not None}
     dataset = merged.setdefault("dataset", "digits")
     if dataset not in DATASET_DEFAULTS:
         return merged  # the rules name it
     d = DATASET_DEFAULTS[dataset]
     framework = merged.setdefault("framework", "jax")
     model = merged.setdefault("model", d["model"])
-    paper = WAGEConfig()
     recipe = merged.setdefault("float_recipe", "standard" if c.float else None)
-    merged.setdefault("hidden", d["hidden"])
-    merged.setdefault("widths", MODEL_DEFAULTS.get(model, MODEL_DEFAULTS["vgg7"])["widths"])
-    merged.setdefault("vgg_hidden", MODEL_DEFAULTS.get(model, MODEL_DEFAULTS["vgg7"])["vgg_hidden"])
-    merged.setdefault("bits", (paper.bits_W, paper.bits_A, paper.bits_G, paper.bits_E))
-    for m in MODES:
-        merged.setdefault(m, "nearest" if framework == "compare" else getattr(paper, m))
-    # The float layers' init: He's factor 2 in the standard recipe, WAGE's (the paper's 1.0) in wage-sse.
-    float_factor = c.float and recipe in RECIPES
-    merged.setdefault("factor", default_factor(recipe, paper.factor) if float_factor else paper.factor)
-    merged.setdefault("epochs", d["epochs"])
-    merged.setdefault("batch_size", 128)
+    paper = WAGEConfig()
     if not c.float:
         merged.setdefault("lr", WAGE_LR)
     elif recipe == "standard":
         merged.setdefault("lr", STANDARD_LR.get(model))
-    merged.setdefault("schedule", "paper")
-    merged.setdefault("seed", 0)
-    merged.setdefault("augment", d["augment"])
-    merged.setdefault("flip", d.get("flip", True))
-    merged.setdefault("eval_batch_size", 500)
+    defaults = {
+        "hidden": d["hidden"], **MODEL_DEFAULTS.get(model, MODEL_DEFAULTS["vgg7"]),
+        "bits": (paper.bits_W, paper.bits_A, paper.bits_G, paper.bits_E),
+        **{m: "nearest" if framework == "compare" else getattr(paper, m) for m in MODES},
+        "factor": HE_FACTOR if c.float and recipe == "standard" else paper.factor,  # wage-sse: WAGE's
+        "epochs": d["epochs"], "batch_size": 128, "schedule": "paper", "seed": 0, "augment": d["augment"],
+        "flip": d.get("flip", True), "eval_batch_size": 500,
+    }
+    merged = defaults | merged
     if isinstance(merged["bits"], tuple) and all(_is_int(b) for b in merged["bits"]):
-        method = "float" if c.float else "wage" + "".join("fp" if b == FULL_PRECISION else str(b)
-                                                           for b in merged["bits"])
+        method = "float" if c.float else "wage" + _bits_text(merged["bits"], "")
         merged.setdefault("name", f"{dataset}-{model}-{method}-{framework}-s{merged['seed']}")
         merged.setdefault("out_dir", str(Path("runs") / merged["name"]))
     return merged
 
 
 def resume_config(saved: RunConfig, given: RunConfig, explicit: set[str], out_dir: Path) -> RunConfig:
-    """The configuration that ``--resume`` continues: ``saved`` with the fields of :data:`RESUME_OVERRIDABLE` that
-    were given (``explicit``) taken from ``given``; any other explicit field must agree with ``saved``.
-
-    Args:
-        saved: the run's ``config.json`` (:meth:`RunConfig.load`).
-        given: the configuration the command line resolves to.
-        explicit: the names of the fields given on the command line.
-        out_dir: the run's folder, named in the messages.
-    """
+    """What ``--resume`` continues: ``saved``, with the :data:`RESUME_OVERRIDABLE` fields named in ``explicit``
+    taken from ``given`` (the command line's configuration); any other explicit field must agree with ``saved``
+    (:class:`UsageError` naming ``out_dir``)."""
     changes = {}
     for key in sorted(explicit):
         if key in RESUME_OVERRIDABLE:
@@ -346,16 +294,14 @@ def resume_config(saved: RunConfig, given: RunConfig, explicit: set[str], out_di
 
 
 def check_data_fingerprint(cfg: RunConfig, fingerprint: dict[str, Any], out_dir: Path) -> None:
-    """On ``--resume``: :class:`UsageError` unless the data loaded now is the data the run was trained on
-    (``cfg.data_fingerprint``, recorded by the first invocation: counts, image shape, sha256 of the arrays).
-    A run saved before fingerprints existed gets the current one recorded."""
+    """On ``--resume``: :class:`UsageError` unless the data loaded now (``fingerprint``) is the data the run
+    recorded; a run that recorded none gets the current one."""
     saved = cfg.data_fingerprint
     if saved is None:
         print("note: this run recorded no data fingerprint; the current data's is recorded now", flush=True)
         return
-    same = ("train", "eval", "eval_split", "image_shape", "sha256")  # not where the files were
-    if all(saved.get(k) == fingerprint.get(k) for k in same):
-        return
+    if all(saved.get(k) == fingerprint.get(k) for k in ("train", "eval", "eval_split", "image_shape", "sha256")):
+        return  # not where the files were
     diffs = [f"{k} {fingerprint.get(k)} (was {saved.get(k)})" for k in ("train", "eval", "image_shape")
              if fingerprint.get(k) != saved.get(k)] or ["the same counts and shape, different contents (sha256)"]
     raise UsageError(f"--resume: the data differs from the data the run in {out_dir} was trained on: "

@@ -1,53 +1,28 @@
-"""How ``wage-train --float`` trains the float baseline: loss, optimizer, initializer, lr and its schedule.
+"""How ``wage-train --float`` trains the float baseline (docs/training.md gives the references and the lr sweep).
 
-``standard`` (the default; docs/training.md gives the references and the lr sweep): batch-mean softmax
-cross-entropy; SGD with momentum 0.9 (``v <- 0.9 v + g``, ``w <- w - lr v``), no weight decay, on the gradient
-clipped to a global l2 norm of :data:`CLIP_NORM`; He uniform init (factor 2); lr per model family
-(:data:`STANDARD_LR`) cosine-annealed to 0 over the run (:func:`annealed_lr`).
-
-``wage-sse`` (like for like): WAGE's loss (``0.5 * sum ||z - onehot(y)||^2`` over the batch), plain SGD, WAGE's
-init factor (1.0) and ``--schedule``, lr :func:`float_lr`: it differs from WAGE only by the quantizers.
-
-JAX and torch take the same step: optax in JAX, its twin (:func:`torch_optimizer`) in torch.
+``standard`` (the default): batch-mean softmax cross-entropy, SGD momentum 0.9 on the gradient clipped to a global
+norm of :data:`CLIP_NORM`, He init, lr :data:`STANDARD_LR` cosine-annealed to 0 (:func:`annealed_lr`).
+``wage-sse``: WAGE's loss, plain SGD, init and ``--schedule``, lr :func:`float_lr`: WAGE without the quantizers.
+JAX (optax) and torch (:func:`torch_optimizer`) take the same step.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = [
-    "CLIP_NORM",
-    "HE_FACTOR",
-    "MOMENTUM",
-    "annealed_lr",
-    "RECIPES",
-    "STANDARD_LR",
-    "STANDARD_LR_DECAY",
-    "default_factor",
-    "default_lr",
-    "describe",
-    "float_lr",
-    "jax_loss",
-    "loss_is_batch_mean",
-    "jax_optimizer",
-    "torch_clip_gradients",
-    "torch_loss",
-    "torch_optimizer",
-]
+__all__ = ["CLIP_NORM", "HE_FACTOR", "RECIPES", "STANDARD_LR", "STANDARD_LR_DECAY", "annealed_lr", "default_lr",
+           "describe", "float_lr", "jax_loss", "jax_optimizer", "loss_is_batch_mean", "torch_clip_gradients",
+           "torch_loss", "torch_optimizer"]
 
 RECIPES = ("standard", "wage-sse")
-# How the standard recipe's lr decays within a run (:func:`annealed_lr`); config.json records it, so that a run
-# saved by a version with another decay is refused by --resume instead of changing its schedule mid-run.
+# config.json records it: --resume refuses a run saved by a version whose standard recipe decayed otherwise.
 STANDARD_LR_DECAY = "cosine"
 MOMENTUM = 0.9
-# The largest global l2 norm of a gradient the standard recipe applies (Pascanu et al. 2013).
-CLIP_NORM = 1.0
-# He/Kaiming uniform: variance 2 / fan_in (the float layers draw U(-L, L), L = sqrt(3 * factor / fan_in)).
-HE_FACTOR = 2.0
-# The standard recipe's default lr per model family, from scripts/float_lr_sweep.py on validation splits
-# (docs/training.md: every default is within noise of its sweep's best, and every setting trains at 2x and 4x
-# it; training breaks down at 8x (VGG7, LeNet-5) or 16x (MLP)).
+CLIP_NORM = 1.0  # the largest global l2 norm of a gradient the standard recipe applies (Pascanu et al. 2013)
+HE_FACTOR = 2.0  # He uniform: U(-L, L), L = sqrt(3 * factor / fan_in)
+# From scripts/float_lr_sweep.py on validation splits (docs/training.md): within noise of each sweep's best.
 STANDARD_LR: dict[str, float] = {"mlp": 0.16, "lenet5": 0.16, "vgg7": 0.16}
 FLOAT_LR = 0.001  # wage-sse's lr x 64 / fan-in (docs/training.md)
 
@@ -58,20 +33,9 @@ def _check(recipe: str) -> str:
     return recipe
 
 
-def default_factor(recipe: str, wage_factor: float) -> float:
-    """The float layers' initializer variance factor when ``--factor`` is not given: He's 2.0 for ``standard``,
-    WAGE's (``wage_factor``, the paper's 1.0) for ``wage-sse``."""
-    return HE_FACTOR if _check(recipe) == "standard" else wage_factor
-
-
 def default_lr(recipe: str, model: str, image_shape: Iterable[int]) -> float:
-    """The float baseline's base lr when ``--lr`` is not given.
-
-    Args:
-        recipe: one of :data:`RECIPES`.
-        model: ``"mlp"``, ``"lenet5"`` or ``"vgg7"`` (the model family: :data:`STANDARD_LR`).
-        image_shape: ``(H, W, C)`` of one image (``wage-sse``'s rule scales with the fan-in ``H*W*C``).
-    """
+    """The float baseline's base lr when ``--lr`` is not given: :data:`STANDARD_LR` of ``model``, or
+    :func:`float_lr` of ``image_shape`` ``(H, W, C)`` for ``wage-sse``."""
     if _check(recipe) == "wage-sse":
         return float_lr(tuple(image_shape))
     if model not in STANDARD_LR:
@@ -80,21 +44,16 @@ def default_lr(recipe: str, model: str, image_shape: Iterable[int]) -> float:
 
 
 def float_lr(image_shape: tuple[int, ...]) -> float:
-    """The ``wage-sse`` recipe's default lr: ``FLOAT_LR * 64 / (H*W*C)``, the first layer's fan-in (its gradient
-    grows with it: 8.16e-5 for 28x28 MNIST; docs/training.md)."""
-    fan_in = 1
-    for n in image_shape:
-        fan_in *= int(n)
-    return FLOAT_LR * 64.0 / fan_in
+    """``wage-sse``'s default lr, ``FLOAT_LR * 64 / (H*W*C)``: the first layer's gradient grows with its fan-in."""
+    return FLOAT_LR * 64.0 / math.prod(int(n) for n in image_shape)
 
 
 def annealed_lr(recipe: str, base_lr: float, total_steps: int) -> Callable[[Any], Any] | None:
-    """The lr of each step, ``count -> float32 scalar``, of a recipe that anneals (``standard``), else None.
+    """``count -> float32 lr`` of the standard recipe, ``base_lr * (1 + cos(pi * min(t, T) / T)) / 2``
+    (``optax.cosine_decay_schedule``), else None.
 
-    ``base_lr * (1 + cos(pi * min(t, T) / T)) / 2`` at step ``t`` of ``T = total_steps``
-    (``optax.cosine_decay_schedule``), jitted: the JAX step evaluates it inside its own jit and the torch runner
-    calls it with its step count, so both frameworks take the same float32 lr. ``T`` is capped at optax's int32
-    step count (as a Python ``count`` is: later steps take the last lr).
+    Jitted, so that the JAX step (inside its jit) and the torch runner (with its step count) take the same float32
+    lr; ``T`` and a Python ``count`` are capped at optax's int32 step count.
     """
     if _check(recipe) != "standard":
         return None
@@ -103,52 +62,34 @@ def annealed_lr(recipe: str, base_lr: float, total_steps: int) -> Callable[[Any]
 
     int32_max = 2**31 - 1
     cosine = jax.jit(optax.cosine_decay_schedule(float(base_lr), max(1, min(int(total_steps), int32_max))))
-
-    def lr(count: Any) -> Any:
-        return cosine(min(count, int32_max) if isinstance(count, int) else count)
-
-    return lr
+    return lambda count: cosine(min(count, int32_max) if isinstance(count, int) else count)
 
 
 def describe(recipe: str) -> str:
-    """A short label for the run's banner, e.g. ``softmax cross-entropy, SGD momentum 0.9, gradient norm clipped
-    at 1, He init``."""
+    """A short label of the recipe for the run's banner."""
     if _check(recipe) == "standard":
         return f"softmax cross-entropy, SGD momentum {MOMENTUM:g}, gradient norm clipped at {CLIP_NORM:g}, He init"
     return "WAGE's SSE loss, plain SGD"
 
 
 def loss_is_batch_mean(recipe: str) -> bool:
-    """Whether the recipe's loss is a mean over the batch (``standard``) rather than a sum (``wage-sse``, WAGE).
-
-    The runners report every loss summed over the batch (the training loop divides by the examples seen), so a
-    mean is multiplied back by the batch size.
-    """
+    """Whether the loss is a batch mean (``standard``), which the runners multiply back to WAGE's batch sum."""
     return _check(recipe) == "standard"
 
 
-# ------------------------------------------------------------------------------------------------ JAX
-
-
 def jax_loss(recipe: str) -> Callable[[Any, Any], Any]:
-    """``loss(logits (B, K) float32, labels (B,) int) -> scalar``: batch-mean softmax cross-entropy (``standard``)
-    or ``wage_jax.sse_loss`` (``wage-sse``)."""
+    """``loss(logits (B, K) float32, labels (B,) int) -> scalar``: batch-mean softmax cross-entropy or WAGE's SSE."""
     if _check(recipe) == "wage-sse":
         from wage_jax import sse_loss
 
         return sse_loss
     import optax
 
-    def cross_entropy(logits: Any, labels: Any) -> Any:
-        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-    return cross_entropy
+    return lambda logits, labels: optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
 
 def jax_optimizer(recipe: str, learning_rate: Any) -> Any:
-    """The optax optimizer: ``optax.clip_by_global_norm(1.0)`` then ``optax.sgd(learning_rate, momentum=0.9)``
-    (``standard``), or plain ``optax.sgd(learning_rate)`` (``wage-sse``); ``learning_rate`` a float or a schedule
-    of the step count."""
+    """The optax optimizer; ``learning_rate`` a float or a schedule of the step count."""
     import optax
 
     if _check(recipe) == "standard":
@@ -156,11 +97,8 @@ def jax_optimizer(recipe: str, learning_rate: Any) -> Any:
     return optax.sgd(learning_rate)
 
 
-# ---------------------------------------------------------------------------------------------- torch
-
-
 def torch_loss(recipe: str) -> Callable[[Any, Any], Any]:
-    """``loss(logits (B, K), labels (B,) int64) -> scalar tensor``, the torch twin of :func:`jax_loss`."""
+    """The torch twin of :func:`jax_loss` (labels int64)."""
     if _check(recipe) == "wage-sse":
         from wage_torch.training import sse_loss
 
@@ -171,30 +109,22 @@ def torch_loss(recipe: str) -> Callable[[Any, Any], Any]:
 
 
 def torch_optimizer(recipe: str, params: Iterable[Any], lr: float) -> Any:
-    """The torch twin of :func:`jax_optimizer`: ``torch.optim.SGD`` with ``momentum=0.9`` whose ``step()`` first
-    clips the gradients (:func:`torch_clip_gradients`, a step pre-hook) (``standard``), or plain
-    ``torch.optim.SGD`` (``wage-sse``)."""
+    """The torch twin of :func:`jax_optimizer`: ``torch.optim.SGD``, whose ``step()`` first clips the gradients
+    (:func:`torch_clip_gradients`) in the standard recipe."""
     import torch
 
     if _check(recipe) != "standard":
         return torch.optim.SGD(params, lr=lr, momentum=0.0)
     optimizer = torch.optim.SGD(params, lr=lr, momentum=MOMENTUM)
-
-    def clip_before_step(opt: Any, args: Any, kwargs: Any) -> None:
-        torch_clip_gradients(recipe, [p for group in opt.param_groups for p in group["params"]])
-
-    optimizer.register_step_pre_hook(clip_before_step)
+    optimizer.register_step_pre_hook(
+        lambda opt, args, kwargs: torch_clip_gradients(recipe, [p for g in opt.param_groups for p in g["params"]]))
     return optimizer
 
 
 def torch_clip_gradients(recipe: str, params: Iterable[Any]) -> None:
-    """Rescale the ``.grad`` of ``params`` in place to a global l2 norm of at most :data:`CLIP_NORM` (``standard``;
-    ``wage-sse`` leaves them alone).
-
-    ``optax.clip_by_global_norm``'s rule, ``g`` if ``||g|| < CLIP_NORM`` else ``g / ||g|| * CLIP_NORM``, so that
-    the two frameworks take the same step (``torch.nn.utils.clip_grad_norm_`` multiplies by
-    ``CLIP_NORM / (||g|| + 1e-6)`` instead). A NaN gradient stays NaN: the loop reports the divergence.
-    """
+    """Standard recipe: rescale the ``.grad`` of ``params`` in place to a global l2 norm of at most
+    :data:`CLIP_NORM`, optax's rule (``g / ||g|| * CLIP_NORM``; torch's ``clip_grad_norm_`` adds 1e-6 to the norm,
+    a different step). A NaN gradient stays NaN: the loop reports the divergence."""
     if _check(recipe) != "standard":
         return
     import torch

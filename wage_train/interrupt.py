@@ -1,7 +1,8 @@
 """``wage-train``'s answer to SIGINT/SIGTERM before training starts: one line, status 130, at once.
 
-Installed by :mod:`wage_train.__main__` before the command's modules are imported (that takes seconds) and by
-:func:`wage_train.cli.main` until training starts, when :class:`wage_train.loop.StopSignals` takes over."""
+Installed by :mod:`wage_train.__main__` before the slow imports and by :func:`wage_train.cli.main` until training
+starts, when :class:`wage_train.loop.StopSignals` takes over. It exits with ``os._exit``: a ``KeyboardInterrupt``
+raised inside a C extension's import or a garbage-collector callback would crash it or be lost."""
 
 from __future__ import annotations
 
@@ -15,9 +16,8 @@ CREATED: list[Path] = []  # folders this invocation created before training, rem
 
 
 def stop_before_training(signum: int, frame: object) -> None:
-    """SIGINT/SIGTERM before training starts: one line, status 130, at once (a ``KeyboardInterrupt`` raised
-    inside an import of a C extension or a garbage-collector callback would crash it or be lost). The folders
-    in :data:`CREATED` go when they hold nothing of a run (a staging folder holds only its mark)."""
+    """The signal handler; the folders in :data:`CREATED` go when they hold nothing of a run (a staging folder
+    holds only its mark)."""
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, signal.SIG_IGN)
     for folder in reversed(CREATED):

@@ -1,10 +1,8 @@
-"""A finished ``wage-train`` run, loaded for prediction (:func:`load_run`), evaluated (``wage-train eval``) and
-exported (``wage-train export``).
+"""A finished ``wage-train`` run (``config.json``, ``weights.npz``), loaded for prediction (:func:`load_run`),
+evaluated (``wage-train eval``) and exported (``wage-train export``).
 
-A run folder holds ``config.json`` (:class:`wage_train.config.RunConfig`) and ``weights.npz`` (the final weights
-under ``"<framework>.<layer>"``: WAGE's accumulators, or the float weights). :func:`load_run` rebuilds the run's
-model from them; :meth:`LoadedRun.predict` gives the class indices that the run's own evaluation gave, bit for bit
-(the same model, weights, input scaling, evaluation batch and, for stochastic forward rounding, key).
+:meth:`LoadedRun.predict` gives the classes the run's own evaluation gave, bit for bit: the same model, weights
+(``weights.npz``'s ``"<framework>.<layer>"``), input scaling, evaluation batch and, for stochastic rounding, key.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from wage_train.config import RunConfig, UsageError
 from wage_train.data import Dataset, hold_out_validation, load_dataset, to_inputs
 from wage_train.runner import Runner, make_runners, model_inputs
 from wage_train.runspec import LrSchedule, ModelSpec
-from wage_train.safe_io import DataError, read_json_object
+from wage_train.safe_io import DataError
 
 __all__ = ["LoadedRun", "evaluate", "evaluation_data", "load_run"]
 
@@ -31,28 +29,21 @@ IMAGE_SHAPE = {"digits": (8, 8, 1), "mnist": (28, 28, 1), "cifar10": (32, 32, 3)
 
 @dataclass(frozen=True)
 class LoadedRun:
-    """A saved run, ready to predict.
-
-    Attributes:
-        config: the run's configuration.
-        framework: ``"jax"`` or ``"torch"``: whose weights were loaded.
-        model: the Flax linen module (``model.apply({"params": params}, inputs)``) or the torch ``nn.Module``
-            (its parameters hold the forward weights, ``QW(accumulator)`` for WAGE; NCHW inputs for conv models).
-        params: the Flax parameters (WAGE: the accumulators, which the layers quantize), or None for torch.
-        wage: the run's ``WAGEConfig``, or None for a float run.
-    """
+    """A saved run, ready to predict."""
 
     config: RunConfig
-    framework: str
+    framework: str  # "jax" or "torch": whose weights were loaded
+    # The Flax linen module (``model.apply({"params": params}, inputs)``) or the torch ``nn.Module`` (holding the
+    # forward weights, ``QW(accumulator)`` for WAGE; NCHW inputs for conv models).
     model: Any
-    params: Any
-    wage: WAGEConfig | None
+    params: Any  # the Flax parameters (WAGE: the accumulators, which the layers quantize), or None for torch
+    wage: WAGEConfig | None  # None for a float run
     runner: Runner
-    max_value: float
+    max_value: float  # the raw pixels' largest value
 
     def preprocess(self, images: np.ndarray) -> np.ndarray:
-        """Raw pixels ``(N, H, W, C)`` in ``[0, max_value]`` (uint8; digits: 0-16) -> the float32 model inputs
-        ``x / max_value * 2 - 1`` (``wage_train.data.to_inputs``), padded to a square multiple of 8 for VGG7."""
+        """Raw pixels ``(N, H, W, C)`` in ``[0, max_value]`` -> float32 model inputs ``x / max_value * 2 - 1``,
+        padded to a square multiple of 8 for VGG7."""
         images = np.asarray(images)
         if images.ndim != 4:
             raise ValueError(f"images must be (N, H, W, C), got shape {images.shape}")
@@ -68,14 +59,10 @@ class LoadedRun:
 
 
 def load_run(run_dir: str | Path, framework: str | None = None) -> LoadedRun:
-    """Load the run saved in ``run_dir`` (its ``config.json`` and ``weights.npz``).
-
-    Args:
-        run_dir: the run's ``--out-dir``.
-        framework: whose weights to load from a ``--compare`` run (default ``"jax"``); else the run's own.
+    """The run saved in ``run_dir``, with the weights of ``framework`` (a ``--compare`` run: default ``"jax"``).
 
     Raises:
-        DataError: no finished run in ``run_dir`` (the message says what is missing).
+        DataError: no finished run in ``run_dir``, or weights that are not its model's.
         UsageError: ``framework`` is not the run's, or its ``config.json`` is not valid.
     """
     run_dir = Path(run_dir)
@@ -84,57 +71,51 @@ def load_run(run_dir: str | Path, framework: str | None = None) -> LoadedRun:
         if not path.is_file():
             raise DataError(f"{run_dir}: no finished wage-train run ({path.name} not found; a run writes "
                             "weights.npz when it ends or stops)")
-    cfg = RunConfig.from_dict(read_json_object(config_path), str(config_path))
+    cfg = RunConfig.load(config_path)
     have = ("torch", "jax") if cfg.framework == "compare" else (cfg.framework,)
     framework = framework or have[-1]
     if framework not in have:
         raise UsageError(f"--framework {framework}: the run in {run_dir} trained {' and '.join(have)}")
-    one = cfg.replace(framework=framework)
     fingerprint = cfg.data_fingerprint or {}
-    image_shape = tuple(fingerprint.get("image_shape") or IMAGE_SHAPE[cfg.dataset])
-    x = model_inputs(cfg, np.zeros((1, *image_shape), np.uint8))
+    x = model_inputs(cfg, np.zeros((1, *(fingerprint.get("image_shape") or IMAGE_SHAPE[cfg.dataset])), np.uint8))
     spec = ModelSpec(kind=cfg.model, image_shape=x.shape[1:], num_classes=10, hidden=cfg.hidden,
                      widths=cfg.widths, vgg_hidden=cfg.vgg_hidden)
-    # The evaluation batch of the run (predict pads the last batch to it), so that the logits are the run's.
+    # The run's evaluation batch (predict pads the last batch to it), so that the logits are the run's.
     eval_batch = min(cfg.eval_batch_size, fingerprint.get("eval", cfg.eval_batch_size))
-    (runner,) = make_runners(one, spec, LrSchedule(cfg.lr, cfg.epochs, cfg.schedule), 1, devices=1,
-                             eval_batch_size=eval_batch)
+    (runner,) = make_runners(cfg.replace(framework=framework), spec, LrSchedule(cfg.lr, cfg.epochs, cfg.schedule),
+                             1, devices=1, eval_batch_size=eval_batch)
     with np.load(weights_path) as saved:
         weights = {k.split(".", 1)[1]: saved[k] for k in saved.files if k.startswith(framework + ".")}
-    _load_weights(runner, weights, weights_path)
+    expected = runner.raw_weights()
+    if sorted(weights) != sorted(expected):
+        raise DataError(f"{weights_path}: holds layers {sorted(weights)}, the run's {framework} model has "
+                        f"{sorted(expected)}")
+    for name, w in weights.items():
+        if w.shape != expected[name].shape:
+            raise DataError(f"{weights_path}: {name} is {w.shape}, the model's is {expected[name].shape}")
+    if framework == "jax":
+        import jax.numpy as jnp
+
+        runner.params = {name: {"kernel": jnp.asarray(w)} for name, w in weights.items()}
+    elif runner.quantized:
+        import torch
+
+        runner.trainer.accumulators = {n: torch.from_numpy(np.array(w)) for n, w in weights.items()}
+        runner.trainer.load_quantized_weights()  # the module's parameters: the forward weights QW(acc)
+    else:
+        import torch
+
+        with torch.no_grad():
+            for name, p in runner.model.named_parameters():
+                p.copy_(torch.from_numpy(weights[name]))
     return LoadedRun(config=cfg, framework=framework, model=runner.model,
                      params=runner.params if framework == "jax" else None,
                      wage=None if cfg.float else cfg.wage_config, runner=runner, max_value=MAX_VALUE[cfg.dataset])
 
 
-def _load_weights(runner: Any, weights: dict[str, np.ndarray], path: Path) -> None:
-    """Put ``weights.npz``'s arrays (by layer name, as ``runner.raw_weights()`` gives them) into ``runner``."""
-    expected = runner.raw_weights()
-    if sorted(weights) != sorted(expected):
-        raise DataError(f"{path}: holds layers {sorted(weights)}, the run's {runner.framework} model has "
-                        f"{sorted(expected)}")
-    for name, w in weights.items():
-        if w.shape != expected[name].shape:
-            raise DataError(f"{path}: {name} is {w.shape}, the model's is {expected[name].shape}")
-    if runner.framework == "jax":
-        import jax.numpy as jnp
-
-        runner.params = {name: {"kernel": jnp.asarray(w)} for name, w in weights.items()}
-        return
-    import torch
-
-    if runner.quantized:
-        runner.trainer.accumulators = {n: torch.from_numpy(np.array(w)) for n, w in weights.items()}
-        runner.trainer.load_quantized_weights()  # the module's parameters: the forward weights QW(acc)
-    else:
-        with torch.no_grad():
-            for name, p in runner.model.named_parameters():
-                p.copy_(torch.from_numpy(weights[name]))
-
-
 def evaluation_data(run: LoadedRun, dataset: str | None = None, data_dir: str | None = None) -> Dataset:
-    """The data set ``run`` is evaluated on: ``dataset`` (default the run's own, held-out validation split
-    included) from ``data_dir`` (default the run's); its ``x_test`` are raw pixels ``(N, H, W, C)``.
+    """The data ``run`` is evaluated on: ``dataset`` (default the run's own, validation split included) from
+    ``data_dir`` (default the run's); ``x_test`` holds raw pixels ``(N, H, W, C)``.
 
     Raises:
         UsageError: the images are not the shape the run's model takes.
@@ -153,10 +134,9 @@ def evaluation_data(run: LoadedRun, dataset: str | None = None, data_dir: str | 
 
 
 def evaluate(run: LoadedRun, dataset: str | None = None, data_dir: str | None = None) -> dict[str, Any]:
-    """The accuracy of ``run`` on :func:`evaluation_data`'s split; returns ``{"dataset", "split", "correct",
-    "examples", "test_acc"}``."""
+    """The accuracy of ``run`` on :func:`evaluation_data`: ``{"dataset", "split", "correct", "examples",
+    "test_acc"}``."""
     data = evaluation_data(run, dataset, data_dir)
-    dataset = dataset or run.config.dataset
     correct = run.predict(data.x_test) == data.y_test
-    return {"dataset": dataset, "split": data.eval_split, "correct": int(correct.sum()), "examples": len(correct),
-            "test_acc": float(correct.mean())}
+    return {"dataset": dataset or run.config.dataset, "split": data.eval_split, "correct": int(correct.sum()),
+            "examples": len(correct), "test_acc": float(correct.mean())}

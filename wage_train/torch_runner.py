@@ -1,10 +1,9 @@
-"""The torch side of the training example: ``wage_torch`` models, the reference update, its checkpoint state.
+"""The torch :class:`~wage_train.runner.Runner`: ``wage_torch`` models, the reference update, its checkpoint state.
 
 WAGE runs use ``wage_torch.training.WAGETrainer`` (forward with ``QW(w_acc)``, then
-``w_acc <- C(w_acc, bits_W) - QG(grad, bits_G, lr)``, WAGE Eq. 11-12); the float baseline uses the loss and
-``torch.optim.SGD`` of its recipe (``wage_train.float_recipe``: cross-entropy with momentum 0.9 on the
-gradient clipped to norm 1, or WAGE's sum of squares without). Stochastic rounding draws from torch's default
-generator (qtorch's ``rand_like``), whose state is part of the checkpoint.
+``w_acc <- C(w_acc, bits_W) - QG(grad, bits_G, lr)``, WAGE Eq. 11-12); the float baseline the loss and
+``torch.optim.SGD`` of its recipe (``wage_train.float_recipe``). Stochastic rounding draws from torch's default
+generator, whose state is part of the checkpoint.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ __all__ = ["TorchRunner", "build_model"]
 
 
 def build_model(spec: ModelSpec, config: WAGEConfig, quantized: bool) -> torch.nn.Module:
-    """The torch model for ``spec``: MLP (flattens its input), VGG7 or LeNet-5 (NCHW images)."""
+    """The torch model for ``spec``: MLP (flattens its input), VGG7 or LeNet-5 (NCHW square images)."""
     if spec.kind == "mlp":
         return MLP(spec.in_features, spec.hidden, spec.num_classes, config=config, quantized=quantized)
     if spec.kind in ("vgg7", "lenet5"):
@@ -38,31 +37,18 @@ def build_model(spec: ModelSpec, config: WAGEConfig, quantized: bool) -> torch.n
 
 
 class TorchRunner:
-    """Trains one model in torch; the same interface as ``wage_train.jax_runner.JaxRunner``.
-
-    Inputs arrive NHWC (as the JAX side takes them): the MLP flattens them in that order (so weights
-    transfer between frameworks), VGG7 gets them permuted to NCHW. ``float_recipe``: the float baseline's loss
-    and optimizer (``wage_train.float_recipe.RECIPES``); ignored for WAGE.
-    """
+    """Trains one model in torch. Inputs arrive NHWC: the MLP flattens them in that order (so that weights transfer
+    between frameworks), the conv models get them as NCHW. ``float_recipe`` is ignored for WAGE. Steps are
+    synchronous, so the epoch's totals live on the host."""
 
     framework = "torch"
 
-    def __init__(
-        self,
-        spec: ModelSpec,
-        config: WAGEConfig,
-        quantized: bool,
-        lrs: Sequence[float],
-        steps_per_epoch: int,
-        seed: int,
-        eval_batch_size: int = 500,
-        float_recipe: str = "standard",
-    ) -> None:
+    def __init__(self, spec: ModelSpec, config: WAGEConfig, quantized: bool, lrs: Sequence[float],
+                 steps_per_epoch: int, seed: int, eval_batch_size: int = 500, float_recipe: str = "standard") -> None:
         self.spec, self.config, self.quantized = spec, config, quantized
         # A lazy LrSchedule stays lazy; a callable is the lr of each step (float_recipe.annealed_lr).
         self.lrs = lrs if hasattr(lrs, "segments") or callable(lrs) else list(lrs)
-        self.steps_per_epoch = int(steps_per_epoch)
-        self.eval_batch_size = eval_batch_size
+        self.steps_per_epoch, self.eval_batch_size, self.step_count = int(steps_per_epoch), eval_batch_size, 0
         torch.manual_seed(seed)
         self.model = build_model(spec, config, quantized)
         self.names = [name for name, _ in self.model.named_parameters()]
@@ -72,22 +58,21 @@ class TorchRunner:
             self.optimizer = recipes.torch_optimizer(float_recipe, self.model.parameters(), 0.0)  # lr set per step
             self.loss_fn = recipes.torch_loss(float_recipe)
             self.loss_mean = recipes.loss_is_batch_mean(float_recipe)
-        self.step_count = 0
 
     def _inputs(self, x: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(x, np.float32))
         return t.permute(0, 3, 1, 2).contiguous() if self.spec.kind in ("vgg7", "lenet5") else t
 
     def current_lr(self) -> float:
-        """The learning rate of the next step: the per-step schedule's float32 value at the step count, or the
-        per-epoch table's entry of the step's epoch."""
+        """The next step's lr: the per-step schedule's float32 value, or the per-epoch table's (the last after
+        the end)."""
         if callable(self.lrs):
             return float(self.lrs(self.step_count))
-        return self.lrs[min(self.step_count // self.steps_per_epoch, len(self.lrs) - 1)]  # the last after the end
+        return self.lrs[min(self.step_count // self.steps_per_epoch, len(self.lrs) - 1)]
 
     def train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-        """One update on ``x`` ``(B, H, W, C)`` float32 and ``y`` ``(B,)``; returns ``(loss, logits (B, K))``, the loss
-        summed over the batch (``B`` x the mean cross-entropy of the ``standard`` float recipe)."""
+        """One update on ``x`` ``(B, H, W, C)`` float32 and ``y`` ``(B,)``: ``(loss summed over the batch, logits
+        (B, K))``."""
         xt, yt = self._inputs(x), torch.from_numpy(np.asarray(y, np.int64))
         lr = self.current_lr()
         if self.quantized:
@@ -104,19 +89,13 @@ class TorchRunner:
         self.step_count += 1
         return float(loss), logits.numpy()
 
-    # The training loop's interface (as JaxRunner's): torch steps synchronously, so the totals live on the host.
-
     def place(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The batch as it is (``train_step`` converts it)."""
-        return x, y
+        return x, y  # train_step converts it
 
     def begin_epoch(self, steps: int) -> None:
-        """Start the totals of an epoch of ``steps`` steps."""
-        self._losses, self._correct = np.zeros((steps,), np.float32), 0
-        self._steps_done = 0
+        self._losses, self._correct, self._steps_done = np.zeros((steps,), np.float32), 0, 0
 
     def step(self, batch: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        """One update (``train_step``); returns the logits ``(B, K)`` and adds to the epoch's totals."""
         x, y = batch
         loss, logits = self.train_step(x, y)
         self._losses[self._steps_done] = loss
@@ -125,51 +104,36 @@ class TorchRunner:
         return logits
 
     def latest_loss(self) -> float | None:
-        """The loss of the latest step (None before the first)."""
         return float(self._losses[self._steps_done - 1]) if self._steps_done else None
 
     def end_epoch(self) -> tuple[np.ndarray, int]:
-        """Each step's loss ``(steps,)`` float32 and the correct count of the epoch."""
         return self._losses, self._correct
 
     @torch.no_grad()
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Logits ``(N, K)`` float32 of ``x`` ``(N, H, W, C)`` float32 (forward weights ``QW(w_acc)`` for WAGE)."""
         if self.quantized:
-            self.trainer.load_quantized_weights()
+            self.trainer.load_quantized_weights()  # the forward weights QW(w_acc)
         b = self.eval_batch_size
         return np.concatenate([self.model(self._inputs(x[i : i + b])).numpy() for i in range(0, len(x), b)])
-
-    # ------------------------------------------------------------------ weights
-
-    def layer_names(self) -> list[str]:
-        """Parameter names in forward order."""
-        return list(self.names)
 
     def accumulators(self) -> list[np.ndarray]:
         """The weight accumulators (WAGE, as the reference keeps them: not yet clipped) or weights (float)."""
         if self.quantized:
             return [self.trainer.accumulators[n].numpy().copy() for n in self.names]
-        params = dict(self.model.named_parameters())
-        return [params[n].detach().numpy().copy() for n in self.names]
+        return [p.detach().numpy().copy() for p in self.model.parameters()]
 
     def raw_weights(self) -> dict[str, np.ndarray]:
-        """The stored weights by parameter name: accumulators (WAGE, not yet clipped) or float weights."""
         return dict(zip(self.names, self.accumulators(), strict=True))
 
     def forward_weights(self) -> list[tuple[str, np.ndarray]]:
-        """``(name, weights)`` per layer as the forward pass uses them (``QW(w_acc, bits_W, scale)``, nearest)."""
         if not self.quantized:
-            return list(zip(self.names, self.accumulators(), strict=True))
+            return list(self.raw_weights().items())
         c, t = self.config, self.trainer
         return [(n, QW(t.accumulators[n], c.bits_W, t.scales[n], "nearest").numpy()) for n in self.names]
 
-    # ------------------------------------------------------------------ checkpoints (wage_train.checkpoints)
-
     def checkpoint_state(self) -> dict[str, np.ndarray]:
-        """The step count, torch's RNG state and the accumulators (WAGE) or the model's state and the optimizer's
-        per-parameter state (float) as NumPy arrays, by name (``accumulators.<param>``, ``model.<param>``,
-        ``optimizer.<index>.momentum_buffer``)."""
+        """The step count, torch's RNG state and ``accumulators.<param>`` (WAGE) or ``model.<param>`` and
+        ``optimizer.<index>.<buffer>`` (float), as NumPy arrays."""
         state = {"step_count": np.asarray(self.step_count, np.int64), "torch_rng_state": torch.get_rng_state().numpy()}
         if self.quantized:
             state |= {f"accumulators.{n}": a.numpy().copy() for n, a in self.trainer.accumulators.items()}
@@ -181,11 +145,7 @@ class TorchRunner:
         return state
 
     def load_checkpoint_state(self, tree: dict[str, np.ndarray]) -> None:
-        """Load what :meth:`checkpoint_state` returned into this runner (built with the same arguments).
-
-        Raises:
-            KeyError, RuntimeError: the names or shapes are not this runner's.
-        """
+        """Raises KeyError or RuntimeError where the names or shapes are not this runner's."""
         tensors = {k: torch.from_numpy(np.array(v)) for k, v in tree.items()}
         step_count, rng_state = int(tensors.pop("step_count")), tensors.pop("torch_rng_state")
         if self.quantized:
@@ -196,10 +156,9 @@ class TorchRunner:
                                        f"{list(self.trainer.accumulators[n].shape)}")
             self.trainer.accumulators = accumulators
         else:
-            prefix = "model."
-            self.model.load_state_dict({k[len(prefix):]: tensors.pop(k) for k in list(tensors) if k.startswith(prefix)})
-            optimizer = self.optimizer.state_dict()
-            optimizer["state"] = {}
+            self.model.load_state_dict({k.removeprefix("model."): tensors.pop(k) for k in list(tensors)
+                                        if k.startswith("model.")})
+            optimizer = {**self.optimizer.state_dict(), "state": {}}
             for key in [k for k in tensors if k.startswith("optimizer.")]:
                 _, index, name = key.split(".", 2)
                 optimizer["state"].setdefault(int(index), {})[name] = tensors.pop(key)
