@@ -7,7 +7,8 @@ import numpy as np
 __all__ = ["augment_crop", "augment_crop_flip"]
 
 
-def augment_crop(x: np.ndarray, rng: np.random.Generator, pad: int = 4, *, flip: bool = False) -> np.ndarray:
+def augment_crop(x: np.ndarray, rng: np.random.Generator, pad: int = 4, *, flip: bool = False,
+                 rows: tuple[int, int] | None = None) -> np.ndarray:
     """Pad ``pad`` zeros on each side of a batch of NHWC images, take a random crop of the original size and,
     with ``flip``, mirror each crop horizontally with probability 1/2.
 
@@ -21,14 +22,17 @@ def augment_crop(x: np.ndarray, rng: np.random.Generator, pad: int = 4, *, flip:
         rng: draws the offsets ``(N, 2)`` in ``[0, 2 * pad]``, then (with ``flip``) the flips ``(N,)``.
         pad: the padding on each side.
         flip: also flip at random.
+        rows: ``(start, n)``: ``x`` is rows ``start`` to ``start + N`` of a batch of ``n`` images, which the draws
+            are for (a process of a multi-process job draws the whole batch's, so the generator stays in step).
 
     Returns:
         ``(N, H, W, C)`` crops, the dtype of ``x``.
     """
     n, h, w, _ = x.shape
+    start, total = rows or (0, n)
     padded = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    offsets = rng.integers(0, 2 * pad + 1, size=(n, 2))
-    flips = rng.random(n) < 0.5 if flip else np.zeros(n, bool)
+    offsets = rng.integers(0, 2 * pad + 1, size=(total, 2))[start : start + n]
+    flips = (rng.random(total) < 0.5 if flip else np.zeros(total, bool))[start : start + n]
     out = np.empty_like(x)
     for i in range(n):
         dy, dx = offsets[i]
