@@ -172,8 +172,9 @@ def _first_line(e: BaseException) -> str:
 
 # The filter process: passes its input to its output, but drops the records of JAX's distributed runtime (absl's
 # "E1207 17:37:07.143545 17305 coordination_service.cc:1549] ..." and the lines written with them) and gloo's
-# connection lines, and replaces the fatal record that ends the process (with its stack trace) by one line,
-# unless the process has already said its own. It ignores SIGINT/SIGTERM and ends with its input.
+# connection lines (two threads may interleave them), and replaces the fatal record that ends the process (with
+# its stack trace) by one line, unless the process has already said its own: the peer's death, or (the record
+# names RegisterTask) the job not joined. It ignores SIGINT/SIGTERM and ends with its input.
 _FILTER = r"""
 import os, re, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -190,7 +191,7 @@ while chunk := os.read(0, 1 << 16):
         m = record.match(line)
         if line.startswith(b"wage-train: "):
             dropping = False
-        elif m and runtime.search(m.group(1)) or line.startswith(b"[Gloo] "):
+        elif m and runtime.search(m.group(1)) or b"[Gloo] " in line or b"connected peer ranks" in line:
             dropping = True  # the rest of this write is the record's
             if line.startswith(b"F") and b"fatal errors" in line and not (fatal or said) and sys.argv[1]:
                 out.write(sys.argv[2 if joining else 1].encode() + b"\n")
@@ -201,8 +202,8 @@ while chunk := os.read(0, 1 << 16):
             continue
         said = said or line.startswith(b"wage-train: ")
         out.write(line + b"\n")
-    if pending and not fatal and not re.match(rb"[IWEF]\d|\[G", pending):
-        out.write(pending)  # a progress bar's partial line
+    if b"\r" in pending and not fatal:
+        out.write(pending)  # a progress bar's redrawn line
         pending = b""
     out.flush()
 out.write(pending)
