@@ -156,9 +156,10 @@ def _check_free_space(root: Path, trees: dict[str, dict[str, np.ndarray]], state
         raise OSError(errno_names.ENOSPC, os.strerror(errno_names.ENOSPC), str(root))
 
 
-def save_checkpoint(root: Path, epoch: int, runners: list[Any], state: dict[str, Any]) -> Path:
+def save_checkpoint(root: Path, epoch: int, runners: list[Any], state: dict[str, Any], main: bool = True) -> Path:
     """Write ``root/epoch_NNNN`` (the runners' states and the JSON ``state``) and its manifest; Orbax keeps it and
-    the previous one.
+    the previous one. In a multi-process job every process calls it with the same values (Orbax's multi-process
+    save); only the ``main`` one (process 0) checks the free space and writes the manifest.
 
     Raises:
       NonFiniteError: a runner holds a non-finite value (nothing is written).
@@ -172,17 +173,19 @@ def save_checkpoint(root: Path, epoch: int, runners: list[Any], state: dict[str,
     trees = {r.framework: r.checkpoint_state() for r in runners}
     target = _step_dir(root, epoch)
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        _check_free_space(root, trees, state)
+        if main:
+            root.mkdir(parents=True, exist_ok=True)
+            _check_free_space(root, trees, state)
         items = {name: ocp.args.StandardSave(tree) for name, tree in trees.items()}
         with _orbax_records_held(), _manager(root) as manager:
             if epoch in manager.all_steps():  # written by an earlier, interrupted invocation: replace it
                 manager.delete(epoch)
             manager.save(epoch, args=ocp.args.Composite(state=ocp.args.JsonSave(state), **items), force=True)
-        write_manifest(target)
-        verify_manifest(target)
+        if main:
+            write_manifest(target)
+            verify_manifest(target)
     except Exception as e:  # OSError, or Orbax's own errors wrapping one (disk full, read-only, permissions)
-        for partial in root.glob(f"{target.name}*"):  # the step, or Orbax's temporary folder for it
+        for partial in root.glob(f"{target.name}*") if main else ():  # the step, or Orbax's temporary folder
             shutil.rmtree(partial, ignore_errors=True)
         previous = checkpoints_newest_first(root)
         kept = f"the checkpoint {previous[0]} is kept" if previous else "no earlier checkpoint exists"

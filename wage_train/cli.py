@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from wage_spec import FULL_PRECISION
+from wage_train import distributed
 from wage_train.config import (
     WAGE_LR,
     ConfigError,
@@ -48,6 +49,7 @@ from wage_train.config import (
     resume_config,
 )
 from wage_train.data import DATASETS, Dataset, data_fingerprint, hold_out_validation, load_dataset
+from wage_train.distributed import Job, digests
 from wage_train.download import ensure_dataset
 from wage_train.float_recipe import RECIPES, STANDARD_LR, default_lr
 from wage_train.interrupt import CREATED, stop_before_training
@@ -270,6 +272,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch intra-op threads (default: 1 for digits, whose steps are too small to split across "
         "threads, and torch's default otherwise)",
     )
+    d = p.add_argument_group("several processes (docs/parallel.md)")
+    d.add_argument("--distributed", action="store_true", default=None,
+                   help="one process of a multi-process JAX job (jax.distributed): run the same command in every "
+                   "process; the coordinator, process count and id come from the options below, their environment "
+                   "variables, or the cluster (SLURM, Open MPI, Kubernetes, cloud TPU). Bit-identical to one process")
+    d.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address (JAX_COORDINATOR_ADDRESS)")
+    d.add_argument("--num-processes", type=positive_int, help="the processes in the job (JAX_NUM_PROCESSES)")
+    d.add_argument("--process-id", type=int, help="this process's index, 0 to N-1 (JAX_PROCESS_ID)")
+    d.add_argument("--distributed-timeout", type=positive_int, metavar="S",
+                   help="seconds to wait for every process to join, and for a silent process before the job stops "
+                   "(default 120)")
     return p
 
 
@@ -298,7 +311,8 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 # Options that say where and how to run, not what to train: not RunConfig fields.
 _NOT_CONFIG = {"compare", "resume", "overwrite", "stop_after", "progress", "no_progress", "torch_threads", "devices",
-               "download", "print_config"}
+               "download", "print_config", "distributed", "coordinator", "num_processes", "process_id",
+               "distributed_timeout"}
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -322,7 +336,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list)
     from wage_train import preflight
     from wage_train.run_dir import RunLock, mark_staging
 
-    staging = None
+    staging = cfg = None
     created: Path | None = None
     try:
         if args.resume and args.overwrite:
@@ -334,22 +348,36 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list)
             preflight.print_config(_resumed(given, args, out_dir) if args.resume else given)
         if not args.resume and given.framework != "jax":
             preflight.require_torch(given.framework)
-        created, staging = _claim_out_dir(out_dir, args, locks)
-        CREATED.extend(p for p in (created,) if p is not None)
-        cfg = _resumed(given, args, out_dir) if args.resume else given
-        if cfg.framework != "jax":
-            preflight.require_torch(cfg.framework)  # a resumed run's framework is known only now
-        cfg, data = _load_data(cfg, args, out_dir)
-        preflight.check_devices(cfg, args.devices)
-        preflight.check_torch_backend(cfg)
-        if staging is not None:
-            try:
-                mark_staging(staging)
-                CREATED.append(staging)
-            except OSError as e:
-                raise UsageError(f"--overwrite: {staging} cannot be created ({e.strerror or type(e).__name__})") \
-                    from None
-            locks.append(RunLock(staging).acquire())
+        job = _join(args, given)
+        # Each step ends when every process has taken it (a one-process run just takes it): process 0 claims the
+        # folder and fetches the data, then every process loads the data and checks the run.
+        with job.together() as box:
+            if job.main:
+                created, staging = _claim_out_dir(out_dir, args, locks)
+                CREATED.extend(p for p in (created,) if p is not None)
+                cfg = _resumed(given, args, out_dir) if args.resume else given
+                _fetch(cfg, args)
+                box.share = {"staging": staging and str(staging)}
+        staging = Path(box.share["staging"]) if box.share.get("staging") else None
+        with job.together() as box:
+            if cfg is None:  # the other processes read the run only once process 0 has claimed it
+                cfg = _resumed(given, args, out_dir) if args.resume else given
+            if cfg.framework != "jax":
+                if job.num_processes > 1:
+                    raise UsageError(f"--distributed trains with JAX; the run in {out_dir} is a {cfg.framework} run")
+                preflight.require_torch(cfg.framework)  # a resumed run's framework is known only now
+            cfg, data = _load_data(cfg, args, out_dir)
+            preflight.check_devices(cfg, args.devices)
+            preflight.check_torch_backend(cfg)
+            box.check = digests({**cfg.to_dict(), "resume": args.resume, "out_dir": str(out_dir.resolve())})
+            if staging is not None and job.main:
+                try:
+                    mark_staging(staging)
+                    CREATED.append(staging)
+                except OSError as e:
+                    raise UsageError(f"--overwrite: {staging} cannot be created "
+                                     f"({e.strerror or type(e).__name__})") from None
+                locks.append(RunLock(staging).acquire())
     except (UsageError, DataError, ValueError) as e:
         _remove_if_unused(created, locks)
         parser.exit(2, f"{parser.prog}: error: {e}\n")
@@ -360,6 +388,27 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list)
         if threads:
             torch.set_num_threads(threads)
     return _train(cfg, data, out_dir, args, staging, locks)
+
+
+def _join(args: argparse.Namespace, given: RunConfig) -> Job:
+    """``--distributed``: join the job (:func:`wage_train.distributed.join`); else the one-process job. Only process
+    0 prints: the others' standard output is discarded (their errors still reach standard error)."""
+    explicit = [o for o in ("coordinator", "num_processes", "process_id", "distributed_timeout")
+                if getattr(args, o) is not None]
+    if not args.distributed:
+        if explicit:
+            raise UsageError(f"--{explicit[0].replace('_', '-')} applies to --distributed runs: give --distributed")
+        return distributed.job()
+    if given.framework != "jax":
+        raise UsageError("--distributed trains with JAX; it does not apply to --framework torch or --compare")
+    if args.devices is not None:
+        raise UsageError("--devices does not apply to --distributed: the job trains on every device of every process")
+    job = distributed.join(args.coordinator, args.num_processes, args.process_id,
+                           args.distributed_timeout or distributed.TIMEOUT_S)
+    if not job.main:
+        sys.stdout.flush()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return job
 
 
 def _resumed(given: RunConfig, args: argparse.Namespace, out_dir: Path) -> RunConfig:
@@ -392,16 +441,20 @@ def _claim_out_dir(out_dir: Path, args: argparse.Namespace, locks: list) -> tupl
     return created, None
 
 
-def _load_data(cfg: RunConfig, args: argparse.Namespace, out_dir: Path) -> tuple[RunConfig, Dataset]:
-    """Fetch (``--download``), load and check the data; returns the configuration with the data's fingerprint
-    and the float baseline's data-dependent lr recorded, and the data."""
-    from wage_train import preflight
-    from wage_train.runner import model_spec
-
+def _fetch(cfg: RunConfig, args: argparse.Namespace) -> None:
+    """Check the data files in ``--data-dir`` and, with ``--download``, fetch the missing ones."""
     if cfg.data_dir is not None:
         for line in ensure_dataset(cfg.dataset, cfg.data_dir, download=bool(args.download),
                                    extra=cfg.preset == "paper-svhn", progress=sys.stderr.isatty()):
             print(line, flush=True)
+
+
+def _load_data(cfg: RunConfig, args: argparse.Namespace, out_dir: Path) -> tuple[RunConfig, Dataset]:
+    """Load and check the data (fetched by :func:`_fetch`); returns the configuration with the data's fingerprint
+    and the float baseline's data-dependent lr recorded, and the data."""
+    from wage_train import preflight
+    from wage_train.runner import model_spec
+
     data = load_dataset(cfg.dataset, cfg.data_dir)
     if cfg.validation:
         data = hold_out_validation(data, cfg.validation)
@@ -424,7 +477,7 @@ def _train(cfg: RunConfig, data: Dataset, out_dir: Path, args: argparse.Namespac
         with StopSignals(exiting=_IN_MAIN) as stop:
             return train(cfg, data, out_dir, resume=bool(args.resume), stop_after=args.stop_after,
                          progress=_show_progress(args), devices=args.devices, staging=staging, stop=stop,
-                         locks=(locks[0], locks[1] if len(locks) > 1 else None))
+                         locks=(locks[0] if locks else None, locks[1] if len(locks) > 1 else None))
     except RunInterruptedError as e:
         _exit_line(130, str(e))
     except (DivergedError, NonFiniteError) as e:
@@ -442,6 +495,19 @@ def _train(cfg: RunConfig, data: Dataset, out_dir: Path, args: argparse.Namespac
                       "free space or fix the folder's permissions, then continue with --resume")
     except KeyboardInterrupt:
         _exit_line(130, "interrupted before training started; nothing to resume from this invocation")
+    except Exception as e:
+        if distributed.job().num_processes == 1:
+            raise
+        # In a multi-process job a collective fails when another process has died ("Gloo all-reduce failed: ...
+        # Connection reset by peer"); this process ends at once, in one line, so that the rest stop too.
+        cause = _first_line(e).rsplit("Error dispatching computation: ", 1)[-1][:200]
+        _exit_line(2, f"process {distributed.job().process_id}: {type(e).__name__} ({cause}): another process of "
+                      "this job has probably stopped; the last completed checkpoint is intact: continue the run "
+                      "with --resume")
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0]
 
 
 def _eval(argv: Sequence[str]) -> dict[str, Any]:
@@ -508,6 +574,8 @@ def _export(argv: Sequence[str]) -> dict[str, Any]:
 
 def _show_progress(args: argparse.Namespace) -> bool:
     """The progress bar: as asked, else only when stderr is a terminal (a file would get every frame)."""
+    if not distributed.job().main:
+        return False
     if args.progress or args.no_progress:
         return bool(args.progress)
     return sys.stderr.isatty()
@@ -551,6 +619,10 @@ def _exit_line(status: int, message: str) -> None:
     sys.stdout.flush()
     sys.stderr.write(f"wage-train: {'error: ' if status != 130 else ''}{message}\n")
     sys.stderr.flush()
+    if distributed.job().num_processes > 1:
+        # The other processes may be waiting in a collective for this one: JAX's orderly shutdown would wait for
+        # them in turn. Ended at once, it is JAX's coordination service that stops them (each in one line).
+        os._exit(status)
     raise SystemExit(status)
 
 

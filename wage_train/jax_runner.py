@@ -68,7 +68,10 @@ def epoch_schedule(lrs: Sequence[float], steps_per_epoch: int) -> Any:
 
 
 def _device_count(devices: int | None, batch_size: int | None) -> int:
-    """The devices to train on: ``devices`` (default all local ones), or 1 when ``batch_size`` does not divide."""
+    """The devices to train on: ``devices`` (default all local ones), or 1 when ``batch_size`` does not divide.
+    A multi-process job trains on every device of every process (``wage_train.distributed``)."""
+    if jax.process_count() > 1:
+        return jax.device_count()
     n = jax.local_device_count() if devices is None else int(devices)
     if not 1 <= n <= jax.local_device_count():
         raise ValueError(f"devices must be in [1, {jax.local_device_count()}], got {n}")
@@ -78,10 +81,13 @@ def _device_count(devices: int | None, batch_size: int | None) -> int:
     return n
 
 
-def _loop_step(inner: Any, needs_key: bool) -> Any:
+def _loop_step(inner: Any, needs_key: bool, loss_fn: Any = None, mesh: Any = None) -> Any:
     """The training loop's step around ``inner`` (``make_train_step``'s): the forward key split on the device (the
     same chain as :meth:`JaxRunner.train_step`'s), and the batch's loss and correct count added to device arrays
-    ``(losses (steps,), correct, index)``, so that nothing waits for the step until the epoch's end."""
+    ``(losses (steps,), correct, index)``, so that nothing waits for the step until the epoch's end.
+
+    With a ``mesh``, the loss is ``loss_fn`` of the whole logits, replicated: the step's own loss is a float sum
+    over devices whose rounding depends on their number, and the reported loss must not."""
 
     def loop_step(params: Any, opt_state: Any, fwd_key: jax.Array, totals: tuple[jax.Array, ...],
                   x: jax.Array, y: jax.Array) -> tuple[Any, ...]:
@@ -89,6 +95,8 @@ def _loop_step(inner: Any, needs_key: bool) -> Any:
         if needs_key:
             fwd_key, key = jax.random.split(fwd_key)
         params, opt_state, loss, logits = inner(params, opt_state, x, y, key)
+        if mesh is not None:
+            loss = loss_fn(*jax.lax.with_sharding_constraint((logits, y), parallel.replicated_sharding(mesh)))
         losses, correct, i = totals
         correct = correct + jnp.sum(jnp.argmax(logits, axis=-1) == y, dtype=jnp.int32)
         return params, opt_state, fwd_key, (losses.at[i].set(loss), correct, i + 1), loss, logits
@@ -110,6 +118,12 @@ def _named_leaves(tree: Any) -> list[tuple[str, Any]]:
         return str(k)
 
     return [(".".join(part(k) for k in path), leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def _host(x: Any) -> np.ndarray:
+    """A replicated array's value as a host array: one device's copy, which every process can read (a whole
+    ``jax.Array`` spanning other processes' devices cannot be fetched)."""
+    return np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x)
 
 
 def _plain(x: Any) -> jax.Array:
@@ -194,12 +208,16 @@ class JaxRunner:
             self.params, self.opt_state = parallel.replicate((self.params, self.opt_state), mesh)
             self._step = parallel.make_data_parallel_train_step(apply_fn, optimizer, mesh, loss_fn=loss_fn)
             self._place = lambda a: parallel.shard_batch(a, mesh)
+            # Evaluation is split over the devices like training, its logits gathered on every device.
+            self._apply = jax.jit(apply_fn, out_shardings=parallel.replicated_sharding(mesh))
+            self.eval_batch_size = -(-eval_batch_size // n) * n  # padded batches split evenly
         else:
             self._step = make_train_step(apply_fn, optimizer, loss_fn)
             self._place = jnp.asarray
-        self._apply = jax.jit(apply_fn)
+            self._apply = jax.jit(apply_fn)
 
-        self._loop_step = jax.jit(_loop_step(self._step, self.needs_key), donate_argnums=(0, 1, 2, 3))
+        self._loop_step = jax.jit(_loop_step(self._step, self.needs_key, loss_fn, self._mesh),
+                                  donate_argnums=(0, 1, 2, 3))
         self._totals: tuple[jax.Array, ...] | None = None
         self._last_loss: jax.Array | None = None
         self._batch_sizes: list[int] = []  # the epoch's steps' batch sizes (a batch-mean loss is scaled by them)
@@ -225,6 +243,8 @@ class JaxRunner:
         """Copy a batch to the device(s) (split over them when data-parallel); safe from another thread.
 
         ``x`` ``(B, H, W, C)`` float32 inputs, ``y`` ``(B,)`` labels; returns them as device arrays (``y`` int32).
+        In a multi-process job ``x`` and ``y`` are this process's rows of the global batch
+        (``wage_train.distributed.Job.rows``) and the arrays returned are global.
         """
         return self._place(np.asarray(x, np.float32)), self._place(np.asarray(y, np.int32))
 
@@ -253,7 +273,7 @@ class JaxRunner:
         loss = self._last_loss
         if loss is None or not loss.is_ready():
             return None
-        return float(loss) * (self._batch_sizes[-1] if self.loss_mean else 1)
+        return float(_host(loss)) * (self._batch_sizes[-1] if self.loss_mean else 1)
 
     def end_epoch(self) -> tuple[np.ndarray, int]:
         """Wait for the epoch's steps; returns each step's loss ``(steps,)`` and the correct count.
@@ -261,7 +281,7 @@ class JaxRunner:
         The losses as :meth:`train_step` returns them: summed over the batch (a batch-mean loss times the batch
         size, in double). One device-to-host copy per epoch. Steps not taken (an epoch cut short) read as 0.
         """
-        losses, correct, _ = jax.device_get(self._totals)
+        losses, correct, _ = map(_host, self._totals)
         losses = np.asarray(losses, np.float64)
         if self.loss_mean:
             losses[: len(self._batch_sizes)] *= self._batch_sizes
@@ -269,16 +289,20 @@ class JaxRunner:
         return losses, int(correct)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Logits ``(N, K)`` float32 of inputs ``x`` ``(N, H, W, C)`` float32, in padded batches."""
+        """Logits ``(N, K)`` float32 of inputs ``x`` ``(N, H, W, C)`` float32, in padded batches (split over the
+        devices when data-parallel: each process places only its rows of each batch)."""
+        from wage_train.distributed import job
+
         b = self.eval_batch_size
         key = self.eval_key if self.needs_key else None
+        rows = job().rows(b)
         out = []
         for i in range(0, len(x), b):
             chunk = x[i : i + b]
             n = len(chunk)
             if n < b:
                 chunk = np.concatenate([chunk, np.zeros((b - n, *chunk.shape[1:]), chunk.dtype)])
-            out.append(np.asarray(self._apply(self.params, jnp.asarray(chunk), key))[:n])
+            out.append(_host(self._apply(self.params, self._place(chunk[rows]), key))[:n])
         return np.concatenate(out)
 
     # ------------------------------------------------------------------ weights
@@ -289,18 +313,18 @@ class JaxRunner:
 
     def accumulators(self) -> list[np.ndarray]:
         """The weight accumulators (WAGE) or weights (float) in torch order and layout."""
-        return flax_params_to_torch_weights(jax.device_get(self.params))
+        return flax_params_to_torch_weights(jax.tree_util.tree_map(_host, self.params))
 
     def raw_weights(self) -> dict[str, np.ndarray]:
         """The stored weights by layer name: accumulators (WAGE) or float weights, Flax layout."""
-        return {name: np.asarray(self.params[name]["kernel"]) for name in self.layer_names()}
+        return {name: _host(self.params[name]["kernel"]) for name in self.layer_names()}
 
     def forward_weights(self) -> list[tuple[str, np.ndarray]]:
         """``(name, weights)`` per layer as the forward pass uses them: ``QW(w_acc, bits_W, scale)`` for WAGE
         (nearest rounding, contract §2), the raw float weights for the baseline."""
         out = []
         for name in self.layer_names():
-            kernel = self.params[name]["kernel"]
+            kernel = _host(self.params[name]["kernel"])
             if self.quantized:
                 c = self.config
                 scale = kernel_scale(kernel.shape, c.bits_W, c.factor)
@@ -317,7 +341,7 @@ class JaxRunner:
     def checkpoint_state(self) -> dict[str, np.ndarray]:
         """Params (accumulators), optimizer state (step count, PRNG key) and forward keys as host arrays, each
         under its path's name (a PRNG key as its raw ``uint32`` data)."""
-        return {name: np.asarray(jax.device_get(_plain(v))) for name, v in _named_leaves(self._state())}
+        return {name: _host(_plain(v)) for name, v in _named_leaves(self._state())}
 
     def load_checkpoint_state(self, tree: dict[str, Any]) -> None:
         """Load what :meth:`checkpoint_state` returned into this runner (built with the same arguments).

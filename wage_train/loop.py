@@ -16,13 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from wage_train.augment import augment_crop, augment_crop_flip
+from wage_train.augment import augment_crop
 from wage_train.checkpoints import file_system_fault, non_finite_weights, restore_checkpoint, save_checkpoint
 from wage_train.compare import Comparison, format_compare
 from wage_train.compare import summary as compare_summary
 from wage_train.compare import verdict as compare_verdict
 from wage_train.config import MODES, RunConfig, UsageError
 from wage_train.data import Dataset, to_inputs
+from wage_train.distributed import Job, job
 from wage_train.float_recipe import describe as describe_recipe
 from wage_train.prefetch import Prefetcher
 from wage_train.reporting import format_header, format_row, plot_run, write_csv, write_json
@@ -106,6 +107,7 @@ class _Run:
     staging: Path | None
     locks: tuple[Any, Any]
     rng: np.random.Generator = field(init=False)
+    job: Job = field(default_factory=job)  # this process's part (wage_train.distributed): its rows, who writes
     history: list[dict[str, Any]] = field(default_factory=list)
     comparison: Comparison | None = None
     start: int = 0  # epochs done before this invocation
@@ -214,7 +216,8 @@ def _start(run: _Run, resume: bool) -> None:
     elif run.staging is not None:
         # --overwrite: train in a fresh folder; the old run is moved aside after the first good checkpoint.
         run.out_dir = run.staging
-    run.out_dir.mkdir(parents=True, exist_ok=True)
+    if run.job.main:
+        run.out_dir.mkdir(parents=True, exist_ok=True)
     print(
         f"{'preset ' + cfg.preset + ' | ' if cfg.preset else ''}"
         f"{run.method} | {run.spec.describe()} | {cfg.dataset}: {len(run.x_train)} train / {len(run.test_inputs)} "
@@ -242,13 +245,16 @@ def _augment_label(cfg: RunConfig) -> str:
 
 def _make_batch(run: _Run, b: int, order: np.ndarray) -> dict[str, Any]:
     """Batch ``b`` of the epoch's ``order``, placed for each runner. On the producer thread (the only user of
-    ``run.rng`` while an epoch trains): gather, augment, scale, place."""
+    ``run.rng`` while an epoch trains): gather, augment, scale, place. In a multi-process job, only this process's
+    rows of the global batch, augmented with the global batch's draws (so every process's generator stays in
+    step with a one-process run's)."""
     batch = run.cfg.batch_size
     with _doing(f"reading and preparing training batch {b + 1}"):  # the training images may be read from disk
-        idx = order[b * batch : (b + 1) * batch]
+        rows = run.job.rows(batch)
+        idx = order[b * batch : (b + 1) * batch][rows]
         xb = run.x_train[idx]
         if run.cfg.augment:
-            xb = augment_crop_flip(xb, run.rng) if run.cfg.flip else augment_crop(xb, run.rng)
+            xb = augment_crop(xb, run.rng, flip=run.cfg.flip, rows=(rows.start, batch))
         xb, yb = to_inputs(xb, run.data.max_value), run.data.y_train[idx]
         return {r.framework: r.place(xb, yb) for r in run.runners}
 
@@ -338,20 +344,28 @@ def _end_epoch(run: _Run, epoch: int, totals: dict[str, tuple[np.ndarray, int]],
         _diverged(run, f"epoch {epoch + 1}, step {run.steps}: {bad or 'the loss'} became non-finite")
     state = {"epoch": epoch + 1, "data_rng": run.rng.bit_generator.state, "history": run.history,
              "compare": run.compare_records}
-    if epoch == run.start:  # with the first checkpoint: a run that failed before it leaves no config.json behind
+    if epoch == run.start and run.job.main:  # with the first checkpoint: a run that failed before leaves no config
         write_json(run.out_dir / "config.json", run.cfg.to_dict())
-    save_checkpoint(run.ckpt_root, epoch + 1, run.runners, state)
-    _write_metrics(run)
+    save_checkpoint(run.ckpt_root, epoch + 1, run.runners, state, main=run.job.main)
+    if run.job.main:
+        _write_metrics(run)
     if run.staging is not None and run.out_dir == run.staging:
         from wage_train.run_dir import swap_into_place
 
-        aside = swap_into_place(run.staging, run.final_dir, *run.locks)  # uninterruptible; the locks follow
+        if run.job.main:
+            aside = swap_into_place(run.staging, run.final_dir, *run.locks)  # uninterruptible; the locks follow
+            print(f"note: --overwrite: the previous run was moved to {aside}", flush=True)
         run.out_dir = run.final_dir
-        print(f"note: --overwrite: the previous run was moved to {aside}", flush=True)
+        if run.job.num_processes > 1:  # no process writes its next checkpoint before the folder has moved
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("wage-train: --overwrite swap")
 
 
 def _finish(run: _Run, wall0: float) -> dict[str, Any]:
-    """Write the final metrics, weights and plot; print the summary lines; return the summary."""
+    """Write the final metrics, weights and plot (process 0); print the summary lines; return the summary."""
+    if not run.job.main:
+        return _summary(run)
     summary = _write_metrics(run)
     with atomic_write(run.out_dir / "weights.npz") as f:
         np.savez(f, **{f"{r.framework}.{k}": v for r in run.runners for k, v in r.raw_weights().items()})
@@ -404,7 +418,7 @@ def start_note(history: list[dict], ckpt_root: Path, overwrite: bool = False) ->
 
 def _diverged(run: _Run, what: str) -> None:
     """Keep metrics (the finite epochs) and the last good checkpoint, draw the plot, raise :class:`DivergedError`."""
-    if run.history:
+    if run.history and run.job.main:
         write_json(run.out_dir / "config.json", run.cfg.to_dict())  # the diverged run's record, with its metrics
         _write_metrics(run)
         _plot(run, " (diverged)")
