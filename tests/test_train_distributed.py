@@ -115,6 +115,7 @@ def test_two_processes_train_the_mlp_of_one_process_bit_for_bit(tmp_path):
     assert set(_differing(tmp_path / "one", tmp_path / "job").values()) == {0}
 
 
+@pytest.mark.slow
 def test_lenet5_in_two_processes_then_resumed_in_one_is_one_process_run(tmp_path, mnist):
     args = [*LENET, "--data-dir", mnist]
     _one_process(tmp_path / "one", args)
@@ -125,6 +126,7 @@ def test_lenet5_in_two_processes_then_resumed_in_one_is_one_process_run(tmp_path
     assert set(_differing(tmp_path / "one", job).values()) == {0}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("victim", [1, 0])
 def test_a_killed_process_stops_the_others_in_one_line(tmp_path, victim):
     out = tmp_path / "run"
