@@ -48,14 +48,8 @@ class CheckpointWriteError(DataError):
 
 
 # The file-system faults worth naming, as Orbax/TensorStore spell them in their messages.
-_FS_FAULTS = {
-    "ENOSPC": "No space left on device",
-    "EROFS": "Read-only file system",
-    "EACCES": "Permission denied",
-    "EDQUOT": "Disk quota exceeded",
-    "EBUSY": "Device or resource busy",
-    "EIO": "Input/output error",
-}
+_FS_FAULTS = {"ENOSPC": "No space left on device", "EROFS": "Read-only file system", "EACCES": "Permission denied",
+              "EDQUOT": "Disk quota exceeded", "EBUSY": "Device or resource busy", "EIO": "Input/output error"}
 
 
 def file_system_fault(e: BaseException) -> str:

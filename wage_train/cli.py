@@ -41,14 +41,7 @@ from typing import Any
 
 from wage_spec import FULL_PRECISION
 from wage_train import distributed
-from wage_train.config import (
-    WAGE_LR,
-    ConfigError,
-    RunConfig,
-    UsageError,
-    check_data_fingerprint,
-    resume_config,
-)
+from wage_train.config import WAGE_LR, ConfigError, RunConfig, UsageError, check_data_fingerprint, resume_config
 from wage_train.data import DATASETS, Dataset, data_fingerprint, hold_out_validation, load_dataset
 from wage_train.distributed import Job, digests
 from wage_train.download import ensure_dataset
@@ -276,7 +269,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list)
                 created, staging = _claim_out_dir(out_dir, args, locks)
                 CREATED.extend(p for p in (created,) if p is not None)
                 cfg = _resumed(given, args, out_dir)
-                _fetch(cfg, args)
+                if cfg.data_dir is not None:  # check --data-dir's files, fetch the missing ones
+                    for line in ensure_dataset(cfg.dataset, cfg.data_dir, download=bool(args.download),
+                                               extra=cfg.preset == "paper-svhn", progress=sys.stderr.isatty()):
+                        print(line, flush=True)
                 box.share = {"staging": staging and str(staging)}
         staging = Path(box.share["staging"]) if box.share.get("staging") else None
         with job.together() as box:
@@ -359,13 +355,6 @@ def _claim_out_dir(out_dir: Path, args: argparse.Namespace, locks: list) -> tupl
     return created, staging_dir(out_dir)
 
 
-def _fetch(cfg: RunConfig, args: argparse.Namespace) -> None:
-    if cfg.data_dir is not None:
-        for line in ensure_dataset(cfg.dataset, cfg.data_dir, download=bool(args.download),
-                                   extra=cfg.preset == "paper-svhn", progress=sys.stderr.isatty()):
-            print(line, flush=True)
-
-
 def _load_data(cfg: RunConfig, args: argparse.Namespace, out_dir: Path) -> tuple[RunConfig, Dataset]:
     """Load and check the data; returns it and ``cfg`` with its fingerprint and data-dependent lr recorded."""
     from wage_train import preflight
@@ -411,14 +400,10 @@ def _train(cfg: RunConfig, data: Dataset, out_dir: Path, args: argparse.Namespac
     except Exception as e:  # in a job, a collective fails when another process died: end at once, in one line
         if distributed.job().num_processes == 1:
             raise
-        cause = _first_line(e).rsplit("Error dispatching computation: ", 1)[-1][:200]
+        cause = (str(e).strip().splitlines() or [""])[0].rsplit("Error dispatching computation: ", 1)[-1][:200]
         _exit_line(2, f"process {distributed.job().process_id}: {type(e).__name__} ({cause}): another process of "
                       "this job has probably stopped; the last completed checkpoint is intact: continue the run "
                       "with --resume")
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [""])[0]
 
 
 def _eval(argv: Sequence[str]) -> dict[str, Any]:

@@ -43,11 +43,7 @@ def epoch_schedule(lrs: Sequence[float], steps_per_epoch: int) -> Any:
     starts = np.asarray([min(s, int32_max) for s, _ in pieces], np.int32)
     table = np.asarray([v for _, v in pieces], np.float32)
     spe = int(steps_per_epoch)
-
-    def schedule(count: jax.Array) -> jax.Array:
-        return jnp.asarray(table)[jnp.sum(jnp.asarray(starts) <= count // spe) - 1]
-
-    return schedule
+    return lambda count: jnp.asarray(table)[jnp.sum(jnp.asarray(starts) <= count // spe) - 1]
 
 
 def _device_count(devices: int | None, batch_size: int | None) -> int:
@@ -90,13 +86,9 @@ def _is_key(x: Any) -> bool:
 
 def _named_leaves(tree: Any) -> list[tuple[str, Any]]:
     """``(name, leaf)`` in ``tree_leaves`` order; the name joins the path's keys with dots."""
-    # by hand: jax.tree_util.keystr(simple=True) needs a newer jax than the oldest one supported
 
-    def part(k: Any) -> str:
-        for attr in ("key", "idx", "name"):
-            if hasattr(k, attr):
-                return str(getattr(k, attr))
-        return str(k)
+    def part(k: Any) -> str:  # by hand: jax.tree_util.keystr(simple=True) is newer than the oldest jax supported
+        return str(next((getattr(k, a) for a in ("key", "idx", "name") if hasattr(k, a)), k))
 
     return [(".".join(part(k) for k in path), leaf) for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
@@ -192,8 +184,7 @@ class JaxRunner:
         """One update, dispatched without waiting; returns the logits ``(B, K)`` as a device array."""
         x, y = batch
         self.params, self.opt_state, self.fwd_key, self._totals, self._last_loss, logits = self._loop_step(
-            self.params, self.opt_state, self.fwd_key, self._totals, x, y
-        )
+            self.params, self.opt_state, self.fwd_key, self._totals, x, y)
         self._batch_sizes.append(x.shape[0])  # the global batch (a shape: nothing waits)
         return logits
 
@@ -271,9 +262,6 @@ class JaxRunner:
             restored.append(jax.random.wrap_key_data(saved, impl=jax.random.key_impl(v)) if _is_key(v)
                             else jnp.asarray(saved))
         state = jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(self._state()), restored)
-        self.params, self.opt_state = state["params"], state["opt_state"]
-        self.fwd_key, self.eval_key = state["fwd_key"], state["eval_key"]
         if self._mesh is not None:  # loaded onto one device: back onto the whole mesh
-            self.params, self.opt_state, self.fwd_key, self.eval_key = parallel.replicate(
-                (self.params, self.opt_state, self.fwd_key, self.eval_key), self._mesh
-            )
+            state = parallel.replicate(state, self._mesh)
+        self.params, self.opt_state, self.fwd_key, self.eval_key = (state[k] for k in self._state())

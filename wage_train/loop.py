@@ -347,16 +347,13 @@ def _finish(run: _Run, wall0: float) -> dict[str, Any]:
 
 def _first_bad_loss(totals: dict[str, tuple[np.ndarray, int]], cut_short: bool) -> str | None:
     """``"step S: the F training loss became L"`` for the first non-finite step loss, else None."""
-    first = None
-    for fw, (losses, _) in totals.items():
-        bad = np.flatnonzero(~np.isfinite(losses))
-        if bad.size and (first is None or bad[0] < first[0]):
-            first = (int(bad[0]), fw, float(losses[bad[0]]))
-    if first is None:
+    bad = [(int(b), fw, float(losses[b])) for fw, (losses, _) in totals.items()
+           for b in np.flatnonzero(~np.isfinite(losses))[:1]]
+    if not bad:
         if cut_short:  # a non-finite loss was read during the epoch: it must be in the totals
             raise RuntimeError("a non-finite loss was read during the epoch but is not in its totals")
         return None
-    b, fw, loss = first
+    b, fw, loss = min(bad, key=lambda t: t[0])  # the first step, the first framework on a tie
     return f"step {b + 1}: the {fw} training loss became {loss}"
 
 
@@ -398,11 +395,8 @@ def _summary(run: _Run) -> dict[str, Any]:
                           "final_train_acc": rows[-1]["train_acc"], "final_loss": rows[-1]["loss"],
                           "train_time_s": sum(m["train_time_s"] for m in rows),
                           "eval_time_s": sum(m["eval_time_s"] for m in rows)}
-    out: dict[str, Any] = {"model": run.spec.describe(), "epochs_done": _epochs_done(run.history),
-                           "frameworks": frameworks}
-    if run.compare_records:
-        out["compare"] = compare_summary(run.compare_records)
-    return out
+    return {"model": run.spec.describe(), "epochs_done": _epochs_done(run.history), "frameworks": frameworks,
+            **({"compare": compare_summary(run.compare_records)} if run.compare_records else {})}
 
 
 def _write_metrics(run: _Run) -> dict[str, Any]:

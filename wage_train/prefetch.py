@@ -7,6 +7,7 @@ draws the same batches bit for bit; ``numpy`` and ``jax.device_put`` release the
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -44,11 +45,9 @@ class Prefetcher(Generic[T]):
 
     def _put(self, item: Any) -> bool:
         while not self._stop.is_set():
-            try:
+            with contextlib.suppress(queue.Full):
                 self._queue.put(item, timeout=0.05)
                 return True
-            except queue.Full:
-                continue
         return False
 
     def _produce(self) -> None:

@@ -29,10 +29,9 @@ def check_data(cfg: RunConfig, data: Dataset) -> None:
     dimension and, for LeNet-5, square images of at least 16x16."""
     where = f"--data-dir {cfg.data_dir}" if cfg.data_dir else f"--dataset {cfg.dataset}"
     split = data.eval_split
-    if len(data.x_train) == 0:
-        raise DataError(f"{where}: the training split has 0 images")
-    if len(data.x_test) == 0:
-        raise DataError(f"{where}: the {split} split has 0 images")
+    for name, x in (("training", data.x_train), (split, data.x_test)):
+        if len(x) == 0:
+            raise DataError(f"{where}: the {name} split has 0 images")
     shape = tuple(data.x_train.shape[1:])
     if len(shape) != 3 or 0 in shape:
         raise DataError(f"{where}: images of shape {shape} (H, W, C) have a zero dimension")
@@ -102,9 +101,7 @@ def check_devices(cfg: RunConfig, devices: int | None) -> None:
         raise UsageError(f"--batch-size {cfg.batch_size}: a --distributed job splits each batch over its "
                          f"{jax.device_count()} devices ({jax.process_count()} processes): give a multiple of "
                          f"{jax.device_count()}")
-    if devices is None:
-        return
-    if devices > have:
+    if devices is not None and devices > have:
         kind = jax.local_devices()[0].platform
         raise UsageError(f"--devices {devices}: this process has {have} JAX device(s) ({kind}); give at most "
                          f"{have} (on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N makes N)")
@@ -112,10 +109,8 @@ def check_devices(cfg: RunConfig, devices: int | None) -> None:
 
 def check_torch_backend(cfg: RunConfig) -> None:
     """:class:`UsageError` when a torch run would read a bad ``WAGE_TORCH_BACKEND``."""
-    if cfg.framework not in ("torch", "compare"):
-        return
     from_env = os.environ.get("WAGE_TORCH_BACKEND")
-    if from_env and from_env not in ("qtorch", "torch"):
+    if cfg.framework in ("torch", "compare") and from_env and from_env not in ("qtorch", "torch"):
         raise UsageError(f"the environment variable WAGE_TORCH_BACKEND={from_env!r} must be 'qtorch' or 'torch' "
                          "(or unset: qtorch)")
 
@@ -127,10 +122,9 @@ def require_torch(framework: str) -> None:
     except ImportError as e:  # also a torch whose own import fails (a missing shared library)
         option = "--compare" if framework == "compare" else f"--framework {framework}"
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UsageError(
-            f"{option} needs torch, which cannot be imported ({reason}): install the torch extra, "
-            "pip install \".[torch]\" from a clone (install your torch build first), or train with --framework jax"
-        ) from None
+        raise UsageError(f"{option} needs torch, which cannot be imported ({reason}): install the torch extra, pip "
+                         "install \".[torch]\" from a clone (install your torch build first), or train with "
+                         "--framework jax") from None
 
 
 def print_config(cfg: RunConfig) -> NoReturn:

@@ -72,13 +72,9 @@ def check_out_dir(out_dir: Path, *, overwrite: bool) -> None:
     if outer is not None:
         raise UsageError(f"--out-dir {out_dir} is inside the run in {outer}; writing there would damage that run: "
                          "choose a folder outside it")
-    if overwrite:
-        cwd = Path.cwd().resolve()
-        target = Path(absolute).resolve()
-        if target == cwd or target in cwd.parents:
-            raise UsageError(f"--overwrite --out-dir {out_dir}: that is the working directory or one of its "
-                             "ancestors, which cannot be moved aside; run from another folder or choose "
-                             "another --out-dir")
+    if overwrite and Path(absolute).resolve() in (cwd := Path.cwd().resolve(), *cwd.parents):
+        raise UsageError(f"--overwrite --out-dir {out_dir}: that is the working directory or one of its ancestors, "
+                         "which cannot be moved aside; run from another folder or choose another --out-dir")
 
 
 def _lock_holder(fd: int) -> str:
