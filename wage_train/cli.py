@@ -102,11 +102,8 @@ def parse_bits(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"--bits takes W-A-G-E, e.g. 2-8-8-8, got {text!r}")
     out = []
     for name, p in zip("WAGE", parts, strict=True):
-        if p.lower() in ("fp", "f", "full") and name in "AE":
-            out.append(FULL_PRECISION)
-            continue
         try:
-            out.append(int(p))
+            out.append(FULL_PRECISION if p.lower() in ("fp", "f", "full") and name in "AE" else int(p))
         except ValueError:
             raise argparse.ArgumentTypeError(f"--bits: {name} bits must be an int (or fp for A/E), got {p!r}") from None
     return out
@@ -295,7 +292,12 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list)
                                      f"({e.strerror or type(e).__name__})") from None
                 locks.append(RunLock(staging).acquire())
     except (UsageError, DataError, ValueError) as e:
-        _remove_if_unused(created, locks)
+        for lock in reversed(locks):
+            lock.release()
+        locks.clear()
+        if created is not None:
+            with contextlib.suppress(OSError):
+                created.rmdir()  # only when nothing went into it
         parser.exit(2, f"{parser.prog}: error: {e}\n")
     if cfg.framework != "jax" and (threads := args.torch_threads or (1 if cfg.dataset == "digits" else None)):
         import torch
@@ -339,7 +341,15 @@ def _claim_out_dir(out_dir: Path, args: argparse.Namespace, locks: list) -> tupl
     from wage_train.run_dir import RunLock, check_out_dir, run_kind, staging_dir, tidy_staging
 
     check_out_dir(out_dir, overwrite=bool(args.overwrite))
-    created = _make_out_dir(out_dir)
+    created = None
+    if not out_dir.is_dir():
+        try:
+            out_dir.mkdir(parents=True)
+            created = out_dir
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise UsageError(f"--out-dir {out_dir} cannot be created ({e.strerror or type(e).__name__})") from None
     # Held for the run's life: a second run in this folder is refused, never mixed with this one.
     locks.append(RunLock(out_dir).acquire())
     locks[-1] = tidy_staging(out_dir, locks[-1], resume=bool(args.resume), log=lambda m: print(m, flush=True))
@@ -470,29 +480,6 @@ def _show_progress(args: argparse.Namespace) -> bool:
     if not distributed.job().main:
         return False
     return bool(args.progress) if args.progress or args.no_progress else sys.stderr.isatty()
-
-
-def _make_out_dir(out_dir: Path) -> Path | None:
-    """Create ``out_dir`` if missing; returns it when this call created it."""
-    if out_dir.is_dir():
-        return None
-    try:
-        out_dir.mkdir(parents=True)
-    except FileExistsError:
-        return None
-    except OSError as e:
-        raise UsageError(f"--out-dir {out_dir} cannot be created ({e.strerror or type(e).__name__})") from None
-    return out_dir
-
-
-def _remove_if_unused(created: Path | None, locks: list) -> None:
-    """Release the locks and remove ``created`` again when nothing went into it."""
-    for lock in reversed(locks):
-        lock.release()
-    locks.clear()
-    if created is not None:
-        with contextlib.suppress(OSError):
-            created.rmdir()  # only when empty
 
 
 _IN_MAIN = False  # set by main(): run() called in another program's process leaves its signal handlers alone

@@ -229,15 +229,12 @@ class JaxRunner:
 
     def forward_weights(self) -> list[tuple[str, np.ndarray]]:
         """``QW(w_acc, bits_W, scale)`` with nearest rounding (contract §2) for WAGE, the float weights else."""
-        out = []
-        for name in layer_order(self.params):
-            kernel = _host(self.params[name]["kernel"])
-            if self.quantized:
-                c = self.config
-                scale = kernel_scale(kernel.shape, c.bits_W, c.factor)
-                kernel = jax.jit(QW, static_argnums=(1, 2, 3))(kernel, c.bits_W, scale, "nearest")
-            out.append((name, np.asarray(kernel)))
-        return out
+        kernels = [(name, _host(self.params[name]["kernel"])) for name in layer_order(self.params)]
+        if not self.quantized:
+            return kernels
+        c, qw = self.config, jax.jit(QW, static_argnums=(1, 2, 3))
+        return [(n, np.asarray(qw(k, c.bits_W, kernel_scale(k.shape, c.bits_W, c.factor), "nearest")))
+                for n, k in kernels]
 
     def _state(self) -> dict[str, Any]:
         return {"params": self.params, "opt_state": self.opt_state, "fwd_key": self.fwd_key,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
 import operator
@@ -11,7 +10,7 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,17 +43,6 @@ class DivergedError(RuntimeError):
 
 class ResourceError(RuntimeError):
     """Memory or the file system failed while the run was doing what the message names."""
-
-
-@contextlib.contextmanager
-def _doing(what: str) -> Iterator[None]:
-    """A ``MemoryError`` or ``OSError`` in the block as a :class:`ResourceError` naming ``what``."""
-    try:
-        yield
-    except MemoryError:
-        raise ResourceError(f"out of memory while {what}") from None
-    except OSError as e:
-        raise ResourceError(f"{what} failed ({file_system_fault(e)})") from None
 
 
 class RunInterruptedError(RuntimeError):
@@ -213,8 +201,8 @@ def _start(run: _Run, resume: bool) -> None:
 def _make_batch(run: _Run, b: int, order: np.ndarray) -> dict[str, Any]:
     """Batch ``b`` of ``order``, placed for each runner, on the producer thread (``run.rng``'s only user while an
     epoch trains). In a multi-process job this process's rows, augmented with the global batch's draws."""
-    batch = run.cfg.batch_size
-    with _doing(f"reading and preparing training batch {b + 1}"):  # the training images may be read from disk
+    batch, what = run.cfg.batch_size, f"reading and preparing training batch {b + 1}"
+    try:  # the training images may be read from disk
         rows = run.job.rows(batch)
         idx = order[b * batch : (b + 1) * batch][rows]
         xb = run.x_train[idx]
@@ -222,6 +210,10 @@ def _make_batch(run: _Run, b: int, order: np.ndarray) -> dict[str, Any]:
             xb = augment_crop(xb, run.rng, flip=run.cfg.flip, rows=(rows.start, batch))
         xb, yb = to_inputs(xb, run.data.max_value), run.data.y_train[idx]
         return {r.framework: r.place(xb, yb) for r in run.runners}
+    except MemoryError:
+        raise ResourceError(f"out of memory while {what}") from None
+    except OSError as e:
+        raise ResourceError(f"{what} failed ({file_system_fault(e)})") from None
 
 
 def _train_epoch(run: _Run, epoch: int, progress: bool, stop: StopSignals | None

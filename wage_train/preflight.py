@@ -50,19 +50,16 @@ F32_MAX, F32_TINY = float(np.finfo(np.float32).max), float(np.finfo(np.float32).
 COPIES_PER_WEIGHT = 8  # float32 arrays per weight (accumulator, QW, gradient, update, optimizer...): a lower bound
 
 
-def _layer_outputs(spec: ModelSpec) -> list[int]:
-    """Output width of every weight layer in forward order (pairs with :meth:`ModelSpec.fan_ins`)."""
-    if spec.kind == "mlp":
-        return [*spec.hidden, spec.num_classes]
-    convs = [w for w in spec.widths for _ in range(2)] if spec.kind == "vgg7" else list(spec.widths)
-    return [*convs, spec.vgg_hidden, spec.num_classes]
-
-
 def check_model(cfg: RunConfig, spec: ModelSpec) -> None:
     """:class:`UsageError` when the weights' training state exceeds the physical memory, or ``--factor`` gives a
     layer an initializer limit ``sqrt(3 factor / fan_in)`` (Eq. 6) outside float32's range or (WAGE) a scale
     ``2^round(log2(W_m / limit))`` (Eq. 7) beyond ``2^126``, where every ``QW(w) / scale`` is 0."""
-    fans, outs = spec.fan_ins(), _layer_outputs(spec)
+    if spec.kind == "mlp":  # each weight layer's output width, in forward order (as spec.fan_ins())
+        outs = [*spec.hidden, spec.num_classes]
+    else:  # VGG7 has two convolutions per stage
+        outs = [*(w for w in spec.widths for _ in range(2 if spec.kind == "vgg7" else 1)), spec.vgg_hidden,
+                spec.num_classes]
+    fans = spec.fan_ins()
     count = sum(f * o for f, o in zip(fans, outs, strict=True))
     need = 4 * COPIES_PER_WEIGHT * count * (2 if cfg.framework == "compare" else 1)
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -211,20 +211,15 @@ def mark_staging(staging: Path) -> None:
     make_tool_dir(staging)
 
 
-def _staging_siblings(out_dir: Path) -> list[Path]:
-    absolute = Path(os.path.abspath(out_dir))
-    if not absolute.parent.is_dir():
-        return []
-    pattern = re.compile(re.escape(absolute.name) + r"\.new-\d+")
-    return sorted(p for p in absolute.parent.iterdir()
-                  if pattern.fullmatch(p.name) and not p.is_symlink() and (p / STAGING_MARK).is_file())
-
-
 def tidy_staging(out_dir: Path, lock: RunLock, *, resume: bool, log: Callable[[str], None] = print) -> RunLock:
     """Deal with the marked, unlocked ``<out-dir>.new-<pid>`` folders of interrupted ``--overwrite`` runs: without
     a checkpoint removed; with one, moved into an empty ``out_dir`` on ``resume`` (the run an interrupted swap
     displaced), else moved aside to ``<out-dir>.old-<time>``. Returns the lock now held on ``out_dir``."""
-    for stale in _staging_siblings(out_dir):
+    absolute = Path(os.path.abspath(out_dir))
+    pattern = re.compile(re.escape(absolute.name) + r"\.new-\d+")
+    siblings = absolute.parent.iterdir() if absolute.parent.is_dir() else ()
+    for stale in sorted(p for p in siblings
+                        if pattern.fullmatch(p.name) and not p.is_symlink() and (p / STAGING_MARK).is_file()):
         other = RunLock(stale)
         try:
             other.acquire()
