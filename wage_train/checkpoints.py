@@ -2,15 +2,10 @@
 
 ``checkpoints/epoch_NNNN/`` is one Orbax step: an item per runner (``jax/``, ``torch/``: its flat
 ``checkpoint_state()``), ``state/`` (the loop's JSON state) and ``MANIFEST.sha256``. Saves are synchronous: a
-failed write raises in the caller and no writer thread outlives the call. Kept by hand, and why:
-
-* the manifest, checked before Orbax reads a step: Orbax checks neither its JSON item nor its metadata (a flipped
-  digit restores another history), and TensorStore reports a damaged array file on stderr after Orbax has closed
-  its event loop ("Event loop is closed"); a step without a manifest is refused the same way;
-* the free-space check, for the same TensorStore report on a write that fails for want of space;
-* :func:`_orbax_records_held`: Orbax's threads log a failed write (an absl ERROR with a traceback) before the
-  error reaches the caller, whose one line stands for them;
-* the fallback to the previous checkpoint when the newest is refused; no NaN or infinity written nor restored.
+failed write raises in the caller. The manifest is checked before Orbax reads a step, since Orbax checks neither
+its JSON item nor its metadata (a flipped digit restores another history), and a damaged or (on a save) short
+array file makes TensorStore report on stderr after Orbax has closed its event loop: hence also the free-space
+check and :func:`_orbax_records_held` (Orbax's threads log a failed write before the caller's one line).
 """
 
 from __future__ import annotations
@@ -99,14 +94,6 @@ def _manager(root: Path) -> Any:
 HEADROOM = 1 << 20  # for Orbax's metadata files and the file system's blocks
 
 
-def _check_free_space(root: Path, trees: dict[str, dict[str, np.ndarray]], state: dict[str, Any]) -> None:
-    """``OSError(ENOSPC)`` when ``root`` has less room than the checkpoint's bytes and :data:`HEADROOM`."""
-    need = sum(np.asarray(a).nbytes for tree in trees.values() for a in tree.values())
-    need += len(json.dumps(state)) + HEADROOM
-    if shutil.disk_usage(root).free < need:
-        raise OSError(errno_names.ENOSPC, os.strerror(errno_names.ENOSPC), str(root))
-
-
 def save_checkpoint(root: Path, epoch: int, runners: list[Any], state: dict[str, Any], main: bool = True) -> Path:
     """Write ``root/epoch_NNNN`` (the runners' states, the JSON ``state``, the manifest); Orbax keeps it and the
     previous one. In a multi-process job every process calls it (Orbax's multi-process save); only the ``main``
@@ -122,7 +109,9 @@ def save_checkpoint(root: Path, epoch: int, runners: list[Any], state: dict[str,
     try:
         if main:
             root.mkdir(parents=True, exist_ok=True)
-            _check_free_space(root, trees, state)
+            need = sum(np.asarray(a).nbytes for tree in trees.values() for a in tree.values()) + len(json.dumps(state))
+            if shutil.disk_usage(root).free < need + HEADROOM:  # refused before TensorStore fails (see above)
+                raise OSError(errno_names.ENOSPC, os.strerror(errno_names.ENOSPC), str(root))
         items = {name: ocp.args.StandardSave(tree) for name, tree in trees.items()}
         with _orbax_records_held(), _manager(root) as manager:
             if epoch in manager.all_steps():  # written by an earlier, interrupted invocation: replace it

@@ -117,8 +117,7 @@ class JaxRunner:
                  steps_per_epoch: int, seed: int, init_weights: Sequence[np.ndarray] | None = None,
                  eval_batch_size: int = 500, devices: int | None = None, batch_size: int | None = None,
                  integer: bool = False, float_recipe: str = "standard") -> None:
-        self.spec, self.config, self.quantized = spec, config, quantized
-        self.eval_batch_size = eval_batch_size
+        self.spec, self.config, self.quantized, self.eval_batch_size = spec, config, quantized, eval_batch_size
         self.model = build_model(spec, config, quantized, integer)
         k_param, k_opt, k_fwd, k_eval = jax.random.split(jax.random.key(seed), 4)
         dummy = jnp.zeros((1, *spec.image_shape), jnp.float32)
@@ -237,8 +236,7 @@ class JaxRunner:
                 for n, k in kernels]
 
     def _state(self) -> dict[str, Any]:
-        return {"params": self.params, "opt_state": self.opt_state, "fwd_key": self.fwd_key,
-                "eval_key": self.eval_key}
+        return {"params": self.params, "opt_state": self.opt_state, "fwd_key": self.fwd_key, "eval_key": self.eval_key}
 
     def checkpoint_state(self) -> dict[str, np.ndarray]:
         """Params, optimizer state and keys as host arrays, each under its path's name."""

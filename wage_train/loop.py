@@ -154,8 +154,7 @@ def _build(cfg: RunConfig, data: Dataset, out_dir: Path, devices: int | None, st
     return _Run(cfg=cfg, data=data, spec=spec, x_train=x_train,
                 test_inputs=to_inputs(model_inputs(cfg, data.x_test), data.max_value), lrs=lrs, steps=steps,
                 runners=runners, out_dir=out_dir, final_dir=out_dir, staging=staging, locks=locks,
-                rng=np.random.default_rng(cfg.seed),
-                step_lr=None if trained is lrs else trained,
+                rng=np.random.default_rng(cfg.seed), step_lr=None if trained is lrs else trained,
                 comparison=Comparison(cfg.bits[0], []) if len(runners) == 2 else None)
 
 
