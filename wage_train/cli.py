@@ -384,7 +384,7 @@ def _load_data(cfg: RunConfig, args: argparse.Namespace, out_dir: Path) -> tuple
 
 def _train(cfg: RunConfig, data: Dataset, out_dir: Path, args: argparse.Namespace, staging: Path | None,
            locks: list) -> dict[str, Any]:
-    from wage_train.checkpoints import NonFiniteError
+    from wage_train.checkpoints import NonFiniteError, file_system_fault
     from wage_train.loop import DivergedError, ResourceError, RunInterruptedError, StopSignals, train
 
     try:
@@ -400,8 +400,6 @@ def _train(cfg: RunConfig, data: Dataset, out_dir: Path, args: argparse.Namespac
         _exit_line(2, "out of memory; the last completed checkpoint is kept: choose a smaller model or batch, then "
                       "continue with --resume")
     except OSError as e:  # an output file (config, metrics, plot, weights) cannot be written
-        from wage_train.checkpoints import file_system_fault
-
         where = e.filename or out_dir
         _exit_line(2, f"cannot write {where} ({file_system_fault(e)}); the last completed checkpoint is kept: "
                       "free space or fix the folder's permissions, then continue with --resume")

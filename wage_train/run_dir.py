@@ -171,8 +171,7 @@ def _exchange(a: Path, b: Path) -> bool:
     """Atomically exchange two paths with libc's ``renameat2(RENAME_EXCHANGE)`` (``os`` lacks it); False where the
     kernel or libc lacks it. Only the exchange leaves no instant at which ``--out-dir`` holds no run."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
     except (OSError, AttributeError):
         return False
     renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
@@ -206,9 +205,7 @@ def swap_into_place(staging: Path, final: Path, old_lock: RunLock | None, new_lo
     return aside
 
 
-def mark_staging(staging: Path) -> None:
-    """Create ``staging`` with its :data:`STAGING_MARK` (``FileExistsError`` if anything is there)."""
-    make_tool_dir(staging)
+mark_staging = make_tool_dir  # a staging folder with its STAGING_MARK (FileExistsError if anything is there)
 
 
 def tidy_staging(out_dir: Path, lock: RunLock, *, resume: bool, log: Callable[[str], None] = print) -> RunLock:
