@@ -1,28 +1,11 @@
 """Per-epoch checkpoints of a ``wage-train`` run on Orbax's ``CheckpointManager``, verified before they are restored.
 
-Layout: ``checkpoints/epoch_NNNN/`` is one Orbax step with one item per runner (``jax/``, ``torch/``: flat
-``{name: numpy array}`` trees from the runner's ``checkpoint_state()``) and ``state/`` (the loop's JSON state:
-epoch, data-order RNG state, history, compare rows), plus ``MANIFEST.sha256``. Orbax writes the step into a
-temporary folder and renames it when complete, keeps the newest :data:`KEEP` steps and finds the latest one.
-Saves are synchronous (``enable_async_checkpointing=False``): a failed write raises in the caller, which
-reports it in one line, and no writer thread outlives the call.
-
-Kept by hand, and why:
-
-* ``MANIFEST.sha256`` (the sha256 of every file of the step, :mod:`wage_train.safe_io`), written after Orbax
-  finalises the step and checked before Orbax reads it. Orbax checks the array files it reads (OCDBT's
-  checksums) but not its JSON item nor its metadata files: a flipped digit in ``state/metadata`` restores
-  another history. And on a damaged array file TensorStore finishes its other reads after Orbax has closed
-  its event loop, which Python reports on stderr ("Event loop is closed", "Task exception was never
-  retrieved"). Checked first, a damaged file is refused before any library reads it; a step without a
-  manifest (interrupted between Orbax's finalisation and the manifest) is refused the same way.
-* :func:`_check_free_space`: a save that cannot fit is refused before Orbax starts, for the same TensorStore
-  report on a write that fails for want of space (synchronous saving does not prevent it).
-* :func:`_orbax_records_held`: Orbax's writer threads log a failed write (an ERROR record through absl, with
-  the traceback) before the error reaches the caller; a save's records are held and passed on when it
-  succeeds, and when it fails the caller's one line stands for them.
-* The fallback: a refused newest checkpoint is reported in one line and the previous one restored.
-* :func:`non_finite_weights`: a NaN or an infinity is never written, nor restored.
+``checkpoints/epoch_NNNN/`` is one Orbax step: an item per runner (``jax/``, ``torch/``: its flat
+``checkpoint_state()``), ``state/`` (the loop's JSON state) and ``MANIFEST.sha256``. Saves are synchronous: a
+failed write raises in the caller. The manifest is checked before Orbax reads a step, since Orbax checks neither
+its JSON item nor its metadata (a flipped digit restores another history), and a damaged or (on a save) short
+array file makes TensorStore report on stderr after Orbax has closed its event loop: hence also the free-space
+check and :func:`_orbax_records_held` (Orbax's threads log a failed write before the caller's one line).
 """
 
 from __future__ import annotations
@@ -31,8 +14,10 @@ import contextlib
 import errno as errno_names
 import json
 import logging
+import logging.handlers
 import os
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,17 +26,8 @@ import numpy as np
 
 from wage_train.safe_io import DataError, fault, one_line, verify_manifest, write_manifest
 
-__all__ = [
-    "KEEP",
-    "CheckpointWriteError",
-    "NonFiniteError",
-    "checkpoints_newest_first",
-    "file_system_fault",
-    "latest_checkpoint",
-    "non_finite_weights",
-    "restore_checkpoint",
-    "save_checkpoint",
-]
+__all__ = ["KEEP", "CheckpointWriteError", "NonFiniteError", "checkpoints_newest_first", "file_system_fault",
+           "latest_checkpoint", "non_finite_weights", "restore_checkpoint", "save_checkpoint"]
 
 KEEP = 2  # the newest checkpoint and the previous good one
 STATE_KEYS = ("epoch", "data_rng", "history", "compare")
@@ -63,19 +39,12 @@ class NonFiniteError(ValueError):
 
 
 class CheckpointWriteError(DataError):
-    """A checkpoint could not be written (disk full, read-only, permission denied, ...); what it had written was
-    removed and the previous checkpoint kept. The message is one line naming the folder and the cause."""
+    """A checkpoint could not be written; what it had written is removed and the previous checkpoint kept."""
 
 
-# The file-system faults worth naming, as strerror and as Orbax/TensorStore spell them in their messages.
-_FS_FAULTS = {
-    "ENOSPC": "No space left on device",
-    "EROFS": "Read-only file system",
-    "EACCES": "Permission denied",
-    "EDQUOT": "Disk quota exceeded",
-    "EBUSY": "Device or resource busy",
-    "EIO": "Input/output error",
-}
+# The file-system faults worth naming, as Orbax/TensorStore spell them in their messages.
+_FS_FAULTS = {"ENOSPC": "No space left on device", "EROFS": "Read-only file system", "EACCES": "Permission denied",
+              "EDQUOT": "Disk quota exceeded", "EBUSY": "Device or resource busy", "EIO": "Input/output error"}
 
 
 def file_system_fault(e: BaseException) -> str:
@@ -100,82 +69,49 @@ def non_finite_weights(runners: list[Any]) -> str | None:
     return None
 
 
-class _Held(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
 @contextlib.contextmanager
 def _orbax_records_held() -> Iterator[None]:
-    """Hold the records Orbax logs (through absl) in the block; pass them on if it ends without an error, drop
-    them if it raises (the caller reports the error in one line)."""
-    logger, held = logging.getLogger("absl"), _Held()
+    """Hold what Orbax logs (through absl) in the block; pass it on if the block succeeds, drop it if it raises."""
+    logger, held = logging.getLogger("absl"), logging.handlers.BufferingHandler(capacity=sys.maxsize)
     handlers, propagate = logger.handlers, logger.propagate
     logger.handlers, logger.propagate = [held], False
     try:
         yield
     finally:
         logger.handlers, logger.propagate = handlers, propagate
-    for record in held.records:  # reached only without an error
+    for record in held.buffer:  # reached only without an error
         logger.handle(record)
 
 
 def _manager(root: Path) -> Any:
-    """Orbax's manager of the ``epoch_NNNN`` steps under ``root`` (synchronous, keeps :data:`KEEP`)."""
     import orbax.checkpoint as ocp
 
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=KEEP,
-        enable_async_checkpointing=False,
-        step_name_format=ocp.step.standard_name_format(step_prefix=PREFIX, step_format_fixed_length=4),
-        save_root_metadata=False,  # checkpoints/ holds the steps only
-    )
-    return ocp.CheckpointManager(Path(root).resolve(), options=options)
+    return ocp.CheckpointManager(Path(root).resolve(), options=ocp.CheckpointManagerOptions(
+        max_to_keep=KEEP, enable_async_checkpointing=False, save_root_metadata=False,  # checkpoints/: the steps only
+        step_name_format=ocp.step.standard_name_format(step_prefix=PREFIX, step_format_fixed_length=4)))
 
 
-def _step_dir(root: Path, epoch: int) -> Path:
-    return root / f"{PREFIX}_{epoch:04d}"
-
-
-# Room for Orbax's metadata files and the file system's blocks beyond the arrays' and the state's bytes.
-HEADROOM = 1 << 20
-
-
-def _check_free_space(root: Path, trees: dict[str, dict[str, np.ndarray]], state: dict[str, Any]) -> None:
-    """``OSError(ENOSPC)`` when ``root``'s file system has less room than the checkpoint needs (its bytes and
-    :data:`HEADROOM`). A write that fails for want of space inside TensorStore completes its other writes after
-    Orbax has closed its event loop, which Python reports on stderr ("Event loop is closed"); refused here, a
-    full disk ends in one line."""
-    need = sum(np.asarray(a).nbytes for tree in trees.values() for a in tree.values())
-    need += len(json.dumps(state)) + HEADROOM
-    if shutil.disk_usage(root).free < need:
-        raise OSError(errno_names.ENOSPC, os.strerror(errno_names.ENOSPC), str(root))
+HEADROOM = 1 << 20  # for Orbax's metadata files and the file system's blocks
 
 
 def save_checkpoint(root: Path, epoch: int, runners: list[Any], state: dict[str, Any], main: bool = True) -> Path:
-    """Write ``root/epoch_NNNN`` (the runners' states and the JSON ``state``) and its manifest; Orbax keeps it and
-    the previous one. In a multi-process job every process calls it with the same values (Orbax's multi-process
-    save); only the ``main`` one (process 0) checks the free space and writes the manifest.
-
-    Raises:
-      NonFiniteError: a runner holds a non-finite value (nothing is written).
-      CheckpointWriteError: the file system refused the write (one line; the previous checkpoint is kept).
-    """
+    """Write ``root/epoch_NNNN`` (the runners' states, the JSON ``state``, the manifest); Orbax keeps it and the
+    previous one. In a multi-process job every process calls it (Orbax's multi-process save); only the ``main``
+    one checks the free space and writes the manifest. Raises :class:`NonFiniteError` (nothing written) or
+    :class:`CheckpointWriteError` (the previous checkpoint kept)."""
     import orbax.checkpoint as ocp
 
     bad = non_finite_weights(runners)
     if bad is not None:
         raise NonFiniteError(f"refusing to checkpoint epoch {epoch}: {bad} holds a NaN or an infinity")
     trees = {r.framework: r.checkpoint_state() for r in runners}
-    target = _step_dir(root, epoch)
+    target = root / f"{PREFIX}_{epoch:04d}"
     try:
         if main:
             root.mkdir(parents=True, exist_ok=True)
-            _check_free_space(root, trees, state)
+            need = sum(np.asarray(a).nbytes for tree in trees.values() for a in tree.values()) + len(json.dumps(state))
+            if shutil.disk_usage(root).free < need + HEADROOM:  # refused before TensorStore fails (see above)
+                raise OSError(errno_names.ENOSPC, os.strerror(errno_names.ENOSPC), str(root))
         items = {name: ocp.args.StandardSave(tree) for name, tree in trees.items()}
         with _orbax_records_held(), _manager(root) as manager:
             if epoch in manager.all_steps():  # written by an earlier, interrupted invocation: replace it
@@ -195,20 +131,20 @@ def save_checkpoint(root: Path, epoch: int, runners: list[Any], state: dict[str,
     return target
 
 
+def _epoch_of(path: Path) -> int:
+    return int(path.name[len(PREFIX) + 1:])
+
+
 def checkpoints_newest_first(root: Path) -> list[Path]:
-    """The ``epoch_NNNN`` directories under ``root``, newest first (Orbax's temporary folders are not listed)."""
-    found = []
-    for p in root.glob(f"{PREFIX}_*") if root.is_dir() else ():
-        suffix = p.name[len(PREFIX) + 1:]
-        if p.is_dir() and suffix.isdigit():
-            found.append((int(suffix), p))
-    return [p for _, p in sorted(found, reverse=True)]
+    """The ``epoch_NNNN`` directories under ``root``, newest first (not Orbax's temporary folders)."""
+    found = root.glob(f"{PREFIX}_*") if root.is_dir() else ()
+    return sorted((p for p in found if p.is_dir() and p.name[len(PREFIX) + 1:].isdigit()),
+                  key=lambda p: (_epoch_of(p), p), reverse=True)
 
 
 def latest_checkpoint(root: Path) -> Path | None:
     """The newest checkpoint directory under ``root`` (not verified), or None."""
-    found = checkpoints_newest_first(root)
-    return found[0] if found else None
+    return next(iter(checkpoints_newest_first(root)), None)
 
 
 _ROW_NUMBERS = ("loss", "train_acc", "test_acc", "lr", "time_s", "images_per_s", "train_time_s", "eval_time_s")
@@ -219,8 +155,7 @@ def _is_int(v: Any) -> bool:
 
 
 def _state_problem(state: Any, epoch: int) -> str | None:
-    """What is wrong with a restored loop state of the step ``epoch`` (read like command-line input: types and
-    ranges, whatever the manifest says), else None."""
+    """What is wrong with a restored loop state of step ``epoch`` (types and ranges, read like user input)."""
     if not isinstance(state, dict) or any(k not in state for k in STATE_KEYS):
         return f"it must be an object with {', '.join(STATE_KEYS)}"
     if not _is_int(state["epoch"]) or state["epoch"] != epoch:
@@ -246,12 +181,11 @@ def _load_one(path: Path, runners: list[Any]) -> dict[str, Any]:
     items = {r.framework: ocp.args.StandardRestore() for r in runners}
     try:
         with _orbax_records_held(), _manager(path.parent) as manager:
-            restored = manager.restore(int(path.name[len(PREFIX) + 1:]),
-                                       args=ocp.args.Composite(state=ocp.args.JsonRestore(), **items))
+            restored = manager.restore(_epoch_of(path), args=ocp.args.Composite(state=ocp.args.JsonRestore(), **items))
     except Exception as e:  # a file the manifest did not catch, or a checkpoint of other runners
         raise fault(path, f"cannot be restored ({type(e).__name__}: {one_line(str(e), 100)})") from None
     state = restored["state"]
-    problem = _state_problem(state, int(path.name[len(PREFIX) + 1:]))
+    problem = _state_problem(state, _epoch_of(path))
     if problem:
         raise fault(path / "state", f"not a wage-train checkpoint state ({problem})")
     for r in runners:
@@ -266,16 +200,9 @@ def _load_one(path: Path, runners: list[Any]) -> dict[str, Any]:
 
 
 def restore_checkpoint(root: Path, runners: list[Any], warn: Any = print) -> tuple[Path, dict[str, Any]]:
-    """Restore the newest checkpoint under ``root`` that verifies (manifest digests, readable state, finite
-    values) into ``runners``; a refused one is reported with ``warn`` in one line and the previous one tried.
-
-    Returns:
-      ``(checkpoint directory, state dict)``.
-
-    Raises:
-      DataError: no checkpoint, a checkpoint of the layout before Orbax's manager, or none verifies (the message
-        names the newest one and what is wrong).
-    """
+    """Restore the newest checkpoint under ``root`` that verifies (manifest, readable state, finite values) into
+    ``runners``; returns ``(its directory, the loop state)``. A refused one is reported with ``warn`` and the
+    previous one tried; :class:`DataError` when none is left (naming the newest one and what is wrong)."""
     candidates = checkpoints_newest_first(root)
     if not candidates:
         raise DataError(f"--resume: no checkpoint in {root}")
@@ -289,7 +216,6 @@ def restore_checkpoint(root: Path, runners: list[Any], warn: Any = print) -> tup
             return path, _load_one(path, runners)
         except DataError as e:
             first_error = first_error or e
-            nxt = candidates[i + 1].name if i + 1 < len(candidates) else None
-            if nxt:
-                warn(f"warning: checkpoint refused: {e}; falling back to {nxt}")
+            if i + 1 < len(candidates):
+                warn(f"warning: checkpoint refused: {e}; falling back to {candidates[i + 1].name}")
     raise DataError(f"no usable checkpoint: {first_error}")

@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,14 +41,7 @@ from typing import Any
 
 from wage_spec import FULL_PRECISION
 from wage_train import distributed
-from wage_train.config import (
-    WAGE_LR,
-    ConfigError,
-    RunConfig,
-    UsageError,
-    check_data_fingerprint,
-    resume_config,
-)
+from wage_train.config import WAGE_LR, ConfigError, RunConfig, UsageError, check_data_fingerprint, resume_config
 from wage_train.data import DATASETS, Dataset, data_fingerprint, hold_out_validation, load_dataset
 from wage_train.distributed import Job, digests
 from wage_train.download import ensure_dataset
@@ -92,16 +86,10 @@ def out_dir_arg(text: str) -> str:
     path = Path(text).expanduser()
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text!r} exists and is not a directory")
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
+    probe = next(p for p in (path, *path.parents) if p.exists())
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        if not probe.is_dir():
-            why = f"{probe} is not a directory"
-        elif os.statvfs(probe).f_flag & os.ST_RDONLY:
-            why = f"{probe}: EROFS: Read-only file system"
-        else:
-            why = f"{probe}: EACCES: Permission denied"
+        why = (f"{probe} is not a directory" if not probe.is_dir() else f"{probe}: EROFS: Read-only file system"
+               if os.statvfs(probe).f_flag & os.ST_RDONLY else f"{probe}: EACCES: Permission denied")
         verb = "is not writable" if probe == path else "cannot be created"
         raise argparse.ArgumentTypeError(f"{text!r} {verb} ({why}); choose a writable folder")
     return str(path)
@@ -114,11 +102,8 @@ def parse_bits(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"--bits takes W-A-G-E, e.g. 2-8-8-8, got {text!r}")
     out = []
     for name, p in zip("WAGE", parts, strict=True):
-        if p.lower() in ("fp", "f", "full") and name in "AE":
-            out.append(FULL_PRECISION)
-            continue
         try:
-            out.append(int(p))
+            out.append(FULL_PRECISION if p.lower() in ("fp", "f", "full") and name in "AE" else int(p))
         except ValueError:
             raise argparse.ArgumentTypeError(f"--bits: {name} bits must be an int (or fp for A/E), got {p!r}") from None
     return out
@@ -132,82 +117,44 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``wage-train`` argument parser. Every option defaults to None: :class:`RunConfig` fills
-    the preset's and the data set's defaults, and ``--resume`` can tell which options were given."""
-    p = _Parser(
-        prog="wage-train",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-        allow_abbrev=False,
-    )
+    """The ``wage-train`` parser. Every option defaults to None: :class:`RunConfig` fills the preset's and the data
+    set's defaults, and ``--resume`` can tell which options were given."""
+    p = _Parser(prog="wage-train", description=__doc__.split("\n\n")[0], allow_abbrev=False,
+                formatter_class=argparse.RawDescriptionHelpFormatter, epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+
+    def flag(group: Any, name: str, text: str) -> None:
+        group.add_argument(name, action="store_true", default=None, help=text)
+
     which = p.add_argument_group("what to run")
     fw = which.add_mutually_exclusive_group()
     fw.add_argument("--framework", choices=("jax", "torch"), help="default: jax")
-    fw.add_argument(
-        "--compare",
-        action="store_true",
-        default=None,
-        help="train in JAX and torch from the same init and batches and report per epoch whether the "
-        "trajectories are identical (all rounding modes nearest unless set explicitly)",
-    )
-    which.add_argument("--float", action="store_true", default=None,
-                       help="float baseline: no quantizers, trained as --float-recipe says")
-    which.add_argument(
-        "--integer",
-        action="store_true",
-        default=None,
-        help="JAX: run the WAGE layers' matmuls and convolutions on int8/int16 operands with int32 sums "
-        "(wage_jax.integer): the same bits as the float32 path, on integer units",
-    )
-    which.add_argument(
-        "--preset",
-        choices=tuple(PRESETS),
-        help="the paper's published setup (model, data set, batch 128, lr 8 -> 1 at epoch 200 -> 1/8 at 250, "
-        "300 epochs, augmentation, 2-8-8-8 and rounding modes, init factor 1); explicit options override it",
-    )
+    flag(fw, "--compare", "train in JAX and torch from the same init and batches and report per epoch whether "
+         "the trajectories are identical (all rounding modes nearest unless set explicitly)")
+    flag(which, "--float", "float baseline: no quantizers, trained as --float-recipe says")
+    flag(which, "--integer", "JAX: run the WAGE layers' matmuls and convolutions on int8/int16 operands with "
+         "int32 sums (wage_jax.integer): the same bits as the float32 path, on integer units")
+    which.add_argument("--preset", choices=tuple(PRESETS), help="the paper's published setup (model, data set, batch "
+                       "128, lr 8 -> 1 at epoch 200 -> 1/8 at 250, 300 epochs, augmentation, 2-8-8-8 and rounding "
+                       "modes, init factor 1); explicit options override it")
     data = p.add_argument_group("data and model")
     data.add_argument("--dataset", choices=DATASETS, help="default: digits (embedded)")
-    data.add_argument(
-        "--data-dir", help="directory with the MNIST idx files, cifar-10-batches-py/ or the SVHN *_32x32.mat files"
-    )
-    data.add_argument(
-        "--download",
-        action="store_true",
-        default=None,
-        help="fetch the data set into --data-dir from its canonical source if it is not there, verified against "
-        "the published checksums (see also the wage-data command)",
-    )
-    data.add_argument(
-        "--model", choices=("mlp", "vgg7", "lenet5"), help="default: mlp (digits, mnist), vgg7 (cifar10, svhn)"
-    )
-    data.add_argument(
-        "--validation",
-        type=float,
-        metavar="FRACTION",
-        help="hold out this fraction of the training set (fixed split) and evaluate on it instead of the test "
-        "set, e.g. 0.2, for choosing hyperparameters; the 'test' columns of the outputs then hold validation "
-        "accuracy",
-    )
+    data.add_argument("--data-dir", help="directory with the MNIST idx files, cifar-10-batches-py/ or the SVHN "
+                      "*_32x32.mat files")
+    flag(data, "--download", "fetch the data set into --data-dir from its canonical source if it is not there, "
+         "verified against the published checksums (see also the wage-data command)")
+    data.add_argument("--model", choices=("mlp", "vgg7", "lenet5"),
+                      help="default: mlp (digits, mnist), vgg7 (cifar10, svhn)")
+    data.add_argument("--validation", type=float, metavar="FRACTION", help="hold out this fraction of the training "
+                      "set (fixed split) and evaluate on it instead of the test set, e.g. 0.2, for choosing "
+                      "hyperparameters; the 'test' columns of the outputs then hold validation accuracy")
     data.add_argument("--hidden", type=_ints, help="MLP hidden widths, e.g. 256 or 512,256 (default 256; mnist 1024)")
-    data.add_argument(
-        "--widths", type=_ints, help="conv widths: VGG7's 3 stages (default 128,256,512), LeNet-5's 2 (default 32,64)"
-    )
-    data.add_argument(
-        "--vgg-hidden", type=int, help="dense width of VGG7 (default 1024) or LeNet-5 (default 512)"
-    )
-    data.add_argument(
-        "--augment",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="pad-4 random crop + horizontal flip (default: on for cifar10 and svhn)",
-    )
-    data.add_argument(
-        "--flip",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="with --augment, also flip horizontally (default: on, off for svhn as the authors did)",
-    )
+    data.add_argument("--widths", type=_ints,
+                      help="conv widths: VGG7's 3 stages (default 128,256,512), LeNet-5's 2 (default 32,64)")
+    data.add_argument("--vgg-hidden", type=int, help="dense width of VGG7 (default 1024) or LeNet-5 (default 512)")
+    for name, help_ in (("--augment", "pad-4 random crop + horizontal flip (default: on for cifar10 and svhn)"),
+                        ("--flip", "with --augment, also flip horizontally (default: on, off for svhn as the authors "
+                         "did)")):
+        data.add_argument(name, action=argparse.BooleanOptionalAction, default=None, help=help_)
     q = p.add_argument_group("WAGE quantization")
     q.add_argument("--bits", type=parse_bits, help="W-A-G-E bits (default 2-8-8-8; fp = full precision for A/E)")
     for m, default in zip("WAGE", ("nearest", "nearest", "stochastic", "stochastic"), strict=True):
@@ -216,90 +163,58 @@ def build_parser() -> argparse.ArgumentParser:
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, help="default: 60 (digits), 100 (mnist), 300 (cifar10)")
     t.add_argument("--batch-size", type=int, help="default 128")
-    t.add_argument(
-        "--float-recipe", choices=RECIPES, help="how --float trains: standard (default): softmax cross-entropy, "
-        "SGD momentum 0.9 on the gradient clipped to norm 1, He init, lr per model cosine-annealed to 0 over the "
-        "run; wage-sse: WAGE's SSE loss, "
-        "plain SGD, WAGE's init factor, lr 0.001 x 64 / input size (docs/training.md)"
-    )
-    t.add_argument(
-        "--lr", type=float, help=f"base learning rate (default {WAGE_LR:g} for WAGE; for --float "
-        + ", ".join(f"{lr:g} ({model})" for model, lr in STANDARD_LR.items())
-        + "; for --float-recipe wage-sse 0.001 x 64 / input size)"
-    )
-    t.add_argument(
-        "--schedule",
-        choices=SCHEDULES,
-        help="paper (default): lr x1 for 2/3 of the epochs, x1/8 for 1/6, x1/64 for 1/6; paper-epochs: x1 before "
-        "epoch 200, x1/8 before 250, x1/64 after (the authors' absolute epochs); constant: lr. Not for the "
-        "standard --float recipe, which anneals its lr",
-    )
-    t.add_argument("--seed", type=int, help="initial weights, batch order and random rounding "
-                   "(0 to 2^63-1, default 0)")
-    t.add_argument("--limit-batches", type=int,
-                   help="at most this many training batches per epoch (quick checks)")
+    t.add_argument("--float-recipe", choices=RECIPES, help="how --float trains: standard (default): softmax "
+                   "cross-entropy, SGD momentum 0.9 on the gradient clipped to norm 1, He init, lr per model "
+                   "cosine-annealed to 0 over the run; wage-sse: WAGE's SSE loss, plain SGD, WAGE's init factor, "
+                   "lr 0.001 x 64 / input size (docs/training.md)")
+    t.add_argument("--lr", type=float, help=f"base learning rate (default {WAGE_LR:g} for WAGE; for --float "
+                   + ", ".join(f"{lr:g} ({model})" for model, lr in STANDARD_LR.items())
+                   + "; for --float-recipe wage-sse 0.001 x 64 / input size)")
+    t.add_argument("--schedule", choices=SCHEDULES, help="paper (default): lr x1 for 2/3 of the epochs, x1/8 for "
+                   "1/6, x1/64 for 1/6; paper-epochs: x1 before epoch 200, x1/8 before 250, x1/64 after (the "
+                   "authors' absolute epochs); constant: lr. Not for the standard --float recipe, which anneals its lr")
+    t.add_argument("--seed", type=int, help="initial weights, batch order and random rounding (0 to 2^63-1, default 0)")
+    t.add_argument("--limit-batches", type=int, help="at most this many training batches per epoch (quick checks)")
     t.add_argument("--eval-batch-size", type=int, help="default 500")
     r = p.add_argument_group("output")
     r.add_argument("--out-dir", type=out_dir_arg, help="default runs/<name>")
     r.add_argument("--name", help="run name (default from data set, model, bits, framework and seed)")
-    r.add_argument("--resume", action="store_true", default=None, help="continue the run saved in --out-dir")
-    r.add_argument(
-        "--overwrite",
-        action="store_true",
-        default=None,
-        help="start a new run in an --out-dir that holds one: the old run is moved aside to <out-dir>.old-<time> "
-        "once the new run has its first good checkpoint (never deleted)",
-    )
-    r.add_argument("--stop-after", type=positive_int,
-                   help="stop after this many epochs of this invocation (resume later)")
+    flag(r, "--resume", "continue the run saved in --out-dir")
+    flag(r, "--overwrite", "start a new run in an --out-dir that holds one: the old run is moved aside to "
+         "<out-dir>.old-<time> once the new run has its first good checkpoint (never deleted)")
+    r.add_argument("--stop-after", type=positive_int, help="stop after this many epochs of this invocation (resume "
+                   "later)")
     bar = r.add_mutually_exclusive_group()
-    bar.add_argument("--progress", action="store_true", default=None,
-                     help="show the progress bar also when stderr is not a terminal (default: only on a terminal; "
-                     "a log file then gets one line per epoch)")
-    bar.add_argument("--no-progress", action="store_true", default=None, help="no progress bar")
-    r.add_argument("--print-config", action="store_true", default=None,
-                   help="print the resolved configuration (preset and defaults applied) as JSON and exit: no data "
-                   "is read, nothing is written")
-    r.add_argument(
-        "--devices",
-        type=positive_int,
-        help="JAX: train data-parallel over this many local devices (default: all; the batch size must divide "
-        "by it, else one device is used). The result is bit-identical for every device count.",
-    )
-    r.add_argument(
-        "--torch-threads",
-        type=positive_int,
-        help="torch intra-op threads (default: 1 for digits, whose steps are too small to split across "
-        "threads, and torch's default otherwise)",
-    )
+    flag(bar, "--progress", "show the progress bar also when stderr is not a terminal (default: only on a "
+         "terminal; a log file then gets one line per epoch)")
+    flag(bar, "--no-progress", "no progress bar")
+    flag(r, "--print-config", "print the resolved configuration (preset and defaults applied) as JSON and exit: "
+         "no data is read, nothing is written")
+    r.add_argument("--devices", type=positive_int, help="JAX: train data-parallel over this many local devices "
+                   "(default: all; the batch size must divide by it, else one device is used). The result is "
+                   "bit-identical for every device count.")
+    r.add_argument("--torch-threads", type=positive_int, help="torch intra-op threads (default: 1 for digits, whose "
+                   "steps are too small to split across threads, and torch's default otherwise)")
     d = p.add_argument_group("several processes (docs/parallel.md)")
-    d.add_argument("--distributed", action="store_true", default=None,
-                   help="one process of a multi-process JAX job (jax.distributed): run the same command in every "
-                   "process; the coordinator, process count and id come from the options below, their environment "
-                   "variables, or the cluster (SLURM, Open MPI, Kubernetes, cloud TPU). Bit-identical to one process")
+    flag(d, "--distributed", "one process of a multi-process JAX job (jax.distributed): run the same command in "
+         "every process; the coordinator, process count and id come from the options below, their environment "
+         "variables, or the cluster (SLURM, Open MPI, Kubernetes, cloud TPU). Bit-identical to one process")
     d.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address (JAX_COORDINATOR_ADDRESS)")
     d.add_argument("--num-processes", type=positive_int, help="the processes in the job (JAX_NUM_PROCESSES)")
     d.add_argument("--process-id", type=int, help="this process's index, 0 to N-1 (JAX_PROCESS_ID)")
-    d.add_argument("--distributed-timeout", type=positive_int, metavar="S",
-                   help="seconds to wait for every process to join, and for a silent process before the job stops "
-                   "(default 120)")
+    d.add_argument("--distributed-timeout", type=positive_int, metavar="S", help="seconds to wait for every process "
+                   "to join, and for a silent process before the job stops (default 120)")
     return p
 
 
 def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Parse ``argv``, train, write the outputs; returns the run's summary (as in ``metrics.json``).
-    ``wage-train eval RUN_DIR ...`` evaluates a saved run instead (:func:`_eval`), ``wage-train export RUN_DIR ...``
-    exports it (:func:`_export`).
-
-    Exits with one line on stderr and no traceback: status 2 for bad options, missing or malformed data or
-    checkpoints, an existing run in ``--out-dir``, an ``--out-dir`` in use by another run, or a file-system fault
-    (disk full, read-only, permission denied); 1 when training diverges; 130 on SIGINT/SIGTERM.
-    """
+    """Parse ``argv``, train, write the outputs; returns the run's summary (as in ``metrics.json``); ``eval
+    RUN_DIR ...`` and ``export RUN_DIR ...`` run :func:`_eval` and :func:`_export` instead. Exits with one line on
+    stderr: status 2 for bad options, data, checkpoints or ``--out-dir`` or a file-system fault, 1 when training
+    diverges, 130 on SIGINT/SIGTERM."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["eval"]:
-        return _eval(argv[1:])
-    if argv[:1] == ["export"]:
-        return _export(argv[1:])
+    if argv[:1] in (["eval"], ["export"]):
+        return (_eval if argv[0] == "eval" else _export)(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -309,27 +224,23 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any]:
             lock.release()
 
 
-# Options that say where and how to run, not what to train: not RunConfig fields.
+# Where and how to run, not what to train: not RunConfig fields.
 _NOT_CONFIG = {"compare", "resume", "overwrite", "stop_after", "progress", "no_progress", "torch_threads", "devices",
                "download", "print_config", "distributed", "coordinator", "num_processes", "process_id",
                "distributed_timeout"}
 
 
+def _given(args: argparse.Namespace) -> dict[str, Any]:
+    given = {k: v for k, v in vars(args).items() if v is not None and k not in _NOT_CONFIG}
+    return given | ({"framework": "compare"} if args.compare else {})
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The :class:`RunConfig` of the options given (None: not given), ``--compare`` as ``framework="compare"``."""
-    given = {k: v for k, v in vars(args).items() if v is not None and k not in _NOT_CONFIG}
-    if args.compare:
-        given["framework"] = "compare"
     try:
-        return RunConfig(**given)
+        return RunConfig(**_given(args))
     except ConfigError as e:
         raise UsageError(e.option_message) from None
-
-
-def _explicit_fields(args: argparse.Namespace) -> set[str]:
-    """The configuration fields given on the command line (compared with the saved run's on ``--resume``)."""
-    given = {k for k, v in vars(args).items() if v is not None and k not in _NOT_CONFIG | {"name", "out_dir"}}
-    return given | ({"framework"} if args.compare else set())
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list) -> dict[str, Any]:
@@ -343,25 +254,27 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list)
             raise UsageError("--resume and --overwrite exclude each other")
         given = config_from_args(args)
         out_dir = Path(given.out_dir)
-        # Before anything is created: --print-config answers, and a missing torch is one line.
-        if args.print_config:
-            preflight.print_config(_resumed(given, args, out_dir) if args.resume else given)
+        if args.print_config:  # before anything is created
+            preflight.print_config(_resumed(given, args, out_dir))
         if not args.resume and given.framework != "jax":
             preflight.require_torch(given.framework)
         job = _join(args, given)
-        # Each step ends when every process has taken it (a one-process run just takes it): process 0 claims the
-        # folder and fetches the data, then every process loads the data and checks the run.
+        # Each block ends when every process has run it: process 0 claims the folder and fetches the data, then
+        # every process loads the data and checks the run.
         with job.together() as box:
             if job.main:
                 created, staging = _claim_out_dir(out_dir, args, locks)
                 CREATED.extend(p for p in (created,) if p is not None)
-                cfg = _resumed(given, args, out_dir) if args.resume else given
-                _fetch(cfg, args)
+                cfg = _resumed(given, args, out_dir)
+                if cfg.data_dir is not None:  # check --data-dir's files, fetch the missing ones
+                    for line in ensure_dataset(cfg.dataset, cfg.data_dir, download=bool(args.download),
+                                               extra=cfg.preset == "paper-svhn", progress=sys.stderr.isatty()):
+                        print(line, flush=True)
                 box.share = {"staging": staging and str(staging)}
         staging = Path(box.share["staging"]) if box.share.get("staging") else None
         with job.together() as box:
             if cfg is None:  # the other processes read the run only once process 0 has claimed it
-                cfg = _resumed(given, args, out_dir) if args.resume else given
+                cfg = _resumed(given, args, out_dir)
             if cfg.framework != "jax":
                 if job.num_processes > 1:
                     raise UsageError(f"--distributed trains with JAX; the run in {out_dir} is a {cfg.framework} run")
@@ -379,20 +292,22 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list)
                                      f"({e.strerror or type(e).__name__})") from None
                 locks.append(RunLock(staging).acquire())
     except (UsageError, DataError, ValueError) as e:
-        _remove_if_unused(created, locks)
+        for lock in reversed(locks):
+            lock.release()
+        locks.clear()
+        if created is not None:
+            with contextlib.suppress(OSError):
+                created.rmdir()  # only when nothing went into it
         parser.exit(2, f"{parser.prog}: error: {e}\n")
-    if cfg.framework != "jax":
+    if cfg.framework != "jax" and (threads := args.torch_threads or (1 if cfg.dataset == "digits" else None)):
         import torch
 
-        threads = args.torch_threads or (1 if cfg.dataset == "digits" else None)
-        if threads:
-            torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
     return _train(cfg, data, out_dir, args, staging, locks)
 
 
 def _join(args: argparse.Namespace, given: RunConfig) -> Job:
-    """``--distributed``: join the job (:func:`wage_train.distributed.join`); else the one-process job. Only process
-    0 prints: the others' standard output is discarded (their errors still reach standard error)."""
+    """``--distributed``: join the job (the other processes' stdout discarded); else the one-process job."""
     explicit = [o for o in ("coordinator", "num_processes", "process_id", "distributed_timeout")
                 if getattr(args, o) is not None]
     if not args.distributed:
@@ -412,10 +327,13 @@ def _join(args: argparse.Namespace, given: RunConfig) -> Job:
 
 
 def _resumed(given: RunConfig, args: argparse.Namespace, out_dir: Path) -> RunConfig:
+    """``--resume``: the saved run's configuration, checked against the options given; else ``given``."""
+    if not args.resume:
+        return given
     path = out_dir / "config.json"
     if not path.is_file():
         raise UsageError(f"--resume: no run to continue in {out_dir} ({path.name} not found)")
-    return resume_config(RunConfig.load(path), given, _explicit_fields(args), out_dir)
+    return resume_config(RunConfig.load(path), given, set(_given(args)) - {"name", "out_dir"}, out_dir)
 
 
 def _claim_out_dir(out_dir: Path, args: argparse.Namespace, locks: list) -> tuple[Path | None, Path | None]:
@@ -423,35 +341,32 @@ def _claim_out_dir(out_dir: Path, args: argparse.Namespace, locks: list) -> tupl
     from wage_train.run_dir import RunLock, check_out_dir, run_kind, staging_dir, tidy_staging
 
     check_out_dir(out_dir, overwrite=bool(args.overwrite))
-    created = _make_out_dir(out_dir)
+    created = None
+    if not out_dir.is_dir():
+        try:
+            out_dir.mkdir(parents=True)
+            created = out_dir
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise UsageError(f"--out-dir {out_dir} cannot be created ({e.strerror or type(e).__name__})") from None
     # Held for the run's life: a second run in this folder is refused, never mixed with this one.
     locks.append(RunLock(out_dir).acquire())
     locks[-1] = tidy_staging(out_dir, locks[-1], resume=bool(args.resume), log=lambda m: print(m, flush=True))
     kind = run_kind(out_dir)
-    if args.resume:
+    if args.resume or kind == "none":
         return created, None
     if kind == "foreign":
         raise UsageError(f"--out-dir {out_dir} holds files a run would overwrite (config.json, metrics.*, "
                          "checkpoints) but no wage-train run; choose another --out-dir")
-    if kind == "run":
-        if not args.overwrite:
-            raise UsageError(f"--out-dir {out_dir} already holds a run; continue it with --resume, choose a new "
-                             "--out-dir, or give --overwrite (the old run is moved aside, not deleted)")
-        return created, staging_dir(out_dir)
-    return created, None
-
-
-def _fetch(cfg: RunConfig, args: argparse.Namespace) -> None:
-    """Check the data files in ``--data-dir`` and, with ``--download``, fetch the missing ones."""
-    if cfg.data_dir is not None:
-        for line in ensure_dataset(cfg.dataset, cfg.data_dir, download=bool(args.download),
-                                   extra=cfg.preset == "paper-svhn", progress=sys.stderr.isatty()):
-            print(line, flush=True)
+    if not args.overwrite:
+        raise UsageError(f"--out-dir {out_dir} already holds a run; continue it with --resume, choose a new "
+                         "--out-dir, or give --overwrite (the old run is moved aside, not deleted)")
+    return created, staging_dir(out_dir)
 
 
 def _load_data(cfg: RunConfig, args: argparse.Namespace, out_dir: Path) -> tuple[RunConfig, Dataset]:
-    """Load and check the data (fetched by :func:`_fetch`); returns the configuration with the data's fingerprint
-    and the float baseline's data-dependent lr recorded, and the data."""
+    """Load and check the data; returns it and ``cfg`` with its fingerprint and data-dependent lr recorded."""
     from wage_train import preflight
     from wage_train.runner import model_spec
 
@@ -469,7 +384,7 @@ def _load_data(cfg: RunConfig, args: argparse.Namespace, out_dir: Path) -> tuple
 
 def _train(cfg: RunConfig, data: Dataset, out_dir: Path, args: argparse.Namespace, staging: Path | None,
            locks: list) -> dict[str, Any]:
-    from wage_train.checkpoints import NonFiniteError
+    from wage_train.checkpoints import NonFiniteError, file_system_fault
     from wage_train.loop import DivergedError, ResourceError, RunInterruptedError, StopSignals, train
 
     try:
@@ -477,43 +392,31 @@ def _train(cfg: RunConfig, data: Dataset, out_dir: Path, args: argparse.Namespac
         with StopSignals(exiting=_IN_MAIN) as stop:
             return train(cfg, data, out_dir, resume=bool(args.resume), stop_after=args.stop_after,
                          progress=_show_progress(args), devices=args.devices, staging=staging, stop=stop,
-                         locks=(locks[0] if locks else None, locks[1] if len(locks) > 1 else None))
-    except RunInterruptedError as e:
-        _exit_line(130, str(e))
-    except (DivergedError, NonFiniteError) as e:
-        _exit_line(1, str(e))
-    except (DataError, UsageError, ResourceError) as e:
-        _exit_line(2, str(e))
+                         locks=(*locks, None, None)[:2])
+    except (RunInterruptedError, DivergedError, NonFiniteError, DataError, UsageError, ResourceError) as e:
+        diverged = isinstance(e, DivergedError | NonFiniteError)
+        _exit_line(130 if isinstance(e, RunInterruptedError) else 1 if diverged else 2, str(e))
     except MemoryError:
         _exit_line(2, "out of memory; the last completed checkpoint is kept: choose a smaller model or batch, then "
                       "continue with --resume")
     except OSError as e:  # an output file (config, metrics, plot, weights) cannot be written
-        from wage_train.checkpoints import file_system_fault
-
         where = e.filename or out_dir
         _exit_line(2, f"cannot write {where} ({file_system_fault(e)}); the last completed checkpoint is kept: "
                       "free space or fix the folder's permissions, then continue with --resume")
     except KeyboardInterrupt:
         _exit_line(130, "interrupted before training started; nothing to resume from this invocation")
-    except Exception as e:
+    except Exception as e:  # in a job, a collective fails when another process died: end at once, in one line
         if distributed.job().num_processes == 1:
             raise
-        # In a multi-process job a collective fails when another process has died ("Gloo all-reduce failed: ...
-        # Connection reset by peer"); this process ends at once, in one line, so that the rest stop too.
-        cause = _first_line(e).rsplit("Error dispatching computation: ", 1)[-1][:200]
+        cause = (str(e).strip().splitlines() or [""])[0].rsplit("Error dispatching computation: ", 1)[-1][:200]
         _exit_line(2, f"process {distributed.job().process_id}: {type(e).__name__} ({cause}): another process of "
                       "this job has probably stopped; the last completed checkpoint is intact: continue the run "
                       "with --resume")
 
 
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [""])[0]
-
-
 def _eval(argv: Sequence[str]) -> dict[str, Any]:
-    """``wage-train eval RUN_DIR [--dataset D] [--data-dir DIR] [--framework F]``: print a saved run's accuracy on
-    the evaluation split (and, on the run's own data, the final accuracy it recorded); returns
-    :func:`wage_train.saved_run.evaluate`'s dict. A missing run or data set is one line, status 2."""
+    """``wage-train eval RUN_DIR``: print a saved run's accuracy (and, on its own data, the one it recorded);
+    returns :func:`wage_train.saved_run.evaluate`'s dict."""
     from wage_train.saved_run import evaluate, load_run
 
     p = _Parser(prog="wage-train eval", description="The test accuracy of a saved run (bit for bit the run's own "
@@ -540,10 +443,8 @@ def _eval(argv: Sequence[str]) -> dict[str, Any]:
 
 
 def _export(argv: Sequence[str]) -> dict[str, Any]:
-    """``wage-train export RUN_DIR --format onnx|stablehlo [--out PATH] [--data-dir DIR]``: write a saved JAX WAGE
-    run as an integer-only program (``wage_jax.export.export_run``), its input shape and bounds checked on the
-    run's evaluation images; returns ``{"path", "format"}``. A torch or float run, missing data or a missing
-    ``onnx`` is one line, status 2."""
+    """``wage-train export RUN_DIR --format F``: a saved JAX WAGE run as an integer-only program, checked on its
+    evaluation images (``wage_jax.export.export_run``); returns ``{"path", "format"}``."""
     from wage_train.saved_run import evaluation_data, load_run
 
     p = _Parser(prog="wage-train export", description="A saved WAGE run as an integer-only ONNX or StableHLO "
@@ -573,78 +474,42 @@ def _export(argv: Sequence[str]) -> dict[str, Any]:
 
 
 def _show_progress(args: argparse.Namespace) -> bool:
-    """The progress bar: as asked, else only when stderr is a terminal (a file would get every frame)."""
+    """As asked, else only when stderr is a terminal (a file would get every frame)."""
     if not distributed.job().main:
         return False
-    if args.progress or args.no_progress:
-        return bool(args.progress)
-    return sys.stderr.isatty()
-
-
-def _make_out_dir(out_dir: Path) -> Path | None:
-    """Create ``out_dir`` (and its parents) if missing; returns it when this call created it."""
-    if out_dir.is_dir():
-        return None
-    try:
-        out_dir.mkdir(parents=True)
-    except FileExistsError:
-        return None
-    except OSError as e:
-        raise UsageError(f"--out-dir {out_dir} cannot be created ({e.strerror or type(e).__name__})") from None
-    return out_dir
-
-
-def _remove_if_unused(created: Path | None, locks: list) -> None:
-    """Release the locks and remove ``created`` again when nothing went into it."""
-    for lock in reversed(locks):
-        lock.release()
-    locks.clear()
-    if created is not None:
-        with contextlib.suppress(OSError):
-            created.rmdir()  # only when empty
+    return bool(args.progress) if args.progress or args.no_progress else sys.stderr.isatty()
 
 
 _IN_MAIN = False  # set by main(): run() called in another program's process leaves its signal handlers alone
-def _ignore_signals() -> None:
-    """The process is ending with its one line: a further SIGINT/SIGTERM changes nothing and prints nothing."""
-    import signal
 
+
+def _set_signals(handler: Any) -> None:
     for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, signal.SIG_IGN)
+        signal.signal(s, handler)
 
 
 def _exit_line(status: int, message: str) -> None:
-    if _IN_MAIN:
-        _ignore_signals()
+    if _IN_MAIN:  # the process is ending with its one line: a further signal changes nothing
+        _set_signals(signal.SIG_IGN)
     sys.stdout.flush()
     sys.stderr.write(f"wage-train: {'error: ' if status != 130 else ''}{message}\n")
     sys.stderr.flush()
-    if distributed.job().num_processes > 1:
-        # The other processes may be waiting in a collective for this one: JAX's orderly shutdown would wait for
-        # them in turn. Ended at once, it is JAX's coordination service that stops them (each in one line).
+    if distributed.job().num_processes > 1:  # JAX's orderly shutdown would wait for the others in a collective
         os._exit(status)
     raise SystemExit(status)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point (``wage-train``, ``python -m examples.train, python -m wage_train``)."""
-    import signal
-
-    # During training StopSignals takes both signals over and stops after a whole step.
-    # Before training starts (imports, data loading, JAX's start) a signal ends the process at once in one line:
-    # a KeyboardInterrupt raised there may land in a C extension's import (a crash) or in a garbage-collector
-    # callback (reported as "Exception ignored" and lost).
-    signal.signal(signal.SIGINT, stop_before_training)
-    signal.signal(signal.SIGTERM, stop_before_training)
+    """Console entry point (``wage-train``, ``python -m wage_train``)."""
+    # Before training (which StopSignals covers) a signal ends the process at once in one line: a
+    # KeyboardInterrupt could land in a C extension's import (a crash) or a garbage-collector callback (lost).
+    _set_signals(stop_before_training)
     global _IN_MAIN
-    _IN_MAIN = True  # this process is the command: it may ignore signals while it exits
+    _IN_MAIN = True
     try:
         run(argv)
     except KeyboardInterrupt:
         _exit_line(130, "interrupted before training started; nothing to resume from this invocation")
     finally:
         _IN_MAIN = False
-    # The run is complete and its outputs are written: a signal while the interpreter shuts down (when Python
-    # has restored the default handlers, which would end the process silently with status 143) is ignored.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _set_signals(signal.SIG_IGN)  # the run is complete: no silent status 143 while the interpreter shuts down

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
+import operator
+import os
 import shlex
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,22 +38,11 @@ FINAL_OUTPUTS = ("metrics.json", "metrics.csv", "weights.npz", "plot.png")  # wr
 
 
 class DivergedError(RuntimeError):
-    """The loss or a weight became non-finite; the message is the one line the CLI prints."""
+    """The loss or a weight became non-finite (the message is the CLI's one line)."""
 
 
 class ResourceError(RuntimeError):
-    """Memory or the file system failed while the run was doing something; the message names what (one line)."""
-
-
-@contextlib.contextmanager
-def _doing(what: str) -> Iterator[None]:
-    """Turn a ``MemoryError`` or an ``OSError`` raised in the block into a :class:`ResourceError` naming ``what``."""
-    try:
-        yield
-    except MemoryError:
-        raise ResourceError(f"out of memory while {what}") from None
-    except OSError as e:
-        raise ResourceError(f"{what} failed ({file_system_fault(e)})") from None
+    """Memory or the file system failed while the run was doing what the message names."""
 
 
 class RunInterruptedError(RuntimeError):
@@ -60,9 +50,8 @@ class RunInterruptedError(RuntimeError):
 
 
 class StopSignals:
-    """Context manager: SIGINT/SIGTERM set :attr:`signal_name` instead of raising, so a step, a checkpoint or
-    an Orbax writer is never cut in half; the loop checks it after each step. A second signal exits at once
-    (status 130) without a traceback."""
+    """SIGINT/SIGTERM set :attr:`signal_name` (checked after each step) instead of raising, so a step or a
+    checkpoint is never cut in half; a second signal exits at once (status 130)."""
 
     def __init__(self, exiting: bool = False) -> None:
         self.signal_name: str | None = None
@@ -73,26 +62,21 @@ class StopSignals:
         if self.signal_name is not None:
             sys.stderr.write("wage-train: second signal: stopping now (the last completed checkpoint is intact)\n")
             sys.stderr.flush()
-            import os
-
             os._exit(130)
         self.signal_name = signal.Signals(signum).name
 
     def __enter__(self) -> StopSignals:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old[sig] = signal.signal(sig, self._handle)
+        self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        for sig, old in self._old.items():
-            # Leaving with an error in the command's own process, which is about to print its one line and exit:
-            # a further signal would raise in the middle of that (a traceback), so it is ignored instead.
+        for sig, old in self._old.items():  # leaving with an error, the command exits: a signal now is ignored
             signal.signal(sig, signal.SIG_IGN if exc[0] is not None and self.exiting else old)
 
 
 @dataclass
 class _Run:
-    """One invocation's state: what the pieces of :func:`train` share."""
+    """One invocation's state, shared by the pieces of :func:`train`."""
 
     cfg: RunConfig
     data: Dataset
@@ -106,15 +90,12 @@ class _Run:
     final_dir: Path
     staging: Path | None
     locks: tuple[Any, Any]
-    rng: np.random.Generator = field(init=False)
+    rng: np.random.Generator  # the batch order's and augmentation's, saved with every checkpoint
     job: Job = field(default_factory=job)  # this process's part (wage_train.distributed): its rows, who writes
     history: list[dict[str, Any]] = field(default_factory=list)
     comparison: Comparison | None = None
     start: int = 0  # epochs done before this invocation
     step_lr: Callable[[Any], Any] | None = None  # the lr of each step, when it replaces ``lrs`` (annealed_lr)
-
-    def __post_init__(self) -> None:
-        self.rng = np.random.default_rng(self.cfg.seed)
 
     @property
     def ckpt_root(self) -> Path:
@@ -124,15 +105,8 @@ class _Run:
     def compare_records(self) -> list[dict[str, Any]]:
         return self.comparison.records if self.comparison is not None else []
 
-    def epoch_lr(self, epoch: int) -> float:
-        """The lr of the epoch's first step."""
+    def epoch_lr(self, epoch: int) -> float:  # of the epoch's first step
         return self.lrs[epoch] if self.step_lr is None else float(self.step_lr(epoch * self.steps))
-
-    def describe_lr(self) -> str:
-        """The lr actually used, for the header: per segment of the epoch schedule, or the annealing."""
-        if self.step_lr is not None:
-            return f"{self.cfg.lr:g} cosine-annealed to 0 over the run (per step)"
-        return f"{self.lrs.describe()} ({self.cfg.schedule} schedule)"
 
     @property
     def method(self) -> str:
@@ -145,13 +119,9 @@ class _Run:
 def train(cfg: RunConfig, data: Dataset, out_dir: Path, *, resume: bool, stop_after: int | None,
           progress: bool, devices: int | None = None, staging: Path | None = None,
           stop: StopSignals | None = None, locks: tuple[Any, Any] = (None, None)) -> dict[str, Any]:
-    """Train the run ``cfg`` on ``data`` into ``out_dir``; returns the summary written to ``metrics.json``.
-
-    Raises:
-      DivergedError: the loss or a weight became non-finite (metrics and the last good checkpoint are kept).
-      RunInterruptedError: ``stop`` saw SIGINT/SIGTERM (the last completed checkpoint is intact).
-      DataError: ``resume`` and no checkpoint verifies.
-    """
+    """Train ``cfg`` on ``data`` into ``out_dir``; returns the summary written to ``metrics.json``. Raises
+    :class:`DivergedError` (metrics and the last good checkpoint kept), :class:`RunInterruptedError` (``stop``
+    saw a signal) or ``DataError`` (``resume`` and no checkpoint verifies)."""
     run = _build(cfg, data, out_dir, devices, staging, locks)
     _start(run, resume)
     wall0 = time.perf_counter()
@@ -170,31 +140,26 @@ def train(cfg: RunConfig, data: Dataset, out_dir: Path, *, resume: bool, stop_af
 
 def _build(cfg: RunConfig, data: Dataset, out_dir: Path, devices: int | None, staging: Path | None,
            locks: tuple[Any, Any]) -> _Run:
-    """The model, the schedule and the runners of ``cfg`` on ``data``."""
     x_train = model_inputs(cfg, data.x_train)
     spec = model_spec(cfg, data)
-    steps = len(x_train) // cfg.batch_size
-    if cfg.limit_batches:
-        steps = min(steps, cfg.limit_batches)
+    steps = min(len(x_train) // cfg.batch_size, cfg.limit_batches or len(x_train))
     if steps == 0:
         raise UsageError(f"--batch-size {cfg.batch_size} exceeds the {len(x_train)} training examples")
     lrs = LrSchedule(cfg.lr, cfg.epochs, cfg.schedule)  # lazy: no per-epoch list (any --epochs)
     trained = training_lrs(cfg, lrs, steps)
-    # The evaluation batch never exceeds the evaluation set (a larger one would only allocate padding).
-    runners = make_runners(cfg, spec, trained, steps, devices,
+    runners = make_runners(cfg, spec, trained, steps, devices,  # no evaluation batch larger than the set
                            eval_batch_size=min(cfg.eval_batch_size, len(data.x_test)))
     if not cfg.float:
         cfg = cfg.replace(scales=tuple(spec.weight_scales(cfg.bits[0], cfg.factor)))  # per layer, forward order
     return _Run(cfg=cfg, data=data, spec=spec, x_train=x_train,
                 test_inputs=to_inputs(model_inputs(cfg, data.x_test), data.max_value), lrs=lrs, steps=steps,
                 runners=runners, out_dir=out_dir, final_dir=out_dir, staging=staging, locks=locks,
-                step_lr=None if trained is lrs else trained,
+                rng=np.random.default_rng(cfg.seed), step_lr=None if trained is lrs else trained,
                 comparison=Comparison(cfg.bits[0], []) if len(runners) == 2 else None)
 
 
 def _start(run: _Run, resume: bool) -> None:
-    """Restore the checkpoint (``resume``) or prepare the output folder; print the banner (``config.json`` is written
-    with the first checkpoint)."""
+    """Restore the checkpoint (``resume``) or prepare the output folder; print the banner."""
     cfg = run.cfg
     if resume:
         ckpt, state = restore_checkpoint(run.ckpt_root, run.runners, warn=lambda m: print(m, flush=True))
@@ -213,43 +178,30 @@ def _start(run: _Run, resume: bool) -> None:
             raise UsageError(f"--epochs {cfg.epochs}: the run in {run.out_dir} already has {run.start} "
                              f"epoch(s) done; give --epochs > {run.start} to continue it")
         print(f"resumed from {ckpt} (epoch {run.start} done)", flush=True)
-    elif run.staging is not None:
-        # --overwrite: train in a fresh folder; the old run is moved aside after the first good checkpoint.
+    elif run.staging is not None:  # --overwrite: the old run is moved aside after the first good checkpoint
         run.out_dir = run.staging
     if run.job.main:
         run.out_dir.mkdir(parents=True, exist_ok=True)
-    print(
-        f"{'preset ' + cfg.preset + ' | ' if cfg.preset else ''}"
-        f"{run.method} | {run.spec.describe()} | {cfg.dataset}: {len(run.x_train)} train / {len(run.test_inputs)} "
-        f"{_eval_label(run.data)}{_augment_label(cfg)} | {' + '.join(r.framework for r in run.runners)} | "
-        f"{cfg.epochs} epochs x {run.steps} steps of {cfg.batch_size}, lr {run.describe_lr()} | "
-        f"seed {cfg.seed} | {run.final_dir}",  # not --overwrite's staging folder: where the run ends up
-        flush=True,
-    )
+    split = run.data.eval_split
+    split = split if split == "test" else f"{split} (held out of training; test set unused)"
+    augment = "" if not cfg.augment else " (augmented: crop + flip)" if cfg.flip else " (augmented: crop)"
+    lr = (f"{cfg.lr:g} cosine-annealed to 0 over the run (per step)" if run.step_lr is not None
+          else f"{run.lrs.describe()} ({cfg.schedule} schedule)")
+    print(f"{'preset ' + cfg.preset + ' | ' if cfg.preset else ''}{run.method} | {run.spec.describe()} | "
+          f"{cfg.dataset}: {len(run.x_train)} train / {len(run.test_inputs)} {split}{augment} | "
+          f"{' + '.join(r.framework for r in run.runners)} | {cfg.epochs} epochs x {run.steps} steps of "
+          f"{cfg.batch_size}, lr {lr} | seed {cfg.seed} | {run.final_dir}", flush=True)
     if cfg.framework == "compare" and not cfg.float and "stochastic" in (getattr(cfg, m) for m in MODES):
         print("note: stochastic rounding draws different random numbers in JAX and torch: the trajectories "
               "are expected to diverge (use nearest modes for a bit-exact comparison)", flush=True)
     print(format_header(), flush=True)
 
 
-def _eval_label(data: Dataset) -> str:
-    split = data.eval_split
-    return split if split == "test" else f"{split} (held out of training; test set unused)"
-
-
-def _augment_label(cfg: RunConfig) -> str:
-    if not cfg.augment:
-        return ""
-    return " (augmented: crop + flip)" if cfg.flip else " (augmented: crop)"
-
-
 def _make_batch(run: _Run, b: int, order: np.ndarray) -> dict[str, Any]:
-    """Batch ``b`` of the epoch's ``order``, placed for each runner. On the producer thread (the only user of
-    ``run.rng`` while an epoch trains): gather, augment, scale, place. In a multi-process job, only this process's
-    rows of the global batch, augmented with the global batch's draws (so every process's generator stays in
-    step with a one-process run's)."""
-    batch = run.cfg.batch_size
-    with _doing(f"reading and preparing training batch {b + 1}"):  # the training images may be read from disk
+    """Batch ``b`` of ``order``, placed for each runner, on the producer thread (``run.rng``'s only user while an
+    epoch trains). In a multi-process job this process's rows, augmented with the global batch's draws."""
+    batch, what = run.cfg.batch_size, f"reading and preparing training batch {b + 1}"
+    try:  # the training images may be read from disk
         rows = run.job.rows(batch)
         idx = order[b * batch : (b + 1) * batch][rows]
         xb = run.x_train[idx]
@@ -257,12 +209,16 @@ def _make_batch(run: _Run, b: int, order: np.ndarray) -> dict[str, Any]:
             xb = augment_crop(xb, run.rng, flip=run.cfg.flip, rows=(rows.start, batch))
         xb, yb = to_inputs(xb, run.data.max_value), run.data.y_train[idx]
         return {r.framework: r.place(xb, yb) for r in run.runners}
+    except MemoryError:
+        raise ResourceError(f"out of memory while {what}") from None
+    except OSError as e:
+        raise ResourceError(f"{what} failed ({file_system_fault(e)})") from None
 
 
 def _train_epoch(run: _Run, epoch: int, progress: bool, stop: StopSignals | None
                  ) -> tuple[dict[str, tuple[np.ndarray, int]], float, dict[str, float]]:
-    """Train one epoch; returns each framework's ``(step losses, correct count)``, the epoch's wall time (from
-    before the first batch is prepared until every step's results are in) and each framework's own step time."""
+    """Train one epoch; returns each framework's ``(step losses, correct count)``, the epoch's wall time (batch
+    preparation included) and each framework's own step time."""
     from tqdm.auto import tqdm
 
     steps, cfg = run.steps, run.cfg
@@ -312,16 +268,15 @@ def _train_epoch(run: _Run, epoch: int, progress: bool, stop: StopSignals | None
 
 def _end_epoch(run: _Run, epoch: int, totals: dict[str, tuple[np.ndarray, int]], wall: float,
                own_time: dict[str, float]) -> None:
-    """Evaluate, report, checkpoint and write the metrics of epoch ``epoch`` (0-based)."""
+    """Evaluate, report, checkpoint and write the metrics of (0-based) ``epoch``."""
     from tqdm.auto import tqdm
 
     examples = run.steps * run.cfg.batch_size
     test_logits, rows = {}, []
     for r in run.runners:
         losses, correct = totals[r.framework]
-        total = 0.0
-        for v in losses.tolist():  # in step order, in double: not sum(), which compensates its rounding
-            total += v  # since Python 3.12
+        # in step order, in double: not sum(), which compensates its rounding since Python 3.12
+        total = functools.reduce(operator.add, losses.tolist(), 0.0)
         # Honest throughput: the epoch's wall time (data preparation included) less the other framework's.
         train_time = wall - sum(t for other, t in own_time.items() if other != r.framework)
         t0 = time.perf_counter()
@@ -382,18 +337,14 @@ def _finish(run: _Run, wall0: float) -> dict[str, Any]:
 
 
 def _first_bad_loss(totals: dict[str, tuple[np.ndarray, int]], cut_short: bool) -> str | None:
-    """``"step S: the F training loss became L"`` for the first step (over the frameworks, in order) whose loss
-    is not finite; None when every loss is."""
-    first = None
-    for fw, (losses, _) in totals.items():
-        bad = np.flatnonzero(~np.isfinite(losses))
-        if bad.size and (first is None or bad[0] < first[0]):
-            first = (int(bad[0]), fw, float(losses[bad[0]]))
-    if first is None:
+    """``"step S: the F training loss became L"`` for the first non-finite step loss, else None."""
+    bad = [(int(b), fw, float(losses[b])) for fw, (losses, _) in totals.items()
+           for b in np.flatnonzero(~np.isfinite(losses))[:1]]
+    if not bad:
         if cut_short:  # a non-finite loss was read during the epoch: it must be in the totals
             raise RuntimeError("a non-finite loss was read during the epoch but is not in its totals")
         return None
-    b, fw, loss = first
+    b, fw, loss = min(bad, key=lambda t: t[0])  # the first step, the first framework on a tie
     return f"step {b + 1}: the {fw} training loss became {loss}"
 
 
@@ -402,7 +353,6 @@ def _epochs_done(history: list[dict[str, Any]]) -> int:
 
 
 def _plot(run: _Run, note: str = "") -> None:
-    """``plot.png``: the curves of the finite epochs and the histogram of the forward weights."""
     kind = "float weights" if run.cfg.float else f"QW(accumulator), {run.runners[-1].framework}"
     plot_run(run.out_dir / "plot.png", run.history, run.runners[-1].forward_weights(),
              f"{run.cfg.name}{note}\n{run.method}, {run.spec.describe()}, {run.cfg.dataset}", weights_label=kind)
@@ -417,7 +367,7 @@ def start_note(history: list[dict], ckpt_root: Path, overwrite: bool = False) ->
 
 
 def _diverged(run: _Run, what: str) -> None:
-    """Keep metrics (the finite epochs) and the last good checkpoint, draw the plot, raise :class:`DivergedError`."""
+    """Write the finite epochs' metrics and plot, keep the last good checkpoint, raise :class:`DivergedError`."""
     if run.history and run.job.main:
         write_json(run.out_dir / "config.json", run.cfg.to_dict())  # the diverged run's record, with its metrics
         _write_metrics(run)
@@ -432,19 +382,12 @@ def _summary(run: _Run) -> dict[str, Any]:
     frameworks = {}
     for fw in dict.fromkeys(m["framework"] for m in run.history):
         rows = [m for m in run.history if m["framework"] == fw]
-        frameworks[fw] = {
-            "final_test_acc": rows[-1]["test_acc"],
-            "best_test_acc": max(m["test_acc"] for m in rows),
-            "final_train_acc": rows[-1]["train_acc"],
-            "final_loss": rows[-1]["loss"],
-            "train_time_s": sum(m["train_time_s"] for m in rows),
-            "eval_time_s": sum(m["eval_time_s"] for m in rows),
-        }
-    out: dict[str, Any] = {"model": run.spec.describe(), "epochs_done": _epochs_done(run.history),
-                           "frameworks": frameworks}
-    if run.compare_records:
-        out["compare"] = compare_summary(run.compare_records)
-    return out
+        frameworks[fw] = {"final_test_acc": rows[-1]["test_acc"], "best_test_acc": max(m["test_acc"] for m in rows),
+                          "final_train_acc": rows[-1]["train_acc"], "final_loss": rows[-1]["loss"],
+                          "train_time_s": sum(m["train_time_s"] for m in rows),
+                          "eval_time_s": sum(m["eval_time_s"] for m in rows)}
+    return {"model": run.spec.describe(), "epochs_done": _epochs_done(run.history), "frameworks": frameworks,
+            **({"compare": compare_summary(run.compare_records)} if run.compare_records else {})}
 
 
 def _write_metrics(run: _Run) -> dict[str, Any]:

@@ -1,16 +1,13 @@
 """Prepare the next batches on a background thread while the device runs the current step.
 
-A thread with a small bounded queue rather than a data-loading library such as ``grain``: the batches come from
-arrays already in memory, gathered and augmented with the run's one ``numpy`` generator, whose state is saved
-with every checkpoint so that a resumed run draws the same batches bit for bit. One producer thread keeps that
-order and that state exactly (it makes the epoch's batches in sequence and stops after the last), while
-``numpy``'s gather and arithmetic and ``jax.device_put`` release the GIL, so they overlap the step. grain's
-checkpointable iterators would bring their own shuffling and random streams (changing every existing run's
-trajectory) and a dependency, for no gain on in-memory data.
+One producer thread and a bounded queue rather than a loader such as ``grain``: the batches come from arrays in
+memory, drawn with the run's one ``numpy`` generator, whose state every checkpoint saves so that a resumed run
+draws the same batches bit for bit; ``numpy`` and ``jax.device_put`` release the GIL, so they overlap the step.
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -28,11 +25,9 @@ class _Failed:
 
 class Prefetcher(Generic[T]):
     """Iterate over ``make(0), ..., make(n - 1)``, computed in order on a background thread at most ``depth``
-    items ahead of the consumer.
-
-    A context manager: leaving it (also early, on an exception or a ``break``) stops the producer and waits for
-    it, so that nothing it uses (a random generator, say) changes afterwards. An exception raised by ``make``
-    is raised again in the consumer, at the item that failed.
+    items ahead. Leaving the context (also on an exception or a ``break``) stops and joins the producer, so
+    nothing it uses (a random generator) changes afterwards; an exception raised by ``make`` is raised again in
+    the consumer at the item that failed.
 
     Example:
         >>> with Prefetcher(lambda i: i * i, 4) as items:
@@ -50,16 +45,14 @@ class Prefetcher(Generic[T]):
 
     def _put(self, item: Any) -> bool:
         while not self._stop.is_set():
-            try:
+            with contextlib.suppress(queue.Full):
                 self._queue.put(item, timeout=0.05)
                 return True
-            except queue.Full:
-                continue
         return False
 
     def _produce(self) -> None:
         for i in range(self._n):
-            if self._stop.is_set():
+            if self._stop.is_set():  # not one more make(): it would draw from the run's generator
                 return
             try:
                 item: Any = self._make(i)

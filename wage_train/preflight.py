@@ -1,7 +1,5 @@
-"""Checks and answers that come before a ``wage-train`` run trains: the data against the model's input
-requirements, the devices, the torch backend and torch itself (before any output directory is created), and
-``--print-config``. Each failure is one line naming the option or the file.
-"""
+"""What ``wage-train`` checks before it trains (the data against the model, memory, ``--factor``, the devices, the
+torch backend, torch itself), and ``--print-config``. Each failure is one line naming the option or the file."""
 
 from __future__ import annotations
 
@@ -20,38 +18,20 @@ from wage_train.data import Dataset
 from wage_train.runspec import ModelSpec
 from wage_train.safe_io import DataError
 
-__all__ = [
-    "LENET5_MIN_SIDE",
-    "check_data",
-    "check_devices",
-    "check_model",
-    "check_torch_backend",
-    "print_config",
-    "require_torch",
-]
+__all__ = ["LENET5_MIN_SIDE", "check_data", "check_devices", "check_model", "check_torch_backend", "print_config",
+           "require_torch"]
 
-# LeNet-5: two 5x5 VALID convolutions, each followed by a 2x2 pooling: side -> ((side - 4) // 2 - 4) // 2 must
-# be >= 1, so side >= 16 (the paper's 28x28 gives 4x4).
-LENET5_MIN_SIDE = 16
-
-
-def _where(cfg: RunConfig) -> str:
-    return f"--data-dir {cfg.data_dir}" if cfg.data_dir else f"--dataset {cfg.dataset}"
+LENET5_MIN_SIDE = 16  # two 5x5 VALID convolutions, each with a 2x2 pooling: ((side - 4) // 2 - 4) // 2 >= 1
 
 
 def check_data(cfg: RunConfig, data: Dataset) -> None:
-    """:class:`DataError` / :class:`UsageError` unless ``data`` can train ``cfg``'s model.
-
-    Non-empty training and evaluation splits, no zero image dimension, the evaluation images shaped as the
-    training images, and the model's needs: LeNet-5 square images of at least 16x16 (the paper's 28x28), VGG7
-    any non-empty image (padded to a square multiple of 8).
-    """
-    where = _where(cfg)
+    """:class:`DataError` / :class:`UsageError` unless ``data`` has non-empty splits of one image shape with no zero
+    dimension and, for LeNet-5, square images of at least 16x16."""
+    where = f"--data-dir {cfg.data_dir}" if cfg.data_dir else f"--dataset {cfg.dataset}"
     split = data.eval_split
-    if len(data.x_train) == 0:
-        raise DataError(f"{where}: the training split has 0 images")
-    if len(data.x_test) == 0:
-        raise DataError(f"{where}: the {split} split has 0 images")
+    for name, x in (("training", data.x_train), (split, data.x_test)):
+        if len(x) == 0:
+            raise DataError(f"{where}: the {name} split has 0 images")
     shape = tuple(data.x_train.shape[1:])
     if len(shape) != 3 or 0 in shape:
         raise DataError(f"{where}: images of shape {shape} (H, W, C) have a zero dimension")
@@ -66,32 +46,20 @@ def check_data(cfg: RunConfig, data: Dataset) -> None:
                          "use --model mlp or vgg7")
 
 
-# float32's largest finite and smallest normal values: an initializer limit or a layer scale outside them is
-# an infinity, or a 1/scale that rounds every QW(w) / scale to 0 (the network cannot learn).
 F32_MAX, F32_TINY = float(np.finfo(np.float32).max), float(np.finfo(np.float32).tiny)
-# Float32 arrays per weight a run holds at once (accumulator, QW, gradient, update, optimizer state, the
-# other framework's copies...): a bound on its training state, not an estimate of its peak.
-COPIES_PER_WEIGHT = 8
-
-
-def _layer_outputs(spec: ModelSpec) -> list[int]:
-    """Output width of every weight layer in forward order (pairs with :meth:`ModelSpec.fan_ins`)."""
-    if spec.kind == "mlp":
-        return [*spec.hidden, spec.num_classes]
-    convs = [w for w in spec.widths for _ in range(2)] if spec.kind == "vgg7" else list(spec.widths)
-    return [*convs, spec.vgg_hidden, spec.num_classes]
+COPIES_PER_WEIGHT = 8  # float32 arrays per weight (accumulator, QW, gradient, update, optimizer...): a lower bound
 
 
 def check_model(cfg: RunConfig, spec: ModelSpec) -> None:
-    """:class:`UsageError` (one line naming the option) when ``cfg``'s model cannot train on this machine.
-
-    * its weights' training state (:data:`COPIES_PER_WEIGHT` float32 arrays per weight) exceeds the physical
-      memory (``--hidden``, ``--widths``, ``--vgg-hidden``);
-    * ``--factor`` gives a layer an initializer limit ``sqrt(3 factor / fan_in)`` (Eq. 6) outside float32's
-      range, or (WAGE) a scale ``2^round(log2(W_m / limit))`` (Eq. 7) beyond ``2^126``, where ``QW(w) / scale``
-      is 0 for every weight.
-    """
-    fans, outs = spec.fan_ins(), _layer_outputs(spec)
+    """:class:`UsageError` when the weights' training state exceeds the physical memory, or ``--factor`` gives a
+    layer an initializer limit ``sqrt(3 factor / fan_in)`` (Eq. 6) outside float32's range or (WAGE) a scale
+    ``2^round(log2(W_m / limit))`` (Eq. 7) beyond ``2^126``, where every ``QW(w) / scale`` is 0."""
+    if spec.kind == "mlp":  # each weight layer's output width, in forward order (as spec.fan_ins())
+        outs = [*spec.hidden, spec.num_classes]
+    else:  # VGG7 has two convolutions per stage
+        outs = [*(w for w in spec.widths for _ in range(2 if spec.kind == "vgg7" else 1)), spec.vgg_hidden,
+                spec.num_classes]
+    fans = spec.fan_ins()
     count = sum(f * o for f, o in zip(fans, outs, strict=True))
     need = 4 * COPIES_PER_WEIGHT * count * (2 if cfg.framework == "compare" else 1)
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
@@ -114,8 +82,8 @@ def check_model(cfg: RunConfig, spec: ModelSpec) -> None:
 
 
 def check_devices(cfg: RunConfig, devices: int | None) -> None:
-    """:class:`UsageError` when JAX cannot start its backend (``JAX_PLATFORMS`` naming a platform this machine
-    lacks) or ``--devices`` asks for more JAX devices than this process has."""
+    """:class:`UsageError` when JAX cannot start its backend, a ``--distributed`` batch does not split over the
+    job's devices, or ``--devices`` asks for more JAX devices than this process has."""
     if cfg.framework == "torch":
         return
     import jax
@@ -130,9 +98,7 @@ def check_devices(cfg: RunConfig, devices: int | None) -> None:
         raise UsageError(f"--batch-size {cfg.batch_size}: a --distributed job splits each batch over its "
                          f"{jax.device_count()} devices ({jax.process_count()} processes): give a multiple of "
                          f"{jax.device_count()}")
-    if devices is None:
-        return
-    if devices > have:
+    if devices is not None and devices > have:
         kind = jax.local_devices()[0].platform
         raise UsageError(f"--devices {devices}: this process has {have} JAX device(s) ({kind}); give at most "
                          f"{have} (on a CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N makes N)")
@@ -140,41 +106,27 @@ def check_devices(cfg: RunConfig, devices: int | None) -> None:
 
 def check_torch_backend(cfg: RunConfig) -> None:
     """:class:`UsageError` when a torch run would read a bad ``WAGE_TORCH_BACKEND``."""
-    if cfg.framework not in ("torch", "compare"):
-        return
     from_env = os.environ.get("WAGE_TORCH_BACKEND")
-    if from_env and from_env not in ("qtorch", "torch"):
+    if cfg.framework in ("torch", "compare") and from_env and from_env not in ("qtorch", "torch"):
         raise UsageError(f"the environment variable WAGE_TORCH_BACKEND={from_env!r} must be 'qtorch' or 'torch' "
                          "(or unset: qtorch)")
 
 
 def require_torch(framework: str) -> None:
-    """Import torch now, or raise :class:`UsageError` in one line saying how to install it.
-
-    Args:
-        framework: the run's ``framework`` (``"torch"`` or ``"compare"``), named in the message.
-
-    Raises:
-        UsageError: torch cannot be imported (not installed, or broken: the import's own first line is quoted).
-    """
+    """Import torch now, or raise :class:`UsageError` naming the ``framework``'s option and how to install it."""
     try:
         import torch  # noqa: F401
     except ImportError as e:  # also a torch whose own import fails (a missing shared library)
         option = "--compare" if framework == "compare" else f"--framework {framework}"
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise UsageError(
-            f"{option} needs torch, which cannot be imported ({reason}): install the torch extra, "
-            "pip install \".[torch]\" from a clone (install your torch build first), or train with --framework jax"
-        ) from None
+        raise UsageError(f"{option} needs torch, which cannot be imported ({reason}): install the torch extra, pip "
+                         "install \".[torch]\" from a clone (install your torch build first), or train with "
+                         "--framework jax") from None
 
 
 def print_config(cfg: RunConfig) -> NoReturn:
-    """Print ``cfg`` (the resolved configuration, preset and defaults applied) as JSON, one key a line; exit 0.
-
-    ``lr`` is ``null`` for ``--float --float-recipe wage-sse`` without ``--lr``: its default depends on the data's
-    image size, known only once the data is read.
-    """
-    # One key per line, each value on its line (lists stay readable: "bits": [2, 8, 8, 8]); valid JSON.
+    """Print ``cfg`` as JSON, one key a line (``"bits": [2, 8, 8, 8]`` stays on its line); exit 0. ``lr`` is
+    ``null`` for ``--float-recipe wage-sse`` without ``--lr``: its default depends on the data's image size."""
     rows = [f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in cfg.to_dict().items()]
     try:
         sys.stdout.write("{\n" + ",\n".join(rows) + "\n}\n")

@@ -1,22 +1,10 @@
-"""The run directory (``--out-dir``) of ``wage-train``: what counts as a run, the run lock, and ``--overwrite``'s swap.
+"""The run directory (``--out-dir``): what counts as a run, the run lock, and ``--overwrite``'s swap.
 
-* :func:`run_kind`: ``"none"``, ``"run"`` (a run of this tool) or ``"foreign"`` (files a run would overwrite,
-  but not a run of this tool).
-* :func:`check_out_dir`: refuses an ``--out-dir`` inside a run, an undecodable path, and an ``--overwrite`` of
-  the working directory or one of its ancestors.
-* :class:`RunLock`: an exclusive ``fcntl.flock`` on the ``--out-dir`` folder itself, held for the run's life:
-  no file to delete or replace, and the kernel drops it when the process dies (a killed run never blocks the
-  next); a second run in the same folder is refused in one line naming the holder's pid.
-* :func:`swap_into_place`: ``--overwrite``'s exchange of the new run (trained in ``<out-dir>.new-<pid>``) and
-  the old one (moved to ``<out-dir>.old-<time>``), with SIGINT/SIGTERM held back, atomically
-  (``renameat2(RENAME_EXCHANGE)``) where the kernel offers it.
-* :func:`tidy_staging`: what an interrupted ``--overwrite`` left beside ``<out-dir>``: a ``.new-<pid>`` folder
-  without a checkpoint is removed, one with a checkpoint is recovered (``--resume`` moves it into place when
-  ``<out-dir>`` is empty) or moved aside, never deleted.
-
-A staging folder is the tool's only when it holds :data:`STAGING_MARK` (:func:`mark_staging`): a user's folder
-that merely has the name is never touched. Every process working on ``<out-dir>`` holds its lock, so whoever
-holds it may treat every unlocked, marked ``<out-dir>.new-<pid>`` folder as left by a process that has ended.
+``--overwrite`` trains in ``<out-dir>.new-<pid>`` and, after its first checkpoint, exchanges it with the old run
+(moved to ``<out-dir>.old-<time>``, never deleted). A staging folder is the tool's only when it holds
+:data:`STAGING_MARK`: a user's folder that merely has the name is never touched. Every process working on
+``<out-dir>`` holds its lock, so whoever holds it may treat every unlocked, marked ``.new-<pid>`` folder as left by
+a process that has ended.
 """
 
 from __future__ import annotations
@@ -25,6 +13,8 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import itertools
+import json
 import os
 import re
 import signal
@@ -37,52 +27,30 @@ from wage_train.checkpoints import checkpoints_newest_first
 from wage_train.config import UsageError
 from wage_train.safe_io import TOOL_MARK, make_tool_dir, remove_tool_dir
 
-__all__ = [
-    "RUN_FILES",
-    "STAGING_MARK",
-    "RunLock",
-    "aside_name",
-    "check_out_dir",
-    "enclosing_run",
-    "holds_a_run",
-    "mark_staging",
-    "run_kind",
-    "staging_dir",
-    "swap_into_place",
-    "tidy_staging",
-]
+__all__ = ["STAGING_MARK", "RunLock", "check_out_dir", "mark_staging", "run_kind", "staging_dir", "swap_into_place",
+           "tidy_staging"]
 
 STAGING_MARK = TOOL_MARK  # inside every staging folder the tool creates, until it becomes the run
-RUN_FILES = ("config.json", "checkpoints", "metrics.json", "metrics.csv")
+_RUN_FILES = ("config.json", "checkpoints", "metrics.json", "metrics.csv")
 
 
 def run_kind(directory: Path) -> str:
-    """``"none"`` (no run file), ``"run"`` (a run of this tool: a ``config.json`` naming a framework and bits,
-    or a ``checkpoints/`` folder holding an ``epoch_NNNN`` checkpoint), else ``"foreign"``."""
-    if not directory.is_dir() or not any((directory / name).exists() for name in RUN_FILES):
+    """``"none"`` (no run file), ``"run"`` (a ``config.json`` naming framework, bits and dataset, or an
+    ``epoch_NNNN`` checkpoint), else ``"foreign"``."""
+    if not directory.is_dir() or not any((directory / name).exists() for name in _RUN_FILES):
         return "none"
     if _has_checkpoint(directory):
         return "run"
     try:
-        import json
-
         cfg = json.loads((directory / "config.json").read_bytes())
     except (OSError, ValueError):
         return "foreign"
     return "run" if isinstance(cfg, dict) and {"framework", "bits", "dataset"} <= set(cfg) else "foreign"
 
 
-def holds_a_run(directory: Path) -> bool:
-    """True when ``directory`` holds a run of this tool (:func:`run_kind`)."""
-    return run_kind(directory) == "run"
-
-
-def enclosing_run(path: Path) -> Path | None:
+def _enclosing_run(path: Path) -> Path | None:
     """The nearest proper ancestor of ``path`` (made absolute) that holds a run of this tool, else None."""
-    for parent in Path(os.path.abspath(path)).parents:
-        if holds_a_run(parent):
-            return parent
-    return None
+    return next((p for p in Path(os.path.abspath(path)).parents if run_kind(p) == "run"), None)
 
 
 def _has_checkpoint(directory: Path) -> bool:
@@ -90,12 +58,8 @@ def _has_checkpoint(directory: Path) -> bool:
 
 
 def check_out_dir(out_dir: Path, *, overwrite: bool) -> None:
-    """Refuse (:class:`UsageError`, one line) an ``--out-dir`` that cannot hold a run safely.
-
-    * a path the file system cannot take (not encodable as UTF-8, as Orbax's C++ writer needs);
-    * a folder inside a run of this tool (its checkpoints would be rewritten under the run's manifest);
-    * with ``overwrite``: the working directory or one of its ancestors (it would be renamed under the process).
-    """
+    """:class:`UsageError` for an ``--out-dir`` not valid as UTF-8 (Orbax's C++ writer needs it), inside a run of
+    this tool, or (``overwrite``) the working directory or one of its ancestors (renamed under the process)."""
     absolute = os.path.abspath(out_dir)
     try:
         absolute.encode("utf-8")
@@ -104,17 +68,13 @@ def check_out_dir(out_dir: Path, *, overwrite: bool) -> None:
         raise UsageError(f"--out-dir {shown}: the path is not valid UTF-8, which the checkpoint writer needs; "
                          "choose a folder whose path is valid UTF-8") from None
     # Through the path as given and as it resolves: a symlink into a run's checkpoints is a folder inside the run.
-    outer = enclosing_run(out_dir) or enclosing_run(Path(os.path.realpath(out_dir)))
+    outer = _enclosing_run(out_dir) or _enclosing_run(Path(os.path.realpath(out_dir)))
     if outer is not None:
         raise UsageError(f"--out-dir {out_dir} is inside the run in {outer}; writing there would damage that run: "
                          "choose a folder outside it")
-    if overwrite:
-        cwd = Path.cwd().resolve()
-        target = Path(absolute).resolve()
-        if target == cwd or target in cwd.parents:
-            raise UsageError(f"--overwrite --out-dir {out_dir}: that is the working directory or one of its "
-                             "ancestors, which cannot be moved aside; run from another folder or choose "
-                             "another --out-dir")
+    if overwrite and Path(absolute).resolve() in (cwd := Path.cwd().resolve(), *cwd.parents):
+        raise UsageError(f"--overwrite --out-dir {out_dir}: that is the working directory or one of its ancestors, "
+                         "which cannot be moved aside; run from another folder or choose another --out-dir")
 
 
 def _lock_holder(fd: int) -> str:
@@ -130,12 +90,9 @@ def _lock_holder(fd: int) -> str:
 
 
 class RunLock:
-    """An exclusive, non-blocking ``flock`` on the run directory itself, held until :meth:`release`.
-
-    The lock is on the folder's inode, not on a file in it: deleting or replacing a file cannot defeat it,
-    nothing is created (so no symlink is ever followed), and it follows the folder through a rename (the
-    ``--overwrite`` swap). The kernel drops it when the process dies, so a killed run never blocks the next.
-    """
+    """An exclusive ``flock`` on the run directory's inode, held until :meth:`release`: no file to delete or
+    replace, no symlink followed, it follows the folder through a rename, and the kernel drops it when the
+    process dies (a killed run never blocks the next)."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
@@ -167,41 +124,31 @@ class RunLock:
         self._fd = fd
         return self
 
-    @property
-    def held(self) -> bool:
-        """True between :meth:`acquire` and :meth:`release`."""
-        return self._fd is not None
-
     def release(self) -> None:
-        """Drop the lock; a no-op when not held."""
+        """Drop the lock (a no-op when not held)."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
 
 
-def staging_dir(out_dir: Path, pid: int | None = None) -> Path:
-    """``<out-dir>.new-<pid>``, where ``--overwrite`` trains until its first checkpoint (absolute path)."""
+def staging_dir(out_dir: Path) -> Path:
+    """``<out-dir>.new-<pid>`` (absolute), where ``--overwrite`` trains until its first checkpoint."""
     absolute = Path(os.path.abspath(out_dir))
-    return absolute.with_name(f"{absolute.name}.new-{os.getpid() if pid is None else pid}")
+    return absolute.with_name(f"{absolute.name}.new-{os.getpid()}")
 
 
-def aside_name(path: Path) -> Path:
+def _aside_name(path: Path) -> Path:
     """A free ``<path>.old-<time>[-n]`` next to ``path``."""
     path = Path(os.path.abspath(path))
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    candidate = path.with_name(f"{path.name}.old-{stamp}")
-    n = 1
-    while candidate.exists():
-        candidate = path.with_name(f"{path.name}.old-{stamp}-{n}")
-        n += 1
-    return candidate
+    names = (path.with_name(f"{path.name}.old-{stamp}{f'-{n}' if n else ''}") for n in itertools.count())
+    return next(p for p in names if not p.exists())
 
 
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
-    """SIGINT and SIGTERM arriving inside the block are held back and delivered, in order, to the handlers in place
-    before it once it ends, so that a pair of renames is never cut in half. (Python-level: a signal mask would
-    not do, since the kernel hands a process's signal to any thread that does not block it.)"""
+    """Hold SIGINT/SIGTERM back in the block, then deliver them in order to the previous handlers, so that a pair
+    of renames is never cut in half (Python-level: the kernel hands a signal to any thread not masking it)."""
     if threading.current_thread() is not threading.main_thread():  # handlers can only be set there
         yield
         return
@@ -221,14 +168,10 @@ _AT_FDCWD = -100
 
 
 def _exchange(a: Path, b: Path) -> bool:
-    """Atomically exchange two paths (``renameat2(RENAME_EXCHANGE)``); False where the kernel or libc lacks it.
-
-    Kept by hand (``os`` has no ``renameat2``, so ctypes reaches libc's): the two-rename fallback with signals held
-    and :func:`tidy_staging`'s recovery already lose nothing, but only the exchange leaves no instant at which
-    ``--out-dir`` holds no run (a program reading the folder never finds it missing)."""
+    """Atomically exchange two paths with libc's ``renameat2(RENAME_EXCHANGE)`` (``os`` lacks it); False where the
+    kernel or libc lacks it. Only the exchange leaves no instant at which ``--out-dir`` holds no run."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
     except (OSError, AttributeError):
         return False
     renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
@@ -241,17 +184,11 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def swap_into_place(staging: Path, final: Path, old_lock: RunLock | None, new_lock: RunLock | None) -> Path:
-    """Put the run in ``staging`` at ``final`` and the run that was at ``final`` at a fresh ``.old-<time>`` name.
-
-    Uninterruptible: SIGINT/SIGTERM are held back throughout, and where the kernel can exchange two names
-    atomically there is no instant without a run at ``final``. ``old_lock`` (held on ``final``) and
-    ``new_lock`` (held on ``staging``) follow their folders; ``old_lock`` is released afterwards.
-
-    Returns:
-        where the previous run now is.
-    """
+    """Put the run in ``staging`` at ``final`` and the run at ``final`` at a fresh ``.old-<time>`` name, with
+    signals held; returns the latter. The locks (on ``final``, on ``staging``) follow their folders; ``old_lock``
+    is released."""
     final = Path(os.path.abspath(final))
-    aside = aside_name(final)
+    aside = _aside_name(final)
     with signals_held():
         if _exchange(staging, final):
             os.rename(staging, aside)  # staging's name now holds the previous run
@@ -268,35 +205,18 @@ def swap_into_place(staging: Path, final: Path, old_lock: RunLock | None, new_lo
     return aside
 
 
-def mark_staging(staging: Path) -> None:
-    """Create ``staging`` (``FileExistsError`` if anything is there) with the :data:`STAGING_MARK` file that tells
-    :func:`tidy_staging` it is this tool's: a user's folder of the same name is never touched."""
-    make_tool_dir(staging)
-
-
-def _staging_siblings(out_dir: Path) -> list[Path]:
-    absolute = Path(os.path.abspath(out_dir))
-    if not absolute.parent.is_dir():
-        return []
-    pattern = re.compile(re.escape(absolute.name) + r"\.new-\d+")
-    return sorted(p for p in absolute.parent.iterdir()
-                  if pattern.fullmatch(p.name) and not p.is_symlink() and (p / STAGING_MARK).is_file())
+mark_staging = make_tool_dir  # a staging folder with its STAGING_MARK (FileExistsError if anything is there)
 
 
 def tidy_staging(out_dir: Path, lock: RunLock, *, resume: bool, log: Callable[[str], None] = print) -> RunLock:
-    """Deal with the ``<out-dir>.new-<pid>`` folders of interrupted ``--overwrite`` runs (only those holding
-    :data:`STAGING_MARK`); ``lock`` (held on ``out_dir``) guarantees that their processes have ended (a folder
-    whose own lock is held is left alone).
-
-    * no checkpoint in it: removed (its run was interrupted before its first epoch; nothing to resume);
-    * a checkpoint and ``out_dir`` is empty: with ``resume``, moved into place (the run an interrupted swap
-      displaced), else moved aside to ``<out-dir>.old-<time>``;
-    * a checkpoint and ``out_dir`` holds a run: moved aside to ``<out-dir>.old-<time>`` (never deleted).
-
-    Returns:
-        the lock now held on ``out_dir`` (a new one when a recovered folder took its place).
-    """
-    for stale in _staging_siblings(out_dir):
+    """Deal with the marked, unlocked ``<out-dir>.new-<pid>`` folders of interrupted ``--overwrite`` runs: without
+    a checkpoint removed; with one, moved into an empty ``out_dir`` on ``resume`` (the run an interrupted swap
+    displaced), else moved aside to ``<out-dir>.old-<time>``. Returns the lock now held on ``out_dir``."""
+    absolute = Path(os.path.abspath(out_dir))
+    pattern = re.compile(re.escape(absolute.name) + r"\.new-\d+")
+    siblings = absolute.parent.iterdir() if absolute.parent.is_dir() else ()
+    for stale in sorted(p for p in siblings
+                        if pattern.fullmatch(p.name) and not p.is_symlink() and (p / STAGING_MARK).is_file()):
         other = RunLock(stale)
         try:
             other.acquire()
@@ -315,7 +235,7 @@ def tidy_staging(out_dir: Path, lock: RunLock, *, resume: bool, log: Callable[[s
                     lock.directory = Path(out_dir)
                 log(f"note: --resume: recovered the run that an interrupted --overwrite left in {stale}")
             else:
-                aside = aside_name(out_dir)
+                aside = _aside_name(out_dir)
                 os.rename(stale, aside)
                 os.unlink(aside / STAGING_MARK)  # a run moved aside, no longer a staging folder
                 log(f"note: moved {stale} (left by an interrupted --overwrite run) to {aside}")

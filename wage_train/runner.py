@@ -1,8 +1,5 @@
-"""The :class:`Runner` protocol that the JAX and torch runners implement, and how a run builds them.
-
-The training loop (``wage_train.loop``), the checkpoints (``wage_train.checkpoints``), ``--compare``
-(``wage_train.compare``) and a saved run (``wage_train.saved_run``) use a runner only through this protocol.
-"""
+"""The :class:`Runner` protocol that the JAX and torch runners implement (the loop, the checkpoints,
+``--compare`` and a saved run use a runner only through it), and how a run builds them."""
 
 from __future__ import annotations
 
@@ -22,44 +19,23 @@ __all__ = ["Runner", "make_runners", "model_inputs", "model_spec"]
 @runtime_checkable
 class Runner(Protocol):
     """One framework's model, optimizer state and step. Inputs are NHWC float32 ``(B, H, W, C)`` in ``[-1, 1]``
-    (``wage_train.data.to_inputs``), labels ``(B,)`` integers."""
+    (``wage_train.data.to_inputs``), labels ``(B,)`` integers; losses are summed over the batch."""
 
     framework: str  # "jax" or "torch"
     model: Any  # the Flax linen module or the torch nn.Module
     eval_batch_size: int
 
-    def place(self, x: np.ndarray, y: np.ndarray) -> Any:
-        """The batch as :meth:`step` takes it (on the device); safe from the batch-producing thread."""
-
-    def begin_epoch(self, steps: int) -> None:
-        """Start the totals of an epoch of ``steps`` steps."""
-
-    def step(self, batch: Any) -> Any:
-        """One update on a :meth:`place`-d batch; returns its logits ``(B, K)`` (perhaps still on the device)."""
-
-    def latest_loss(self) -> float | None:
-        """The latest finished step's loss (summed over the batch), or None; never waits for the device."""
-
-    def end_epoch(self) -> tuple[np.ndarray, int]:
-        """Each step's loss ``(steps,)`` (summed over its batch) and the epoch's correct count."""
-
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """Logits ``(N, K)`` float32 of inputs ``x`` ``(N, H, W, C)``."""
-
-    def accumulators(self) -> list[np.ndarray]:
-        """The weight accumulators (WAGE) or float weights, in torch order and layout."""
-
-    def raw_weights(self) -> dict[str, np.ndarray]:
-        """The stored weights by layer name (what ``weights.npz`` holds)."""
-
-    def forward_weights(self) -> list[tuple[str, np.ndarray]]:
-        """``(layer name, weights)`` as the forward pass uses them (``QW(accumulator)`` for WAGE)."""
-
-    def checkpoint_state(self) -> dict[str, np.ndarray]:
-        """The runner's whole state (weights, optimizer, random state) as named NumPy arrays, for a checkpoint."""
-
-    def load_checkpoint_state(self, tree: dict[str, np.ndarray]) -> None:
-        """Load what :meth:`checkpoint_state` returned into this runner (built with the same arguments)."""
+    def place(self, x: np.ndarray, y: np.ndarray) -> Any: ...  # the batch as step takes it; thread-safe
+    def begin_epoch(self, steps: int) -> None: ...
+    def step(self, batch: Any) -> Any: ...  # one update on a placed batch; its logits (B, K), maybe on the device
+    def latest_loss(self) -> float | None: ...  # the latest finished step's loss; never waits for the device
+    def end_epoch(self) -> tuple[np.ndarray, int]: ...  # each step's loss (steps,) and the correct count
+    def predict(self, x: np.ndarray) -> np.ndarray: ...  # float32 logits (N, K) of inputs (N, H, W, C)
+    def accumulators(self) -> list[np.ndarray]: ...  # WAGE accumulators or float weights, torch order and layout
+    def raw_weights(self) -> dict[str, np.ndarray]: ...  # by layer name: what weights.npz holds
+    def forward_weights(self) -> list[tuple[str, np.ndarray]]: ...  # as the forward pass uses them (QW for WAGE)
+    def checkpoint_state(self) -> dict[str, np.ndarray]: ...  # weights, optimizer and random state
+    def load_checkpoint_state(self, tree: dict[str, np.ndarray]) -> None: ...  # checkpoint_state's, same arguments
 
 
 def model_inputs(cfg: RunConfig, x: np.ndarray) -> np.ndarray:
@@ -88,15 +64,9 @@ def training_lrs(cfg: RunConfig, lrs: Sequence[float], steps_per_epoch: int) -> 
 
 def make_runners(cfg: RunConfig, spec: ModelSpec, lrs: Sequence[float] | Callable[[Any], Any], steps_per_epoch: int,
                  devices: int | None = None, eval_batch_size: int | None = None) -> list[Runner]:
-    """The run's runners: ``[JaxRunner]``, ``[TorchRunner]``, or both for ``--compare`` (torch first: JAX starts
-    from torch's initial weights, its own draw would differ).
-
-    Args:
-        lrs: the per-epoch learning rates (``runspec.LrSchedule``; ``steps_per_epoch`` maps a step to its epoch),
-            or the lr of each step, ``count -> lr``; replaced by :func:`training_lrs`.
-        devices: JAX: train data-parallel over this many local devices (default all).
-        eval_batch_size: the evaluation batch (default ``cfg.eval_batch_size``).
-    """
+    """``[JaxRunner]``, ``[TorchRunner]``, or both for ``--compare`` (torch first: JAX starts from torch's initial
+    weights). ``lrs``: per-epoch rates (a sequence, passed through :func:`training_lrs`) or ``count -> lr``;
+    ``devices``: JAX's data-parallel device count (default all local ones)."""
     lrs = training_lrs(cfg, lrs, steps_per_epoch) if isinstance(lrs, Sequence) else lrs
     common = dict(quantized=not cfg.float, lrs=lrs, steps_per_epoch=steps_per_epoch, seed=cfg.seed,
                   eval_batch_size=eval_batch_size or cfg.eval_batch_size, float_recipe=cfg.float_recipe or "wage-sse")
