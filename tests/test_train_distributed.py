@@ -35,16 +35,18 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _start(out: Path, args: list, n: int = 2, timeout_s: int = 30, per_process: dict | None = None) -> list:
-    """Start the ``n`` processes of a job (2 virtual devices each) training into ``out``."""
+def _start(out: Path, args: list, n: int = 2, timeout_s: int = 30, per_process: dict | None = None,
+           devices: dict | None = None) -> list:
+    """Start the ``n`` processes of a job (2 virtual devices each, or ``devices[i]``) training into ``out``."""
     port, procs = _port(), []
     for i in range(n):
         extra = (per_process or {}).get(i, [])
+        env = python_env(pythonpath=[ROOT], devices=(devices or {}).get(i, 2), JAX_PLATFORMS="cpu")
         cmd = [sys.executable, "-m", "wage_train", "--distributed", "--coordinator", f"127.0.0.1:{port}",
                "--num-processes", str(n), "--process-id", str(i), "--distributed-timeout", str(timeout_s),
                "--out-dir", str(out), "--no-progress", *map(str, args), *extra]
-        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=python_env(pythonpath=[ROOT], devices=2, JAX_PLATFORMS="cpu"),
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
     return procs
 
 
@@ -152,11 +154,16 @@ def _epochs(out: Path) -> int:
     return max(int(p.name.split("_")[1]) for p in (out / "checkpoints").glob("epoch_[0-9][0-9][0-9][0-9]"))
 
 
-def test_processes_that_run_other_configurations_stop_in_one_line_each(tmp_path):
-    results = _finish(_start(tmp_path / "run", MLP, per_process={1: ["--seed", "1"]}))
+@pytest.mark.parametrize(("change", "said"), [
+    ({"per_process": {1: ["--seed", "1"]}}, "process 1 runs another configuration than process 0 (name, seed differ)"),
+    ({"devices": {1: 1}}, "every process of the job must have the same number of devices"),
+    ({"per_process": {0: ["--batch-size", "66"], 1: ["--batch-size", "66"]}}, "--batch-size 66: a --distributed job "
+     "splits each batch over its 4 devices (2 processes): give a multiple of 4"),
+])
+def test_processes_that_run_other_configurations_stop_in_one_line_each(tmp_path, change, said):
+    results = _finish(_start(tmp_path / "run", MLP, **change))
     for rc, _, err in results:
-        assert rc == 2 and len(err.splitlines()) == 1, err
-        assert "process 1 runs another configuration than process 0" in err and "seed" in err
+        assert rc == 2 and len(err.splitlines()) == 1 and said in err, err
     assert not (tmp_path / "run").exists()  # created by process 0, removed again
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import subprocess
@@ -37,7 +38,6 @@ from wage_train.safe_io import DataError
 __all__ = ["Job", "join", "job"]
 
 TIMEOUT_S = 120  # --distributed-timeout's default: JAX's are 300 s to join and 100 s of silence
-_EXCHANGE_BYTES = 1 << 16  # room for each process's outcome in an exchange
 
 
 @dataclass
@@ -55,6 +55,7 @@ class Job:
 
     process_id: int = 0
     num_processes: int = 1
+    timeout_s: int = 120  # how long :meth:`together` waits for the other processes
 
     @property
     def main(self) -> bool:
@@ -79,7 +80,8 @@ class Job:
         except (UsageError, DataError, ValueError) as e:
             error = e
         if self.num_processes > 1:
-            outcomes = _allgather({"error": str(error) if error else None, "share": box.share, "check": box.check})
+            outcome = {"error": str(error) if error else None, "share": box.share, "check": box.check}
+            outcomes = _allgather(outcome, self.timeout_s)
             if error is None:
                 self._verdict(outcomes, box)
         if error is not None:
@@ -111,17 +113,25 @@ def digests(values: dict[str, Any]) -> dict[str, str]:
     return {k: hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()[:16] for k, v in values.items()}
 
 
-def _allgather(outcome: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every process's ``outcome`` (JSON), in process order: a collective every process must enter."""
-    import numpy as np
-    from jax.experimental import multihost_utils
+def _allgather(outcome: dict[str, Any], timeout_s: int) -> list[dict[str, Any]]:
+    """Every process's ``outcome`` (JSON), in process order, through the key-value store of JAX's coordination
+    service (the one Orbax's barriers use): no device computation, so it also works where the processes'
+    devices differ, which the check then reports."""
+    from jax._src import distributed as jax_distributed
 
-    data = json.dumps(outcome).encode()[:_EXCHANGE_BYTES]
-    buffer = np.zeros(_EXCHANGE_BYTES + 4, np.uint8)
-    buffer[:4] = np.frombuffer(len(data).to_bytes(4, "little"), np.uint8)
-    buffer[4 : 4 + len(data)] = np.frombuffer(data, np.uint8)
-    rows = np.asarray(multihost_utils.process_allgather(buffer))
-    return [json.loads(bytes(r[4 : 4 + int.from_bytes(bytes(r[:4]), "little")])) for r in rows]
+    client, step, n = jax_distributed.global_state.client, next(_STEPS), jax_distributed.global_state.num_processes
+    client.key_value_set(f"wage-train/{step}/{jax_distributed.global_state.process_id}", json.dumps(outcome))
+    outcomes = []
+    for i in range(n):
+        try:
+            outcomes.append(json.loads(client.blocking_key_value_get(f"wage-train/{step}/{i}", 1000 * timeout_s)))
+        except RuntimeError:  # jaxlib's XlaRuntimeError: DEADLINE_EXCEEDED
+            raise UsageError(f"--distributed: process {i} did not finish preparing the run within {timeout_s} s "
+                             "(--distributed-timeout)") from None
+    return outcomes
+
+
+_STEPS = itertools.count()  # the exchanges so far: each has its own keys
 
 
 def _env_int(name: str) -> int | None:
@@ -162,7 +172,7 @@ def join(coordinator: str | None, num_processes: int | None, process_id: int | N
     except (ValueError, TypeError) as e:  # nothing given and no cluster detected
         raise UsageError(f"--distributed: no cluster environment detected ({_first_line(e)}); give --coordinator "
                          "HOST:PORT --num-processes N --process-id I") from None
-    _JOB = Job(jax.process_index(), jax.process_count())
+    _JOB = Job(jax.process_index(), jax.process_count(), timeout)
     return _JOB
 
 

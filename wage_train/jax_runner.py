@@ -143,6 +143,9 @@ class JaxRunner:
 
         self.devices = n = _device_count(devices, batch_size)
         self._mesh = mesh = parallel.data_mesh(n) if n > 1 else None
+        if mesh is not None and not quantized:  # WAGE's sums are exact in any order, float32's are not
+            print(f"note: the float baseline on {n} devices sums its gradients in another order than one device: "
+                  "its weights may differ from a one-device run's in the last bits", flush=True)
         if mesh is not None:
             self.params, self.opt_state = parallel.replicate((self.params, self.opt_state), mesh)
             self._step = parallel.make_data_parallel_train_step(apply_fn, optimizer, mesh, loss_fn=loss_fn)

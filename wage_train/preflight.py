@@ -94,6 +94,10 @@ def check_devices(cfg: RunConfig, devices: int | None) -> None:
         reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise UsageError(f"JAX cannot start a backend (JAX_PLATFORMS={os.environ.get('JAX_PLATFORMS', '')!r}: "
                          f"{reason}); unset JAX_PLATFORMS to use the devices this machine has") from None
+    if jax.process_count() > 1 and jax.device_count() != have * jax.process_count():
+        # Each process places an equal share of every batch: on as many devices as every other process.
+        raise UsageError(f"--distributed: every process of the job must have the same number of devices; this one "
+                         f"has {have} of the job's {jax.device_count()} ({jax.process_count()} processes)")
     if jax.process_count() > 1 and cfg.batch_size % jax.device_count():
         raise UsageError(f"--batch-size {cfg.batch_size}: a --distributed job splits each batch over its "
                          f"{jax.device_count()} devices ({jax.process_count()} processes): give a multiple of "
