@@ -387,9 +387,10 @@ def _train(cfg: RunConfig, data: Dataset, out_dir: Path, args: argparse.Namespac
     from wage_train.checkpoints import NonFiniteError, file_system_fault
     from wage_train.loop import DivergedError, ResourceError, RunInterruptedError, StopSignals, train
 
+    stop = StopSignals(exiting=_IN_MAIN)
     try:
         CREATED.clear()  # from here on StopSignals answers a signal, after a whole step
-        with StopSignals(exiting=_IN_MAIN) as stop:
+        with stop:
             return train(cfg, data, out_dir, resume=bool(args.resume), stop_after=args.stop_after,
                          progress=_show_progress(args), devices=args.devices, staging=staging, stop=stop,
                          locks=(*locks, None, None)[:2])
@@ -408,6 +409,9 @@ def _train(cfg: RunConfig, data: Dataset, out_dir: Path, args: argparse.Namespac
     except Exception as e:  # in a job, a collective fails when another process died: end at once, in one line
         if distributed.job().num_processes == 1:
             raise
+        if stop.signal_name:  # the whole job was signalled, and another process stopped first
+            _exit_line(130, f"{stop.signal_name}: interrupted; the last completed checkpoint is intact: continue "
+                            "the run with the same command and --resume")
         cause = (str(e).strip().splitlines() or [""])[0].rsplit("Error dispatching computation: ", 1)[-1][:200]
         _exit_line(2, f"process {distributed.job().process_id}: {type(e).__name__} ({cause}): another process of "
                       "this job has probably stopped; the last completed checkpoint is intact: continue the run "

@@ -182,41 +182,40 @@ def _first_line(e: BaseException) -> str:
 
 # The filter process: passes its input to its output, but drops the records of JAX's distributed runtime (absl's
 # "E1207 17:37:07.143545 17305 coordination_service.cc:1549] ..." and the lines written with them) and gloo's
-# connection lines (two threads may interleave them), and replaces the fatal record that ends the process (with
-# its stack trace) by one line, unless the process has already said its own: the peer's death, or (the record
-# names RegisterTask) the job not joined. It ignores SIGINT/SIGTERM and ends with its input.
+# connection lines (two threads may interleave them). The fatal record that ends the process (with its stack
+# trace) becomes one line once the process has ended, unless the process said its own (which may come after the
+# record): a peer's death, or (the record names RegisterTask) the job never joined. It ignores SIGINT/SIGTERM.
 _FILTER = r"""
 import os, re, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_IGN)
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 record = re.compile(rb"^[IWEF]\d{4} [\d:.]+ +\d+ (\w+)\.(cc|h):\d+\] ")
 runtime = re.compile(rb"coordination|client|service|distributed|preemption|gloo|grpc")
-out, said, fatal, pending = sys.stdout.buffer, False, False, b""
+out, said, fatal, joining, pending = sys.stdout.buffer, False, False, False, b""
 while chunk := os.read(0, 1 << 16):
     pending += chunk
-    joining = b"RegisterTask" in pending  # the job could not be joined: not a peer's death
     *lines, pending = pending.split(b"\n")
     dropping = False
     for line in lines:
         m = record.match(line)
-        if line.startswith(b"wage-train: "):
-            dropping = False
+        if line.startswith(b"wage-train: "):  # the process's own one line: always passed on
+            dropping, said = False, True
         elif m and runtime.search(m.group(1)) or b"[Gloo] " in line or b"connected peer ranks" in line:
             dropping = True  # the rest of this write is the record's
-            if line.startswith(b"F") and b"fatal errors" in line and not (fatal or said) and sys.argv[1]:
-                out.write(sys.argv[2 if joining else 1].encode() + b"\n")
             fatal = fatal or line.startswith(b"F")
         elif m:
             dropping = False
-        if dropping or fatal:
-            continue
-        said = said or line.startswith(b"wage-train: ")
-        out.write(line + b"\n")
+        joining = joining or fatal and b"RegisterTask" in line  # the job was never joined: no peer died
+        if not (dropping or fatal) or line.startswith(b"wage-train: "):
+            out.write(line + b"\n")
     if b"\r" in pending and not fatal:
         out.write(pending)  # a progress bar's redrawn line
         pending = b""
     out.flush()
-out.write(pending)
+if fatal and not said and sys.argv[1]:  # the process has ended: the one line, unless it said its own
+    out.write(sys.argv[2 if joining else 1].encode() + b"\n")
+elif not fatal:
+    out.write(pending)
 """
 
 
