@@ -2,7 +2,7 @@
 #   make run    set up .venv, then train WAGE 2-8-8-8 on the embedded digits data set
 #   make test   set up .venv, then run the whole test suite (unit and parity tests)
 #   make docs   the guide and the API reference, rendered into docs/_build/html (warnings are errors)
-#   make test-fast   the inner-loop subset (about 4.5 minutes on 2 cores; the whole suite about 9): everything not marked slow
+#   make test-fast   the inner-loop subset (about 4 minutes on 2 cores; the whole suite about 7): everything not marked slow
 PY := .venv/bin/python
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.venv/torch_extensions
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
