@@ -49,7 +49,7 @@ from wage_train.float_recipe import RECIPES, STANDARD_LR, default_lr
 from wage_train.interrupt import CREATED, stop_before_training
 from wage_train.presets import PRESETS
 from wage_train.runspec import SCHEDULES
-from wage_train.safe_io import DataError, read_json_object
+from wage_train.safe_io import DataError, first_line, read_json_object
 
 __all__ = ["build_parser", "config_from_args", "main", "parse_bits", "run"]
 
@@ -412,7 +412,7 @@ def _train(cfg: RunConfig, data: Dataset, out_dir: Path, args: argparse.Namespac
         if stop.signal_name:  # the whole job was signalled, and another process stopped first
             _exit_line(130, f"{stop.signal_name}: interrupted; the last completed checkpoint is intact: continue "
                             "the run with the same command and --resume")
-        cause = (str(e).strip().splitlines() or [""])[0].rsplit("Error dispatching computation: ", 1)[-1][:200]
+        cause = first_line(e).rsplit("Error dispatching computation: ", 1)[-1][:200]
         _exit_line(2, f"process {distributed.job().process_id}: {type(e).__name__} ({cause}): another process of "
                       "this job has probably stopped; the last completed checkpoint is intact: continue the run "
                       "with --resume")

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from wage_train.config import UsageError
-from wage_train.safe_io import DataError
+from wage_train.safe_io import DataError, first_line
 
 __all__ = ["Job", "join", "job"]
 
@@ -55,7 +55,7 @@ class Job:
 
     process_id: int = 0
     num_processes: int = 1
-    timeout_s: int = 120  # how long :meth:`together` waits for the other processes
+    timeout_s: int = TIMEOUT_S  # how long :meth:`together` waits for the other processes
 
     @property
     def main(self) -> bool:
@@ -154,8 +154,9 @@ def join(coordinator: str | None, num_processes: int | None, process_id: int | N
         timeout: seconds to wait for every process to join, and without a heartbeat before the job is stopped.
 
     Raises:
-        UsageError: one line: no cluster detected and not given, an id out of range, or the job not joined
-            within ``timeout`` (coordinator unreachable, a process missing or given the same id twice).
+        UsageError: one line: no cluster detected and not given, or an id out of range. A job not joined within
+            ``timeout`` (coordinator unreachable, a process missing or given another's id) ends the process: JAX
+            aborts it, and the output filter says so in one line.
     """
     global _JOB
     num_processes = num_processes if num_processes is not None else _env_int("JAX_NUM_PROCESSES")
@@ -170,14 +171,10 @@ def join(coordinator: str | None, num_processes: int | None, process_id: int | N
         jax.distributed.initialize(coordinator, num_processes, process_id, initialization_timeout=timeout,
                                    heartbeat_timeout_seconds=timeout)
     except (ValueError, TypeError) as e:  # nothing given and no cluster detected
-        raise UsageError(f"--distributed: no cluster environment detected ({_first_line(e)}); give --coordinator "
+        raise UsageError(f"--distributed: no cluster environment detected ({first_line(e)}); give --coordinator "
                          "HOST:PORT --num-processes N --process-id I") from None
     _JOB = Job(jax.process_index(), jax.process_count(), timeout)
     return _JOB
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 # The filter process: passes its input to its output, but drops the records of JAX's distributed runtime (absl's

@@ -16,7 +16,7 @@ import numpy as np
 from wage_train.config import RunConfig, UsageError
 from wage_train.data import Dataset
 from wage_train.runspec import ModelSpec
-from wage_train.safe_io import DataError
+from wage_train.safe_io import DataError, first_line
 
 __all__ = ["LENET5_MIN_SIDE", "check_data", "check_devices", "check_model", "check_torch_backend", "print_config",
            "require_torch"]
@@ -91,7 +91,7 @@ def check_devices(cfg: RunConfig, devices: int | None) -> None:
     try:
         have = jax.local_device_count()
     except Exception as e:  # RuntimeError, or a plugin's bare AssertionError (JAX_PLATFORMS=cuda without a GPU)
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        reason = first_line(e)[:160]
         raise UsageError(f"JAX cannot start a backend (JAX_PLATFORMS={os.environ.get('JAX_PLATFORMS', '')!r}: "
                          f"{reason}); unset JAX_PLATFORMS to use the devices this machine has") from None
     if jax.process_count() > 1 and jax.device_count() != have * jax.process_count():
@@ -122,7 +122,7 @@ def require_torch(framework: str) -> None:
         import torch  # noqa: F401
     except ImportError as e:  # also a torch whose own import fails (a missing shared library)
         option = "--compare" if framework == "compare" else f"--framework {framework}"
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        reason = first_line(e)
         raise UsageError(f"{option} needs torch, which cannot be imported ({reason}): install the torch extra, pip "
                          "install \".[torch]\" from a clone (install your torch build first), or train with "
                          "--framework jax") from None

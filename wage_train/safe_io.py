@@ -26,6 +26,7 @@ __all__ = [
     "TOOL_MARK",
     "atomic_write",
     "fault",
+    "first_line",
     "make_tool_dir",
     "one_line",
     "read_json_object",
@@ -60,6 +61,11 @@ def one_line(text: str, limit: int = 160) -> str:
     flat = text.encode("ascii", "backslashreplace").decode("ascii")
     flat = "".join(c if c.isprintable() else repr(c)[1:-1] for c in flat)
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of ``error``'s message, or its type's name when the message is empty."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def fault(path: str | Path, what: str) -> DataError:
