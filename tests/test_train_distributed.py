@@ -161,11 +161,13 @@ def _epochs(out: Path) -> int:
 @pytest.mark.parametrize(("change", "said"), [
     ({"per_process": {1: ["--seed", "1"]}}, "process 1 runs another configuration than process 0 (name, seed differ)"),
     ({"devices": {1: 1}}, "every process of the job must have the same number of devices"),
+    ({"per_process": {1: ["--out-dir", "{tmp}/elsewhere"]}}, "elsewhere is not visible from this process"),
     ({"per_process": {0: ["--batch-size", "66"], 1: ["--batch-size", "66"]}}, "--batch-size 66: a --distributed job "
      "splits each batch over its 4 devices (2 processes): give a multiple of 4"),
 ])
 def test_processes_that_run_other_configurations_stop_in_one_line_each(tmp_path, change, said):
-    results = _finish(_start(tmp_path / "run", MLP, **change))
+    per_process = {i: [a.format(tmp=tmp_path) for a in args] for i, args in change.get("per_process", {}).items()}
+    results = _finish(_start(tmp_path / "run", MLP, **{**change, "per_process": per_process}))
     for rc, _, err in results:
         assert rc == 2 and len(err.splitlines()) == 1 and said in err, err
     assert not (tmp_path / "run").exists()  # created by process 0, removed again

@@ -273,6 +273,9 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, locks: list)
                 box.share = {"staging": staging and str(staging)}
         staging = Path(box.share["staging"]) if box.share.get("staging") else None
         with job.together() as box:
+            if not out_dir.is_dir():  # process 0 has created it: not on storage this process sees
+                raise UsageError(f"--out-dir {out_dir} is not visible from this process: a --distributed job needs "
+                                 "an --out-dir on storage every process sees")
             if cfg is None:  # the other processes read the run only once process 0 has claimed it
                 cfg = _resumed(given, args, out_dir)
             if cfg.framework != "jax":
