@@ -129,6 +129,19 @@ def test_lenet5_in_two_processes_then_resumed_in_one_is_one_process_run(tmp_path
 
 
 @pytest.mark.slow
+def test_overwrite_in_a_job_moves_the_old_run_aside_and_trains_the_same_bits(tmp_path):
+    """Process 0 swaps the run into place after the first checkpoint; every process then writes into it."""
+    _one_process(tmp_path / "one", MLP)
+    job = tmp_path / "job"
+    _job(job, [*MLP, "--epochs", "1"])
+    (_, out0, _), _ = _job(job, [*MLP, "--overwrite"])
+    assert "the previous run was moved to" in out0
+    (aside,) = tmp_path.glob("job.old-*")
+    assert json.loads((aside / "metrics.json").read_text())["summary"]["epochs_done"] == 1
+    assert set(_differing(tmp_path / "one", job).values()) == {0}
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize(("victims", "sig"), [((1,), signal.SIGKILL), ((0,), signal.SIGKILL),
                                               ((0, 1), signal.SIGTERM)])  # the last: a cluster's preemption
 def test_a_killed_process_stops_the_others_in_one_line(tmp_path, victims, sig):

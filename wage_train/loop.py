@@ -311,10 +311,8 @@ def _end_epoch(run: _Run, epoch: int, totals: dict[str, tuple[np.ndarray, int]],
             aside = swap_into_place(run.staging, run.final_dir, *run.locks)  # uninterruptible; the locks follow
             print(f"note: --overwrite: the previous run was moved to {aside}", flush=True)
         run.out_dir = run.final_dir
-        if run.job.num_processes > 1:  # no process writes its next checkpoint before the folder has moved
-            from jax.experimental import multihost_utils
-
-            multihost_utils.sync_global_devices("wage-train: --overwrite swap")
+        with run.job.together():  # no process writes its next checkpoint before the folder has moved
+            pass
 
 
 def _finish(run: _Run, wall0: float) -> dict[str, Any]:
