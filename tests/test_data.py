@@ -1,4 +1,4 @@
-"""The training example's data readers: digits split, MNIST idx, CIFAR-10 pickles, augmentation."""
+"""The data readers (wage_data): digits split, MNIST idx, CIFAR-10 pickles, scaling, padding, augmentation."""
 
 from __future__ import annotations
 
