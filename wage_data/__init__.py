@@ -14,10 +14,18 @@ imported when used (the ``train`` extra)::
 
 from wage_data.augment import augment_crop, augment_crop_flip
 from wage_data.dataset import Dataset, data_fingerprint, hold_out_validation, pad_images, to_inputs
-from wage_data.download import SOURCES, ensure_dataset, fetch
+from wage_data.download import SOURCES as _SOURCES
+from wage_data.download import ensure_dataset, fetch
 from wage_data.files import DataError
-from wage_data.readers import DATASETS, load_cifar10, load_dataset, load_digits_split, load_mnist
+from wage_data.readers import DATASETS as _DATASETS
+from wage_data.readers import load_cifar10, load_dataset, load_digits_split, load_mnist
 from wage_data.svhn import load_svhn
+
+#: The data sets :func:`load_dataset` reads: ``"digits"`` (embedded), ``"mnist"``, ``"cifar10"``, ``"svhn"``.
+DATASETS: tuple[str, ...] = _DATASETS
+#: Each downloadable data set's base URLs, files with their published checksums, and the environment variable
+#: that replaces the URLs (:class:`wage_data.download.Source`).
+SOURCES = _SOURCES
 
 __all__ = [
     "DATASETS",
