@@ -95,8 +95,8 @@ class _Tight:
     """The runner's jitted step on device-resident batches, built from the CLI run's own configuration."""
 
     def __init__(self, argv: list[str], data_dir: Path, steps: int, repeats: int) -> None:
+        from wage_data import to_inputs
         from wage_train.cli import build_parser, config_from_args, load_dataset
-        from wage_train.data import to_inputs
         from wage_train.runner import make_runners, model_inputs, model_spec, training_lrs
         from wage_train.runspec import LrSchedule
 

@@ -5,8 +5,8 @@ The network is LeNet-5's layout from ``nn.Conv`` and ``nn.Dense``: ``conv_genera
 ``WAGEQuantizer`` quantizes activations forward and errors backward (Eq. 8-9), and ``wage_sgd`` is the WAGE
 update as an optax transformation (Eq. 11-12), so flax's ``TrainState.apply_gradients`` runs it as it runs SGD.
 
-The data are the four MNIST idx files (``train-images-idx3-ubyte`` ...; ``wage-data mnist --data-dir DIR``).
-``--smoke`` writes tiny idx files of scikit-learn's 8x8 digits to a temporary folder and trains on those.
+The data are the four MNIST idx files (``train-images-idx3-ubyte`` ...; ``wage-data mnist --data-dir DIR``
+fetches them), read by ``wage_data``; ``--smoke`` trains on scikit-learn's embedded 8x8 digits instead.
 
     python -m examples.flax_mnist --data-dir data/mnist    # 2 epochs of MNIST on CPU
     python -m examples.flax_mnist --smoke                  # seconds
@@ -15,8 +15,6 @@ The data are the four MNIST idx files (``train-images-idx3-ubyte`` ...; ``wage-d
 from __future__ import annotations
 
 import argparse
-import gzip
-import tempfile
 from pathlib import Path
 
 import flax.linen as nn
@@ -24,6 +22,7 @@ import jax
 import numpy as np
 from flax.training.train_state import TrainState
 
+from wage_data import DataError, load_dataset, to_inputs
 from wage_jax import (
     WAGEConfig,
     clip_params,
@@ -35,36 +34,6 @@ from wage_jax import (
     wage_sgd,
 )
 from wage_jax.linen import WAGEQuantizer
-
-FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """An idx file (or its ``.gz``): 2 zero bytes, the type (0x08: uint8), the rank, big-endian int32 dims."""
-    gz = path.with_name(path.name + ".gz")
-    with (open(path, "rb") if path.exists() or not gz.exists() else gzip.open(gz, "rb")) as f:
-        data = f.read()
-    if data[:3] != b"\0\0\x08":
-        raise ValueError(f"{path}: not a uint8 idx file")
-    dims = np.frombuffer(data, ">i4", count=data[3], offset=4)
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * data[3]).reshape(dims)
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    path.write_bytes(b"\0\0\x08" + bytes([array.ndim]) + np.array(array.shape, ">i4").tobytes()
-                     + array.astype(np.uint8).tobytes())
-
-
-def tiny_mnist(folder: Path) -> Path:
-    """scikit-learn's digits (pixels 0..16 scaled to 0..255) as the four idx files: 1437 train, 360 test."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = np.round(digits.images * (255 / 16)).astype(np.uint8)
-    for name, array in zip(FILES, (images[:1437], digits.target[:1437], images[1437:], digits.target[1437:]),
-                           strict=True):
-        write_idx(folder / name, array)
-    return folder
 
 
 class LeNet5(nn.Module):
@@ -99,20 +68,18 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=8.0, help="the paper's lr (the SSE loss is a batch sum)")
-    parser.add_argument("--smoke", action="store_true", help="tiny idx files of the 8x8 digits, 1 epoch")
+    parser.add_argument("--smoke", action="store_true", help="the embedded 8x8 digits, 1 epoch")
     args = parser.parse_args(argv)
     if args.data_dir is None and not args.smoke:
         parser.error("--data-dir is required (or --smoke)")
     args.epochs = 1 if args.smoke else args.epochs
     try:
-        with tempfile.TemporaryDirectory(prefix="wage-idx-") as tmp:
-            folder = tiny_mnist(Path(tmp)) if args.smoke else args.data_dir
-            x_train, y_train, x_test, y_test = (read_idx(folder / name) for name in FILES)
-    except FileNotFoundError as error:
-        parser.error(f"--data-dir {args.data_dir} lacks the MNIST idx file {Path(error.filename).name} "
-                     "(wage-data mnist --data-dir DIR)")
+        data = load_dataset("digits" if args.smoke else "mnist", args.data_dir)
+    except DataError as error:
+        parser.error(str(error))
     # uint8 pixels -> [-1, 1], as the paper does: 8-bit activations use both signs of their grid.
-    x_train, x_test = ((x[..., None] / 255.0 * 2 - 1).astype(np.float32) for x in (x_train, x_test))
+    x_train, x_test = (to_inputs(x, data.max_value) for x in (data.x_train, data.x_test))
+    y_train, y_test = data.y_train, data.y_test
 
     config = WAGEConfig()  # 2-8-8-8; G and E round stochastically and draw from explicit keys
     model = LeNet5(config, widths=(8, 16) if args.smoke else (32, 64), hidden=64 if args.smoke else 512)

@@ -27,7 +27,7 @@ import numpy as np
 
 def predict_with(run_dir: Path) -> float:
     import wage_train
-    from wage_train.data import load_dataset
+    from wage_data import load_dataset
 
     run = wage_train.load_run(run_dir)
     cfg = run.config

@@ -2,7 +2,7 @@
 stand-ins for MNIST and CIFAR-10; ``scripts/float_lr_sweep.py`` trains on them).
 
 Each 8x8 image (0..16) is resized with bilinear interpolation and scaled to 0..255; the split is
-:func:`wage_train.data.load_digits_split`'s. MNIST format: 28x28, the four idx files (magic 0x803 / 0x801).
+:func:`wage_data.load_digits_split`'s. MNIST format: 28x28, the four idx files (magic 0x803 / 0x801).
 CIFAR format: 32x32x3 (each image tinted by a fixed random colour, so the three planes differ), the python
 batches of ``cifar-10-batches-py``.
 """
@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from wage_data import load_digits_split
+from wage_data.readers import CIFAR10_FILES, MNIST_FILES
 from wage_parity.testing import write_idx_file
-from wage_train.data import CIFAR10_FILES, MNIST_FILES, load_digits_split
 
 __all__ = ["upscale", "write_cifar_format_digits", "write_idx", "write_mnist_format_digits"]
 

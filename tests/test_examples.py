@@ -57,4 +57,5 @@ def test_every_example_has_a_smoke_mode_and_a_test() -> None:
 def test_mnist_example_refuses_a_folder_without_idx_files(tmp_path: Path) -> None:
     result = run_python(["-m", "examples.flax_mnist", "--data-dir", tmp_path], cwd=ROOT, timeout=120)
     assert result.returncode == 2
-    assert "lacks the MNIST idx file train-images-idx3-ubyte" in result.stderr.strip().splitlines()[-1]
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"MNIST not found under --data-dir {tmp_path}" in last and "train-images-idx3-ubyte[.gz]" in last, last

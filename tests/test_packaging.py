@@ -30,7 +30,7 @@ except ImportError:  # pip vendors it
     from pip._vendor.packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = {"wage_spec", "wage_jax", "wage_torch", "wage_train", "wage_parity"}
+PACKAGES = {"wage_spec", "wage_jax", "wage_torch", "wage_data", "wage_train", "wage_parity"}
 CORE = {"numpy", "jax", "flax", "optax"}
 
 # Train a few MLP steps with the public API only (run inside the fresh environments).
@@ -180,7 +180,7 @@ def test_wheel_entry_points(wheel: Path) -> None:
     _, _, entry_points = _wheel_metadata(wheel)
     assert "wage-train = wage_train.__main__:main" in entry_points
     assert "wage-parity = wage_parity.report:main" in entry_points
-    assert "wage-data = wage_train.download:main" in entry_points
+    assert "wage-data = wage_data.download:main" in entry_points
 
 
 def test_jax_only_environment_trains(wheel: Path, tmp_path: Path) -> None:

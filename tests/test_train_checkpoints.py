@@ -9,8 +9,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from wage_data import DataError
 from wage_train.checkpoints import CheckpointWriteError, restore_checkpoint, save_checkpoint
-from wage_train.safe_io import DataError, write_manifest
+from wage_train.safe_io import write_manifest
 
 ROW = {"epoch": 1, "framework": "jax", "loss": 0.25, "train_acc": 0.5, "test_acc": 0.5, "lr": 8.0, "time_s": 1.0,
        "images_per_s": 256.0, "train_time_s": 0.5, "eval_time_s": 0.5}

@@ -81,7 +81,7 @@ def test_float_baseline_run(tmp_path, framework, recipe, lr):
 
 
 def test_validation_split_holds_out_training_examples_and_never_reads_the_test_set(tmp_path, capsys, monkeypatch):
-    from wage_train.data import hold_out_validation, load_digits_split
+    from wage_data import hold_out_validation, load_digits_split
 
     full = load_digits_split()
     held = hold_out_validation(full, 0.2)

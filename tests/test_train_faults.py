@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from wage_data import DataError
 from wage_parity.testing import python_env, run_python
-from wage_train.safe_io import MANIFEST, DataError
+from wage_train.safe_io import MANIFEST
 
 RUN = ["--hidden", "16", "--epochs", "4", "--limit-batches", "2", "--no-progress"]
 TRIED: Counter[str] = Counter()  # injected faults tried, by kind (printed at the end)
@@ -76,8 +77,8 @@ def runs(tmp_path_factory):
 
 def _runners_for(out: Path):
     """Runners built as ``train`` builds them for the run in ``out``."""
+    from wage_data import load_dataset
     from wage_train.config import RunConfig
-    from wage_train.data import load_dataset
     from wage_train.runner import make_runners, model_spec
     from wage_train.runspec import lr_table
 

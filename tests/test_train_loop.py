@@ -95,8 +95,8 @@ def instrumented_run(tmp_path_factory):
 def _assert_equals_a_plain_per_step_loop(reference_run) -> dict:
     """The run's history and weights equal those of the synchronous loop (the loss read after every step),
     recomputed here; returns its config."""
+    from wage_data import load_dataset, to_inputs
     from wage_train.config import RunConfig
-    from wage_train.data import load_dataset, to_inputs
     from wage_train.runner import make_runners
     from wage_train.runspec import LrSchedule, ModelSpec
 

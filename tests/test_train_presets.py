@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from wage_data.augment import augment_crop
 from wage_parity.testing import write_fake_cifar, write_fake_mnist, write_svhn_mat
-from wage_train.augment import augment_crop
 from wage_train.cli import build_parser, config_from_args, run
 from wage_train.config import UsageError, float_lr
 from wage_train.float_recipe import STANDARD_LR

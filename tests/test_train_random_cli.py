@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from wage_data import DataError
 from wage_train import loop
 from wage_train.cli import main
-from wage_train.safe_io import DataError, verify_manifest
+from wage_train.safe_io import verify_manifest
 
 RUNS = 30
 GRID: dict[str, list[list[str]]] = {

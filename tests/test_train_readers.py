@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 
 from tests.fixtures import write_idx
-from wage_train.data import read_cifar_batch, read_idx
+from wage_data import DataError
+from wage_data.files import safe_unpickle
+from wage_data.readers import read_cifar_batch, read_idx
 from wage_train.reporting import write_csv, write_json
-from wage_train.safe_io import DataError, read_json_object, safe_unpickle, verify_manifest, write_manifest
+from wage_train.safe_io import read_json_object, verify_manifest, write_manifest
 
 FUZZ_SEEDS = 300  # per reader and per kind of damage (in-process reads are fast)
 
@@ -160,7 +162,8 @@ def test_idx_faults_say_what_is_wrong(tmp_path):
 
 
 def test_mnist_labels_outside_the_classes_and_count_mismatch_name_the_file(tmp_path):
-    from wage_train.data import MNIST_FILES, load_mnist
+    from wage_data import load_mnist
+    from wage_data.readers import MNIST_FILES
 
     imgs, labels = np.zeros((4, 28, 28), np.uint8), np.array([0, 1, 12, 3], np.uint8)
     for name, arr in zip(MNIST_FILES, (imgs, labels, imgs, labels[:4] % 10), strict=True):

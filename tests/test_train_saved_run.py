@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import wage_train
+from wage_data import load_dataset
 from wage_parity.testing import write_fake_mnist
 from wage_train.cli import run
-from wage_train.data import load_dataset
 
 QUICK = ["--no-progress", "--hidden", "16", "--limit-batches", "2", "--epochs", "2"]
 

@@ -95,7 +95,7 @@ def test_download_fetches_svhn_extra_for_the_paper_preset(tmp_path: Path, monkey
                                                          extra: bool) -> None:
     """The paper trains SVHN on train + extra: ``--download`` with ``paper-svhn`` fetches extra_32x32.mat too."""
     import wage_train.cli as cli
-    from wage_train.safe_io import DataError
+    from wage_data import DataError
 
     calls = []
 

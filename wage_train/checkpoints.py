@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from wage_train.safe_io import DataError, fault, one_line, verify_manifest, write_manifest
+from wage_data.files import DataError, fault, one_line
+from wage_train.safe_io import verify_manifest, write_manifest
 
 __all__ = ["KEEP", "CheckpointWriteError", "NonFiniteError", "checkpoints_newest_first", "file_system_fault",
            "latest_checkpoint", "non_finite_weights", "restore_checkpoint", "save_checkpoint"]

@@ -39,17 +39,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from wage_data import DATASETS, DataError, Dataset, data_fingerprint, ensure_dataset, hold_out_validation, load_dataset
 from wage_spec import FULL_PRECISION
 from wage_train import distributed
 from wage_train.config import WAGE_LR, ConfigError, RunConfig, UsageError, check_data_fingerprint, resume_config
-from wage_train.data import DATASETS, Dataset, data_fingerprint, hold_out_validation, load_dataset
 from wage_train.distributed import Job, digests
-from wage_train.download import ensure_dataset
 from wage_train.float_recipe import RECIPES, STANDARD_LR, default_lr
 from wage_train.interrupt import CREATED, stop_before_training
 from wage_train.presets import PRESETS
 from wage_train.runspec import SCHEDULES
-from wage_train.safe_io import DataError, first_line, read_json_object
+from wage_train.safe_io import first_line, read_json_object
 
 __all__ = ["build_parser", "config_from_args", "main", "parse_bits", "run"]
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from wage_data import DATASETS
 from wage_spec import FULL_PRECISION, MAX_LR, WAGEConfig
-from wage_train.data import DATASETS
 from wage_train.float_recipe import HE_FACTOR, RECIPES, STANDARD_LR, STANDARD_LR_DECAY, float_lr
 from wage_train.presets import PRESETS
 from wage_train.runspec import SCHEDULES

@@ -32,8 +32,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from wage_data import DataError
 from wage_train.config import UsageError
-from wage_train.safe_io import DataError, first_line
+from wage_train.safe_io import first_line
 
 __all__ = ["Job", "join", "job"]
 

@@ -17,20 +17,20 @@ from typing import Any
 
 import numpy as np
 
-from wage_train.augment import augment_crop
+from wage_data import Dataset, augment_crop, to_inputs
+from wage_data.files import fault
 from wage_train.checkpoints import file_system_fault, non_finite_weights, restore_checkpoint, save_checkpoint
 from wage_train.compare import Comparison, format_compare
 from wage_train.compare import summary as compare_summary
 from wage_train.compare import verdict as compare_verdict
 from wage_train.config import MODES, RunConfig, UsageError
-from wage_train.data import Dataset, to_inputs
 from wage_train.distributed import Job, job
 from wage_train.float_recipe import describe as describe_recipe
 from wage_train.prefetch import Prefetcher
 from wage_train.reporting import format_header, format_row, plot_run, write_csv, write_json
 from wage_train.runner import Runner, make_runners, model_inputs, model_spec, training_lrs
 from wage_train.runspec import LrSchedule, ModelSpec
-from wage_train.safe_io import atomic_write, fault
+from wage_train.safe_io import atomic_write
 
 __all__ = ["FINAL_OUTPUTS", "DivergedError", "ResourceError", "RunInterruptedError", "StopSignals", "train"]
 

@@ -13,10 +13,10 @@ from typing import NoReturn
 
 import numpy as np
 
+from wage_data import DataError, Dataset
 from wage_train.config import RunConfig, UsageError
-from wage_train.data import Dataset
 from wage_train.runspec import ModelSpec
-from wage_train.safe_io import DataError, first_line
+from wage_train.safe_io import first_line
 
 __all__ = ["LENET5_MIN_SIDE", "check_data", "check_devices", "check_model", "check_torch_backend", "print_config",
            "require_torch"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import fcntl
 import itertools
 import json
 import os
@@ -23,9 +22,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from wage_data.files import TOOL_MARK, FolderLock, make_tool_dir, remove_tool_dir
 from wage_train.checkpoints import checkpoints_newest_first
 from wage_train.config import UsageError
-from wage_train.safe_io import TOOL_MARK, make_tool_dir, remove_tool_dir
 
 __all__ = ["STAGING_MARK", "RunLock", "check_out_dir", "mark_staging", "run_kind", "staging_dir", "swap_into_place",
            "tidy_staging"]
@@ -77,58 +76,11 @@ def check_out_dir(out_dir: Path, *, overwrite: bool) -> None:
                          "which cannot be moved aside; run from another folder or choose another --out-dir")
 
 
-def _lock_holder(fd: int) -> str:
-    """The pid holding a ``flock`` on the file open at ``fd``, read from ``/proc/locks`` ("unknown" elsewhere)."""
-    st = os.fstat(fd)
-    inode = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/locks").read_text().splitlines():
-            fields = line.split()
-            if "FLOCK" in fields and inode in fields:
-                return fields[fields.index(inode) - 1]
-    return "unknown"
+class RunLock(FolderLock):
+    """The run's lock on ``--out-dir`` (:class:`wage_data.files.FolderLock`): a second run in the folder is
+    refused in one line naming the pid that holds it."""
 
-
-class RunLock:
-    """An exclusive ``flock`` on the run directory's inode, held until :meth:`release`: no file to delete or
-    replace, no symlink followed, it follows the folder through a rename, and the kernel drops it when the
-    process dies (a killed run never blocks the next)."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = Path(directory)
-        self._fd: int | None = None
-
-    def acquire(self, what: str = "--out-dir", wait: Callable[[], None] | None = None) -> RunLock:
-        """Take the lock or raise :class:`UsageError` naming the folder and the pid holding it; with ``wait``,
-        call it and wait for the holder instead."""
-        try:
-            fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        except OSError as e:
-            raise UsageError(f"{what} {self.directory}: cannot open it to lock it "
-                             f"({os.strerror(e.errno) if e.errno else type(e).__name__})") from None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if wait is None:
-                    raise
-                wait()
-                fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError as e:
-            holder = _lock_holder(fd)
-            os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise UsageError(f"{what} {self.directory} is in use by another wage-train run (pid {holder}); "
-                                 f"wait for it to end or choose another {what}") from None
-            raise UsageError(f"{what} {self.directory}: cannot lock it ({os.strerror(e.errno)})") from None
-        self._fd = fd
-        return self
-
-    def release(self) -> None:
-        """Drop the lock (a no-op when not held)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+    error = UsageError
 
 
 def staging_dir(out_dir: Path) -> Path:

@@ -8,8 +8,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from wage_data import Dataset, pad_images
 from wage_train.config import RunConfig
-from wage_train.data import Dataset, pad_images
 from wage_train.float_recipe import annealed_lr
 from wage_train.runspec import ModelSpec
 
@@ -19,7 +19,7 @@ __all__ = ["Runner", "make_runners", "model_inputs", "model_spec"]
 @runtime_checkable
 class Runner(Protocol):
     """One framework's model, optimizer state and step. Inputs are NHWC float32 ``(B, H, W, C)`` in ``[-1, 1]``
-    (``wage_train.data.to_inputs``), labels ``(B,)`` integers; losses are summed over the batch."""
+    (``wage_data.to_inputs``), labels ``(B,)`` integers; losses are summed over the batch."""
 
     framework: str  # "jax" or "torch"
     model: Any  # the Flax linen module or the torch nn.Module

@@ -13,12 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from wage_data import DataError, Dataset, hold_out_validation, load_dataset, to_inputs
 from wage_spec import WAGEConfig
 from wage_train.config import RunConfig, UsageError
-from wage_train.data import Dataset, hold_out_validation, load_dataset, to_inputs
 from wage_train.runner import Runner, make_runners, model_inputs
 from wage_train.runspec import LrSchedule, ModelSpec
-from wage_train.safe_io import DataError
 
 __all__ = ["LoadedRun", "evaluate", "evaluation_data", "load_run"]
 

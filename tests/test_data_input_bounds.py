@@ -13,10 +13,11 @@ import zlib
 import numpy as np
 import pytest
 
+from wage_data import DataError, load_mnist
+from wage_data.files import safe_unpickle
+from wage_data.readers import read_cifar_batch, read_idx
+from wage_data.svhn import load_svhn, read_svhn_mat
 from wage_parity.testing import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, write_fake_mnist, write_idx_file, write_svhn_mat
-from wage_train.data import load_mnist, read_cifar_batch, read_idx
-from wage_train.safe_io import DataError, safe_unpickle
-from wage_train.svhn import load_svhn, read_svhn_mat
 
 MB = 1 << 20
 

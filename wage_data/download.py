@@ -31,10 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from wage_train.data import CIFAR10_DIRS, CIFAR10_FILES, CIFAR10_FOLDER, MNIST_DIRS, MNIST_FILES, find_files
-from wage_train.run_dir import RunLock
-from wage_train.safe_io import DataError, make_tool_dir, remove_tool_dir
-from wage_train.svhn import SVHN_DIRS
+from wage_data.files import DataError, FolderLock, make_tool_dir, remove_tool_dir
+from wage_data.readers import CIFAR10_DIRS, CIFAR10_FILES, CIFAR10_FOLDER, MNIST_DIRS, MNIST_FILES, find_files
+from wage_data.svhn import SVHN_DIRS
 
 if TYPE_CHECKING:
     import pooch
@@ -303,7 +302,7 @@ def ensure_dataset(dataset: str, data_dir: str | Path, *, download: bool, extra:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"{root}: cannot be created ({e.strerror or type(e).__name__})") from None
-    lock = RunLock(root)
+    lock = FolderLock(root)
     try:
         lock.acquire("--data-dir", wait=lambda: print(f"waiting for another download into {root} to finish",
                                                       file=sys.stderr, flush=True))
@@ -355,8 +354,6 @@ def _stop(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """``wage-data``: exit 0 with one line per action, 2 with one line on a fault, 128 + the signal number on
     SIGINT or SIGTERM (one line; no temporary file is left)."""
-    from wage_train.config import UsageError
-
     p = argparse.ArgumentParser(
         prog="wage-data",
         description="Download MNIST, CIFAR-10 or SVHN from their canonical sources into --data-dir, verified "
@@ -376,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             done = ensure_dataset(name, args.data_dir, download=True, extra=args.svhn_extra, progress=progress)
             for line in done or [f"{name}: already in {args.data_dir}"]:
                 print(line, flush=True)
-    except (DataError, UsageError) as e:
+    except DataError as e:
         sys.stderr.write(f"wage-data: error: {e}\n")
         raise SystemExit(2) from None
     except (_Stopped, KeyboardInterrupt) as e:
@@ -390,7 +387,3 @@ def main(argv: Sequence[str] | None = None) -> None:
         for s, handler in old.items():
             if signal.getsignal(s) is _stop:
                 signal.signal(s, handler)
-
-
-if __name__ == "__main__":  # python -m wage_train.download (= wage-data)
-    main()

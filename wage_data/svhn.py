@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wage_train.dataset import Dataset
-from wage_train.safe_io import DataError
+from wage_data.dataset import Dataset
+from wage_data.files import DataError
 
 __all__ = ["SVHN_FILES", "load_svhn", "read_svhn_mat"]
 

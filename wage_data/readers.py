@@ -1,16 +1,14 @@
-"""The data sets as NumPy arrays in memory: raw uint8 NHWC pixels in a :class:`Dataset` (CIFAR-10 stays 150 MB
-instead of 600 MB as float32); :func:`to_inputs` scales a batch to ``[-1, 1]`` as the WAGE reference does
-(docs/contract.md §3).
+"""The data sets read from their standard on-disk formats into a :class:`~wage_data.Dataset` of raw uint8 NHWC
+pixels (CIFAR-10 stays 150 MB instead of 600 MB as float32):
 
 * ``digits``: scikit-learn's 8x8 digits (offline), pixels 0..16, a fixed split of 1437 train / 360 test;
 * ``mnist``: the four idx files (``.gz`` or not); ``cifar10``: the python batches of ``cifar-10-batches-py``;
-* ``svhn``: the cropped-digit ``.mat`` files (:mod:`wage_train.svhn`).
+* ``svhn``: the cropped-digit ``.mat`` files (:mod:`wage_data.svhn`).
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import math
 import struct
 import zlib
@@ -20,25 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from wage_train.dataset import Dataset
-from wage_train.safe_io import DataError, fault, safe_unpickle
-from wage_train.svhn import load_svhn
+from wage_data.dataset import Dataset
+from wage_data.files import DataError, fault, safe_unpickle
+from wage_data.svhn import load_svhn
 
-__all__ = [
-    "DATASETS",
-    "DataError",
-    "Dataset",
-    "data_fingerprint",
-    "hold_out_validation",
-    "load_cifar10",
-    "load_dataset",
-    "load_digits_split",
-    "load_mnist",
-    "pad_images",
-    "read_cifar_batch",
-    "read_idx",
-    "to_inputs",
-]
+__all__ = ["DATASETS", "load_cifar10", "load_dataset", "load_digits_split", "load_mnist", "read_cifar_batch",
+           "read_idx"]
 
 DATASETS = ("digits", "mnist", "cifar10", "svhn")
 MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
@@ -49,20 +34,6 @@ CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_DIRS = (CIFAR10_FOLDER, "")
 DEFLATE_MAX_RATIO = 1032  # deflate expands at most 1032-fold: a .gz file of n bytes holds at most ~1032 n
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}  # idx type codes
-
-
-def to_inputs(x: np.ndarray, max_value: float) -> np.ndarray:
-    """Raw pixels ``(N, ...)`` in ``[0, max_value]`` -> float32 ``(x / max_value) * 2 - 1`` in ``[-1, 1]``."""
-    return (x.astype(np.float32) / np.float32(max_value)) * np.float32(2.0) - np.float32(1.0)
-
-
-def pad_images(x: np.ndarray, size: int) -> np.ndarray:
-    """Zero-pad (black, -1 after :func:`to_inputs`) NHWC images centrally to ``size x size``."""
-    n, h, w, c = x.shape
-    top, left = (size - h) // 2, (size - w) // 2
-    out = np.zeros((n, size, size, c), x.dtype)
-    out[:, top : top + h, left : left + w] = x
-    return out
 
 
 def find_files(root: Path, subdirs: Sequence[str], names: Sequence[str], *, gz: bool = False) -> list[Path] | None:
@@ -173,7 +144,7 @@ def load_mnist(data_dir: str | Path) -> Dataset:
 
 
 def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR-10 python batch (unpickled by :func:`~wage_train.safe_io.safe_unpickle`: no code runs) as images
+    """One CIFAR-10 python batch (unpickled by :func:`~wage_data.files.safe_unpickle`: no code runs) as images
     ``(N, 32, 32, 3)`` uint8 and labels ``(N,)`` int64 in ``0..9``.
 
     Raises:
@@ -231,34 +202,3 @@ def load_dataset(name: str, data_dir: str | Path | None = None) -> Dataset:
     if data_dir is None:
         raise DataError(f"--dataset {name} needs --data-dir (the directory holding its files)")
     return {"mnist": load_mnist, "cifar10": load_cifar10, "svhn": load_svhn}[name](data_dir)
-
-
-def data_fingerprint(data: Dataset) -> dict[str, Any]:
-    """The counts, image shape and sha256 of the training and evaluation arrays (pixels and labels): recorded in
-    ``config.json`` and compared on ``--resume``."""
-    h = hashlib.sha256()
-    for a in (data.x_train, data.y_train.astype("<i8"), data.x_test, data.y_test.astype("<i8")):
-        h.update(str(a.shape).encode())
-        h.update(np.ascontiguousarray(a).data)
-    return {"train": len(data.x_train), "eval": len(data.x_test), "eval_split": data.eval_split,
-            "image_shape": list(data.image_shape), "sha256": h.hexdigest()}
-
-
-def hold_out_validation(data: Dataset, fraction: float, split_seed: int = 0) -> Dataset:
-    """The last ``round(fraction * N)`` of a fixed permutation (``split_seed``, not the run's seed) of the
-    training set as the evaluation set (``eval_split`` ``"validation"``); the test set is dropped.
-
-    Raises:
-        DataError: ``fraction`` not in (0, 1), or it leaves no training or no validation example.
-    """
-    if not (isinstance(fraction, float | int) and 0.0 < fraction < 1.0):
-        raise DataError(f"--validation must be a fraction in (0, 1), got {fraction!r}")
-    n = len(data.x_train)
-    n_val = round(fraction * n)
-    if not 0 < n_val < n:
-        raise DataError(f"--validation {fraction:g} of {n} training examples leaves "
-                        f"{n - n_val} for training and {n_val} for validation; both must be >= 1")
-    order = np.random.default_rng(split_seed).permutation(n)
-    train, val = order[: n - n_val], order[n - n_val:]
-    return Dataset(data.name, data.x_train[train], data.y_train[train], data.x_train[val], data.y_train[val],
-                   max_value=data.max_value, num_classes=data.num_classes, eval_split="validation")

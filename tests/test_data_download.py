@@ -27,11 +27,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from wage_data import DataError, download, load_dataset
+from wage_data.download import Source, ensure_dataset, extract_tar
+from wage_data.files import TOOL_MARK
 from wage_parity.testing import python_env, write_fake_cifar, write_fake_mnist, write_fake_svhn
-from wage_train import download
-from wage_train.data import load_dataset
-from wage_train.download import Source, ensure_dataset, extract_tar
-from wage_train.safe_io import TOOL_MARK, DataError
 
 CLOSED = "http://127.0.0.1:9/"  # the discard port: nothing listens there, connections are refused at once
 
@@ -377,7 +376,7 @@ def test_a_signal_stops_a_download_at_once_in_one_line_and_leaves_no_temporary(t
     data = tmp_path / "data"
     data.mkdir()
     (data / "mine.txt").write_text("mine")
-    p = subprocess.Popen([sys.executable, "-m", "wage_train.download", "cifar10", "--data-dir", str(data)],
+    p = subprocess.Popen([sys.executable, "-m", "wage_data", "cifar10", "--data-dir", str(data)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env=python_env(WAGE_CIFAR10_URL=server.base, PYTHONUNBUFFERED="1"))
     assert p.stderr.readline().startswith("downloading ")

@@ -1,4 +1,4 @@
-"""The training example's data readers: digits split, MNIST idx, CIFAR-10 pickles, augmentation."""
+"""The data readers (wage_data): digits split, MNIST idx, CIFAR-10 pickles, scaling, padding, augmentation."""
 
 from __future__ import annotations
 
@@ -9,23 +9,15 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from wage_data import DataError, load_cifar10, load_dataset, load_digits_split, load_mnist, pad_images, to_inputs
+from wage_data.augment import augment_crop_flip
+from wage_data.readers import read_idx
 from wage_parity.testing import (
     IDX_IMAGES_MAGIC,
     IDX_LABELS_MAGIC,
     write_fake_cifar,
     write_fake_mnist,
     write_idx_file,
-)
-from wage_train.augment import augment_crop_flip
-from wage_train.data import (
-    DataError,
-    load_cifar10,
-    load_dataset,
-    load_digits_split,
-    load_mnist,
-    pad_images,
-    read_idx,
-    to_inputs,
 )
 
 # ------------------------------------------------------------------------------------------ digits

@@ -10,7 +10,7 @@ __all__ = ["augment_crop", "augment_crop_flip"]
 def augment_crop(x: np.ndarray, rng: np.random.Generator, pad: int = 4, *, flip: bool = False,
                  rows: tuple[int, int] | None = None) -> np.ndarray:
     """Random ``(H, W)`` crops of ``x`` ``(N, H, W, C)`` padded with ``pad`` zeros (black, -1 after
-    :func:`wage_train.data.to_inputs`) on each side; with ``flip``, each mirrored horizontally with probability
+    :func:`wage_data.to_inputs`) on each side; with ``flip``, each mirrored horizontally with probability
     1/2. Returns ``(N, H, W, C)`` of ``x``'s dtype.
 
     ``rng`` draws the offsets ``(N, 2)`` in ``[0, 2 * pad]``, then the flips ``(N,)``. Without flip, the authors'

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import scipy.io
 
+from wage_data import DataError, load_dataset
+from wage_data.svhn import load_svhn, read_svhn_mat
 from wage_parity.testing import write_fake_svhn, write_svhn_mat
-from wage_train.data import DataError, load_dataset
-from wage_train.svhn import load_svhn, read_svhn_mat
 
 
 def test_reads_real_format_and_maps_10_to_0(tmp_path):
