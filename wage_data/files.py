@@ -20,10 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TOOL_MARK", "DataError", "FolderLock", "fault", "make_tool_dir", "one_line", "remove_tool_dir",
-           "safe_unpickle"]
+__all__ = ["DEFLATE_MAX_RATIO", "TOOL_MARK", "DataError", "FolderLock", "fault", "make_tool_dir", "one_line",
+           "remove_tool_dir", "safe_unpickle"]
 
 TOOL_MARK = ".wage-train-temporary"
+DEFLATE_MAX_RATIO = 1032  # deflate expands at most 1032-fold: n compressed bytes hold at most ~1032 n
 
 # The globals a pickled dict of numpy arrays, lists, str, bytes and ints needs (a CIFAR-10 batch); nothing else.
 _ALLOWED_GLOBALS = frozenset({

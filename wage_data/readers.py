@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from wage_data.dataset import Dataset
-from wage_data.files import DataError, fault, safe_unpickle
+from wage_data.files import DEFLATE_MAX_RATIO, DataError, fault, safe_unpickle
 from wage_data.svhn import load_svhn
 
 __all__ = ["DATASETS", "load_cifar10", "load_dataset", "load_digits_split", "load_mnist", "read_cifar_batch",
@@ -32,7 +32,6 @@ MNIST_DIRS = ("", "mnist", "MNIST/raw")  # the last is torchvision's layout
 CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_DIRS = (CIFAR10_FOLDER, "")
-DEFLATE_MAX_RATIO = 1032  # deflate expands at most 1032-fold: a .gz file of n bytes holds at most ~1032 n
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}  # idx type codes
 
 
@@ -73,8 +72,9 @@ def load_digits_split(n_train: int = 1437, split_seed: int = 0) -> Dataset:
 def read_idx(path: str | Path) -> np.ndarray:
     """An idx file (plain or ``.gz``: magic ``00 00 TT DD``, DD sizes, data) as an array of its type and shape.
 
-    A ``.gz`` file's declared size is checked against what it can hold (:data:`DEFLATE_MAX_RATIO`) before
-    anything is allocated, then exactly that many bytes are read and no more may follow (a decompression bomb).
+    A ``.gz`` file's declared size is checked against what it can hold
+    (:data:`~wage_data.files.DEFLATE_MAX_RATIO`) before anything is allocated, then exactly that many bytes are read
+    and no more may follow (a decompression bomb).
 
     Raises:
         DataError: naming the file: a bad magic number, a truncated header, or a size that disagrees with it.

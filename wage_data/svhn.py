@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from wage_data.dataset import Dataset
-from wage_data.files import DataError
+from wage_data.files import DEFLATE_MAX_RATIO, DataError
 
 __all__ = ["SVHN_FILES", "load_svhn", "read_svhn_mat"]
 
 SVHN_FILES = ("train_32x32.mat", "test_32x32.mat")
 SVHN_EXTRA = "extra_32x32.mat"
 SVHN_DIRS = ("", "svhn", "SVHN")
-DEFLATE_MAX_RATIO = 1032  # deflate expands at most 1032-fold
 _MI_MATRIX, _MI_COMPRESSED = 14, 15  # the MAT v5 top-level data elements: a variable, or a zlib stream of one
 # scipy.io.whosmat's dense numeric classes -> bytes per element, and its class names in this reader's words.
 _ITEMSIZE = {"int8": 1, "uint8": 1, "logical": 1, "int16": 2, "uint16": 2, "int32": 4, "uint32": 4, "single": 4,
