@@ -46,10 +46,10 @@ def find_files(root: Path, subdirs: Sequence[str], names: Sequence[str], *, gz: 
     return None
 
 
-def _missing(kind: str, root: Path, subdirs: Sequence[str], expected: str) -> DataError:
+def _missing(kind: str, name: str, root: Path, subdirs: Sequence[str], expected: str) -> DataError:
     where = ", ".join(str(root / d) for d in subdirs)
     return DataError(f"{kind} not found under --data-dir {root} (looked in {where}): expected {expected}; "
-                     "--download fetches it")
+                     f"wage-data {name} --data-dir DIR (or wage-train --download) fetches it")
 
 
 def _check_labels(path: Path, labels: Any) -> None:
@@ -121,7 +121,7 @@ def load_mnist(data_dir: str | Path) -> Dataset:
     root = Path(data_dir)
     found = find_files(root, MNIST_DIRS, MNIST_FILES, gz=True)
     if found is None:
-        raise _missing("MNIST", root, MNIST_DIRS, ", ".join(f"{stem}[.gz]" for stem in MNIST_FILES))
+        raise _missing("MNIST", "mnist", root, MNIST_DIRS, ", ".join(f"{stem}[.gz]" for stem in MNIST_FILES))
     x_train, y_train, x_test, y_test = (read_idx(p) for p in found)
     for images, labels, ip, lp in ((x_train, y_train, found[0], found[1]), (x_test, y_test, found[2], found[3])):
         if images.ndim != 3 or images.dtype != np.uint8:
@@ -182,7 +182,7 @@ def load_cifar10(data_dir: str | Path) -> Dataset:
     root = Path(data_dir)
     found = find_files(root, CIFAR10_DIRS, CIFAR10_FILES)
     if found is None:
-        raise _missing("CIFAR-10", root, CIFAR10_DIRS, ", ".join(CIFAR10_FILES) + " (the python version)")
+        raise _missing("CIFAR-10", "cifar10", root, CIFAR10_DIRS, ", ".join(CIFAR10_FILES) + " (the python version)")
     train = [read_cifar_batch(p) for p in found[:-1]]
     x_test, y_test = read_cifar_batch(found[-1])
     if len(x_test) == 0:

@@ -76,7 +76,7 @@ def read_svhn_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"SVHN: {path} not found (expected the cropped-digit files {', '.join(SVHN_FILES)}; "
-                        "--download fetches them)")
+                        "wage-data svhn --data-dir DIR (or wage-train --download) fetches them)")
     try:
         _check_headers(path)
         mat = scipy.io.loadmat(str(path), variable_names=["X", "y"])
